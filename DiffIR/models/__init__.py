@@ -1,0 +1,18 @@
+"""Training models. ``build_model(opt)`` picks the class named by ``model_type``."""
+from typing import Any, Dict
+
+from DiffIR.models import diffir_s1_model  # noqa: F401  (registers the classes)
+from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
+
+
+def build_model(opt: Dict[str, Any]):
+    try:
+        cls = MODEL_REGISTRY.get(opt["model_type"])
+    except KeyError as e:
+        raise OptionError(f"'model_type': {e.args[0]}") from None
+    model = cls(opt)
+    model.logger.info(f"Model [{cls.__name__}] is created.")
+    return model
+
+
+__all__ = ["build_model", "MODEL_REGISTRY"]

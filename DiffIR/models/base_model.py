@@ -1,0 +1,246 @@
+"""What every training model shares: devices, DDP, optimizers, schedulers, EMA, checkpoints, validation."""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import random
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from DiffIR.metrics import calculate_metric, check_metric_options
+from DiffIR.models.lr_scheduler import build_scheduler, get_scheduler, update_learning_rate
+from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, load_file
+from DiffIR.utils.dist import get_dist_info, local_rank, reduce_mean
+from DiffIR.utils.img_util import tensor2img
+from DiffIR.utils.logger import get_root_logger
+from DiffIR.utils.misc import select_device
+from DiffIR.utils.registry import OptionError, check_kwargs
+
+_OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
+
+
+class BaseModel:
+    """BasicSR-compatible model base. Subclasses build ``net_g`` and implement feed/optimize/test."""
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        self.opt = opt
+        self.device = select_device(opt.get("num_gpu", 0), local_rank() if opt.get("dist") else None)
+        self.is_train = opt["is_train"]
+        self.optimizers: List[torch.optim.Optimizer] = []
+        self.schedulers: List[Any] = []
+        self.log_dict: Dict[str, float] = OrderedDict()
+        self.best_metric_results: Dict[str, Dict[str, Dict[str, float]]] = {}
+        self._baseline_cache: Dict[str, Dict[str, float]] = {}
+        self.logger = get_root_logger()
+        check_metric_options((opt.get("val") or {}).get("metrics") or {})
+
+    # ----------------------------------------------------------------------------- networks
+    def model_to_device(self, net: nn.Module) -> nn.Module:
+        net = net.to(self.device)
+        if self.opt.get("dist"):
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = DistributedDataParallel(net, device_ids=ids,
+                                          find_unused_parameters=self.opt.get("find_unused_parameters", False))
+        return net
+
+    @staticmethod
+    def get_bare_model(net: nn.Module) -> nn.Module:
+        return net.module if isinstance(net, (DistributedDataParallel, nn.DataParallel)) else net
+
+    def print_network(self, net: nn.Module) -> None:
+        bare = self.get_bare_model(net)
+        n = sum(p.numel() for p in bare.parameters())
+        self.logger.info(f"Network: {bare.__class__.__name__}, with parameters: {n:,d}")
+
+    def load_network(self, net: nn.Module, path: str, strict: bool = True, param_key: Optional[str] = "params") -> None:
+        """Load a BasicSR checkpoint; non-strict loads skip (and report) missing or mis-shaped keys."""
+        net = self.get_bare_model(net)
+        state = extract_state_dict(load_file(path, "network checkpoint"), param_key, path)
+        self.logger.info(f"Loading {net.__class__.__name__} from {path} [{param_key}] (strict={strict})")
+        own = net.state_dict()
+        if not strict:
+            missing = sorted(set(own) - set(state))
+            extra = sorted(set(state) - set(own))
+            wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
+            for k in wrong:
+                self.logger.warning(f"Skip '{k}': shape {tuple(state[k].shape)} in file, {tuple(own[k].shape)} in network")
+                state.pop(k)
+            if missing:
+                self.logger.warning(f"{len(missing)} network keys not in the file (kept as initialised), e.g. {missing[:3]}")
+            if extra:
+                self.logger.warning(f"{len(extra)} file keys not in the network (ignored), e.g. {extra[:3]}")
+        try:
+            net.load_state_dict(state, strict=strict)
+        except RuntimeError as e:
+            raise RuntimeError(f"Checkpoint {path} [{param_key}] does not fit {net.__class__.__name__}: {e}\n"
+                               "Check that network_g matches the checkpoint, or set path.strict_load_g: false.") from None
+
+    def save_network(self, nets: List[nn.Module], label: str, current_iter: Any, param_keys: List[str]) -> None:
+        name = "latest" if current_iter == -1 else current_iter
+        path = osp.join(self.opt["path"]["models"], f"{label}_{name}.pth")
+        payload = {k: {kk: v.detach().cpu() for kk, v in self.get_bare_model(n).state_dict().items()}
+                   for n, k in zip(nets, param_keys)}
+        atomic_save(payload, path)
+
+    # ----------------------------------------------------------------------------- EMA
+    @torch.no_grad()
+    def model_ema(self, decay: float) -> None:
+        """ema ← decay·ema + (1 − decay)·net over named parameters (buffers are not averaged, as in BasicSR)."""
+        net = dict(self.get_bare_model(self.net_g).named_parameters())
+        ema = dict(self.net_g_ema.named_parameters())
+        keys = list(ema)
+        torch._foreach_lerp_([ema[k].data for k in keys], [net[k].data for k in keys], 1.0 - decay)
+
+    # ----------------------------------------------------------------------------- optim / schedule
+    def build_optimizer(self, opt: Dict[str, Any], params, where: str = "train:optim_g") -> torch.optim.Optimizer:
+        opt = dict(opt)
+        name = opt.pop("type", None)
+        if name not in _OPTIMIZERS:
+            raise OptionError(f"'{where}:type' is {name!r}; supported optimizers: {', '.join(_OPTIMIZERS)}")
+        cls = _OPTIMIZERS[name]
+        check_kwargs(cls, opt, where)
+        if "betas" in opt:
+            opt["betas"] = tuple(opt["betas"])
+        return cls(params, **opt)
+
+    def setup_schedulers(self) -> None:
+        sched_opt = dict(self.opt["train"].get("scheduler") or {})
+        for o in self.optimizers:  # BasicSR's warm-up scales from the optimizer's own lr
+            for g in o.param_groups:
+                g.setdefault("initial_lr", g["lr"])
+        if not sched_opt:
+            return
+        try:
+            cls = get_scheduler(sched_opt.get("type"))
+        except KeyError as e:
+            raise OptionError(f"'train:scheduler:type': {e.args[0]}") from None
+        check_kwargs(cls, {k: v for k, v in sched_opt.items() if k != "type"}, "train:scheduler")
+        self.schedulers = [build_scheduler(o, sched_opt) for o in self.optimizers]
+
+    def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
+        """BasicSR order: step the schedulers from iteration 2 on, then let ``warmup_iter`` override linearly."""
+        update_learning_rate(self.optimizers, self.schedulers, current_iter, warmup_iter)
+
+    def get_current_learning_rate(self) -> List[float]:
+        return [g["lr"] for g in self.optimizers[0].param_groups]
+
+    # ----------------------------------------------------------------------------- state
+    def save_training_state(self, epoch: int, current_iter: int) -> None:
+        """``training_states/ITER.state``: optimizers, schedulers, counters and RNG states (no pickle needed)."""
+        if current_iter == -1:
+            return
+        np_state = np.random.get_state()
+        state = {
+            "epoch": epoch,
+            "iter": current_iter,
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                          "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+                "python": repr(random.getstate()),
+            },
+        }
+        atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
+
+    def resume_training(self, state: Dict[str, Any]) -> None:
+        if len(state["optimizers"]) != len(self.optimizers) or len(state["schedulers"]) != len(self.schedulers):
+            raise RuntimeError("The training state's optimizers/schedulers do not match this model's options "
+                               "(was train.scheduler added or removed since the state was saved?)")
+        for o, s in zip(self.optimizers, state["optimizers"]):
+            o.load_state_dict(s)
+        for sch, s in zip(self.schedulers, state["schedulers"]):
+            sch.load_state_dict(s)
+        rng = state.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            n = rng["numpy"]
+            np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+            import ast
+            py = ast.literal_eval(rng["python"])
+            random.setstate((py[0], tuple(py[1]), py[2]))
+
+    def reduce_loss_dict(self, loss_dict: Dict[str, torch.Tensor]) -> Dict[str, float]:
+        """Average each loss over ranks for the log."""
+        with torch.no_grad():
+            return OrderedDict((k, float(reduce_mean(v.detach()).item())) for k, v in loss_dict.items())
+
+    def get_current_log(self) -> Dict[str, float]:
+        return self.log_dict
+
+    # ----------------------------------------------------------------------------- validation
+    def validation(self, dataloader, current_iter: int, tb_logger: Any, save_img: bool = False) -> Dict[str, float]:
+        """Validate on rank 0 (other ranks return at once; the EMA/bare network needs no collective calls)."""
+        rank, _ = get_dist_info()
+        if rank != 0:
+            return {}
+        return self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def nondist_validation(self, dataloader, current_iter: int, tb_logger: Any, save_img: bool) -> Dict[str, float]:
+        dataset_name = dataloader.dataset.opt.get("name", "val")
+        val_opt = self.opt.get("val") or {}
+        metrics = val_opt.get("metrics") or {}
+        results = {name: 0.0 for name in metrics}
+        want_baseline = val_opt.get("baseline", True) and dataset_name not in self._baseline_cache
+        baseline = {name: 0.0 for name in metrics}
+        count = 0
+        pbar = tqdm(total=len(dataloader), unit="image", desc=f"Validate {dataset_name}",
+                    disable=not val_opt.get("pbar", True), leave=False)
+        for data in dataloader:
+            self.feed_data(data)
+            self.test()
+            visuals = self.get_current_visuals()
+            out_img = tensor2img(visuals["result"])
+            gt_img = tensor2img(visuals["gt"]) if "gt" in visuals else None
+            if save_img:
+                self.save_visual(out_img, data, current_iter, dataset_name)
+            if gt_img is not None:
+                for name, mopt in metrics.items():
+                    results[name] += calculate_metric({"img": out_img, "img2": gt_img}, mopt)
+                    if want_baseline:
+                        baseline[name] += calculate_metric({"img": tensor2img(visuals["lq"]), "img2": gt_img}, mopt)
+            count += 1
+            pbar.update(1)
+        pbar.close()
+        if count == 0:
+            return {}
+        results = {k: v / count for k, v in results.items()}
+        if want_baseline and metrics:
+            self._baseline_cache[dataset_name] = {k: v / count for k, v in baseline.items()}
+        self._log_validation(dataset_name, current_iter, results, tb_logger)
+        return results
+
+    def baseline_results(self, dataset_name: str) -> Dict[str, float]:
+        """Metrics of the network input itself (the plain inverse tone mapping of the LDR) on a val set."""
+        return self._baseline_cache.get(dataset_name, {})
+
+    def _log_validation(self, dataset_name: str, current_iter: int, results: Dict[str, float], tb_logger: Any) -> None:
+        metrics = (self.opt.get("val") or {}).get("metrics") or {}
+        best = self.best_metric_results.setdefault(dataset_name, {})
+        base = self._baseline_cache.get(dataset_name, {})
+        msg = f"Validation {dataset_name}, iter {current_iter}"
+        for name, value in results.items():
+            higher = metrics[name].get("better", "higher") == "higher"
+            rec = best.get(name)
+            if rec is None or (value > rec["val"] if higher else value < rec["val"]):
+                best[name] = {"val": value, "iter": current_iter}
+            msg += (f"\n\t # {name}: {value:.4f}\tBest: {best[name]['val']:.4f} @ {best[name]['iter']} iter"
+                    + (f"\t(input: {base[name]:.4f})" if name in base else ""))
+            if tb_logger is not None:
+                tb_logger.add_scalar(f"metrics/{dataset_name}/{name}", value, current_iter)
+        self.logger.info(msg)
+
+    def save_visual(self, img: np.ndarray, data: Dict[str, Any], current_iter: int, dataset_name: str) -> None:
+        import cv2
+
+        name = osp.splitext(osp.basename(data["lq_path"][0]))[0]
+        folder = osp.join(self.opt["path"]["visualization"], dataset_name)
+        os.makedirs(folder, exist_ok=True)
+        cv2.imwrite(osp.join(folder, f"{name}_{current_iter}.png"), img[..., ::-1])

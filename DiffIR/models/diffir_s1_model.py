@@ -1,0 +1,140 @@
+"""DiffIR stage 1: CPEN sees LQ and GT, DIRformer restores; L1 (+ optional perceptual) loss, EMA."""
+from __future__ import annotations
+
+import copy
+import inspect
+from collections import OrderedDict
+from typing import Any, Dict
+
+import torch
+
+from DiffIR.archs import build_network
+from DiffIR.losses import build_loss
+from DiffIR.models.base_model import BaseModel
+from DiffIR.utils.img_util import pad_to_multiple
+from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
+
+
+class MixingAugment:
+    """Restormer's mixup: blend each sample with a random other one (same λ for LQ, GT and conditions)."""
+
+    def __init__(self, mixup_beta: float = 1.2, use_identity: bool = True) -> None:
+        self.dist = torch.distributions.Beta(torch.tensor([float(mixup_beta)]), torch.tensor([float(mixup_beta)]))
+        self.use_identity = use_identity
+
+    def __call__(self, *tensors: torch.Tensor):
+        if self.use_identity and torch.randint(0, 2, (1,)).item() == 1:
+            return tensors
+        lam = self.dist.rsample((1, 1)).item()
+        index = torch.randperm(tensors[0].size(0), device=tensors[0].device)
+        return tuple(None if t is None else lam * t + (1 - lam) * t[index] for t in tensors)
+
+
+@MODEL_REGISTRY.register()
+class DiffIRS1Model(BaseModel):
+    """Stage-1 model; the network's prior needs the GT, so validation is an oracle figure."""
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        super().__init__(opt)
+        if "network_g" not in opt:
+            raise OptionError("DiffIRS1Model needs a 'network_g' section")
+        self.net_g = self.model_to_device(build_network(opt["network_g"], "network_g"))
+        self.print_network(self.net_g)
+        self._takes_cond = "cond" in inspect.signature(self.get_bare_model(self.net_g).forward).parameters
+        path = opt.get("path") or {}
+        self._pretrain_path = path.get("pretrain_network_g")
+        if self._pretrain_path:
+            self.load_network(self.net_g, self._pretrain_path, path.get("strict_load_g", True),
+                              path.get("param_key_g", "params"))
+        if self.is_train:
+            self.init_training_settings()
+
+    def init_training_settings(self) -> None:
+        train_opt = self.opt["train"]
+        self.net_g.train()
+        self.ema_decay = float(train_opt.get("ema_decay", 0) or 0)
+        if self.ema_decay > 0:
+            self.net_g_ema = copy.deepcopy(self.get_bare_model(self.net_g)).to(self.device)
+            if self._pretrain_path:
+                self.load_network(self.net_g_ema, self._pretrain_path,
+                                  self.opt["path"].get("strict_load_g", True), "params_ema")
+            self.net_g_ema.eval()
+            for p in self.net_g_ema.parameters():
+                p.requires_grad_(False)
+        self.losses = OrderedDict()
+        for key, value in train_opt.items():
+            if key.endswith("_opt") and key != "optim_g" and value:
+                self.losses[key] = build_loss(value, f"train:{key}").to(self.device)
+        if not self.losses:
+            raise OptionError("train has no loss: add e.g. 'pixel_opt: {type: L1Loss, loss_weight: 1.0}'")
+        mix = train_opt.get("mixing_augs") or {}
+        self.mixing = MixingAugment(mix.get("mixup_beta", 1.2), mix.get("use_identity", True)) if mix.get("mixup") else None
+        if "optim_g" not in train_opt:
+            raise OptionError("train needs 'optim_g', e.g. {type: Adam, lr: 2e-4}")
+        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        self.optimizer_g = self.build_optimizer(train_opt["optim_g"], params)
+        self.optimizers.append(self.optimizer_g)
+        self.setup_schedulers()
+
+    def feed_data(self, data: Dict[str, Any]) -> None:
+        self.lq = data["lq"].to(self.device, non_blocking=True)
+        self.gt = data["gt"].to(self.device, non_blocking=True) if "gt" in data else None
+        self.cond = None
+        if "dgain" in data and "gamma" in data:
+            self.cond = torch.stack([data["dgain"], data["gamma"]], dim=1).float().to(self.device)
+        if self.is_train and self.mixing is not None and self.net_g.training:
+            self.lq, self.gt, self.cond = self.mixing(self.lq, self.gt, self.cond)
+
+    def _forward(self, net, lq: torch.Tensor, gt: torch.Tensor):
+        if self._takes_cond:
+            return net(lq, gt, cond=self.cond)
+        return net(lq, gt)
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        self.optimizer_g.zero_grad(set_to_none=True)
+        self.output, _ = self._forward(self.net_g, self.lq, self.gt)
+        total = 0
+        loss_dict = OrderedDict()
+        for key, loss_fn in self.losses.items():
+            value = loss_fn(self.output, self.gt)
+            if isinstance(value, tuple):  # perceptual loss: (perceptual, style)
+                for suffix, v in zip(("percep", "style"), value):
+                    if v is not None:
+                        total = total + v
+                        loss_dict[f"l_{suffix}"] = v
+            else:
+                total = total + value
+                loss_dict[f"l_{key[:-4]}"] = value
+        total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(self.ema_decay)
+
+    @torch.no_grad()
+    def test(self) -> None:
+        """Whole-image inference, padded to the network's multiple of 8 and cropped back."""
+        if self.gt is None:
+            raise RuntimeError("DiffIR stage 1 builds its prior from the HDR ground truth, so every test image needs "
+                               "a GT. For LDR-only inference use a stage-2 model.")
+        net = self.net_g_ema if getattr(self, "net_g_ema", None) is not None else self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        window = int((self.opt.get("val") or {}).get("window_size") or 8)
+        h, w = self.lq.shape[-2:]
+        lq, gt = pad_to_multiple(self.lq, window), pad_to_multiple(self.gt, window)
+        self.output = self._forward(net, lq, gt)[..., :h, :w]
+        net.train(was_training)
+
+    def get_current_visuals(self) -> Dict[str, torch.Tensor]:
+        out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())
+        if self.gt is not None:
+            out["gt"] = self.gt.detach().cpu()
+        return out
+
+    def save(self, epoch: int, current_iter: int) -> None:
+        if self.ema_decay > 0:
+            self.save_network([self.net_g, self.net_g_ema], "net_g", current_iter, ["params", "params_ema"])
+        else:
+            self.save_network([self.net_g], "net_g", current_iter, ["params"])
+        self.save_training_state(epoch, current_iter)

@@ -1,0 +1,216 @@
+"""The training loop shared by every pipeline. A pipeline only supplies its batch schedule."""
+from __future__ import annotations
+
+import math
+import os
+import os.path as osp
+import random
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+
+from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
+from DiffIR.models import build_model
+from DiffIR.utils.checkpoint import list_training_states, load_file
+from DiffIR.utils.dist import get_dist_info, init_dist
+from DiffIR.utils.img_util import make_preview_grid
+from DiffIR.utils.logger import (MessageLogger, Messages, dict2str, get_env_info, get_root_logger,
+                                 init_tb_logger)
+from DiffIR.utils.misc import format_duration, mkdir_and_rename, set_random_seed
+from DiffIR.utils.options import dump_options, parse_options
+from DiffIR.utils.registry import OptionError
+
+ScheduleFactory = Callable[[Dict[str, Any]], Any]
+
+
+def find_resume_state(opt: Dict[str, Any], logger) -> Optional[Tuple[Dict[str, Any], str]]:
+    """The training state to resume from (``path.resume_state`` or, with ``--auto_resume``, the newest one).
+
+    With auto-resume an unreadable newest state is skipped with a warning and the one before it is used.
+    The network weights come from ``models/net_g_ITER.pth`` of the same iteration.
+    """
+    path_opt = opt["path"]
+    explicit = path_opt.get("resume_state")
+    candidates: List[Tuple[int, str]] = []
+    if explicit:
+        candidates = [(-1, explicit)]
+    elif opt.get("auto_resume"):
+        candidates = list_training_states(path_opt["training_states"])
+    for _, state_path in candidates:
+        try:
+            state = load_file(state_path, "training state")
+            net_path = osp.join(osp.dirname(osp.dirname(osp.abspath(state_path))), "models", f"net_g_{state['iter']}.pth")
+            if not osp.isfile(net_path):
+                raise FileNotFoundError(f"its network checkpoint {net_path} is missing")
+        except (RuntimeError, FileNotFoundError, KeyError) as e:
+            if explicit:
+                raise
+            logger.warning(f"Skipping training state {state_path}: {e}")
+            continue
+        return state, net_path
+    return None
+
+
+def create_dataloaders(opt: Dict[str, Any], msg: Messages, logger):
+    rank, world = get_dist_info()
+    datasets = opt.get("datasets") or {}
+    if "train" not in datasets:
+        raise OptionError("datasets needs a 'train' entry")
+    train_opt = datasets["train"]
+    for key in ("batch_size_per_gpu", "num_worker_per_gpu"):
+        if key not in train_opt:
+            raise OptionError(f"'datasets:train:{key}' is required")
+    train_set = build_dataset(train_opt)
+    ratio = int(train_opt.get("dataset_enlarge_ratio", 1) or 1)
+    sampler = EnlargedSampler(train_set, world, rank, ratio)
+    train_loader = build_dataloader(train_set, train_opt, opt["num_gpu"], opt.get("dist", False), sampler,
+                                    opt.get("manual_seed"))
+    batch = int(train_opt["batch_size_per_gpu"])
+    iters_per_epoch = math.ceil(len(train_set) * ratio / (batch * world))
+    if len(train_set) * ratio // world < batch:
+        raise OptionError(f"The training set has {len(train_set)} pairs (×{ratio} enlarge ratio over {world} "
+                          f"process(es)), fewer than datasets:train:batch_size_per_gpu={batch}: no full batch can be "
+                          "formed. Add data, raise dataset_enlarge_ratio or lower the batch size.")
+    total_iters = int(opt["train"]["total_iter"])
+    total_epochs = math.ceil(total_iters / iters_per_epoch)
+    logger.info(f"{msg('train_stats')}"
+                f"\n\t{msg('num_train_images')}: {len(train_set)}"
+                f"\n\t{msg('enlarge_ratio')}: {ratio}"
+                f"\n\t{msg('batch_per_gpu')}: {batch}"
+                f"\n\t{msg('world_size')}: {world}"
+                f"\n\t{msg('iters_per_epoch')}: {iters_per_epoch}"
+                f"\n\t{msg('total_epochs_iters', epochs=total_epochs, iters=total_iters)}")
+    val_loaders = []
+    for phase, dopt in datasets.items():
+        if phase == "train":
+            continue
+        val_set = build_dataset(dopt)
+        val_loaders.append(build_dataloader(val_set, dopt, opt["num_gpu"], opt.get("dist", False), None,
+                                            opt.get("manual_seed")))
+        logger.info(msg("num_val_images", name=dopt.get("name", phase), n=len(val_set)))
+    return train_loader, sampler, val_loaders, total_epochs, total_iters
+
+
+def _log_preview(tb_logger, model, current_iter: int) -> None:
+    vis = model.get_current_visuals()
+    if "gt" not in vis:
+        return
+    rows = [[vis["lq"][i], vis["result"][i], vis["gt"][i]] for i in range(vis["lq"].shape[0])]
+    tb_logger.add_image("train/input_output_gt", make_preview_grid(rows), current_iter)
+
+
+def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[str]] = None,
+          default_language: str = "zh") -> Dict[str, Any]:
+    """Parse options, build data/model, run the loop. Returns the last validation results per val set."""
+    opt, _ = parse_options(root_path, is_train=True, argv=argv)
+    if opt["launcher"] != "none":
+        init_dist(opt["launcher"], **(opt.get("dist_params") or {}))
+        opt["dist"] = True
+    else:
+        opt["dist"] = False
+    rank, world = get_dist_info()
+    opt["rank"], opt["world_size"] = rank, world
+    seed = opt.get("manual_seed")
+    if seed is None:
+        seed = random.randint(1, 10000)
+        opt["manual_seed"] = seed
+    set_random_seed(seed + rank)
+    logger_opt = opt.get("logger") or {}
+    msg = Messages(logger_opt.get("language", default_language))
+
+    logger = get_root_logger()
+    resume = find_resume_state(opt, logger)
+    path = opt["path"]
+    if rank == 0:
+        if resume is None:
+            mkdir_and_rename(path["experiments_root"])
+        for key in ("models", "training_states", "visualization"):
+            os.makedirs(path[key], exist_ok=True)
+    log_file = osp.join(path["log"], f"train_{opt['name']}_{time.strftime('%Y%m%d_%H%M%S')}.log")
+    logger = get_root_logger(log_file=log_file)
+    logger.info(get_env_info())
+    logger.info("\n" + dict2str(opt))
+    if rank == 0:
+        dump_options(opt, osp.join(path["experiments_root"], f"options_{opt['name']}.yml"))
+
+    if resume is not None:
+        state, net_path = resume
+        path["pretrain_network_g"], path["param_key_g"], path["strict_load_g"] = net_path, "params", True
+
+    train_loader, sampler, val_loaders, total_epochs, total_iters = create_dataloaders(opt, msg, logger)
+    schedule = make_schedule(opt)
+    logger.info(schedule.summary(msg))
+    model = build_model(opt)
+    logger.info(msg("device", device=model.device))
+
+    start_epoch, current_iter = 0, 0
+    if resume is not None:
+        model.resume_training(state)
+        start_epoch, current_iter = int(state["epoch"]), int(state["iter"])
+        logger.info(msg("resuming", path=net_path.replace("models/net_g_", "training_states/").replace(".pth", ".state"),
+                        iter=current_iter, epoch=start_epoch))
+
+    tb_logger = None
+    if logger_opt.get("use_tb_logger", True) and rank == 0 and "debug" not in opt["name"]:
+        tb_logger = init_tb_logger(osp.join(root_path, "tb_logger", opt["name"]))
+    msg_logger = MessageLogger(opt, current_iter + 1, tb_logger)
+    print_freq = int(logger_opt.get("print_freq", 100))
+    save_freq = int(float(logger_opt.get("save_checkpoint_freq", 5000)))
+    image_freq = int(float(logger_opt.get("tb_image_freq", save_freq)))
+    val_opt = opt.get("val") or {}
+    val_freq = int(float(val_opt.get("val_freq", 0) or 0))
+    warmup_iter = int(opt["train"].get("warmup_iter", -1) or -1)
+
+    logger.info(msg("start_training", epoch=start_epoch, iter=current_iter + 1))
+    start_time = time.time()
+    results: Dict[str, Any] = {}
+    epoch = start_epoch
+    while current_iter < total_iters:
+        sampler.set_epoch(epoch)
+        data_start = iter_start = time.time()
+        for batch in train_loader:
+            data_time = time.time() - data_start
+            current_iter += 1
+            if current_iter > total_iters:
+                break
+            model.update_learning_rate(current_iter, warmup_iter=warmup_iter)
+            model.feed_data(schedule(batch, current_iter))
+            model.optimize_parameters(current_iter)
+            iter_time = time.time() - iter_start
+            if current_iter % print_freq == 0:
+                log_vars = {"epoch": epoch, "iter": current_iter, "lrs": model.get_current_learning_rate(),
+                            "time": iter_time, "data_time": data_time}
+                log_vars.update(model.get_current_log())
+                msg_logger(log_vars)
+            if tb_logger is not None and current_iter % image_freq == 0:
+                _log_preview(tb_logger, model, current_iter)
+            if current_iter % save_freq == 0 and rank == 0:
+                logger.info(msg("saving", iter=current_iter))
+                model.save(epoch, current_iter)
+            if val_freq and val_loaders and current_iter % val_freq == 0:
+                for loader in val_loaders:
+                    results[loader.dataset.opt.get("name")] = model.validation(loader, current_iter, tb_logger,
+                                                                               val_opt.get("save_img", False))
+            data_start = iter_start = time.time()
+            if current_iter >= total_iters:
+                break
+        epoch += 1
+
+    logger.info(msg("end_training", time=format_duration(time.time() - start_time)))
+    if rank == 0:
+        logger.info(msg("save_latest"))
+        model.save(epoch, -1)
+    for loader in val_loaders:
+        name = loader.dataset.opt.get("name")
+        if val_opt.get("metrics"):
+            results[name] = model.validation(loader, current_iter, tb_logger, val_opt.get("save_img", False))
+            base = model.baseline_results(name)
+            for metric, value in (results[name] or {}).items():
+                if metric in base:
+                    logger.info(msg("final_compare", name=name, metric=metric, model=value, base=base[metric],
+                                    gain=value - base[metric]))
+    if tb_logger is not None:
+        tb_logger.close()
+    return {"results": results, "baseline": {l.dataset.opt.get("name"): model.baseline_results(l.dataset.opt.get("name"))
+                                             for l in val_loaders}, "iter": current_iter}

@@ -1,0 +1,160 @@
+"""Logging for people: a root logger, the per-iteration message line with ETA, TensorBoard, and log language."""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import time
+from typing import Any, Dict, Optional
+
+from DiffIR.utils.dist import get_dist_info, master_only
+from DiffIR.utils.misc import format_duration
+
+LOGGER_NAME = "DiffIR"
+_initialized = False
+
+# Every user-facing sentence of the pipelines, in both languages. Chinese is the default of the HDR
+# pipeline (as in the original guide); ``logger.language: en`` switches.
+MESSAGES: Dict[str, Dict[str, str]] = {
+    "zh": {
+        "train_stats": "训练统计信息:",
+        "num_train_images": "训练图像数量",
+        "enlarge_ratio": "数据集放大比例",
+        "batch_per_gpu": "每GPU批次大小",
+        "world_size": "世界大小(GPU数量)",
+        "iters_per_epoch": "每轮次所需迭代数",
+        "total_epochs_iters": "总轮次: {epochs}; 总迭代数: {iters}.",
+        "hdr_config": "HDR训练配置:",
+        "batch_size": "批次大小",
+        "image_size": "图像尺寸",
+        "total_iters": "总迭代数",
+        "num_val_images": "验证集 {name} 图像数量: {n}",
+        "start_training": "从第 {epoch} 轮, 第 {iter} 次迭代开始训练",
+        "resuming": "从训练状态 {path} 恢复: 第 {iter} 次迭代, 第 {epoch} 轮",
+        "saving": "保存模型和训练状态 (第 {iter} 次迭代)",
+        "end_training": "训练结束. 耗时: {time}",
+        "save_latest": "保存最新模型.",
+        "val_summary": "验证集 {name} 在第 {iter} 次迭代的结果:",
+        "final_compare": "最终质量对比 (验证集 {name}, {metric}): 训练后的模型 {model:.4f} | 输入的逆色调映射 {base:.4f} | 提升 {gain:+.4f}",
+        "device": "训练设备: {device}",
+    },
+    "en": {
+        "train_stats": "Training statistics:",
+        "num_train_images": "Number of train images",
+        "enlarge_ratio": "Dataset enlarge ratio",
+        "batch_per_gpu": "Batch size per gpu",
+        "world_size": "World size (gpu number)",
+        "iters_per_epoch": "Require iter number per epoch",
+        "total_epochs_iters": "Total epochs: {epochs}; iters: {iters}.",
+        "hdr_config": "HDR training configuration:",
+        "batch_size": "Batch size",
+        "image_size": "Image size",
+        "total_iters": "Total iterations",
+        "num_val_images": "Number of val images/folders in {name}: {n}",
+        "start_training": "Start training from epoch: {epoch}, iter: {iter}",
+        "resuming": "Resuming from training state {path}: iter {iter}, epoch {epoch}",
+        "saving": "Saving models and training states (iter {iter}).",
+        "end_training": "End of training. Time consumed: {time}",
+        "save_latest": "Save the latest model.",
+        "val_summary": "Validation {name} at iter {iter}:",
+        "final_compare": "Final quality (val set {name}, {metric}): trained model {model:.4f} | inverse tone-mapped input {base:.4f} | gain {gain:+.4f}",
+        "device": "Training device: {device}",
+    },
+}
+
+
+class Messages:
+    """Looks up user-facing sentences in the configured language."""
+
+    def __init__(self, language: str = "zh") -> None:
+        if language not in MESSAGES:
+            raise ValueError(f"logger.language must be one of {sorted(MESSAGES)}, got '{language}'")
+        self.language = language
+
+    def __call__(self, key: str, **kwargs: Any) -> str:
+        return MESSAGES[self.language][key].format(**kwargs)
+
+
+def get_root_logger(log_level: int = logging.INFO, log_file: Optional[str] = None) -> logging.Logger:
+    """The project logger: console on every rank (errors only off rank 0), plus ``log_file`` on rank 0."""
+    global _initialized
+    logger = logging.getLogger(LOGGER_NAME)
+    if _initialized and log_file is None:
+        return logger
+    rank, _ = get_dist_info()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s: %(message)s")
+    if not _initialized:
+        handler = logging.StreamHandler()
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+        logger.propagate = False
+        _initialized = True
+    logger.setLevel(log_level if rank == 0 else logging.ERROR)
+    if log_file is not None and rank == 0:
+        for h in list(logger.handlers):  # one file per run: drop a previous run's file handler
+            if isinstance(h, logging.FileHandler):
+                logger.removeHandler(h)
+                h.close()
+        fh = logging.FileHandler(log_file, "w", encoding="utf-8")
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    return logger
+
+
+@master_only
+def init_tb_logger(log_dir: str):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=log_dir)
+
+
+class MessageLogger:
+    """Formats the periodic training line (epoch, iter, lr, losses, time/iter, data time, ETA) and mirrors it to TB."""
+
+    def __init__(self, opt: Dict[str, Any], start_iter: int = 1, tb_logger: Any = None) -> None:
+        self.exp_name = opt["name"]
+        self.max_iters = opt["train"]["total_iter"]
+        self.start_iter = start_iter
+        self.tb_logger = tb_logger
+        self.start_time = time.time()
+        self.logger = get_root_logger()
+
+    def reset_start_time(self) -> None:
+        self.start_time = time.time()
+
+    @master_only
+    def __call__(self, log_vars: Dict[str, Any]) -> None:
+        epoch, current_iter = log_vars.pop("epoch"), log_vars.pop("iter")
+        lrs = log_vars.pop("lrs")
+        msg = f"[{self.exp_name[:12]}..][epoch:{epoch:3d}, iter:{current_iter:8,d}, lr:({', '.join(f'{v:.3e}' for v in lrs)})] "
+        if "time" in log_vars:
+            iter_time, data_time = log_vars.pop("time"), log_vars.pop("data_time")
+            done = max(1, current_iter - self.start_iter + 1)
+            avg = (time.time() - self.start_time) / done
+            eta = avg * (self.max_iters - current_iter)
+            msg += f"[eta: {format_duration(eta)}, time (data): {iter_time:.3f} ({data_time:.3f})] "
+        for k, v in log_vars.items():
+            msg += f"{k}: {v:.4e} "
+            if self.tb_logger is not None:
+                self.tb_logger.add_scalar(f"losses/{k}", v, current_iter)
+        if self.tb_logger is not None:
+            for i, lr in enumerate(lrs):
+                self.tb_logger.add_scalar(f"train/lr{'' if i == 0 else f'_{i}'}", lr, current_iter)
+        self.logger.info(msg)
+
+
+def get_env_info() -> str:
+    import torch
+
+    return f"PyTorch: {torch.__version__}, CUDA available: {torch.cuda.is_available()}, started {datetime.datetime.now():%Y-%m-%d %H:%M:%S}"
+
+
+def dict2str(opt: Dict[str, Any], indent: int = 1) -> str:
+    lines = []
+    for k, v in opt.items():
+        if isinstance(v, dict):
+            lines.append(" " * (indent * 2) + f"{k}:")
+            lines.append(dict2str(v, indent + 1))
+        else:
+            lines.append(" " * (indent * 2) + f"{k}: {v}")
+    return "\n".join(lines)

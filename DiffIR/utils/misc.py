@@ -1,0 +1,45 @@
+"""Small helpers without project knowledge: seeding, paths, time strings."""
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+
+def set_random_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def get_time_str() -> str:
+    return time.strftime("%Y%m%d_%H%M%S", time.localtime())
+
+
+def mkdir_and_rename(path: str) -> None:
+    """Create ``path``; an existing folder is kept as ``path_archived_<time>`` instead of being mixed into."""
+    if os.path.exists(path):
+        new_name = f"{path}_archived_{get_time_str()}"
+        print(f"Path already exists. Rename it to {new_name}", flush=True)
+        os.rename(path, new_name)
+    os.makedirs(path, exist_ok=True)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    days, rem = divmod(seconds, 86400)
+    h, rem = divmod(rem, 3600)
+    m, s = divmod(rem, 60)
+    return (f"{days}d " if days else "") + f"{h:d}:{m:02d}:{s:02d}"
+
+
+def select_device(num_gpu: int, local_rank: Optional[int] = None) -> torch.device:
+    """The device this process trains on: a CUDA device when GPUs were asked for and exist, else the CPU."""
+    if num_gpu > 0 and torch.cuda.is_available():
+        index = local_rank if local_rank is not None else 0
+        return torch.device("cuda", index % torch.cuda.device_count())
+    return torch.device("cpu")

@@ -1,0 +1,195 @@
+"""Command line + YAML options: parsing, overrides, validation of known keys, derived paths."""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import os.path as osp
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import torch
+import yaml
+
+from DiffIR.utils.registry import OptionError
+
+# Keys each section understands. Sections holding components (networks, datasets, losses, optimizer,
+# scheduler, metrics) are checked by the component's own builder against its signature instead.
+TOP_KEYS = {
+    "name", "model_type", "scale", "num_gpu", "manual_seed", "datasets", "path", "train", "val", "logger",
+    "dist_params", "find_unused_parameters", "cudnn_benchmark",
+    # set by the program, allowed in files for BasicSR compatibility
+    "is_train", "dist", "rank", "world_size", "auto_resume", "launcher", "root_path",
+}
+PATH_KEYS = {"resume_state", "root", "experiments_root", "models", "training_states", "log", "visualization",
+             "results_root", "ignore_resume_networks"}
+PATH_PREFIXES = ("pretrain_network_", "param_key_", "strict_load_")
+TRAIN_KEYS = {"ema_decay", "optim_g", "scheduler", "total_iter", "warmup_iter", "mixing_augs"}
+TRAIN_SUFFIXES = ("_opt",)  # losses: pixel_opt, perceptual_opt, ...
+MIXUP_KEYS = {"mixup", "mixup_beta", "use_identity"}
+VAL_KEYS = {"val_freq", "save_img", "metrics", "suffix", "window_size", "pbar", "baseline"}
+LOGGER_KEYS = {"print_freq", "save_checkpoint_freq", "use_tb_logger", "wandb", "language", "tb_image_freq"}
+WANDB_KEYS = {"project", "resume_id", "entity"}
+DIST_KEYS = {"backend", "port"}
+
+
+def _unknown(keys: Iterable[str], known: Iterable[str], where: str, file: str,
+             prefixes: Tuple[str, ...] = (), suffixes: Tuple[str, ...] = ()) -> List[str]:
+    known = set(known)
+    errors = []
+    for k in keys:
+        if k in known or k.startswith(prefixes) or k.endswith(suffixes) or (where == "" and k.startswith("network_")):
+            continue
+        close = difflib.get_close_matches(k, sorted(known), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        errors.append(f"unknown key '{where}{k}'{hint}")
+    return errors
+
+
+def validate_options(opt: Dict[str, Any], file: str = "<options>") -> None:
+    """Report every key this program does not know, all at once, naming the file."""
+    errors = _unknown(opt, TOP_KEYS, "", file)
+    sections = [("path", PATH_KEYS, PATH_PREFIXES, ()), ("train", TRAIN_KEYS, (), TRAIN_SUFFIXES),
+                ("val", VAL_KEYS, (), ()), ("logger", LOGGER_KEYS, (), ()), ("dist_params", DIST_KEYS, (), ())]
+    for name, known, prefixes, suffixes in sections:
+        sec = opt.get(name)
+        if sec is None:
+            continue
+        if not isinstance(sec, dict):
+            errors.append(f"'{name}' must be a mapping")
+            continue
+        errors += _unknown(sec, known, f"{name}:", file, prefixes, suffixes)
+    mix = (opt.get("train") or {}).get("mixing_augs")
+    if isinstance(mix, dict):
+        errors += _unknown(mix, MIXUP_KEYS, "train:mixing_augs:", file)
+    wandb = (opt.get("logger") or {}).get("wandb")
+    if isinstance(wandb, dict):
+        errors += _unknown(wandb, WANDB_KEYS, "logger:wandb:", file)
+    if "datasets" in opt and not isinstance(opt["datasets"], dict):
+        errors.append("'datasets' must be a mapping of phase names (train, val, val_1, ...) to dataset options")
+    for phase in opt.get("datasets") or {}:
+        if not (phase == "train" or phase.startswith(("val", "test"))):
+            errors.append(f"unknown dataset phase 'datasets:{phase}': use 'train', 'val*' or 'test*'")
+    if errors:
+        raise OptionError(f"Invalid options in {file}:\n  - " + "\n  - ".join(errors) +
+                          "\nFix or remove these keys (a typo would otherwise be silently ignored).")
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else None
+
+
+def apply_overrides(opt: Dict[str, Any], overrides: Optional[List[str]]) -> None:
+    """``key:sub=value`` strings (YAML values) replace nested option entries."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise OptionError(f"--force_yml '{item}' must look like key:subkey=value")
+        path, value = item.split("=", 1)
+        keys = path.split(":")
+        node = opt
+        for k in keys[:-1]:
+            if node.get(k) is None:
+                node[k] = {}
+            node = node[k]
+            if not isinstance(node, dict):
+                raise OptionError(f"--force_yml '{item}': '{k}' is not a mapping")
+        node[keys[-1]] = _parse_value(value)
+
+
+def load_yaml(path: str) -> Dict[str, Any]:
+    if not osp.isfile(path):
+        raise FileNotFoundError(f"Option file not found: {path}")
+    with open(path, "r", encoding="utf-8") as f:
+        try:
+            opt = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise OptionError(f"Option file {path} is not valid YAML: {e}") from None
+    if not isinstance(opt, dict):
+        raise OptionError(f"Option file {path} must hold a mapping at the top level")
+    return opt
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="DiffIR-HDR training")
+    parser.add_argument("-opt", type=str, required=True, help="Path to the option YAML file.")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none", help="job launcher")
+    parser.add_argument("--auto_resume", action="store_true", help="continue from the newest training state")
+    parser.add_argument("--debug", action="store_true", help="tiny frequencies and a debug_ experiment name")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help="set by torch.distributed.launch")
+    parser.add_argument("--force_yml", nargs="+", default=None,
+                        help="override options: key:subkey=value (YAML value), e.g. train:total_iter=100")
+    return parser
+
+
+def resolve_num_gpu(value: Any) -> int:
+    if value in (None, "auto"):
+        return torch.cuda.device_count()
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise OptionError(f"num_gpu must be an integer or 'auto', got {value!r}") from None
+
+
+def finalize_options(opt: Dict[str, Any], root_path: str, is_train: bool, file: str = "<options>",
+                     debug: bool = False) -> Dict[str, Any]:
+    """Validate and fill the derived entries (paths, phases, num_gpu) of a loaded option dict."""
+    validate_options(opt, file)
+    for key in ("name", "model_type"):
+        if key not in opt:
+            raise OptionError(f"Option file {file} lacks the required key '{key}'")
+    opt["is_train"] = is_train
+    opt["num_gpu"] = resolve_num_gpu(opt.get("num_gpu", "auto"))
+    if debug and not opt["name"].startswith("debug"):
+        opt["name"] = "debug_" + opt["name"]
+    for phase, dataset in (opt.get("datasets") or {}).items():
+        if not isinstance(dataset, dict):
+            raise OptionError(f"'datasets:{phase}' must be a mapping of dataset options")
+        dataset["phase"] = phase.split("_")[0]
+        dataset.setdefault("scale", opt.get("scale", 1))
+        for key in ("dataroot_gt", "dataroot_lq", "dataroot_dgain"):
+            if isinstance(dataset.get(key), str):
+                dataset[key] = osp.expanduser(dataset[key])
+    path = opt.setdefault("path", {}) or {}
+    opt["path"] = path
+    for key, val in list(path.items()):
+        if val is not None and ("resume_state" in key or "pretrain_network" in key):
+            path[key] = osp.expanduser(val)
+    path["root"] = root_path
+    if is_train:
+        exp = osp.join(root_path, "experiments", opt["name"])
+        path["experiments_root"] = exp
+        path["models"] = osp.join(exp, "models")
+        path["training_states"] = osp.join(exp, "training_states")
+        path["log"] = exp
+        path["visualization"] = osp.join(exp, "visualization")
+        if debug:
+            opt.setdefault("val", {})
+            if opt.get("val") is not None:
+                opt["val"]["val_freq"] = 8
+            opt.setdefault("logger", {})
+            opt["logger"]["print_freq"] = 1
+            opt["logger"]["save_checkpoint_freq"] = 8
+    else:
+        results = osp.join(root_path, "results", opt["name"])
+        path["results_root"] = results
+        path["log"] = results
+        path["visualization"] = osp.join(results, "visualization")
+    return opt
+
+
+def parse_options(root_path: str, is_train: bool = True, argv: Optional[List[str]] = None
+                  ) -> Tuple[Dict[str, Any], argparse.Namespace]:
+    """Parse the command line and the YAML file into the option dict every pipeline uses."""
+    args = build_arg_parser().parse_args(argv)
+    opt = load_yaml(args.opt)
+    apply_overrides(opt, args.force_yml)
+    opt["auto_resume"] = args.auto_resume
+    opt["launcher"] = args.launcher
+    if args.launcher != "none" and "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
+    finalize_options(opt, root_path, is_train, file=args.opt, debug=args.debug)
+    return opt, args
+
+
+def dump_options(opt: Dict[str, Any], path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(opt, f, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,92 @@
+"""Name → class registries, so YAML ``type:`` fields pick implementations."""
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+
+class Registry:
+    """A named table of classes/functions filled by ``@REGISTRY.register()``.
+
+    Looking up an unknown name raises a ``KeyError`` that lists every registered name and the closest
+    match, because a typo in a YAML ``type:`` is the most common configuration error.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._obj_map: Dict[str, Any] = {}
+
+    def register(self, obj: Any = None, name: Optional[str] = None) -> Any:
+        def deco(o: Any) -> Any:
+            key = name or o.__name__
+            if key in self._obj_map and self._obj_map[key] is not o:
+                raise KeyError(f"'{key}' is already registered in the {self._name} registry")
+            self._obj_map[key] = o
+            return o
+
+        return deco(obj) if obj is not None else deco
+
+    def get(self, name: str) -> Any:
+        if name not in self._obj_map:
+            known = sorted(self._obj_map)
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise KeyError(f"No {self._name} named '{name}'.{hint} Registered {self._name}s: {', '.join(known)}")
+        return self._obj_map[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._obj_map
+
+    def __iter__(self) -> Iterator[Tuple[str, Any]]:
+        return iter(sorted(self._obj_map.items()))
+
+    def keys(self):
+        return sorted(self._obj_map)
+
+
+ARCH_REGISTRY = Registry("arch")
+DATASET_REGISTRY = Registry("dataset")
+MODEL_REGISTRY = Registry("model")
+LOSS_REGISTRY = Registry("loss")
+METRIC_REGISTRY = Registry("metric")
+
+
+class OptionError(ValueError):
+    """A configuration mistake, reported with the offending key and how to fix it."""
+
+
+def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str, ignore: Tuple[str, ...] = ()) -> None:
+    """Raise :class:`OptionError` naming each key of ``kwargs`` that ``target`` does not accept."""
+    import inspect
+
+    sig = inspect.signature(target)
+    params = sig.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"]
+    unknown = [k for k in kwargs if k not in accepted and k not in ignore]
+    if unknown:
+        msgs = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, accepted, n=1)
+            msgs.append(f"'{where}:{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise OptionError(
+            f"Unknown option key {', '.join(msgs)} for {getattr(target, '__name__', target)}. "
+            f"Accepted keys: {', '.join(accepted)}. Fix or remove the key in your YAML file."
+        )
+
+
+def build_from_registry(registry: Registry, opt: Dict[str, Any], where: str, **extra: Any) -> Any:
+    """Instantiate ``registry[opt['type']](**rest_of_opt, **extra)`` after checking every key.
+
+    ``where`` is the option path used in messages (e.g. ``network_g``).
+    """
+    if not isinstance(opt, dict) or "type" not in opt:
+        raise OptionError(f"'{where}' needs a 'type' key naming one of: {', '.join(registry.keys())}")
+    kwargs = {k: v for k, v in opt.items() if k != "type"}
+    try:
+        cls = registry.get(opt["type"])
+    except KeyError as e:
+        raise OptionError(f"'{where}:type': {e.args[0]}") from None
+    check_kwargs(cls, kwargs, where)
+    return cls(**kwargs, **extra)
