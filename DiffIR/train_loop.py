@@ -119,11 +119,10 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
     logger_opt = opt.get("logger") or {}
     msg = Messages(logger_opt.get("language", default_language))
 
-    logger = get_root_logger()
-    resume = find_resume_state(opt, logger)
     path = opt["path"]
+    may_resume = bool(path.get("resume_state")) or (opt.get("auto_resume") and list_training_states(path["training_states"]))
     if rank == 0:
-        if resume is None:
+        if not may_resume:
             mkdir_and_rename(path["experiments_root"])
         for key in ("models", "training_states", "visualization"):
             os.makedirs(path[key], exist_ok=True)
@@ -133,6 +132,7 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
     logger.info("\n" + dict2str(opt))
     if rank == 0:
         dump_options(opt, osp.join(path["experiments_root"], f"options_{opt['name']}.yml"))
+    resume = find_resume_state(opt, logger)
 
     if resume is not None:
         state, net_path = resume

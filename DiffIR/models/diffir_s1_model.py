@@ -104,7 +104,7 @@ class DiffIRS1Model(BaseModel):
                         loss_dict[f"l_{suffix}"] = v
             else:
                 total = total + value
-                loss_dict[f"l_{key[:-4]}"] = value
+                loss_dict["l_pix" if key == "pixel_opt" else f"l_{key[:-4]}"] = value
         total.backward()
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)

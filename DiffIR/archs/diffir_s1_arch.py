@@ -1,0 +1,114 @@
+"""DiffIRS1: stage-1 DiffIR network (DIRformer ``G`` + prior extractor ``E`` that sees LQ and GT).
+
+Checkpoint-compatible with the official ``DiffIRS1`` (same constructor arguments and defaults, same 536
+``state_dict`` entries in the same order for the official configuration). One optional HDR extension:
+``dgain_cond=True`` adds a small MLP ``cond_embed`` that maps the per-image camera metadata
+``[log(dgain), gamma]`` to an IPR offset. Its last layer starts at zero, so switching it on leaves the network's
+function unchanged until it is trained, and official checkpoints still load (non-strictly, only the
+``cond_embed.*`` keys missing).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from DiffIR.archs.cpen import CPEN_S1
+from DiffIR.archs.dirformer import DIRformer, check_spatial_multiple
+from DiffIR.utils.registry import ARCH_REGISTRY
+
+__all__ = ["DiffIRS1"]
+
+_N_FEATS = 64  # hard-coded in the official DiffIRS1; the IPR dimension is 4 * n_feats = 256
+_COND_HIDDEN = 64
+
+
+@ARCH_REGISTRY.register()
+class DiffIRS1(nn.Module):
+    """Stage-1 teacher: IPR = CPEN_S1(lq, gt); out = DIRformer(lq, IPR).
+
+    ``forward`` returns ``(out, [ipr])`` in training mode and ``out`` in eval mode, like the official
+    network. Inputs must have H and W divisible by 8 (the caller pads).
+    """
+
+    def __init__(
+        self,
+        n_encoder_res: int = 6,
+        inp_channels: int = 3,
+        out_channels: int = 3,
+        dim: int = 48,
+        num_blocks: Sequence[int] = (4, 6, 6, 8),
+        num_refinement_blocks: int = 4,
+        heads: Sequence[int] = (1, 2, 4, 8),
+        ffn_expansion_factor: float = 2.66,
+        bias: bool = False,
+        LayerNorm_type: str = "WithBias",  # noqa: N803 (official option name)
+        dgain_cond: bool = False,
+    ) -> None:
+        super().__init__()
+        ipr_dim = 4 * _N_FEATS
+        self.ipr_dim = ipr_dim
+        self.dgain_cond = bool(dgain_cond)
+        self.G = DIRformer(
+            inp_channels=inp_channels,
+            out_channels=out_channels,
+            dim=dim,
+            num_blocks=num_blocks,
+            num_refinement_blocks=num_refinement_blocks,
+            heads=heads,
+            ffn_expansion_factor=ffn_expansion_factor,
+            bias=bias,
+            LayerNorm_type=LayerNorm_type,
+            ipr_dim=ipr_dim,
+        )
+        self.E = CPEN_S1(n_feats=_N_FEATS, n_encoder_res=n_encoder_res, in_channels=2 * 16 * inp_channels)
+        # (The official class also holds an unused, parameter-free PixelUnshuffle(4); it is omitted here.)
+        if self.dgain_cond:
+            self.cond_embed = nn.Sequential(
+                nn.Linear(2, _COND_HIDDEN),
+                nn.LeakyReLU(0.1, inplace=True),
+                nn.Linear(_COND_HIDDEN, ipr_dim),
+            )
+            nn.init.zeros_(self.cond_embed[2].weight)
+            nn.init.zeros_(self.cond_embed[2].bias)
+
+    def _cond_features(self, cond: torch.Tensor, batch: int, ref: torch.Tensor) -> torch.Tensor:
+        """``[log(dgain), gamma]`` per image; log because dgain is a multiplicative exposure gain."""
+        if cond.dim() != 2 or cond.shape != (batch, 2):
+            raise ValueError(f"cond must be a ({batch}, 2) tensor of [dgain, gamma], got shape {tuple(cond.shape)}")
+        cond = cond.to(device=ref.device, dtype=ref.dtype)
+        dgain, gamma = cond.unbind(1)
+        return torch.stack([torch.log(dgain.clamp_min(1e-8)), gamma], dim=1)
+
+    def extract_ipr(self, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The IPR the DIRformer is conditioned on: CPEN_S1(lq, gt) [+ cond_embed(cond) if dgain_cond].
+
+        Exposed separately because stage 2 distils exactly this vector.
+        """
+        ipr = self.E(lq, gt)
+        if self.dgain_cond:
+            if cond is None:
+                raise ValueError(
+                    "DiffIRS1 was built with dgain_cond=True, so forward() needs cond=(B, 2) [dgain, gamma]"
+                )
+            ipr = ipr + self.cond_embed(self._cond_features(cond, lq.shape[0], ipr))
+        return ipr
+
+    def forward(
+        self, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None
+    ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Restore ``lq`` using the prior extracted from (lq, gt).
+
+        ``cond`` (B, 2) = per-image [dgain, gamma]; used only when built with ``dgain_cond=True``.
+        Returns ``(out, [ipr])`` when training, ``out`` in eval mode.
+        """
+        check_spatial_multiple(lq, 8, "lq")
+        check_spatial_multiple(gt, 8, "gt")
+        if lq.shape != gt.shape:
+            raise ValueError(f"lq and gt must have the same shape, got {tuple(lq.shape)} and {tuple(gt.shape)}")
+        ipr = self.extract_ipr(lq, gt, cond)
+        out = self.G(lq, ipr)
+        if self.training:
+            return out, [ipr]
+        return out

@@ -1,0 +1,183 @@
+"""Datasets and data loaders (BasicSR semantics).
+
+* ``build_dataset(opt)``: instantiate ``DATASET_REGISTRY[opt['type']](opt)`` after rejecting unknown
+  option keys by name (the class's ``OPTION_KEYS``).
+* ``build_dataloader(dataset, dataset_opt, num_gpu, dist, sampler, seed)``.
+* ``EnlargedSampler``: epoch-seeded shuffling, sharded over ranks, optionally enlarging an epoch.
+
+Every module ``DiffIR/data/*_dataset.py`` is imported here so its ``@DATASET_REGISTRY.register()``
+classes are available by name.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+import math
+import random
+from functools import partial
+from pathlib import Path
+from typing import Any, Dict, Iterator, Mapping, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from DiffIR.utils.registry import DATASET_REGISTRY, OptionError
+
+__all__ = ["build_dataset", "build_dataloader", "EnlargedSampler", "worker_init_fn", "DATASET_REGISTRY"]
+
+logger = logging.getLogger("DiffIR")
+
+for _f in sorted(Path(__file__).parent.glob("*_dataset.py")):
+    importlib.import_module(f"{__name__}.{_f.stem}")
+
+
+def _where(opt: Mapping[str, Any]) -> str:
+    return f"datasets:{opt.get('phase') or opt.get('name') or '?'}"
+
+
+def build_dataset(opt: Dict[str, Any]) -> Dataset:
+    """Build a dataset from its option dict (``type`` picks the registered class).
+
+    Raises :class:`OptionError` for a missing/unknown ``type`` (with the closest registered name)
+    and for option keys the class does not list in ``OPTION_KEYS`` (with the closest valid key).
+    """
+    if not isinstance(opt, Mapping):
+        raise OptionError(f"a dataset option must be a mapping, got {type(opt).__name__}")
+    where = _where(opt)
+    if "type" not in opt:
+        raise OptionError(f"'{where}' needs a 'type' key naming one of: {', '.join(DATASET_REGISTRY.keys())}")
+    try:
+        cls = DATASET_REGISTRY.get(opt["type"])
+    except KeyError as e:
+        raise OptionError(f"'{where}:type': {e.args[0]}. Fix: set type to a registered dataset name.") from None
+    accepted = getattr(cls, "OPTION_KEYS", None)
+    if accepted is not None:
+        unknown = [k for k in opt if k not in accepted]
+        if unknown:
+            parts = []
+            for k in unknown:
+                close = difflib.get_close_matches(str(k), list(accepted), n=1)
+                parts.append(f"'{where}:{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            raise OptionError(
+                f"Unknown option key {', '.join(parts)} for {cls.__name__}. Accepted keys: {', '.join(accepted)}. "
+                f"Fix or remove the key in your YAML file."
+            )
+    dataset = cls(dict(opt))
+    logger.info(f"Dataset [{cls.__name__}] - {opt.get('name')} is built ({len(dataset)} items).")
+    return dataset
+
+
+def _dist_rank() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return 0
+
+
+def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> None:
+    """Seed ``numpy``/``random`` globals of a worker with ``seed + num_workers * rank + worker_id``.
+
+    (Datasets here draw from their own generator seeded by ``torch.initial_seed()``; this keeps any
+    global-RNG user reproducible too.)
+    """
+    worker_seed = (num_workers * rank + worker_id + int(seed)) % (2 ** 32)
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def build_dataloader(
+    dataset: Dataset,
+    dataset_opt: Mapping[str, Any],
+    num_gpu: int = 1,
+    dist: bool = False,
+    sampler: Optional[Sampler] = None,
+    seed: Optional[int] = None,
+) -> DataLoader:
+    """BasicSR-style loader.
+
+    Train phase: ``batch_size_per_gpu`` / ``num_worker_per_gpu`` (times ``num_gpu`` when not
+    distributed), ``shuffle`` only without a sampler (and unless ``use_shuffle: false``),
+    ``drop_last=True``, workers seeded from ``seed + rank + worker id``, ``persistent_workers``
+    (default true) when there are workers. Val/test phase: batch 1, no workers, no shuffle.
+    ``pin_memory`` comes from the option (default false).
+    """
+    phase = str(dataset_opt.get("phase") or "")
+    where = _where(dataset_opt)
+    rank = _dist_rank()
+    if phase.startswith("train"):
+        for key in ("batch_size_per_gpu", "num_worker_per_gpu"):
+            if dataset_opt.get(key) is None:
+                raise OptionError(f"'{where}:{key}' is missing. Fix: set it for the training set (e.g. {key}: 2).")
+        bs, nw = int(dataset_opt["batch_size_per_gpu"]), int(dataset_opt["num_worker_per_gpu"])
+        if bs < 1 or nw < 0:
+            raise OptionError(f"'{where}': batch_size_per_gpu must be >= 1 and num_worker_per_gpu >= 0 (got {bs}, {nw}).")
+        if not dist:
+            mult = 1 if not num_gpu else int(num_gpu)
+            bs, nw = bs * mult, nw * mult
+        n_items = len(sampler) if sampler is not None else len(dataset)
+        if n_items < bs:
+            raise OptionError(
+                f"'{where}': batch size {bs} is larger than the items per epoch ({n_items}) and drop_last is on, "
+                f"so no batch would be produced. Fix: lower batch_size_per_gpu or add data."
+            )
+        args: Dict[str, Any] = dict(
+            dataset=dataset,
+            batch_size=bs,
+            shuffle=sampler is None and bool(dataset_opt.get("use_shuffle", True)),
+            num_workers=nw,
+            sampler=sampler,
+            drop_last=True,
+        )
+        if seed is not None:
+            args["worker_init_fn"] = partial(worker_init_fn, num_workers=nw, rank=rank, seed=int(seed))
+            if sampler is None and args["shuffle"]:
+                g = torch.Generator()
+                g.manual_seed(int(seed) + rank)
+                args["generator"] = g
+        if nw > 0:
+            args["persistent_workers"] = bool(dataset_opt.get("persistent_workers", True))
+    elif phase.startswith("val") or phase.startswith("test"):
+        args = dict(dataset=dataset, batch_size=1, shuffle=False, num_workers=0, sampler=sampler)
+    else:
+        raise OptionError(f"'{where}:phase' = '{phase}' is not train/val/test. Fix: set the phase.")
+    args["pin_memory"] = bool(dataset_opt.get("pin_memory", False))
+    return DataLoader(**args)
+
+
+class EnlargedSampler(Sampler):
+    """Sample a ``ratio``-times enlarged epoch, sharded over ``num_replicas`` ranks (BasicSR semantics).
+
+    Each epoch draws a permutation of ``total_size = ceil(len(dataset) * ratio / num_replicas) *
+    num_replicas`` positions from a generator seeded with the epoch (call :meth:`set_epoch`), maps
+    positions to items modulo the dataset size, and gives rank ``r`` positions ``r, r + R, ...``,
+    so ranks never share a position (with ``ratio`` 1 and a divisible size they share no item).
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, ratio: float = 1) -> None:
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"EnlargedSampler: need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}")
+        if ratio <= 0:
+            raise ValueError(f"EnlargedSampler: ratio (dataset_enlarge_ratio) must be > 0, got {ratio}")
+        self.dataset = dataset
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.ratio = ratio
+        self.epoch = 0
+        self.num_samples = math.ceil(len(dataset) * ratio / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator()
+        g.manual_seed(self.epoch)
+        perm = torch.randperm(self.total_size, generator=g).tolist()
+        n = len(self.dataset)
+        indices = [v % n for v in perm[self.rank : self.total_size : self.num_replicas]]
+        assert len(indices) == self.num_samples
+        return iter(indices)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)

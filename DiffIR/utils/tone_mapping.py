@@ -1,0 +1,180 @@
+"""Tone curves of the LDR->HDR pipeline, for ``numpy`` arrays and ``torch`` tensors alike.
+
+All functions are element-wise, keep the input's type and float dtype (a float32 array stays
+float32: scalars are passed as Python floats so NumPy 2 does not promote to float64), and accept
+any shape. Per-image parameters (``dgain``, ``gamma``) may be Python/NumPy scalars, 0-d tensors or
+1-D arrays/tensors of length B; a 1-D parameter is broadcast over the leading (batch) axis of a
+``B x ...`` input.
+
+Fork conventions (DiffIR-demotionblur, ``common_function.py``), with ``hdr_max = 1000``:
+
+* ``log_tone_map(x)   = ln(1 + x) / ln(1 + hdr_max + 1e-6)``  (T(1000) = 0.99999999986, no clipping)
+* ``hdr_to_ldr(h)     = clip(h / hdr_max * dgain, 0, 1) ** (1 / gamma)``
+* ``ldr_to_hdr(l)     = clip(l ** gamma / dgain, 0, 1) * hdr_max``
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+Array = Union[np.ndarray, torch.Tensor]
+
+__all__ = [
+    "log_tone_map",
+    "inverse_log_tone_map",
+    "linear_tone_map",
+    "inverse_linear_tone_map",
+    "hdr_to_ldr",
+    "ldr_to_hdr",
+    "display_tone_map",
+]
+
+
+def _is_torch(x: Any) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def _as_float_input(x: Any) -> Array:
+    """Tensors and float arrays pass through; anything else becomes a float64 (Python-like) array."""
+    if _is_torch(x):
+        return x if x.is_floating_point() else x.float()
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def _param(p: Any, x: Array) -> Any:
+    """Make a per-image parameter broadcastable against ``x`` without changing ``x``'s dtype."""
+    if _is_torch(p):
+        if p.ndim == 0:
+            return float(p) if not _is_torch(x) else p.to(dtype=x.dtype, device=x.device)
+        t = p.to(dtype=x.dtype, device=x.device) if _is_torch(x) else p.detach().cpu().numpy().astype(x.dtype)
+    else:
+        a = np.asarray(p)
+        if a.ndim == 0:
+            return float(a)
+        t = torch.as_tensor(a, dtype=x.dtype, device=x.device) if _is_torch(x) else a.astype(x.dtype)
+    if t.ndim == 1 and x.ndim > 1:
+        if t.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"parameter of length {t.shape[0]} does not match the batch size {x.shape[0]}")
+        t = t.reshape((-1,) + (1,) * (x.ndim - 1))
+    return t
+
+
+def _clip(x: Array, lo: float, hi: float) -> Array:
+    return x.clamp(lo, hi) if _is_torch(x) else np.clip(x, lo, hi)
+
+
+def _clip_min(x: Array, lo: float) -> Array:
+    return x.clamp_min(lo) if _is_torch(x) else np.maximum(x, lo).astype(x.dtype, copy=False)
+
+
+def _log_denominator(hdr_max: float) -> float:
+    if not hdr_max > 0:
+        raise ValueError(f"hdr_max must be > 0, got {hdr_max}")
+    return math.log(1.0 + float(hdr_max) + 1e-6)
+
+
+def log_tone_map(x: Array, hdr_max: float = 1000.0) -> Array:
+    """Fork's ``log_tone_mapping``: ``ln(1+x) / ln(1 + hdr_max + 1e-6)``.
+
+    Not clipped (x > hdr_max gives values > 1); inputs below 0 are not clamped here (x = -1 gives
+    -inf) -- clamp negative radiance before calling.
+    """
+    x = _as_float_input(x)
+    d = _log_denominator(hdr_max)
+    if _is_torch(x):
+        return torch.log1p(x) / d
+    return (np.log1p(x) / d).astype(x.dtype, copy=False)
+
+
+def inverse_log_tone_map(y: Array, hdr_max: float = 1000.0) -> Array:
+    """Inverse of :func:`log_tone_map`: ``exp(y * ln(1 + hdr_max + 1e-6)) - 1``."""
+    y = _as_float_input(y)
+    d = _log_denominator(hdr_max)
+    if _is_torch(y):
+        return torch.expm1(y * d)
+    return np.expm1(y * d).astype(y.dtype, copy=False)
+
+
+def linear_tone_map(x: Array, hdr_max: float = 1000.0) -> Array:
+    """``x / hdr_max`` (the ``tone_curve: linear`` option)."""
+    x = _as_float_input(x)
+    _log_denominator(hdr_max)
+    return x / float(hdr_max)
+
+
+def inverse_linear_tone_map(y: Array, hdr_max: float = 1000.0) -> Array:
+    """``y * hdr_max``."""
+    y = _as_float_input(y)
+    _log_denominator(hdr_max)
+    return y * float(hdr_max)
+
+
+def hdr_to_ldr(hdr: Array, dgain: Any, gamma: Any, hdr_max: float = 1000.0) -> Array:
+    """Fork's forward model (``custom_tone_mapping``): ``clip(hdr / hdr_max * dgain, 0, 1) ** (1 / gamma)``.
+
+    Saturation point in HDR units = ``hdr_max / dgain``. Output is the float LDR in ``[0, 1]``
+    (quantise to 8 bit separately).
+    """
+    hdr = _as_float_input(hdr)
+    g = _param(dgain, hdr)
+    gm = _param(gamma, hdr)
+    x = _clip(hdr * (g / float(hdr_max)), 0.0, 1.0)
+    return x ** (1.0 / gm)
+
+
+def ldr_to_hdr(ldr: Array, dgain: Any, gamma: Any, hdr_max: float = 1000.0) -> Array:
+    """Fork's inverse: ``clip(ldr ** gamma / dgain, 0, 1) * hdr_max``.
+
+    ``ldr`` is clamped at 0 first (a negative value with a non-integer gamma would give NaN); for
+    valid LDR input in ``[0, 1]`` this is exactly the fork's formula. Output is capped at
+    ``hdr_max`` (the clip), so saturated pixels map to ``hdr_max / dgain`` or at most ``hdr_max``.
+    """
+    ldr = _clip_min(_as_float_input(ldr), 0.0)
+    g = _param(dgain, ldr)
+    gm = _param(gamma, ldr)
+    return _clip(ldr ** gm / g, 0.0, 1.0) * float(hdr_max)
+
+
+def display_tone_map(
+    hdr_linear: Array,
+    method: str = "reinhard",
+    hdr_max: float = 1000.0,
+    exposure: float = 1.0,
+    gamma: float = 2.2,
+) -> Array:
+    """Map linear HDR radiance to a viewable ``[0, 1]`` image (TensorBoard / PNG previews).
+
+    The curve is global and fixed (not per-image), so previews of different steps are comparable.
+
+    * ``'reinhard'``: ``v = exposure * x / (0.1 * hdr_max)`` (a tenth of the peak = diffuse
+      white), extended Reinhard ``v (1 + v / w^2) / (1 + v)`` with white point
+      ``w = 10 * exposure`` (so ``hdr_max`` maps to 1), then display gamma ``1/gamma``.
+    * ``'log'``: the training curve :func:`log_tone_map` of ``exposure * x`` (already perceptual;
+      no extra gamma).
+    * ``'gamma'``: ``(exposure * x / hdr_max) ** (1/gamma)``.
+
+    Negative values map to 0, everything is clipped to ``[0, 1]``.
+    """
+    x = _clip_min(_as_float_input(hdr_linear), 0.0) * float(exposure)
+    m = method.lower()
+    if m == "reinhard":
+        ref = 0.1 * float(hdr_max)
+        w = 10.0 * float(exposure)
+        v = x / ref
+        y = v * (1.0 + v / (w * w)) / (1.0 + v)
+        y = _clip(y, 0.0, 1.0) ** (1.0 / float(gamma))
+    elif m == "log":
+        y = _clip(log_tone_map(x, hdr_max), 0.0, 1.0)
+    elif m == "gamma":
+        y = _clip(x / float(hdr_max), 0.0, 1.0) ** (1.0 / float(gamma))
+    else:
+        raise ValueError(f"display_tone_map: unknown method '{method}'; use 'reinhard', 'log' or 'gamma'")
+    if not _is_torch(y):
+        y = y.astype(x.dtype, copy=False)
+    return y
