@@ -145,12 +145,17 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
     logger.info(msg("device", device=model.device))
 
     start_epoch, current_iter = 0, 0
+    if opt.get("auto_resume") and resume is None:
+        logger.info(f"--auto_resume: no training state in {path['training_states']}; starting from scratch.")
     if resume is not None:
         model.resume_training(state)
         start_epoch, current_iter = int(state["epoch"]), int(state["iter"])
         logger.info(msg("resuming", path=net_path.replace("models/net_g_", "training_states/").replace(".pth", ".state"),
                         iter=current_iter, epoch=start_epoch))
 
+    resume_iter = current_iter
+    if ((logger_opt.get("wandb") or {}).get("project")):
+        logger.warning("logger.wandb is not supported by this program and is ignored; use TensorBoard (tb_logger/).")
     tb_logger = None
     if logger_opt.get("use_tb_logger", True) and rank == 0 and "debug" not in opt["name"]:
         tb_logger = init_tb_logger(osp.join(root_path, "tb_logger", opt["name"]))
@@ -201,10 +206,12 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
     if rank == 0:
         logger.info(msg("save_latest"))
         model.save(epoch, -1)
+    validated_now = bool(val_freq) and current_iter % val_freq == 0 and resume_iter != current_iter
     for loader in val_loaders:
         name = loader.dataset.opt.get("name")
         if val_opt.get("metrics"):
-            results[name] = model.validation(loader, current_iter, tb_logger, val_opt.get("save_img", False))
+            if not validated_now or name not in results:
+                results[name] = model.validation(loader, current_iter, tb_logger, val_opt.get("save_img", False))
             base = model.baseline_results(name)
             for metric, value in (results[name] or {}).items():
                 if metric in base:
