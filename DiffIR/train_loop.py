@@ -13,12 +13,13 @@ import torch
 from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
 from DiffIR.models import build_model
 from DiffIR.utils.checkpoint import list_training_states, load_file
-from DiffIR.utils.dist import get_dist_info, init_dist
+from DiffIR.utils.dist import barrier, get_dist_info, init_dist
 from DiffIR.utils.img_util import make_preview_grid
-from DiffIR.utils.logger import (MessageLogger, Messages, dict2str, get_env_info, get_root_logger,
+from DiffIR.utils.logger import (MessageLogger, Messages, begin_run_log, dict2str, get_env_info, get_root_logger,
                                  init_tb_logger)
 from DiffIR.utils.misc import format_duration, mkdir_and_rename, set_random_seed
 from DiffIR.utils.options import dump_options, parse_options
+from DiffIR.utils.errors import Preempted, PreemptionFlag
 from DiffIR.utils.registry import OptionError
 
 ScheduleFactory = Callable[[Dict[str, Any]], Any]
@@ -120,36 +121,42 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
     msg = Messages(logger_opt.get("language", default_language))
 
     path = opt["path"]
-    may_resume = bool(path.get("resume_state")) or (opt.get("auto_resume") and list_training_states(path["training_states"]))
+    logger = begin_run_log()  # records are kept until the log file exists
+    # Everything that can be wrong with the options, data or checkpoints is found before the experiment
+    # folder is touched: a typo must not archive or half-create an experiment.
+    resume = find_resume_state(opt, logger)
+    if resume is not None:
+        state, net_path = resume
+        path["pretrain_network_g"], path["param_key_g"], path["strict_load_g"] = net_path, "params", True
+    train_loader, sampler, val_loaders, total_epochs, total_iters = create_dataloaders(opt, msg, logger)
+    sampler_batch = int(opt["datasets"]["train"]["batch_size_per_gpu"])
+    schedule = make_schedule(opt)
+    logger.info(schedule.summary(msg))
+    model = build_model(opt)
+    logger.info(msg("device", device=model.device))
+
     if rank == 0:
-        if not may_resume:
+        if resume is None and not path.get("resume_state"):
             mkdir_and_rename(path["experiments_root"])
         for key in ("models", "training_states", "visualization"):
             os.makedirs(path[key], exist_ok=True)
+    barrier()  # other ranks use the experiment folder only once rank 0 has set it up
     log_file = osp.join(path["log"], f"train_{opt['name']}_{time.strftime('%Y%m%d_%H%M%S')}.log")
     logger = get_root_logger(log_file=log_file)
     logger.info(get_env_info())
     logger.info("\n" + dict2str(opt))
     if rank == 0:
         dump_options(opt, osp.join(path["experiments_root"], f"options_{opt['name']}.yml"))
-    resume = find_resume_state(opt, logger)
 
-    if resume is not None:
-        state, net_path = resume
-        path["pretrain_network_g"], path["param_key_g"], path["strict_load_g"] = net_path, "params", True
-
-    train_loader, sampler, val_loaders, total_epochs, total_iters = create_dataloaders(opt, msg, logger)
-    schedule = make_schedule(opt)
-    logger.info(schedule.summary(msg))
-    model = build_model(opt)
-    logger.info(msg("device", device=model.device))
-
-    start_epoch, current_iter = 0, 0
+    start_epoch, current_iter, resume_skip = 0, 0, 0
     if opt.get("auto_resume") and resume is None:
         logger.info(f"--auto_resume: no training state in {path['training_states']}; starting from scratch.")
     if resume is not None:
         model.resume_training(state)
         start_epoch, current_iter = int(state["epoch"]), int(state["iter"])
+        resume_skip = int(state.get("iter_in_epoch", 0))
+        if resume_skip >= len(train_loader):
+            start_epoch, resume_skip = start_epoch + 1, 0
         logger.info(msg("resuming", path=net_path.replace("models/net_g_", "training_states/").replace(".pth", ".state"),
                         iter=current_iter, epoch=start_epoch))
 
@@ -170,42 +177,46 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
     logger.info(msg("start_training", epoch=start_epoch, iter=current_iter + 1))
     start_time = time.time()
     results: Dict[str, Any] = {}
-    epoch = start_epoch
-    while current_iter < total_iters:
-        sampler.set_epoch(epoch)
-        data_start = iter_start = time.time()
-        for batch in train_loader:
-            data_time = time.time() - data_start
-            current_iter += 1
-            if current_iter > total_iters:
-                break
-            model.update_learning_rate(current_iter, warmup_iter=warmup_iter)
-            model.feed_data(schedule(batch, current_iter))
-            model.optimize_parameters(current_iter)
-            iter_time = time.time() - iter_start
-            if current_iter % print_freq == 0:
-                log_vars = {"epoch": epoch, "iter": current_iter, "lrs": model.get_current_learning_rate(),
-                            "time": iter_time, "data_time": data_time}
-                log_vars.update(model.get_current_log())
-                msg_logger(log_vars)
-            if tb_logger is not None and current_iter % image_freq == 0:
-                _log_preview(tb_logger, model, current_iter)
-            if current_iter % save_freq == 0 and rank == 0:
-                logger.info(msg("saving", iter=current_iter))
-                model.save(epoch, current_iter)
-            if val_freq and val_loaders and current_iter % val_freq == 0:
-                for loader in val_loaders:
-                    results[loader.dataset.opt.get("name")] = model.validation(loader, current_iter, tb_logger,
-                                                                               val_opt.get("save_img", False))
+    epoch, skip = start_epoch, resume_skip
+    with PreemptionFlag() as preempted:
+        while current_iter < total_iters:
+            sampler.set_epoch(epoch, start=skip * sampler_batch)
+            iter_in_epoch = skip
+            skip = 0
             data_start = iter_start = time.time()
-            if current_iter >= total_iters:
-                break
-        epoch += 1
+            for batch in train_loader:
+                data_time = time.time() - data_start
+                current_iter += 1
+                iter_in_epoch += 1
+                model.update_learning_rate(current_iter, warmup_iter=warmup_iter)
+                model.feed_data(schedule(batch, current_iter))
+                model.optimize_parameters(current_iter)
+                iter_time = time.time() - iter_start
+                if current_iter % print_freq == 0:
+                    log_vars = {"epoch": epoch, "iter": current_iter, "lrs": model.get_current_learning_rate(),
+                                "time": iter_time, "data_time": data_time}
+                    log_vars.update(model.get_current_log())
+                    msg_logger(log_vars)
+                if tb_logger is not None and current_iter % image_freq == 0:
+                    _log_preview(tb_logger, model, current_iter)
+                if current_iter % save_freq == 0 or preempted.is_set():
+                    logger.info(msg("saving", iter=current_iter))
+                    model.save(epoch, current_iter, {"iter_in_epoch": iter_in_epoch})
+                if preempted.is_set():
+                    raise Preempted(msg("preempted", iter=current_iter))
+                if val_freq and val_loaders and current_iter % val_freq == 0:
+                    for loader in val_loaders:
+                        results[loader.dataset.opt.get("name")] = model.validation(
+                            loader, current_iter, tb_logger, val_opt.get("save_img", False))
+                data_start = iter_start = time.time()
+                if current_iter >= total_iters:
+                    break
+            else:
+                epoch += 1
 
     logger.info(msg("end_training", time=format_duration(time.time() - start_time)))
-    if rank == 0:
-        logger.info(msg("save_latest"))
-        model.save(epoch, -1)
+    logger.info(msg("save_latest"))
+    model.save(epoch, -1)
     validated_now = bool(val_freq) and current_iter % val_freq == 0 and resume_iter != current_iter
     for loader in val_loaders:
         name = loader.dataset.opt.get("name")

@@ -164,6 +164,7 @@ class EnlargedSampler(Sampler):
         self.rank = int(rank)
         self.ratio = ratio
         self.epoch = 0
+        self.start = 0
         self.num_samples = math.ceil(len(dataset) * ratio / self.num_replicas)
         self.total_size = self.num_samples * self.num_replicas
 
@@ -174,10 +175,12 @@ class EnlargedSampler(Sampler):
         n = len(self.dataset)
         indices = [v % n for v in perm[self.rank : self.total_size : self.num_replicas]]
         assert len(indices) == self.num_samples
-        return iter(indices)
+        return iter(indices[self.start:])
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.num_samples - self.start
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Select the epoch's permutation; ``start`` skips that many of this rank's samples (mid-epoch resume)."""
         self.epoch = int(epoch)
+        self.start = min(max(0, int(start)), self.num_samples)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-import random
+import warnings
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
@@ -15,11 +15,12 @@ from tqdm import tqdm
 
 from DiffIR.metrics import calculate_metric, check_metric_options
 from DiffIR.models.lr_scheduler import build_scheduler, get_scheduler, update_learning_rate
-from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, load_file
-from DiffIR.utils.dist import get_dist_info, local_rank, reduce_mean
+from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, list_training_states, load_file
+from DiffIR.utils.dist import all_finite, all_gather_objects, get_dist_info, local_rank, reduce_mean
 from DiffIR.utils.img_util import tensor2img
 from DiffIR.utils.logger import get_root_logger
-from DiffIR.utils.misc import select_device
+from DiffIR.utils.errors import TrainingStopped
+from DiffIR.utils.misc import capture_rng_state, restore_rng_state, select_device
 from DiffIR.utils.registry import OptionError, check_kwargs
 
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
@@ -82,6 +83,8 @@ class BaseModel:
                                "Check that network_g matches the checkpoint, or set path.strict_load_g: false.") from None
 
     def save_network(self, nets: List[nn.Module], label: str, current_iter: Any, param_keys: List[str]) -> None:
+        if get_dist_info()[0] != 0:
+            return
         name = "latest" if current_iter == -1 else current_iter
         path = osp.join(self.opt["path"]["models"], f"{label}_{name}.pth")
         payload = {k: {kk: v.detach().cpu() for kk, v in self.get_bare_model(n).state_dict().items()}
@@ -131,41 +134,106 @@ class BaseModel:
         return [g["lr"] for g in self.optimizers[0].param_groups]
 
     # ----------------------------------------------------------------------------- state
-    def save_training_state(self, epoch: int, current_iter: int) -> None:
-        """``training_states/ITER.state``: optimizers, schedulers, counters and RNG states (no pickle needed)."""
+    def save_training_state(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
+        """``training_states/ITER.state``: optimizers, schedulers, counters and every rank's RNG states.
+
+        Collective under DDP (all ranks call it; rank 0 writes). Plain tensors and numbers only, so it loads
+        with ``weights_only=True``.
+        """
         if current_iter == -1:
             return
-        np_state = np.random.get_state()
+        rng = all_gather_objects(capture_rng_state())
+        if get_dist_info()[0] != 0:
+            return
         state = {
             "epoch": epoch,
             "iter": current_iter,
             "optimizers": [o.state_dict() for o in self.optimizers],
             "schedulers": [s.state_dict() for s in self.schedulers],
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                          "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-                "python": repr(random.getstate()),
-            },
+            "rng": rng,
+            "world_size": len(rng),
+            **(extra or {}),
         }
         atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
+        self._prune_checkpoints(current_iter)
+
+    def _prune_checkpoints(self, current_iter: int) -> None:
+        """With ``logger.keep_last_n``, delete all but the newest n network/state pairs (never the new one)."""
+        keep = (self.opt.get("logger") or {}).get("keep_last_n")
+        if not keep:
+            return
+        states = list_training_states(self.opt["path"]["training_states"])
+        for it, state_path in states[int(keep):]:
+            if it == current_iter:
+                continue
+            os.remove(state_path)
+            for name in os.listdir(self.opt["path"]["models"]):
+                if name.endswith(f"_{it}.pth"):
+                    os.remove(osp.join(self.opt["path"]["models"], name))
 
     def resume_training(self, state: Dict[str, Any]) -> None:
+        """Restore optimizers, schedulers and this rank's RNG; report YAML changes that the state overrides."""
         if len(state["optimizers"]) != len(self.optimizers) or len(state["schedulers"]) != len(self.schedulers):
-            raise RuntimeError("The training state's optimizers/schedulers do not match this model's options "
-                               "(was train.scheduler added or removed since the state was saved?)")
+            raise OptionError("The training state's optimizers/schedulers do not match this model's options (was "
+                              "train.scheduler added or removed since the state was saved?). Restore the options or "
+                              "start a new experiment.")
         for o, s in zip(self.optimizers, state["optimizers"]):
+            yaml_groups = [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]
             o.load_state_dict(s)
+            self._report_optimizer_changes(yaml_groups, o.param_groups)
         for sch, s in zip(self.schedulers, state["schedulers"]):
-            sch.load_state_dict(s)
+            with warnings.catch_warnings(record=True) as caught:  # changed scheduler options: into the log
+                warnings.simplefilter("always")
+                sch.load_state_dict(s)
+            for w in caught:
+                self.logger.warning(f"train:scheduler: {w.message}")
         rng = state.get("rng")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            n = rng["numpy"]
-            np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-            import ast
-            py = ast.literal_eval(rng["python"])
-            random.setstate((py[0], tuple(py[1]), py[2]))
+        if isinstance(rng, list) and rng:
+            rank, world = get_dist_info()
+            if len(rng) != world:
+                self.logger.warning(f"The training state was saved by {len(rng)} process(es), this run has {world}: "
+                                    "random streams are re-derived, so the run is not bit-identical to an "
+                                    "uninterrupted one.")
+            restore_rng_state(rng[rank % len(rng)])
+
+    def _report_optimizer_changes(self, yaml_groups: List[Dict[str, Any]], loaded: List[Dict[str, Any]]) -> None:
+        for i, (new, old) in enumerate(zip(yaml_groups, loaded)):
+            for key in ("initial_lr", "betas", "weight_decay", "eps", "momentum"):
+                if key in new and key in old and tuple(np.atleast_1d(new[key])) != tuple(np.atleast_1d(old[key])):
+                    name = "lr" if key == "initial_lr" else key
+                    self.logger.warning(f"train:optim_g:{name} is {new[key]} in the options but {old[key]} in the "
+                                        f"training state (param group {i}); the resumed run keeps {old[key]}. Start a "
+                                        "new experiment (or load the weights with path.pretrain_network_g) to change it.")
+
+    def optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params=None) -> bool:
+        """Backward, optional ``train.grad_clip`` and step — unless the loss is non-finite on any rank.
+
+        A non-finite loss skips the step on every rank with a warning; ``train.max_nonfinite_steps`` (default 10)
+        in a row stop training with :class:`TrainingStopped`, leaving the last good checkpoint untouched.
+        """
+        train_opt = self.opt.get("train") or {}
+        if not all_finite(loss):
+            self._nonfinite_in_a_row = getattr(self, "_nonfinite_in_a_row", 0) + 1
+            self.nonfinite_total = getattr(self, "nonfinite_total", 0) + 1
+            optimizer.zero_grad(set_to_none=True)
+            limit = int(train_opt.get("max_nonfinite_steps", 10))
+            self.logger.warning(f"Non-finite loss ({loss.item()}): step skipped "
+                                f"({self._nonfinite_in_a_row} in a row, {self.nonfinite_total} in total).")
+            if self._nonfinite_in_a_row >= limit:
+                raise TrainingStopped(
+                    f"The loss was non-finite {limit} iterations in a row (train:max_nonfinite_steps): training "
+                    "diverged and was stopped; the last saved checkpoint is unchanged. Lower the learning rate, "
+                    "set train:grad_clip, or check the data (scripts/check_dataset.py).")
+            return False
+        self._nonfinite_in_a_row = 0
+        loss.backward()
+        clip = train_opt.get("grad_clip")
+        if clip:
+            if params is None:
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+            torch.nn.utils.clip_grad_norm_(params, float(clip))
+        optimizer.step()
+        return True
 
     def reduce_loss_dict(self, loss_dict: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """Average each loss over ranks for the log."""

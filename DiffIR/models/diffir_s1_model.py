@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections import OrderedDict
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -105,10 +105,9 @@ class DiffIRS1Model(BaseModel):
             else:
                 total = total + value
                 loss_dict["l_pix" if key == "pixel_opt" else f"l_{key[:-4]}"] = value
-        total.backward()
-        self.optimizer_g.step()
+        stepped = self.optimizer_step(total, self.optimizer_g)
         self.log_dict = self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0:
+        if stepped and self.ema_decay > 0:
             self.model_ema(self.ema_decay)
 
     @torch.no_grad()
@@ -132,9 +131,10 @@ class DiffIRS1Model(BaseModel):
             out["gt"] = self.gt.detach().cpu()
         return out
 
-    def save(self, epoch: int, current_iter: int) -> None:
+    def save(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
+        """Network file first, then the training state that refers to it (called on every rank)."""
         if self.ema_decay > 0:
             self.save_network([self.net_g, self.net_g_ema], "net_g", current_iter, ["params", "params_ema"])
         else:
             self.save_network([self.net_g], "net_g", current_iter, ["params"])
-        self.save_training_state(epoch, current_iter)
+        self.save_training_state(epoch, current_iter, extra)

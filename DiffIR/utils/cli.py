@@ -1,4 +1,4 @@
-"""Entry-point wrapper: configuration and data errors end the program with one clear message, not a traceback."""
+"""Entry-point wrapper: configuration, data and training-stop errors end the program with one clear message."""
 from __future__ import annotations
 
 import os
@@ -6,21 +6,25 @@ import sys
 import traceback
 from typing import Any, Callable
 
+from DiffIR.utils.errors import Preempted, TrainingStopped
 from DiffIR.utils.registry import OptionError
 
 
 def run_cli(main: Callable[[], Any]) -> int:
-    """Run ``main``; option/file/data errors print ``ERROR: ...`` and exit with status 2.
+    """Run ``main`` and map failures to exit codes: 2 options/files/data, 3 training stopped, 143 pre-empted.
 
     Set ``DIFFIR_TRACEBACK=1`` to see the full traceback of such an error.
     """
     try:
         main()
-    except (OptionError, OSError, ValueError) as e:
+    except Preempted as e:
+        print(f"\n{e}", file=sys.stderr, flush=True)
+        return 143
+    except (OptionError, OSError, ValueError, TrainingStopped) as e:
         if os.environ.get("DIFFIR_TRACEBACK"):
             traceback.print_exc()
         print(f"\nERROR: {e}\n(set DIFFIR_TRACEBACK=1 for the full traceback)", file=sys.stderr, flush=True)
-        return 2
+        return 3 if isinstance(e, TrainingStopped) else 2
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)
         return 130

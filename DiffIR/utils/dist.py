@@ -74,3 +74,26 @@ def reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(tensor)
         tensor /= world
     return tensor
+
+
+def barrier() -> None:
+    if get_dist_info()[1] > 1:
+        dist.barrier()
+
+
+def all_gather_objects(obj):
+    """Every rank's ``obj`` as a list (``[obj]`` on one process); used to collect per-rank RNG states."""
+    _, world = get_dist_info()
+    if world == 1:
+        return [obj]
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_finite(value: torch.Tensor) -> bool:
+    """True when ``value`` is finite on every rank (so all ranks take the same skip/step decision)."""
+    flag = torch.isfinite(value.detach()).all().to(torch.float32).reshape(1)
+    if get_dist_info()[1] > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0)

@@ -37,6 +37,7 @@ MESSAGES: Dict[str, Dict[str, str]] = {
         "val_summary": "验证集 {name} 在第 {iter} 次迭代的结果:",
         "final_compare": "最终质量对比 (验证集 {name}, {metric}): 训练后的模型 {model:.4f} | 输入的逆色调映射 {base:.4f} | 提升 {gain:+.4f}",
         "device": "训练设备: {device}",
+        "preempted": "收到 SIGTERM: 已在第 {iter} 次迭代保存训练状态并停止. 用 --auto_resume 继续.",
     },
     "en": {
         "train_stats": "Training statistics:",
@@ -59,6 +60,7 @@ MESSAGES: Dict[str, Dict[str, str]] = {
         "val_summary": "Validation {name} at iter {iter}:",
         "final_compare": "Final quality (val set {name}, {metric}): trained model {model:.4f} | inverse tone-mapped input {base:.4f} | gain {gain:+.4f}",
         "device": "Training device: {device}",
+        "preempted": "SIGTERM received: training state saved at iter {iter}; stopped. Continue with --auto_resume.",
     },
 }
 
@@ -75,12 +77,26 @@ class Messages:
         return MESSAGES[self.language][key].format(**kwargs)
 
 
+class _BufferHandler(logging.Handler):
+    """Keeps the records logged before the log file exists, so the file gets the whole story."""
+
+    def __init__(self, capacity: int = 10000) -> None:
+        super().__init__()
+        self.records: list = []
+        self.capacity = capacity
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < self.capacity:
+            self.records.append(record)
+
+
 def get_root_logger(log_level: int = logging.INFO, log_file: Optional[str] = None) -> logging.Logger:
-    """The project logger: console on every rank (errors only off rank 0), plus ``log_file`` on rank 0."""
+    """The project logger: console on every rank (errors only off rank 0), plus ``log_file`` on rank 0.
+
+    Records logged before ``log_file`` is given are replayed into it when it is.
+    """
     global _initialized
     logger = logging.getLogger(LOGGER_NAME)
-    if _initialized and log_file is None:
-        return logger
     rank, _ = get_dist_info()
     fmt = logging.Formatter("%(asctime)s %(levelname)s: %(message)s")
     if not _initialized:
@@ -90,14 +106,32 @@ def get_root_logger(log_level: int = logging.INFO, log_file: Optional[str] = Non
         logger.propagate = False
         _initialized = True
     logger.setLevel(log_level if rank == 0 else logging.ERROR)
-    if log_file is not None and rank == 0:
-        for h in list(logger.handlers):  # one file per run: drop a previous run's file handler
-            if isinstance(h, logging.FileHandler):
-                logger.removeHandler(h)
-                h.close()
+    if log_file is None:
+        return logger
+    buffered = []
+    for h in list(logger.handlers):  # one file per run: drop a previous run's file handler and the buffer
+        if isinstance(h, (logging.FileHandler, _BufferHandler)):
+            if isinstance(h, _BufferHandler):
+                buffered = h.records
+            logger.removeHandler(h)
+            h.close()
+    if rank == 0:
         fh = logging.FileHandler(log_file, "w", encoding="utf-8")
         fh.setFormatter(fmt)
+        for record in buffered:
+            fh.handle(record)
         logger.addHandler(fh)
+    return logger
+
+
+def begin_run_log() -> logging.Logger:
+    """Start a run: detach the previous run's log file and buffer records until :func:`get_root_logger` gets one."""
+    logger = get_root_logger()
+    for h in list(logger.handlers):
+        if isinstance(h, (logging.FileHandler, _BufferHandler)):
+            logger.removeHandler(h)
+            h.close()
+    logger.addHandler(_BufferHandler())
     return logger
 
 

@@ -23,11 +23,12 @@ TOP_KEYS = {
 PATH_KEYS = {"resume_state", "root", "experiments_root", "models", "training_states", "log", "visualization",
              "results_root", "ignore_resume_networks"}
 PATH_PREFIXES = ("pretrain_network_", "param_key_", "strict_load_")
-TRAIN_KEYS = {"ema_decay", "optim_g", "scheduler", "total_iter", "warmup_iter", "mixing_augs"}
+TRAIN_KEYS = {"ema_decay", "optim_g", "scheduler", "total_iter", "warmup_iter", "mixing_augs", "grad_clip",
+              "max_nonfinite_steps"}
 TRAIN_SUFFIXES = ("_opt",)  # losses: pixel_opt, perceptual_opt, ...
 MIXUP_KEYS = {"mixup", "mixup_beta", "use_identity"}
 VAL_KEYS = {"val_freq", "save_img", "metrics", "suffix", "window_size", "pbar", "baseline"}
-LOGGER_KEYS = {"print_freq", "save_checkpoint_freq", "use_tb_logger", "wandb", "language", "tb_image_freq"}
+LOGGER_KEYS = {"print_freq", "save_checkpoint_freq", "use_tb_logger", "wandb", "language", "tb_image_freq", "keep_last_n"}
 WANDB_KEYS = {"project", "resume_id", "entity"}
 DIST_KEYS = {"backend", "port"}
 
