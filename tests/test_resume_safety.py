@@ -1,0 +1,142 @@
+"""Crash safety: SIGTERM saves, kill -9 at random moments always resumes, divergence guard, pruning."""
+import glob
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from DiffIR.models import build_model
+from DiffIR.train_pipeline_hdr import train_pipeline
+from DiffIR.utils.checkpoint import list_training_states, load_file
+from DiffIR.utils.errors import TrainingStopped
+
+from conftest import ROOT
+from test_training import TINY_NET, _log_text, _options
+
+
+def _run(yml, *extra, timeout=240):
+    return subprocess.Popen([sys.executable, str(ROOT / "train_hdr.py"), "-opt", str(yml), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _named(tmp_path, name, total_iter, **logger):
+    yml = _options(tmp_path, name=name, total_iter=total_iter)
+    opt = yaml.safe_load(yml.read_text())
+    opt["name"] = f"{name}_{os.getpid()}_{random.randint(0, 10**6)}"  # the CLI writes under the repo's experiments/
+    opt["logger"].update(logger)
+    opt["logger"]["use_tb_logger"] = False
+    opt["val"]["val_freq"] = 1000
+    yml.write_text(yaml.safe_dump(opt))
+    return yml, ROOT / "experiments" / opt["name"]
+
+
+@pytest.fixture
+def cleanup():
+    made = []
+    yield made
+    import shutil
+
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_sigterm_saves_state_and_exits_143(tmp_path, cleanup):
+    yml, exp = _named(tmp_path, "term", 10000, save_checkpoint_freq=10000, print_freq=1)
+    cleanup.append(exp)
+    proc = _run(yml)
+    deadline = time.time() + 120
+    while not glob.glob(str(exp / "train_*.log")) or "iter:" not in open(glob.glob(str(exp / "train_*.log"))[0]).read():
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    states = list_training_states(str(exp / "training_states"))
+    assert len(states) == 1
+    it = states[0][0]
+    assert load_file(states[0][1])["iter"] == it and (exp / "models" / f"net_g_{it}.pth").is_file()
+
+
+def test_kill9_at_random_moments_always_resumes(tmp_path, cleanup):
+    yml, exp = _named(tmp_path, "kill", 40, save_checkpoint_freq=2, print_freq=1, keep_last_n=3)
+    cleanup.append(exp)
+    rng = random.Random(0)
+    for attempt in range(3):
+        proc = _run(yml, "--auto_resume")
+        time.sleep(3.5 + rng.random() * 3.0)
+        proc.kill()
+        proc.communicate()
+        states = list_training_states(str(exp / "training_states"))
+        for _, path in states:  # whatever moment the kill hit, every kept state (and its network) is readable
+            state = load_file(path)
+            load_file(str(exp / "models" / f"net_g_{state['iter']}.pth"))
+        assert len(states) <= 4
+    proc = _run(yml, "--auto_resume")
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    assert load_file(str(exp / "training_states" / "40.state"))["iter"] == 40
+    assert (exp / "models" / "net_g_latest.pth").is_file()
+    assert len(list_training_states(str(exp / "training_states"))) == 3  # keep_last_n
+    assert not glob.glob(str(exp / "**" / ".tmp_*"), recursive=True)
+
+
+def _model(tmp_path, **train):
+    opt = {"name": "nan", "model_type": "DiffIRS1Model", "num_gpu": 0, "is_train": True, "dist": False,
+           "network_g": dict(TINY_NET), "path": {"models": str(tmp_path), "training_states": str(tmp_path)},
+           "train": {"ema_decay": 0.5, "optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 10,
+                     "pixel_opt": {"type": "L1Loss"}, **train}}
+    return build_model(opt)
+
+
+def test_nonfinite_loss_skips_steps_then_stops(tmp_path):
+    model = _model(tmp_path, max_nonfinite_steps=3)
+    before = {k: v.clone() for k, v in model.net_g.state_dict().items()}
+    ema_before = {k: v.clone() for k, v in model.net_g_ema.state_dict().items()}
+    bad = {"lq": torch.full((1, 3, 16, 16), float("nan")), "gt": torch.rand(1, 3, 16, 16)}
+    for i in range(2):
+        model.feed_data(bad)
+        model.optimize_parameters(i + 1)
+    for k, v in model.net_g.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in model.net_g_ema.state_dict().items():
+        assert torch.equal(v, ema_before[k]), k
+    good = {"lq": torch.rand(1, 3, 16, 16), "gt": torch.rand(1, 3, 16, 16)}
+    model.feed_data(good)
+    model.optimize_parameters(3)  # a finite loss resets the run of bad steps
+    assert not torch.equal(model.net_g.state_dict()["G.output.weight"], before["G.output.weight"])
+    with pytest.raises(TrainingStopped, match="max_nonfinite_steps"):
+        for i in range(3):
+            model.feed_data(bad)
+            model.optimize_parameters(4 + i)
+
+
+def test_grad_clip_bounds_the_gradient_norm(tmp_path):
+    model = _model(tmp_path, grad_clip=1e-3)
+    model.feed_data({"lq": torch.rand(2, 3, 16, 16), "gt": torch.rand(2, 3, 16, 16)})
+    seen = {}
+    orig = model.optimizer_g.step
+
+    def spy(*a, **k):
+        seen["norm"] = torch.norm(torch.stack([p.grad.norm() for p in model.net_g.parameters() if p.grad is not None]))
+        return orig(*a, **k)
+
+    model.optimizer_g.step = spy
+    model.optimize_parameters(1)
+    assert seen["norm"].item() <= 1e-3 * 1.001
+
+
+def test_changed_schedule_on_resume_is_reported(tmp_path):
+    yml = _options(tmp_path, name="sched", total_iter=3)
+    train_pipeline(str(tmp_path), ["-opt", str(yml)])
+    train_pipeline(str(tmp_path), ["-opt", str(yml), "--auto_resume", "--force_yml", "train:total_iter=4",
+                                   "train:scheduler:first_cycle_steps=20", "train:optim_g:lr=0.01"])
+    log = _log_text(tmp_path, "sched")
+    assert "first_cycle_steps" in log and "train:scheduler" in log
+    assert "train:optim_g:lr is 0.01" in log
