@@ -68,7 +68,8 @@ def create_dataloaders(opt: Dict[str, Any], msg: Messages, logger):
     train_loader = build_dataloader(train_set, train_opt, opt["num_gpu"], opt.get("dist", False), sampler,
                                     opt.get("manual_seed"))
     batch = int(train_opt["batch_size_per_gpu"])
-    iters_per_epoch = math.ceil(len(train_set) * ratio / (batch * world))
+    accum = int(opt["train"].get("accum_iter", 1) or 1)
+    iters_per_epoch = max(1, len(train_loader) // accum)  # optimizer steps per epoch (full batches only)
     if len(train_set) * ratio // world < batch:
         raise OptionError(f"The training set has {len(train_set)} pairs (×{ratio} enlarge ratio over {world} "
                           f"process(es)), fewer than datasets:train:batch_size_per_gpu={batch}: no full batch can be "
@@ -91,6 +92,20 @@ def create_dataloaders(opt: Dict[str, Any], msg: Messages, logger):
                                             opt.get("manual_seed")))
         logger.info(msg("num_val_images", name=dopt.get("name", phase), n=len(val_set)))
     return train_loader, sampler, val_loaders, total_epochs, total_iters
+
+
+def accumulate_batches(loader, n: int):
+    """Yield groups of ``n`` loader batches joined into one (``train.accum_iter``; the model splits them again)."""
+    if n == 1:
+        yield from loader
+        return
+    group = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == n:
+            yield {k: torch.cat([b[k] for b in group]) if isinstance(group[0][k], torch.Tensor)
+                   else [x for b in group for x in b[k]] for k in group[0]}
+            group = []
 
 
 def _log_preview(tb_logger, model, current_iter: int) -> None:
@@ -129,7 +144,8 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
         state, net_path = resume
         path["pretrain_network_g"], path["param_key_g"], path["strict_load_g"] = net_path, "params", True
     train_loader, sampler, val_loaders, total_epochs, total_iters = create_dataloaders(opt, msg, logger)
-    sampler_batch = int(opt["datasets"]["train"]["batch_size_per_gpu"])
+    accum = int(opt["train"].get("accum_iter", 1) or 1)
+    sampler_batch = int(opt["datasets"]["train"]["batch_size_per_gpu"]) * accum
     schedule = make_schedule(opt)
     logger.info(schedule.summary(msg))
     model = build_model(opt)
@@ -155,7 +171,7 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
         model.resume_training(state)
         start_epoch, current_iter = int(state["epoch"]), int(state["iter"])
         resume_skip = int(state.get("iter_in_epoch", 0))
-        if resume_skip >= len(train_loader):
+        if resume_skip >= len(train_loader) // accum:
             start_epoch, resume_skip = start_epoch + 1, 0
         logger.info(msg("resuming", path=net_path.replace("models/net_g_", "training_states/").replace(".pth", ".state"),
                         iter=current_iter, epoch=start_epoch))
@@ -184,7 +200,7 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
             iter_in_epoch = skip
             skip = 0
             data_start = iter_start = time.time()
-            for batch in train_loader:
+            for batch in accumulate_batches(train_loader, accum):
                 data_time = time.time() - data_start
                 current_iter += 1
                 iter_in_epoch += 1

@@ -1,6 +1,7 @@
 """What every training model shares: devices, DDP, optimizers, schedulers, EMA, checkpoints, validation."""
 from __future__ import annotations
 
+import contextlib
 import os
 import os.path as osp
 import warnings
@@ -11,13 +12,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from DiffIR.metrics import calculate_metric, check_metric_options
+from DiffIR.metrics import check_metric_options
+from DiffIR.models.evaluation import check_val_options, evaluate_dataset
 from DiffIR.models.lr_scheduler import build_scheduler, get_scheduler, update_learning_rate
 from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, list_training_states, load_file
 from DiffIR.utils.dist import all_finite, all_gather_objects, get_dist_info, local_rank, reduce_mean
-from DiffIR.utils.img_util import tensor2img
 from DiffIR.utils.logger import get_root_logger
 from DiffIR.utils.errors import TrainingStopped
 from DiffIR.utils.misc import capture_rng_state, restore_rng_state, select_device
@@ -40,10 +40,15 @@ class BaseModel:
         self._baseline_cache: Dict[str, Dict[str, float]] = {}
         self.logger = get_root_logger()
         check_metric_options((opt.get("val") or {}).get("metrics") or {})
+        check_val_options(opt.get("val"))
+        if self.is_train:
+            self.setup_speed_options()
 
     # ----------------------------------------------------------------------------- networks
     def model_to_device(self, net: nn.Module) -> nn.Module:
         net = net.to(self.device)
+        if getattr(self, "channels_last", False):
+            net = net.to(memory_format=torch.channels_last)
         if self.opt.get("dist"):
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = DistributedDataParallel(net, device_ids=ids,
@@ -152,6 +157,7 @@ class BaseModel:
             "schedulers": [s.state_dict() for s in self.schedulers],
             "rng": rng,
             "world_size": len(rng),
+            **({"scaler": self.scaler.state_dict()} if getattr(self, "scaler", None) is not None else {}),
             **(extra or {}),
         }
         atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
@@ -187,6 +193,8 @@ class BaseModel:
                 sch.load_state_dict(s)
             for w in caught:
                 self.logger.warning(f"train:scheduler: {w.message}")
+        if getattr(self, "scaler", None) is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         rng = state.get("rng")
         if isinstance(rng, list) and rng:
             rank, world = get_dist_info()
@@ -205,18 +213,75 @@ class BaseModel:
                                         f"training state (param group {i}); the resumed run keeps {old[key]}. Start a "
                                         "new experiment (or load the weights with path.pretrain_network_g) to change it.")
 
-    def optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params=None) -> bool:
-        """Backward, optional ``train.grad_clip`` and step — unless the loss is non-finite on any rank.
-
-        A non-finite loss skips the step on every rank with a warning; ``train.max_nonfinite_steps`` (default 10)
-        in a row stop training with :class:`TrainingStopped`, leaving the last good checkpoint untouched.
-        """
+    # ----------------------------------------------------------------------------- speed options
+    def setup_speed_options(self) -> None:
+        """``train.amp`` (bf16|fp16|none), ``train.compile``, ``train.channels_last``, ``train.accum_iter``."""
         train_opt = self.opt.get("train") or {}
+        amp = str(train_opt.get("amp", "none") or "none").lower()
+        if amp not in ("none", "bf16", "fp16"):
+            raise OptionError(f"train:amp is {amp!r}; use bf16, fp16 or none")
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        self.scaler = torch.amp.GradScaler(self.device.type) if amp == "fp16" else None
+        self.channels_last = bool(train_opt.get("channels_last", False))
+        self.accum_iter = int(train_opt.get("accum_iter", 1) or 1)
+        if self.accum_iter < 1:
+            raise OptionError(f"train:accum_iter must be >= 1, got {self.accum_iter}")
+        self.use_compile = bool(train_opt.get("compile", False))
+
+    def autocast(self):
+        """Mixed-precision context for the training forward (a no-op without ``train.amp``)."""
+        if getattr(self, "amp_dtype", None) is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def to_input(self, t: torch.Tensor) -> torch.Tensor:
+        """Move an input batch to the device (channels-last when that option is on)."""
+        t = t.to(self.device, non_blocking=True)
+        if getattr(self, "channels_last", False) and t.dim() == 4:
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+
+    def prepare_training_network(self, net: nn.Module) -> nn.Module:
+        """The callable used for training forwards: ``net`` itself or, with ``train.compile``, its compiled form.
+
+        Checkpoints still come from ``net`` itself, so their keys never carry ``_orig_mod.`` prefixes. Where
+        compilation is unsupported, training continues eagerly with a notice.
+        """
+        if not getattr(self, "use_compile", False):
+            return net
+        try:
+            import torch._dynamo
+
+            torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
+            compiled = torch.compile(net)
+            self.logger.info("train:compile: the network is compiled on its first iterations (this takes minutes).")
+            return compiled
+        except Exception as e:  # noqa: BLE001 - reported, then eager
+            self.logger.warning(f"train:compile is not supported here ({type(e).__name__}: {e}); training eagerly.")
+            return net
+
+    def micro_batches(self, n: int) -> List[slice]:
+        """Split a batch of ``n`` into ``train.accum_iter`` micro-batches for gradient accumulation."""
+        k = min(getattr(self, "accum_iter", 1), n)
+        bounds = [round(i * n / k) for i in range(k + 1)]
+        return [slice(bounds[i], bounds[i + 1]) for i in range(k)]
+
+    def no_sync(self, net: nn.Module, last: bool):
+        """Skip DDP's gradient all-reduce on all but the last micro-batch."""
+        if not last and isinstance(net, DistributedDataParallel):
+            return net.no_sync()
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor, weight: float = 1.0) -> bool:
+        """``(loss·weight).backward()`` — unless the loss is non-finite on any rank (then nothing happens).
+
+        ``train.max_nonfinite_steps`` (default 10) non-finite steps in a row stop training with
+        :class:`TrainingStopped`, leaving the last good checkpoint untouched.
+        """
         if not all_finite(loss):
             self._nonfinite_in_a_row = getattr(self, "_nonfinite_in_a_row", 0) + 1
             self.nonfinite_total = getattr(self, "nonfinite_total", 0) + 1
-            optimizer.zero_grad(set_to_none=True)
-            limit = int(train_opt.get("max_nonfinite_steps", 10))
+            limit = int((self.opt.get("train") or {}).get("max_nonfinite_steps", 10))
             self.logger.warning(f"Non-finite loss ({loss.item()}): step skipped "
                                 f"({self._nonfinite_in_a_row} in a row, {self.nonfinite_total} in total).")
             if self._nonfinite_in_a_row >= limit:
@@ -225,14 +290,32 @@ class BaseModel:
                     "diverged and was stopped; the last saved checkpoint is unchanged. Lower the learning rate, "
                     "set train:grad_clip, or check the data (scripts/check_dataset.py).")
             return False
+        loss = loss * weight
+        (self.scaler.scale(loss) if getattr(self, "scaler", None) is not None else loss).backward()
+        return True
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Optional ``train.grad_clip``, then the (GradScaler-aware) optimizer step."""
         self._nonfinite_in_a_row = 0
-        loss.backward()
-        clip = train_opt.get("grad_clip")
+        clip = (self.opt.get("train") or {}).get("grad_clip")
+        scaler = getattr(self, "scaler", None)
         if clip:
-            if params is None:
-                params = [p for g in optimizer.param_groups for p in g["params"]]
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            params = [p for g in optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, float(clip))
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+
+    def optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+        """Backward and step for one loss without accumulation; False when the step was skipped."""
+        if not self.backward(loss):
+            optimizer.zero_grad(set_to_none=True)
+            return False
+        self.step(optimizer)
         return True
 
     def reduce_loss_dict(self, loss_dict: Dict[str, torch.Tensor]) -> Dict[str, float]:
@@ -252,38 +335,26 @@ class BaseModel:
         return self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
 
     def nondist_validation(self, dataloader, current_iter: int, tb_logger: Any, save_img: bool) -> Dict[str, float]:
+        """Score one val set with the shared evaluation loop (the one ``test.py`` runs), then log and keep bests.
+
+        The input's own scores (the baseline) are computed once per val set and cached. With ``save_img`` the
+        outputs go to ``visualization/<set>/<stem>_<iter>.<save_format>`` plus PNG previews.
+        """
         dataset_name = dataloader.dataset.opt.get("name", "val")
         val_opt = self.opt.get("val") or {}
-        metrics = val_opt.get("metrics") or {}
-        results = {name: 0.0 for name in metrics}
         want_baseline = val_opt.get("baseline", True) and dataset_name not in self._baseline_cache
-        baseline = {name: 0.0 for name in metrics}
-        count = 0
-        pbar = tqdm(total=len(dataloader), unit="image", desc=f"Validate {dataset_name}",
-                    disable=not val_opt.get("pbar", True), leave=False)
-        for data in dataloader:
-            self.feed_data(data)
-            self.test()
-            visuals = self.get_current_visuals()
-            out_img = tensor2img(visuals["result"])
-            gt_img = tensor2img(visuals["gt"]) if "gt" in visuals else None
-            if save_img:
-                self.save_visual(out_img, data, current_iter, dataset_name)
-            if gt_img is not None:
-                for name, mopt in metrics.items():
-                    results[name] += calculate_metric({"img": out_img, "img2": gt_img}, mopt)
-                    if want_baseline:
-                        baseline[name] += calculate_metric({"img": tensor2img(visuals["lq"]), "img2": gt_img}, mopt)
-            count += 1
-            pbar.update(1)
-        pbar.close()
-        if count == 0:
+        save_dir = osp.join(self.opt["path"]["visualization"], dataset_name) if save_img else None
+        res = evaluate_dataset(self, dataloader, val_opt, baseline=want_baseline, save_dir=save_dir,
+                               suffix=str(current_iter), desc=f"Validate {dataset_name}")
+        if not res.metrics:
             return {}
-        results = {k: v / count for k, v in results.items()}
-        if want_baseline and metrics:
-            self._baseline_cache[dataset_name] = {k: v / count for k, v in baseline.items()}
-        self._log_validation(dataset_name, current_iter, results, tb_logger)
-        return results
+        if want_baseline and res.baseline:
+            self._baseline_cache[dataset_name] = res.baseline
+            if tb_logger is not None:
+                for name, value in res.baseline.items():
+                    tb_logger.add_scalar(f"metrics/{dataset_name}/{name}_input", value, current_iter)
+        self._log_validation(dataset_name, current_iter, res.metrics, tb_logger)
+        return res.metrics
 
     def baseline_results(self, dataset_name: str) -> Dict[str, float]:
         """Metrics of the network input itself (the plain inverse tone mapping of the LDR) on a val set."""
@@ -304,11 +375,3 @@ class BaseModel:
             if tb_logger is not None:
                 tb_logger.add_scalar(f"metrics/{dataset_name}/{name}", value, current_iter)
         self.logger.info(msg)
-
-    def save_visual(self, img: np.ndarray, data: Dict[str, Any], current_iter: int, dataset_name: str) -> None:
-        import cv2
-
-        name = osp.splitext(osp.basename(data["lq_path"][0]))[0]
-        folder = osp.join(self.opt["path"]["visualization"], dataset_name)
-        os.makedirs(folder, exist_ok=True)
-        cv2.imwrite(osp.join(folder, f"{name}_{current_iter}.png"), img[..., ::-1])

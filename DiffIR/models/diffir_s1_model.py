@@ -11,6 +11,7 @@ import torch
 from DiffIR.archs import build_network
 from DiffIR.losses import build_loss
 from DiffIR.models.base_model import BaseModel
+from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.img_util import pad_to_multiple
 from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
 
@@ -34,6 +35,9 @@ class MixingAugment:
 class DiffIRS1Model(BaseModel):
     """Stage-1 model; the network's prior needs the GT, so validation is an oracle figure."""
 
+    #: inference needs the HDR ground truth (the prior's input); test.py refuses test sets without one
+    needs_gt_for_inference = True
+
     def __init__(self, opt: Dict[str, Any]) -> None:
         super().__init__(opt)
         if "network_g" not in opt:
@@ -52,6 +56,7 @@ class DiffIRS1Model(BaseModel):
     def init_training_settings(self) -> None:
         train_opt = self.opt["train"]
         self.net_g.train()
+        self.train_forward = self.prepare_training_network(self.net_g)
         self.ema_decay = float(train_opt.get("ema_decay", 0) or 0)
         if self.ema_decay > 0:
             self.net_g_ema = copy.deepcopy(self.get_bare_model(self.net_g)).to(self.device)
@@ -77,26 +82,27 @@ class DiffIRS1Model(BaseModel):
         self.setup_schedulers()
 
     def feed_data(self, data: Dict[str, Any]) -> None:
-        self.lq = data["lq"].to(self.device, non_blocking=True)
-        self.gt = data["gt"].to(self.device, non_blocking=True) if "gt" in data else None
+        self.lq = self.to_input(data["lq"])
+        self.gt = self.to_input(data["gt"]) if "gt" in data else None
         self.cond = None
         if "dgain" in data and "gamma" in data:
             self.cond = torch.stack([data["dgain"], data["gamma"]], dim=1).float().to(self.device)
         if self.is_train and self.mixing is not None and self.net_g.training:
             self.lq, self.gt, self.cond = self.mixing(self.lq, self.gt, self.cond)
 
-    def _forward(self, net, lq: torch.Tensor, gt: torch.Tensor):
+    def _forward(self, net, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None):
+        cond = self.cond if cond is None else cond
         if self._takes_cond:
-            return net(lq, gt, cond=self.cond)
+            return net(lq, gt, cond=cond)
         return net(lq, gt)
 
-    def optimize_parameters(self, current_iter: int) -> None:
-        self.optimizer_g.zero_grad(set_to_none=True)
-        self.output, _ = self._forward(self.net_g, self.lq, self.gt)
+    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor):
+        """Sum of the configured losses (in fp32) and the per-loss values for the log."""
+        output = output.float()
         total = 0
         loss_dict = OrderedDict()
         for key, loss_fn in self.losses.items():
-            value = loss_fn(self.output, self.gt)
+            value = loss_fn(output, gt)
             if isinstance(value, tuple):  # perceptual loss: (perceptual, style)
                 for suffix, v in zip(("percep", "style"), value):
                     if v is not None:
@@ -105,24 +111,58 @@ class DiffIRS1Model(BaseModel):
             else:
                 total = total + value
                 loss_dict["l_pix" if key == "pixel_opt" else f"l_{key[:-4]}"] = value
-        stepped = self.optimizer_step(total, self.optimizer_g)
-        self.log_dict = self.reduce_loss_dict(loss_dict)
+        return total, loss_dict
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        self.optimizer_g.zero_grad(set_to_none=True)
+        chunks = self.micro_batches(self.lq.shape[0])
+        outputs, logged = [], OrderedDict()
+        stepped = True
+        for i, sl in enumerate(chunks):
+            cond = self.cond[sl] if self.cond is not None else None
+            with self.no_sync(self.net_g, i == len(chunks) - 1), self.autocast():
+                out, _ = self._forward(self.train_forward, self.lq[sl], self.gt[sl], cond)
+            total, loss_dict = self.compute_losses(out, self.gt[sl])
+            if not self.backward(total, 1.0 / len(chunks)):
+                stepped = False
+                break
+            outputs.append(out.detach())
+            for k, v in loss_dict.items():
+                logged[k] = logged.get(k, 0) + v.detach() / len(chunks)
+        if stepped:
+            self.step(self.optimizer_g)
+            self.output = torch.cat(outputs)
+        else:
+            self.optimizer_g.zero_grad(set_to_none=True)
+            self.output = self.lq
+            logged = loss_dict
+        self.log_dict = self.reduce_loss_dict(logged)
         if stepped and self.ema_decay > 0:
             self.model_ema(self.ema_decay)
 
     @torch.no_grad()
     def test(self) -> None:
-        """Whole-image inference, padded to the network's multiple of 8 and cropped back."""
+        """Inference on the fed images: whole-image, or tiled with ``val.tile_size`` / ``val.tile_overlap``.
+
+        Images are padded to ``val.window_size`` (8) and cropped back. When tiling, the prior (IPR) is still
+        extracted once from the whole image, as whole-image inference does; only the DIRformer runs per tile.
+        """
         if self.gt is None:
             raise RuntimeError("DiffIR stage 1 builds its prior from the HDR ground truth, so every test image needs "
                                "a GT. For LDR-only inference use a stage-2 model.")
         net = self.net_g_ema if getattr(self, "net_g_ema", None) is not None else self.get_bare_model(self.net_g)
         was_training = net.training
         net.eval()
-        window = int((self.opt.get("val") or {}).get("window_size") or 8)
-        h, w = self.lq.shape[-2:]
-        lq, gt = pad_to_multiple(self.lq, window), pad_to_multiple(self.gt, window)
-        self.output = self._forward(net, lq, gt)[..., :h, :w]
+        val_opt = self.opt.get("val") or {}
+        window = int(val_opt.get("window_size") or 8)
+        tile, overlap = val_opt.get("tile_size"), int(val_opt.get("tile_overlap", 32))
+        if tile and hasattr(net, "extract_ipr") and hasattr(net, "G"):
+            ipr = net.extract_ipr(pad_to_multiple(self.lq, window), pad_to_multiple(self.gt, window), self.cond)
+            self.output = tiled_forward(lambda lq: net.G(lq, ipr), self.lq, tile=tile, overlap=overlap,
+                                        multiple=window)
+        else:
+            self.output = tiled_forward(lambda lq, gt: self._forward(net, lq, gt), self.lq, self.gt, tile=tile,
+                                        overlap=overlap, multiple=window)
         net.train(was_training)
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:

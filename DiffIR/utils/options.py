@@ -24,10 +24,13 @@ PATH_KEYS = {"resume_state", "root", "experiments_root", "models", "training_sta
              "results_root", "ignore_resume_networks"}
 PATH_PREFIXES = ("pretrain_network_", "param_key_", "strict_load_")
 TRAIN_KEYS = {"ema_decay", "optim_g", "scheduler", "total_iter", "warmup_iter", "mixing_augs", "grad_clip",
-              "max_nonfinite_steps"}
+              "max_nonfinite_steps", "amp", "compile", "channels_last", "accum_iter"}
+# the official stage-2 (DiffIRS2Model) two-phase recipe: prior-only phase, then joint training
+TRAIN_KEYS |= {"encoder_iter", "lr_encoder", "lr_sr", "gamma_encoder", "gamma_sr", "lr_decay_encoder", "lr_decay_sr"}
 TRAIN_SUFFIXES = ("_opt",)  # losses: pixel_opt, perceptual_opt, ...
 MIXUP_KEYS = {"mixup", "mixup_beta", "use_identity"}
-VAL_KEYS = {"val_freq", "save_img", "metrics", "suffix", "window_size", "pbar", "baseline"}
+VAL_KEYS = {"val_freq", "save_img", "metrics", "suffix", "window_size", "pbar", "baseline", "tile_size", "tile_overlap",
+            "save_format", "save_preview"}
 LOGGER_KEYS = {"print_freq", "save_checkpoint_freq", "use_tb_logger", "wandb", "language", "tb_image_freq", "keep_last_n"}
 WANDB_KEYS = {"project", "resume_id", "entity"}
 DIST_KEYS = {"backend", "port"}

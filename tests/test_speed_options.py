@@ -1,0 +1,84 @@
+"""train.amp / accum_iter / channels_last / compile fallback: same training maths, finite outputs."""
+import pytest
+import torch
+
+from DiffIR.models import build_model
+from DiffIR.utils.registry import OptionError
+
+from test_training import TINY_NET
+
+
+def _model(tmp_path, **train):
+    opt = {"name": "speed", "model_type": "DiffIRS1Model", "num_gpu": 0, "is_train": True, "dist": False,
+           "network_g": dict(TINY_NET), "path": {"models": str(tmp_path), "training_states": str(tmp_path)},
+           "train": {"ema_decay": 0, "optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 10,
+                     "pixel_opt": {"type": "L1Loss"}, **train}}
+    torch.manual_seed(0)
+    return build_model(opt)
+
+
+def _data(n=2, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return {"lq": torch.rand(n, 3, 16, 16, generator=g), "gt": torch.rand(n, 3, 16, 16, generator=g),
+            "dgain": torch.full((n,), 2.0), "gamma": torch.full((n,), 2.2)}
+
+
+def _train(model, steps=4):
+    losses = []
+    for i in range(steps):
+        model.feed_data(_data(seed=i))
+        model.optimize_parameters(i + 1)
+        losses.append(model.log_dict["l_pix"])
+    return losses
+
+
+def test_accumulation_equals_the_full_batch(tmp_path):
+    full, accum = _model(tmp_path), _model(tmp_path, accum_iter=2)
+    lf, la = _train(full, 2), _train(accum, 2)
+    assert la == pytest.approx(lf, rel=1e-5)
+    for (k, a), b in zip(full.net_g.state_dict().items(), accum.net_g.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_bf16_autocast_tracks_fp32_and_stays_finite(tmp_path):
+    fp32, bf16 = _train(_model(tmp_path), 5), None
+    model = _model(tmp_path, amp="bf16")
+    bf16 = _train(model, 5)
+    assert bf16 == pytest.approx(fp32, rel=0.05)
+    model.feed_data({"lq": torch.full((1, 3, 16, 16), 1.2), "gt": torch.full((1, 3, 16, 16), 1.2)})
+    model.test()
+    assert torch.isfinite(model.output).all() and model.output.dtype == torch.float32
+
+
+def test_fp16_uses_a_grad_scaler_saved_in_the_state(tmp_path):
+    model = _model(tmp_path, amp="fp16")
+    _train(model, 2)
+    assert model.scaler is not None
+    model.save(0, 2)
+    state = torch.load(tmp_path / "2.state", weights_only=True)
+    assert "scaler" in state and state["scaler"]["scale"] > 0
+    again = _model(tmp_path, amp="fp16")
+    again.resume_training(state)
+    assert again.scaler.get_scale() == model.scaler.get_scale()
+
+
+def test_channels_last_gives_the_same_step(tmp_path):
+    a, b = _model(tmp_path), _model(tmp_path, channels_last=True)
+    la, lb = _train(a, 2), _train(b, 2)
+    assert lb == pytest.approx(la, rel=1e-4)
+    assert b.lq.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_compile_falls_back_with_a_notice(tmp_path, monkeypatch, caplog):
+    def broken(*a, **k):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model = _model(tmp_path, compile=True)
+    assert model.train_forward is model.net_g
+    assert _train(model, 1)[0] > 0
+
+
+def test_bad_amp_value_is_reported(tmp_path):
+    with pytest.raises(OptionError, match="train:amp"):
+        _model(tmp_path, amp="fp8")
