@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 
 from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
+from DiffIR.data.prefetcher import build_prefetcher
 from DiffIR.models import build_model
 from DiffIR.utils.checkpoint import list_training_states, load_file
 from DiffIR.utils.dist import barrier, get_dist_info, init_dist
@@ -64,7 +65,7 @@ def create_dataloaders(opt: Dict[str, Any], msg: Messages, logger):
             raise OptionError(f"'datasets:train:{key}' is required")
     train_set = build_dataset(train_opt)
     ratio = int(train_opt.get("dataset_enlarge_ratio", 1) or 1)
-    sampler = EnlargedSampler(train_set, world, rank, ratio)
+    sampler = EnlargedSampler(train_set, world, rank, ratio, seed=opt.get("manual_seed"))
     train_loader = build_dataloader(train_set, train_opt, opt["num_gpu"], opt.get("dist", False), sampler,
                                     opt.get("manual_seed"))
     batch = int(train_opt["batch_size_per_gpu"])
@@ -150,6 +151,7 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
     logger.info(schedule.summary(msg))
     model = build_model(opt)
     logger.info(msg("device", device=model.device))
+    prefetcher = build_prefetcher(train_loader, opt["datasets"]["train"], model.device)
 
     if rank == 0:
         if resume is None and not path.get("resume_state"):
@@ -200,7 +202,7 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
             iter_in_epoch = skip
             skip = 0
             data_start = iter_start = time.time()
-            for batch in accumulate_batches(train_loader, accum):
+            for batch in accumulate_batches(prefetcher, accum):
                 data_time = time.time() - data_start
                 current_iter += 1
                 iter_in_epoch += 1

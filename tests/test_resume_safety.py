@@ -140,3 +140,24 @@ def test_changed_schedule_on_resume_is_reported(tmp_path):
     log = _log_text(tmp_path, "sched")
     assert "first_cycle_steps" in log and "train:scheduler" in log
     assert "train:optim_g:lr is 0.01" in log
+
+
+def test_resume_is_exact(tmp_path):
+    """k iterations + --auto_resume to 2k ends with the same weights as 2k uninterrupted (k mid-epoch)."""
+    def run(name, argvs):
+        yml = _options(tmp_path, name=name, total_iter=6)
+        opt = yaml.safe_load(yml.read_text())
+        opt["datasets"]["train"]["synthetic"]["num_images"] = 5  # 2 iterations/epoch with a leftover sample
+        opt["train"]["mixing_augs"] = {"mixup": True, "mixup_beta": 1.2, "use_identity": True}
+        opt["logger"].update(save_checkpoint_freq=3, use_tb_logger=False)
+        opt["val"]["val_freq"] = 1000
+        yml.write_text(yaml.safe_dump(opt))
+        for extra in argvs:
+            train_pipeline(str(tmp_path), ["-opt", str(yml), *extra])
+        return load_file(str(tmp_path / "experiments" / name / "models" / "net_g_latest.pth"))
+
+    straight = run("straight", [[]])
+    resumed = run("resumed", [["--force_yml", "train:total_iter=3"], ["--auto_resume"]])
+    for key in ("params", "params_ema"):
+        for k, v in straight[key].items():
+            torch.testing.assert_close(resumed[key][k], v, rtol=0, atol=0, msg=f"{key}:{k}")

@@ -30,7 +30,7 @@ def init_dist(launcher: str, backend: str = "nccl", port: int = 29500) -> None:
         os.environ.setdefault("MASTER_ADDR", addr)
         os.environ["WORLD_SIZE"] = str(world)
         os.environ["RANK"] = str(rank)
-        os.environ.setdefault("LOCAL_RANK", str(rank % max(1, torch.cuda.device_count())))
+        os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", str(rank % max(1, torch.cuda.device_count()))))
     else:
         raise ValueError(f"Unknown launcher '{launcher}': use none, pytorch or slurm.")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
