@@ -12,7 +12,7 @@ import torch
 import DiffIR.data.synthetic_hdr as synthetic_hdr
 from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
 from DiffIR.data.dgain import format_dgain_text, parse_dgain_text, read_dgain_file
-from DiffIR.data.ldr_hdr_paired_dataset import LDR_HDR_PairedDataset, PairingError
+from DiffIR.data.ldr_hdr_paired_dataset import DatasetCheckError, LDR_HDR_PairedDataset, PairingError
 from DiffIR.data.synthetic_hdr import (MARKER_NAME, ensure_synthetic_dataset, generate_dataset, generate_hdr_scene,
                                        generate_pair)
 from DiffIR.data.transforms import augment_pair, img2tensor, paired_random_crop
@@ -21,6 +21,12 @@ from DiffIR.utils.registry import OptionError
 from DiffIR.utils.tone_mapping import hdr_to_ldr, ldr_to_hdr, log_tone_map
 
 H, W = 40, 48
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+    """Dataset check caches of these tests stay in their tmp folder."""
+    monkeypatch.setenv("DIFFIR_CACHE_DIR", str(tmp_path / "check_cache"))
 
 
 def _make_folder(root, stems=("a", "b", "c"), size=(H, W), gt_ext=".hdr", lq_ext=".png"):
@@ -172,11 +178,16 @@ def test_empty_or_missing_folder_names_the_option_key(tmp_path):
 def test_size_mismatch_names_both_files(tmp_path):
     root = _make_folder(tmp_path, stems=("a",))
     write_hdr(root / "gt" / "a.hdr", np.ones((H, W + 2, 3), np.float32))
-    ds = build_dataset(_opt(root))
-    with pytest.raises(ValueError) as ei:
-        ds[0]
-    msg = str(ei.value)
-    assert "a.png" in msg and "a.hdr" in msg and f"{H}x{W}" in msg and f"{H}x{W + 2}" in msg
+    with pytest.raises(DatasetCheckError) as ei:  # found from the headers when the dataset is built
+        build_dataset(_opt(root, check="quick", check_cache_dir=False))
+    msgs = [str(ei.value)]
+    for phase in ("val", "train"):  # and when an item is read with the checks off
+        ds = build_dataset(_opt(root, phase=phase, check="off"))
+        with pytest.raises(ValueError) as ei:
+            ds[0]
+        msgs.append(str(ei.value))
+    for msg in msgs:
+        assert "a.png" in msg and "a.hdr" in msg and f"{H}x{W}" in msg and f"{H}x{W + 2}" in msg, msg
 
 
 def test_option_errors(tmp_path):
@@ -192,15 +203,21 @@ def test_option_errors(tmp_path):
         build_dataset(_opt(root, tone_curve="pq"))
     with pytest.raises(OptionError, match="gt_size"):
         build_dataset({k: v for k, v in _opt(root, phase="train").items() if k != "gt_size"})
-    with pytest.raises(OptionError, match="later release") as ei:
+    with pytest.raises(OptionError, match=r"dataroot_lq' = .*is not an LMDB folder.*create_lmdb_hdr\.py"):
         build_dataset(_opt(root, io_backend={"type": "lmdb"}))
-    assert isinstance(ei.value, NotImplementedError)
+    with pytest.raises(OptionError, match="check' = 'fast' is unknown"):
+        build_dataset(_opt(root, check="fast"))
+    with pytest.raises(OptionError, match="small_images"):
+        build_dataset(_opt(root, small_images="crop"))
+    with pytest.raises(OptionError, match="prefetch_mode"):
+        build_dataset(_opt(root, prefetch_mode="gpu"))
     with pytest.raises(OptionError, match="did you mean 'disk'"):
         build_dataset(_opt(root, io_backend={"type": "dsik"}))
     keys = set(LDR_HDR_PairedDataset.OPTION_KEYS)
     assert {"dataroot_lq", "dataroot_gt", "dataroot_dgain", "filename_tmpl", "io_backend", "gt_size", "geometric_augs",
             "use_shuffle", "num_worker_per_gpu", "batch_size_per_gpu", "dataset_enlarge_ratio", "prefetch_mode",
-            "hdr_max", "tone_curve", "lq_linearize", "synthetic", "meta_info_file", "persistent_workers"} <= keys
+            "hdr_max", "tone_curve", "lq_linearize", "synthetic", "meta_info_file", "persistent_workers",
+            "check", "check_cache_dir", "small_images", "num_prefetch_queue", "pin_memory"} <= keys
 
 
 # ------------------------------------------------------------------ training crops, tone options

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from DiffIR.utils.hdr_io import (ImageIOError, decode_hdr_bytes, decode_ldr_bytes, encode_hdr_bytes, read_hdr,
-                                 read_ldr, write_hdr, write_ldr)
+                                 read_image_size, read_ldr, write_hdr, write_ldr)
 from DiffIR.utils.tone_mapping import (display_tone_map, hdr_to_ldr, inverse_log_tone_map, ldr_to_hdr,
                                        linear_tone_map, log_tone_map)
 
@@ -275,3 +275,57 @@ def test_display_tone_map_range_and_monotonic():
     assert display_tone_map(np.float32([1000.0]))[0] == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match="unknown method"):
         display_tone_map(x, "aces")
+
+
+# ------------------------------------------------------------------ crops and header sizes
+@pytest.mark.parametrize("ext", [".hdr", ".exr", ".npy"])
+def test_hdr_window_reads_equal_crops_of_the_full_image(tmp_path, ext):
+    img = _random_hdr(20, 30, seed=4)
+    write_hdr(tmp_path / f"x{ext}", img)
+    full = read_hdr(tmp_path / f"x{ext}")
+    np.testing.assert_array_equal(read_hdr(tmp_path / f"x{ext}", window=(3, 5, 7, 11)), full[3:10, 5:16])
+    seen = []
+    crop = read_hdr(tmp_path / f"x{ext}", window=lambda h, w: seen.append((h, w)) or (h - 4, w - 6, 4, 6))
+    assert seen == [(20, 30)] and crop.flags["C_CONTIGUOUS"] and crop.dtype == np.float32
+    np.testing.assert_array_equal(crop, full[16:, 24:])
+    np.testing.assert_array_equal(decode_hdr_bytes(encode_hdr_bytes(img, ext), ext, window=(0, 0, 2, 3)),
+                                  decode_hdr_bytes(encode_hdr_bytes(img, ext), ext)[:2, :3])
+    with pytest.raises(ValueError, match="outside image"):
+        read_hdr(tmp_path / f"x{ext}", window=(15, 0, 10, 10))
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_ldr_window_reads_and_header_sizes(tmp_path, ext):
+    img = (np.random.default_rng(1).random((21, 34, 3)) * 255).astype(np.uint8)
+    write_ldr(tmp_path / f"x{ext}", img)
+    full = read_ldr(tmp_path / f"x{ext}")
+    np.testing.assert_array_equal(read_ldr(tmp_path / f"x{ext}", window=(2, 3, 5, 7)), full[2:7, 3:10])
+    assert read_image_size(tmp_path / f"x{ext}") == (21, 34)
+
+
+def test_read_image_size_from_headers(tmp_path):
+    img = _random_hdr(13, 17)
+    for ext in (".hdr", ".exr", ".npy"):
+        write_hdr(tmp_path / f"a{ext}", img)
+        assert read_image_size(tmp_path / f"a{ext}") == (13, 17), ext
+    data = (tmp_path / "a.npy").read_bytes()
+    (tmp_path / "t.npy").write_bytes(data[:-10])
+    with pytest.raises(ImageIOError, match=r"t\.npy.*truncated"):
+        read_image_size(tmp_path / "t.npy")
+    (tmp_path / "g.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ImageIOError, match=r"g\.jpg.*not a JPEG.*Fix"):
+        read_image_size(tmp_path / "g.jpg")
+    # an EXIF-like segment before the frame header is skipped
+    write_ldr(tmp_path / "e.jpg", np.zeros((9, 11, 3), np.uint8))
+    raw = (tmp_path / "e.jpg").read_bytes()
+    app1 = b"\xff\xe1" + (5000).to_bytes(2, "big") + b"\x00" * 4998
+    (tmp_path / "e2.jpg").write_bytes(raw[:2] + app1 + raw[2:])
+    assert read_image_size(tmp_path / "e2.jpg") == (9, 11)
+
+
+def test_float16_keeps_rgbe_values_exactly():
+    """Why LMDB float16 storage costs nothing for .hdr sources: RGBE values have 8-bit mantissas."""
+    img = _random_hdr(32, 32, seed=2) / np.float32(10.0)  # 1e-4 .. 1e3
+    rgbe = decode_hdr_bytes(encode_hdr_bytes(img, ".hdr"), ".hdr")
+    in_range = rgbe >= 7.6e-6
+    np.testing.assert_array_equal(rgbe.astype(np.float16).astype(np.float32)[in_range], rgbe[in_range])

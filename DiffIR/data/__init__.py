@@ -3,7 +3,11 @@
 * ``build_dataset(opt)``: instantiate ``DATASET_REGISTRY[opt['type']](opt)`` after rejecting unknown
   option keys by name (the class's ``OPTION_KEYS``).
 * ``build_dataloader(dataset, dataset_opt, num_gpu, dist, sampler, seed)``.
-* ``EnlargedSampler``: epoch-seeded shuffling, sharded over ranks, optionally enlarging an epoch.
+* ``EnlargedSampler``: epoch-seeded shuffling, sharded over ranks, optionally enlarging an epoch; its
+  indices carry (seed, epoch, rank, position) so augmentation differs per sample, epoch and rank
+  (:mod:`DiffIR.data.seeding`).
+* ``build_prefetcher(loader, dataset_opt, device)``: ``prefetch_mode`` ~ / cpu / cuda
+  (:mod:`DiffIR.data.prefetcher`).
 
 Every module ``DiffIR/data/*_dataset.py`` is imported here so its ``@DATASET_REGISTRY.register()``
 classes are available by name.
@@ -23,9 +27,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from DiffIR.data.prefetcher import CPUPrefetcher, CUDAPrefetcher, build_prefetcher
+from DiffIR.data.seeding import SampleIndex
 from DiffIR.utils.registry import DATASET_REGISTRY, OptionError
 
-__all__ = ["build_dataset", "build_dataloader", "EnlargedSampler", "worker_init_fn", "DATASET_REGISTRY"]
+__all__ = ["build_dataset", "build_dataloader", "EnlargedSampler", "SampleIndex", "worker_init_fn",
+           "build_prefetcher", "CPUPrefetcher", "CUDAPrefetcher", "DATASET_REGISTRY"]
 
 logger = logging.getLogger("DiffIR")
 
@@ -96,8 +103,8 @@ def build_dataloader(
 ) -> DataLoader:
     """BasicSR-style loader.
 
-    Train phase: ``batch_size_per_gpu`` / ``num_worker_per_gpu`` (times ``num_gpu`` when not
-    distributed), ``shuffle`` only without a sampler (and unless ``use_shuffle: false``),
+    Train phase: ``batch_size_per_gpu`` / ``num_worker_per_gpu`` per process (one process drives one
+    device; several GPUs are used through a distributed launcher), ``shuffle`` only without a sampler (and unless ``use_shuffle: false``),
     ``drop_last=True``, workers seeded from ``seed + rank + worker id``, ``persistent_workers``
     (default true) when there are workers. Val/test phase: batch 1, no workers, no shuffle.
     ``pin_memory`` comes from the option (default false).
@@ -112,9 +119,6 @@ def build_dataloader(
         bs, nw = int(dataset_opt["batch_size_per_gpu"]), int(dataset_opt["num_worker_per_gpu"])
         if bs < 1 or nw < 0:
             raise OptionError(f"'{where}': batch_size_per_gpu must be >= 1 and num_worker_per_gpu >= 0 (got {bs}, {nw}).")
-        if not dist:
-            mult = 1 if not num_gpu else int(num_gpu)
-            bs, nw = bs * mult, nw * mult
         n_items = len(sampler) if sampler is not None else len(dataset)
         if n_items < bs:
             raise OptionError(
@@ -129,12 +133,13 @@ def build_dataloader(
             sampler=sampler,
             drop_last=True,
         )
+        # The loader's own generator: creating an epoch's iterator must not draw from the global torch RNG,
+        # or a resumed run would shift the random stream of everything else (exact resume).
+        g = torch.Generator()
+        g.manual_seed((int(seed) if seed is not None else 0) + rank)
+        args["generator"] = g
         if seed is not None:
             args["worker_init_fn"] = partial(worker_init_fn, num_workers=nw, rank=rank, seed=int(seed))
-            if sampler is None and args["shuffle"]:
-                g = torch.Generator()
-                g.manual_seed(int(seed) + rank)
-                args["generator"] = g
         if nw > 0:
             args["persistent_workers"] = bool(dataset_opt.get("persistent_workers", True))
     elif phase.startswith("val") or phase.startswith("test"):
@@ -152,9 +157,15 @@ class EnlargedSampler(Sampler):
     num_replicas`` positions from a generator seeded with the epoch (call :meth:`set_epoch`), maps
     positions to items modulo the dataset size, and gives rank ``r`` positions ``r, r + R, ...``,
     so ranks never share a position (with ``ratio`` 1 and a divisible size they share no item).
+
+    The indices are :class:`SampleIndex` ints tagged with ``(seed, epoch, rank, position)`` (position
+    within this rank's epoch, also after a mid-epoch ``start``); datasets seed each sample's
+    augmentation from them. ``seed`` defaults to ``torch.initial_seed()`` at construction (the run's
+    ``manual_seed`` + rank in the training loop); pass the run's seed to make it explicit.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, ratio: float = 1) -> None:
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, ratio: float = 1,
+                 seed: Optional[int] = None) -> None:
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"EnlargedSampler: need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}")
         if ratio <= 0:
@@ -163,6 +174,7 @@ class EnlargedSampler(Sampler):
         self.num_replicas = int(num_replicas)
         self.rank = int(rank)
         self.ratio = ratio
+        self.seed = int(torch.initial_seed() if seed is None else seed)
         self.epoch = 0
         self.start = 0
         self.num_samples = math.ceil(len(dataset) * ratio / self.num_replicas)
@@ -173,9 +185,10 @@ class EnlargedSampler(Sampler):
         g.manual_seed(self.epoch)
         perm = torch.randperm(self.total_size, generator=g).tolist()
         n = len(self.dataset)
-        indices = [v % n for v in perm[self.rank : self.total_size : self.num_replicas]]
-        assert len(indices) == self.num_samples
-        return iter(indices[self.start:])
+        mine = perm[self.rank : self.total_size : self.num_replicas]
+        assert len(mine) == self.num_samples
+        return (SampleIndex(v % n, self.seed, self.epoch, self.rank, pos)
+                for pos, v in enumerate(mine) if pos >= self.start)
 
     def __len__(self) -> int:
         return self.num_samples - self.start

@@ -1,71 +1,83 @@
 """Paired LDR (JPEG/PNG) -> HDR dataset in the AIM-ITM layout, with the fork's tone pipeline.
 
-Folders (``io_backend: {type: disk}``)::
+Sources (``io_backend``)::
 
-    dataroot_lq/<stem>.jpg|.jpeg|.png     8/16-bit LDR input
-    dataroot_gt/<stem>.hdr|.exr|.npy      linear HDR target (peak ~ hdr_max)
-    dataroot_dgain/<stem>.txt             'dgain: x' / 'gamma: y' lines
+    disk:  dataroot_lq/<stem>.jpg|.jpeg|.png     8/16-bit LDR input
+           dataroot_gt/<stem>.hdr|.exr|.npy      linear HDR target (peak ~ hdr_max)
+           dataroot_dgain/<stem>.txt             'dgain: x' / 'gamma: y' lines
+    lmdb:  dataroot_lq/gt/dgain = OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb of scripts/create_lmdb_hdr.py
+           (see DiffIR.data.lmdb_io; the origin fork's pickled LMDBs need allow_pickle: true)
 
 Pairing follows BasicSR's ``filename_tmpl`` semantics: for a GT stem ``g`` the LQ stem is
-``filename_tmpl.format(g)`` (default ``'{}'``: identical stems); the dgain file is named after the
-LQ stem (it describes the LDR's exposure).
+``filename_tmpl.format(g)`` (default ``'{}'``: identical stems); the dgain entry is named after the
+LQ stem (it describes the LDR's exposure). ``meta_info_file`` restricts the set to the stems it
+lists, in its order.
 
-Per item: read LQ (RGB in [0,1]), GT (linear RGB) and dgain/gamma; check sizes; training phase:
-random ``gt_size`` crop (reflect-padded if the image is smaller) and optional flips/rotations,
-always *before* the per-pixel tone mapping; then
+Construction checks the set before anything trains (``check: full`` by default; ``quick`` or
+``off``; see :mod:`DiffIR.data.checks`) and raises one :class:`DatasetCheckError` naming every bad
+file and the fix.
 
-* GT: ``tone(max(gt, 0))``
+Per item: training phase: a random ``gt_size`` window is drawn from the image size and **only that
+window** is converted (for ``.npy`` and LMDB sources only that window is even read); images smaller
+than the patch are reflect-padded (``small_images: pad``, default) or refused (``error``); one of the
+8 flips/rotations with ``geometric_augs``; then, on the patch only,
+
+* GT: ``tone(max(gt, 0))`` (NaN/Inf stop with the file named)
 * LQ: ``tone(ldr_to_hdr(lq, dgain, gamma, hdr_max))`` if ``lq_linearize`` (default, the fork)
   else the LDR unchanged,
 
 with ``tone`` = ``log_tone_map`` (``tone_curve: log``, default) or ``x / hdr_max`` (``linear``).
 
-Random numbers come from a per-worker ``np.random.Generator`` seeded from ``torch.initial_seed()``
-(which DataLoader makes distinct per worker and per epoch), never from the global numpy RNG.
+Random numbers: with :class:`~DiffIR.data.EnlargedSampler` each sample draws from a generator seeded
+by (seed, epoch, rank, position) (see :mod:`DiffIR.data.seeding`); with plain integer indices, from
+a per-process generator seeded by ``torch.initial_seed()`` and the rank. Never the global numpy RNG.
+
+Everything above except the dgain files and the tone pipeline is :class:`PairedImageDataset`, which
+``DeblurPairedDataset`` shares (its ``PAIR_FORMAT`` says what a pair is made of).
 """
 from __future__ import annotations
 
 import difflib
 import logging
-import os
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from DiffIR.data.checks import (LEVELS, SMALL_IMAGE_POLICIES, DatasetCheckError, check_reader, nonfinite_message,
+                                paired_windows, size_mismatch_message, too_small_message)
 from DiffIR.data.dgain import read_dgain_file
-from DiffIR.data.transforms import augment_pair, img2tensor, paired_random_crop
-from DiffIR.utils.hdr_io import read_hdr, read_ldr
+from DiffIR.data.lmdb_io import LmdbPairReader
+from DiffIR.data.paired_common import HDR_PAIRS, PROGRESSIVE_KEYS, PairFormat
+from DiffIR.data.pairing import (DGAIN_EXTENSIONS, GT_EXTENSIONS, LQ_EXTENSIONS, MAX_LISTED, PairingError,
+                                 pair_format_parts, scan_paired_folders)
+from DiffIR.data.seeding import sample_rng
+from DiffIR.data.transforms import augment_pair, img2tensor, pad_to_size
+from DiffIR.utils.dist import get_dist_info
+from DiffIR.utils.hdr_io import WindowArg, read_hdr, read_ldr
 from DiffIR.utils.registry import DATASET_REGISTRY, OptionError
 from DiffIR.utils.tone_mapping import ldr_to_hdr, linear_tone_map, log_tone_map
 
 logger = logging.getLogger("DiffIR")
 
-LQ_EXTENSIONS = (".jpg", ".jpeg", ".png")
-GT_EXTENSIONS = (".hdr", ".exr", ".npy")
-DGAIN_EXTENSIONS = (".txt",)
 TONE_CURVES = ("log", "linear")
+PREFETCH_MODES = (None, "cpu", "cuda")
 SYNTHETIC_KEYS = {"num_images": 24, "size": 192, "seed": 0, "gt_format": "hdr", "ldr_format": "jpg", "noise": True}
-MAX_LISTED = 5
 
 __all__ = [
+    "PairedImageDataset",
     "LDR_HDR_PairedDataset",
-    "BackendNotAvailableError",
+    "DatasetCheckError",
     "PairingError",
     "DiskPairReader",
     "make_pair_reader",
     "scan_paired_folders",
+    "LQ_EXTENSIONS",
+    "GT_EXTENSIONS",
+    "DGAIN_EXTENSIONS",
+    "MAX_LISTED",
 ]
-
-
-class BackendNotAvailableError(OptionError, NotImplementedError):
-    """An ``io_backend`` that is planned but not implemented yet (catchable as either base)."""
-
-
-class PairingError(ValueError):
-    """Files in the LQ / GT / dgain folders do not pair up."""
 
 
 def _log(msg: str) -> None:
@@ -75,130 +87,33 @@ def _log(msg: str) -> None:
         print(msg, flush=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# folder scanning / pairing
-# ----------------------------------------------------------------------------------------------
-def _scan_folder(folder: str, key: str, exts: Sequence[str], where: str) -> Dict[str, str]:
-    """``stem -> path`` of the visible files with ``exts`` in ``folder`` (not recursive)."""
-    p = Path(folder)
-    if not p.is_dir():
-        hint = ""
-        if str(folder).rstrip("/").endswith(".lmdb"):
-            hint = " It looks like an LMDB path; set io_backend: {type: lmdb} (LMDB arrives in a later release)."
-        what = "is not a folder" if p.exists() else "does not exist"
-        raise OptionError(
-            f"'{where}:{key}' = '{folder}' {what}.{hint} Fix: set {key} to the folder holding the "
-            f"{'/'.join(exts)} files, or add a 'synthetic:' option to generate demo data there."
-        )
-    stems: Dict[str, str] = {}
-    others: List[str] = []
-    dups: List[str] = []
-    with os.scandir(p) as it:
-        for e in it:
-            if e.name.startswith(".") or not e.is_file():
-                continue
-            stem, ext = os.path.splitext(e.name)
-            if ext.lower() not in exts:
-                others.append(e.name)
-                continue
-            if stem in stems:
-                dups.append(f"{os.path.basename(stems[stem])} / {e.name}")
-                continue
-            stems[stem] = os.path.join(str(p), e.name)
-    if dups:
-        raise PairingError(
-            f"'{where}:{key}' = '{folder}': {len(dups)} stems exist with two extensions "
-            f"({', '.join(sorted(dups)[:MAX_LISTED])}). Fix: keep one file per stem."
-        )
-    if not stems:
-        found = f" (it holds {len(others)} other files, e.g. {', '.join(sorted(others)[:3])})" if others else " (it is empty)"
-        raise OptionError(
-            f"'{where}:{key}' = '{folder}' holds no {'/'.join(exts)} files{found}. Fix: point {key} at the "
-            f"right folder, or add a 'synthetic:' option to generate demo data."
-        )
-    return stems
-
-
-def scan_paired_folders(
-    dataroot_lq: str,
-    dataroot_gt: str,
-    dataroot_dgain: str,
-    filename_tmpl: str = "{}",
-    where: str = "datasets",
-) -> List[Dict[str, str]]:
-    """Pair the three folders by stem in linear time; returns ``[{lq_path, gt_path, dgain_path}]``.
-
-    Sorted by GT stem. Raises :class:`OptionError` for a missing/empty folder (naming the option key)
-    and one :class:`PairingError` listing, per folder, how many files lack a partner and the first few names.
-    """
-    if not isinstance(filename_tmpl, str) or filename_tmpl.count("{}") != 1:
-        raise OptionError(f"'{where}:filename_tmpl' must contain '{{}}' exactly once (got {filename_tmpl!r}). Fix: use '{{}}'.")
-    lq = _scan_folder(dataroot_lq, "dataroot_lq", LQ_EXTENSIONS, where)
-    gt = _scan_folder(dataroot_gt, "dataroot_gt", GT_EXTENSIONS, where)
-    dg = _scan_folder(dataroot_dgain, "dataroot_dgain", DGAIN_EXTENSIONS, where)
-
-    records: List[Dict[str, str]] = []
-    gt_no_lq: List[str] = []
-    no_dgain: List[str] = []
-    used_lq = set()
-    for g in sorted(gt):
-        q = filename_tmpl.format(g)
-        lq_path = lq.get(q)
-        if lq_path is None:
-            gt_no_lq.append(os.path.basename(gt[g]))
-            continue
-        used_lq.add(q)
-        dg_path = dg.get(q)
-        if dg_path is None:
-            no_dgain.append(f"{q}.txt")
-            continue
-        records.append({"lq_path": lq_path, "gt_path": gt[g], "dgain_path": dg_path})
-    lq_no_gt = sorted(os.path.basename(lq[q]) for q in lq if q not in used_lq)
-
-    problems = []
-
-    def fmt(names: List[str]) -> str:
-        more = f", ... (+{len(names) - MAX_LISTED} more)" if len(names) > MAX_LISTED else ""
-        return ", ".join(names[:MAX_LISTED]) + more
-
-    if gt_no_lq:
-        problems.append(
-            f"{len(gt_no_lq)} file(s) in dataroot_gt='{dataroot_gt}' have no LQ partner in "
-            f"dataroot_lq='{dataroot_lq}' (filename_tmpl {filename_tmpl!r}): {fmt(gt_no_lq)}"
-        )
-    if lq_no_gt:
-        problems.append(
-            f"{len(lq_no_gt)} file(s) in dataroot_lq='{dataroot_lq}' have no GT partner in "
-            f"dataroot_gt='{dataroot_gt}': {fmt(lq_no_gt)}"
-        )
-    if no_dgain:
-        problems.append(
-            f"{len(no_dgain)} pair(s) have no dgain file in dataroot_dgain='{dataroot_dgain}': {fmt(no_dgain)}"
-        )
-    if problems:
-        raise PairingError(
-            f"Unpaired files for '{where}':\n  " + "\n  ".join(problems)
-            + "\nFix: add the missing files or remove the unpaired ones (every stem needs an LQ image, a GT image and a dgain .txt)."
-        )
-    return records
+def _warn(msg: str) -> None:
+    if logger.handlers:
+        logger.warning(msg)
+    else:
+        print(f"WARNING: {msg}", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------
-# readers (one per io_backend; LMDB will add a reader with the same interface)
+# readers (one per io_backend). Interface: len(), records, paths(i), read(i, window), roots(), backend
 # ----------------------------------------------------------------------------------------------
 class DiskPairReader:
-    """Reads triples from three folders. Interface: ``len()``, ``paths(i)``, ``read(i)``."""
+    """Reads triples (LQ, GT, dgain) from three folders, or pairs without dgain (``pair_format``)."""
 
     backend = "disk"
 
-    def __init__(self, dataroot_lq: str, dataroot_gt: str, dataroot_dgain: str, filename_tmpl: str = "{}",
-                 where: str = "datasets", **backend_opt: Any) -> None:
+    def __init__(self, dataroot_lq: str, dataroot_gt: str, dataroot_dgain: Optional[str], filename_tmpl: str = "{}",
+                 where: str = "datasets", meta_info_file: Optional[str] = None, pair_format: Any = None,
+                 **backend_opt: Any) -> None:
         if backend_opt:
             raise OptionError(
                 f"'{where}:io_backend' has keys {sorted(backend_opt)} that the disk backend does not use. "
                 f"Fix: remove them (io_backend: {{type: disk}})."
             )
-        self.records = scan_paired_folders(dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where)
+        _, _, self.gt_hdr, self.has_dgain = pair_format_parts(pair_format)
+        self.dirs = tuple(str(d) for d in (dataroot_lq, dataroot_gt, dataroot_dgain)[: 3 if self.has_dgain else 2])
+        self.records = scan_paired_folders(dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where,
+                                           meta_info_file, pair_format)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -206,35 +121,46 @@ class DiskPairReader:
     def paths(self, index: int) -> Dict[str, str]:
         return dict(self.records[index])
 
-    def read(self, index: int) -> Dict[str, Any]:
-        """``{lq, gt, dgain, gamma, lq_path, gt_path, dgain_path}`` with float32 RGB arrays."""
+    def roots(self) -> Sequence[str]:
+        return list(self.dirs)
+
+    def read(self, index: int, window: WindowArg = None) -> Dict[str, Any]:
+        """``{lq, gt, dgain, gamma, lq_path, gt_path, dgain_path}`` with float32 RGB arrays.
+
+        ``window`` (a tuple or a function of the LQ's size) crops both images before any per-pixel
+        conversion; a GT whose size differs from its LQ raises the size-mismatch error.
+        """
         rec = self.records[index]
         out: Dict[str, Any] = dict(rec)
-        out["lq"] = read_ldr(rec["lq_path"])
-        out["gt"] = read_hdr(rec["gt_path"])
-        out.update(read_dgain_file(rec["dgain_path"]))
+        lq_window, gt_window = paired_windows(window, rec["lq_path"], rec["gt_path"])
+        out["lq"] = read_ldr(rec["lq_path"], window=lq_window)
+        out["gt"] = (read_hdr if self.gt_hdr else read_ldr)(rec["gt_path"], window=gt_window)
+        if self.has_dgain:
+            out.update(read_dgain_file(rec["dgain_path"]))
         return out
 
 
-_READERS = {"disk": DiskPairReader}
-_PLANNED_BACKENDS = {"lmdb": "LMDB arrives in a later release"}
+_READERS: Dict[str, Callable[..., Any]] = {"disk": DiskPairReader, "lmdb": LmdbPairReader}
 
 
 def make_pair_reader(io_backend: Optional[Mapping[str, Any]], dataroot_lq: str, dataroot_gt: str,
-                     dataroot_dgain: str, filename_tmpl: str = "{}", where: str = "datasets"):
-    """Build the reader for ``io_backend`` (a dict with ``type``; None means disk)."""
+                     dataroot_dgain: Optional[str], filename_tmpl: str = "{}", where: str = "datasets",
+                     meta_info_file: Optional[str] = None, pair_format: Any = None) -> Any:
+    """Build the reader for ``io_backend`` (a dict with ``type``; None means disk).
+
+    ``pair_format`` (see :mod:`DiffIR.data.pairing`) lets other paired datasets reuse the readers;
+    the default is the LDR/HDR/dgain layout of this dataset.
+    """
+    if io_backend is not None and not isinstance(io_backend, Mapping):
+        raise OptionError(f"'{where}:io_backend' must be a mapping like {{type: disk}}, got {io_backend!r}.")
     backend = dict(io_backend or {"type": "disk"})
     btype = backend.pop("type", "disk")
-    if btype in _PLANNED_BACKENDS:
-        raise BackendNotAvailableError(
-            f"'{where}:io_backend:type' = '{btype}' is not available yet: {_PLANNED_BACKENDS[btype]}. "
-            f"Fix: use io_backend: {{type: disk}} with image folders as dataroots."
-        )
     if btype not in _READERS:
-        close = difflib.get_close_matches(str(btype), list(_READERS) + list(_PLANNED_BACKENDS), n=1)
+        close = difflib.get_close_matches(str(btype), list(_READERS), n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise OptionError(f"'{where}:io_backend:type' = '{btype}' is unknown{hint}. Fix: use 'disk'.")
-    return _READERS[btype](dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where, **backend)
+        raise OptionError(f"'{where}:io_backend:type' = '{btype}' is unknown{hint}. Fix: use one of {', '.join(_READERS)}.")
+    return _READERS[btype](dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where,
+                           meta_info_file=meta_info_file, pair_format=pair_format, **backend)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,23 +179,40 @@ def _check_keys(opt: Mapping[str, Any], accepted: Sequence[str], where: str, wha
         )
 
 
-@DATASET_REGISTRY.register()
-class LDR_HDR_PairedDataset(Dataset):
-    """LDR -> HDR pairs (AIM-ITM layout). See the module docstring for the pipeline.
+def _choice(opt: Mapping[str, Any], key: str, choices: Sequence[Any], default: Any, where: str) -> Any:
+    value = opt.get(key, default)
+    if isinstance(value, str):
+        value = value.lower()
+    if value not in choices:
+        shown = ", ".join("~" if c is None else str(c) for c in choices)
+        raise OptionError(f"'{where}:{key}' = {opt.get(key)!r} is unknown. Fix: use one of {shown}.")
+    return value
 
-    Returns per item ``lq``/``gt``: float32 ``3 x H x W`` RGB tensors in the tone-curve domain,
-    ``dgain``/``gamma``: float32 0-d tensors, ``lq_path``/``gt_path``/``dgain_path``: str.
+
+class PairedImageDataset(Dataset):
+    """What every paired LQ/GT dataset shares; subclasses add their domain (not registered itself).
+
+    Shared: the option checks, the ``io_backend`` reader (``PAIR_FORMAT`` says what a pair is made of),
+    the checks before training (``check``), the training window (drawn from the image size and read,
+    reflect-padded, flipped/rotated) and its random numbers. A subclass sets ``OPTION_KEYS``,
+    ``SYNTHETIC_KEYS``, ``PAIR_FORMAT`` and ``DATAROOTS``, and implements :meth:`_generate_synthetic`
+    and :meth:`_make_sample` (plus :meth:`_read_domain_options` for options of its own).
     """
 
-    #: every option key this dataset accepts (``build_dataset`` rejects others by name)
+    PAIR_FORMAT: PairFormat = HDR_PAIRS
+    DATAROOTS: Tuple[str, ...] = ("dataroot_lq", "dataroot_gt")
+    SYNTHETIC_KEYS: Dict[str, Any] = {}
+    #: the option keys every paired dataset accepts (``build_dataset`` rejects others by name); the
+    #: progressive keys are read by train.py's batch schedule
     OPTION_KEYS: Tuple[str, ...] = (
         "name", "type", "phase",
-        "dataroot_lq", "dataroot_gt", "dataroot_dgain", "filename_tmpl", "io_backend", "meta_info_file",
+        "dataroot_lq", "dataroot_gt", "filename_tmpl", "io_backend", "meta_info_file",
         "gt_size", "geometric_augs", "use_flip", "use_rot",
         "use_shuffle", "num_worker_per_gpu", "batch_size_per_gpu", "dataset_enlarge_ratio",
-        "prefetch_mode", "pin_memory", "persistent_workers",
-        "hdr_max", "tone_curve", "lq_linearize", "synthetic", "scale",
-    )
+        "prefetch_mode", "num_prefetch_queue", "pin_memory", "persistent_workers",
+        "synthetic", "scale",
+        "check", "check_cache_dir", "small_images",
+    ) + PROGRESSIVE_KEYS
 
     @classmethod
     def check_options(cls, opt: Mapping[str, Any], where: Optional[str] = None) -> None:
@@ -279,8 +222,9 @@ class LDR_HDR_PairedDataset(Dataset):
         syn = opt.get("synthetic")
         if syn is not None:
             if not isinstance(syn, Mapping):
-                raise OptionError(f"'{where}:synthetic' must be a mapping like {{num_images: 24, size: 192, seed: 0}}")
-            _check_keys(syn, list(SYNTHETIC_KEYS), f"{where}:synthetic", "the synthetic data generator")
+                example = ", ".join(f"{k}: {v}" for k, v in list(cls.SYNTHETIC_KEYS.items())[:3])
+                raise OptionError(f"'{where}:synthetic' must be a mapping like {{{example}}}")
+            _check_keys(syn, list(cls.SYNTHETIC_KEYS), f"{where}:synthetic", "the synthetic data generator")
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         super().__init__()
@@ -294,16 +238,17 @@ class LDR_HDR_PairedDataset(Dataset):
         self.is_train = self.phase.startswith("train")
 
         if int(opt.get("scale", 1) or 1) != 1:
-            raise OptionError(f"'{where}:scale' = {opt.get('scale')}: LDR->HDR pairs have the same size. Fix: set scale: 1.")
-        if opt.get("meta_info_file") is not None:
-            raise OptionError(f"'{where}:meta_info_file' is reserved for a later release. Fix: remove it (pairs are found by file stem).")
-        self.hdr_max = float(opt.get("hdr_max", 1000.0))
-        if not self.hdr_max > 0:
-            raise OptionError(f"'{where}:hdr_max' must be > 0, got {opt.get('hdr_max')}.")
-        self.tone_curve = str(opt.get("tone_curve", "log")).lower()
-        if self.tone_curve not in TONE_CURVES:
-            raise OptionError(f"'{where}:tone_curve' = '{opt.get('tone_curve')}' is unknown. Fix: use one of {', '.join(TONE_CURVES)}.")
-        self.lq_linearize = bool(opt.get("lq_linearize", True))
+            raise OptionError(f"'{where}:scale' = {opt.get('scale')}: {self.PAIR_FORMAT.what} pairs have the same size. Fix: set scale: 1.")
+        self._read_domain_options(opt, where)
+        self.check_level = _choice(opt, "check", LEVELS, "full", where)
+        self.small_images = _choice(opt, "small_images", SMALL_IMAGE_POLICIES, "pad", where)
+        self.check_cache_dir = opt.get("check_cache_dir")
+        if opt.get("prefetch_mode") not in PREFETCH_MODES:
+            raise OptionError(f"'{where}:prefetch_mode' = {opt.get('prefetch_mode')!r} is unknown. "
+                              f"Fix: use ~ (none), cpu or cuda.")
+        npq = opt.get("num_prefetch_queue", 1)
+        if not isinstance(npq, int) or npq < 1:
+            raise OptionError(f"'{where}:num_prefetch_queue' must be an integer >= 1, got {npq!r}.")
 
         self.gt_size: Optional[int] = None
         if self.is_train:
@@ -316,40 +261,126 @@ class LDR_HDR_PairedDataset(Dataset):
             use_flip = use_rot = True
         self.aug_flip, self.aug_rot = use_flip, use_rot
 
-        for key in ("dataroot_lq", "dataroot_gt", "dataroot_dgain"):
+        for key in self.DATAROOTS:
             if not opt.get(key):
                 raise OptionError(f"'{where}:{key}' is missing. Fix: set it to the {key[9:].upper()} folder.")
         io_backend = opt.get("io_backend") or {"type": "disk"}
         syn = opt.get("synthetic")
         if syn is not None:
-            btype = io_backend.get("type", "disk")
+            btype = io_backend.get("type", "disk") if isinstance(io_backend, Mapping) else io_backend
             if btype != "disk":
                 raise OptionError(f"'{where}:synthetic' works with io_backend type 'disk' only (got '{btype}').")
-            from DiffIR.data.synthetic_hdr import ensure_synthetic_dataset  # lazy: keeps `python -m` of it clean
-
-            cfg = {**SYNTHETIC_KEYS, **dict(syn)}
-            ensure_synthetic_dataset(
-                opt["dataroot_lq"], opt["dataroot_gt"], opt["dataroot_dgain"],
-                num_images=int(cfg["num_images"]), size=cfg["size"], seed=int(cfg["seed"]),
-                gt_format=str(cfg["gt_format"]), ldr_format=str(cfg["ldr_format"]), noise=bool(cfg["noise"]),
-                log=_log,
-            )
+            self._generate_synthetic(opt, {**self.SYNTHETIC_KEYS, **dict(syn)}, _log)
         self.reader = make_pair_reader(
-            io_backend, str(opt["dataroot_lq"]), str(opt["dataroot_gt"]), str(opt["dataroot_dgain"]),
-            str(opt.get("filename_tmpl", "{}")), where,
+            io_backend, str(opt["dataroot_lq"]), str(opt["dataroot_gt"]),
+            str(opt["dataroot_dgain"]) if self.PAIR_FORMAT.dgain else None,
+            str(opt.get("filename_tmpl", "{}")), where, opt.get("meta_info_file"), pair_format=self.PAIR_FORMAT,
         )
+        self.rank = get_dist_info()[0]
         self._rng: Optional[np.random.Generator] = None
         self._rng_seed: Optional[int] = None
+        self.check_report = None
+        if self.check_level != "off":
+            report = check_reader(self.reader, self.check_level, self.gt_size, self.small_images, where,
+                                  self.check_cache_dir, shard=get_dist_info(), log=_log)
+            report.raise_if_errors()
+            _log(report.summary())
+            for note in report.notes():
+                _warn(note)
+            self.check_report = report
+
+    # -- what subclasses add ------------------------------------------------------------------------
+    def _read_domain_options(self, opt: Mapping[str, Any], where: str) -> None:
+        """Read and check the dataset's own options (called before the data is touched)."""
+
+    def _generate_synthetic(self, opt: Mapping[str, Any], cfg: Dict[str, Any], log: Callable[[str], None]) -> None:
+        """Generate the ``synthetic`` data set (``cfg``: the sub-options over ``SYNTHETIC_KEYS``) into the dataroots."""
+        raise NotImplementedError(f"{type(self).__name__} has no synthetic data generator")
+
+    def _make_sample(self, item: Dict[str, Any], lq: np.ndarray, gt: np.ndarray) -> Dict[str, Any]:
+        """The item handed to the loader, from the reader's entry and the (cropped) LQ/GT arrays."""
+        raise NotImplementedError
 
     # -- randomness -------------------------------------------------------------------------------
     @property
     def rng(self) -> np.random.Generator:
-        """Per-process generator, re-seeded whenever ``torch.initial_seed()`` changes (new worker)."""
+        """Per-process generator (plain int indices), re-seeded whenever ``torch.initial_seed()`` changes."""
         seed = torch.initial_seed()
         if self._rng is None or self._rng_seed != seed:
-            self._rng = np.random.default_rng(seed)
+            self._rng = np.random.default_rng([seed % (1 << 64), self.rank])
             self._rng_seed = seed
         return self._rng
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def _crop_window(self, rng: np.random.Generator, name: Callable[[], str]) -> Callable[[int, int], Tuple[int, int, int, int]]:
+        """A function of the image size drawing the training window (the draws of ``paired_random_crop``)."""
+        gs = int(self.gt_size)
+
+        def window(h: int, w: int) -> Tuple[int, int, int, int]:
+            if (h < gs or w < gs) and self.small_images == "error":
+                raise ValueError(too_small_message(name(), (h, w), gs))
+            top = int(rng.integers(0, max(h, gs) - gs + 1))
+            left = int(rng.integers(0, max(w, gs) - gs + 1))
+            return top, left, min(h, gs), min(w, gs)
+
+        return window
+
+    def _load_pair(self, index: int) -> Tuple[Dict[str, Any], np.ndarray, np.ndarray]:
+        """The reader's entry and its LQ/GT arrays: the augmented training patch, or the whole images."""
+        if self.is_train:
+            rng = sample_rng(index) or self.rng
+            window = self._crop_window(rng, lambda: self.reader.paths(index)["gt_path"])
+            item = self.reader.read(index, window)
+            lq = pad_to_size(item["lq"], self.gt_size, self.gt_size)
+            gt = pad_to_size(item["gt"], self.gt_size, self.gt_size)
+            if self.aug_flip or self.aug_rot:
+                lq, gt = augment_pair([lq, gt], rng, hflip=self.aug_flip, rotation=self.aug_rot)
+        else:
+            item = self.reader.read(index)
+            lq, gt = item["lq"], item["gt"]
+            if lq.shape[:2] != gt.shape[:2]:  # the readers check this already; kept for any other reader
+                raise ValueError(size_mismatch_message(item["lq_path"], lq.shape, item["gt_path"], gt.shape))
+        return item, lq, gt
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        return self._make_sample(*self._load_pair(index))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.opt.get('name')!r}, phase={self.phase!r}, n={len(self)}, "
+                f"backend={self.reader.backend!r})")
+
+
+@DATASET_REGISTRY.register()
+class LDR_HDR_PairedDataset(PairedImageDataset):
+    """LDR -> HDR pairs (AIM-ITM layout). See the module docstring for the pipeline.
+
+    Returns per item ``lq``/``gt``: float32 ``3 x H x W`` RGB tensors in the tone-curve domain,
+    ``dgain``/``gamma``: float32 0-d tensors, ``lq_path``/``gt_path``/``dgain_path``: str.
+    """
+
+    PAIR_FORMAT = HDR_PAIRS
+    DATAROOTS = PairedImageDataset.DATAROOTS + ("dataroot_dgain",)
+    SYNTHETIC_KEYS = SYNTHETIC_KEYS
+    OPTION_KEYS = PairedImageDataset.OPTION_KEYS + ("dataroot_dgain", "hdr_max", "tone_curve", "lq_linearize")
+
+    def _read_domain_options(self, opt: Mapping[str, Any], where: str) -> None:
+        self.hdr_max = float(opt.get("hdr_max", 1000.0))
+        if not self.hdr_max > 0:
+            raise OptionError(f"'{where}:hdr_max' must be > 0, got {opt.get('hdr_max')}.")
+        self.tone_curve = _choice(opt, "tone_curve", TONE_CURVES, "log", where)
+        self.lq_linearize = bool(opt.get("lq_linearize", True))
+
+    def _generate_synthetic(self, opt: Mapping[str, Any], cfg: Dict[str, Any], log: Callable[[str], None]) -> None:
+        from DiffIR.data.synthetic_hdr import ensure_synthetic_dataset  # lazy: keeps `python -m` of it clean
+
+        ensure_synthetic_dataset(
+            opt["dataroot_lq"], opt["dataroot_gt"], opt["dataroot_dgain"],
+            num_images=int(cfg["num_images"]), size=cfg["size"], seed=int(cfg["seed"]),
+            gt_format=str(cfg["gt_format"]), ldr_format=str(cfg["ldr_format"]), noise=bool(cfg["noise"]),
+            log=log,
+        )
 
     # -- tone pipeline ------------------------------------------------------------------------------
     def tone(self, hdr_linear: np.ndarray) -> np.ndarray:
@@ -358,22 +389,9 @@ class LDR_HDR_PairedDataset(Dataset):
             return log_tone_map(hdr_linear, self.hdr_max)
         return linear_tone_map(hdr_linear, self.hdr_max)
 
-    def __len__(self) -> int:
-        return len(self.reader)
-
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        item = self.reader.read(index)
-        lq, gt = item["lq"], item["gt"]
-        if lq.shape[:2] != gt.shape[:2]:
-            raise ValueError(
-                f"Size mismatch: LQ '{item['lq_path']}' is {lq.shape[0]}x{lq.shape[1]} but GT '{item['gt_path']}' "
-                f"is {gt.shape[0]}x{gt.shape[1]} (H x W). Fix: LQ and GT of a pair must have the same size."
-            )
-        if self.is_train:
-            rng = self.rng
-            lq, gt = paired_random_crop(lq, gt, self.gt_size, rng)
-            if self.aug_flip or self.aug_rot:
-                lq, gt = augment_pair([lq, gt], rng, hflip=self.aug_flip, rotation=self.aug_rot)
+    def _make_sample(self, item: Dict[str, Any], lq: np.ndarray, gt: np.ndarray) -> Dict[str, Any]:
+        if not np.isfinite(gt).all():
+            raise ValueError(nonfinite_message(item["gt_path"]))
         dgain, gamma = float(item["dgain"]), float(item["gamma"])
         gt = self.tone(np.maximum(gt, np.float32(0.0)))
         if self.lq_linearize:

@@ -19,6 +19,13 @@ Formats:
   DWAA/DWAB, B44, ...).
 * ``.npy`` through ``np.load(allow_pickle=False)``.
 
+Crops (``window=``): the readers take an optional ``(top, left, height, width)`` window, or a
+function of the decoded ``(height, width)`` returning one, and convert (colour order, float32,
+scaling) only the pixels inside it. ``.npy`` files are memory-mapped, so only the window is read;
+Radiance ``.hdr`` files are decoded only down to the window's last row; JPEG/PNG/EXR are decoded
+whole first (their libraries have no region decode).
+:func:`read_image_size` reads just the header.
+
 Every failure raises :class:`ImageIOError` (or ``FileNotFoundError`` for a missing file) whose
 message names the file and says how to fix the problem.
 """
@@ -26,14 +33,19 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Optional, Tuple, Union
 
 import cv2
 import numpy as np
 
 PathLike = Union[str, os.PathLike]
+#: ``(top, left, height, width)`` of a crop
+Window = Tuple[int, int, int, int]
+#: a crop, or a function of the decoded image's ``(height, width)`` returning one (or None: whole image)
+WindowArg = Optional[Union[Window, Callable[[int, int], Optional[Window]]]]
 
 HDR_EXTENSIONS = (".hdr", ".pic", ".exr", ".npy")
 LDR_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -49,6 +61,9 @@ __all__ = [
     "decode_hdr_bytes",
     "encode_hdr_bytes",
     "decode_ldr_bytes",
+    "read_image_size",
+    "Window",
+    "WindowArg",
 ]
 
 
@@ -99,6 +114,34 @@ def _normalise_channels(img: np.ndarray, name: str, allow_alpha: bool) -> np.nda
     return np.ascontiguousarray(img, dtype=np.float32)
 
 
+def _apply_window(img: np.ndarray, window: WindowArg, name: str) -> np.ndarray:
+    """The ``window`` view of ``img`` (no copy); ``window`` may be a function of ``(height, width)``."""
+    if window is None:
+        return img
+    h, w = int(img.shape[0]), int(img.shape[1])
+    win = window(h, w) if callable(window) else window
+    if win is None:
+        return img
+    top, left, wh, ww = (int(v) for v in win)
+    if top < 0 or left < 0 or wh <= 0 or ww <= 0 or top + wh > h or left + ww > w:
+        raise ValueError(f"crop window (top={top}, left={left}, {wh}x{ww}) lies outside image '{name}' of {h}x{w} pixels")
+    return img[top : top + wh, left : left + ww]
+
+
+def _once(window: WindowArg) -> WindowArg:
+    """``window`` with a function evaluated at most once per size (it may draw random numbers)."""
+    if not callable(window):
+        return window
+    memo: dict = {}
+
+    def resolved(h: int, w: int) -> Optional[Window]:
+        if (h, w) not in memo:
+            memo[(h, w)] = window(h, w)
+        return memo[(h, w)]
+
+    return resolved
+
+
 def _bgr_to_rgb(img: np.ndarray) -> np.ndarray:
     """OpenCV colour order -> RGB (works for 1/3/4 channels and 2-D greys, any dtype)."""
     if img.ndim == 3 and img.shape[2] == 3:
@@ -111,9 +154,17 @@ def _bgr_to_rgb(img: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # EXR
 # ----------------------------------------------------------------------------------------------
-def _exr_channels_to_rgb(channels: dict, name: str) -> np.ndarray:
+def _exr_channels_to_rgb(channels: dict, name: str, window: WindowArg = None) -> np.ndarray:
     """Pick R, G, B planes from an ``OpenEXR.File(..., separate_channels=True).channels()`` dict."""
     planes = {k: v.pixels for k, v in channels.items()}
+    if window is not None and planes:
+        first = np.asarray(next(iter(planes.values())))
+        if callable(window):
+            win = window(int(first.shape[0]), int(first.shape[1]))
+        else:
+            win = window
+        planes = {k: (_apply_window(np.asarray(v), win, name) if np.asarray(v).shape[:2] == first.shape[:2] else v)
+                  for k, v in planes.items()}
     names = sorted(planes)
 
     def stack(r: str, g: str, b: str) -> np.ndarray:
@@ -147,7 +198,7 @@ def _exr_channels_to_rgb(channels: dict, name: str) -> np.ndarray:
     )
 
 
-def _read_exr(source, name: str) -> np.ndarray:
+def _read_exr(source, name: str, window: WindowArg = None) -> np.ndarray:
     import OpenEXR  # imported lazily: only EXR users need the package
 
     try:
@@ -160,7 +211,7 @@ def _read_exr(source, name: str) -> np.ndarray:
         ) from None
     if not channels:
         raise ImageIOError(f"EXR '{name}' contains no pixel channels (truncated?). Fix: re-export the file.")
-    return np.ascontiguousarray(_exr_channels_to_rgb(channels, name), dtype=np.float32)
+    return np.ascontiguousarray(_exr_channels_to_rgb(channels, name, window), dtype=np.float32)
 
 
 def _encode_exr(rgb: np.ndarray, half: bool, compression: str) -> "object":
@@ -189,7 +240,7 @@ def _encode_exr(rgb: np.ndarray, half: bool, compression: str) -> "object":
 # ----------------------------------------------------------------------------------------------
 # HDR
 # ----------------------------------------------------------------------------------------------
-def _finish_hdr(img: Optional[np.ndarray], name: str, ext: str) -> np.ndarray:
+def _finish_hdr(img: Optional[np.ndarray], name: str, ext: str, window: WindowArg = None) -> np.ndarray:
     if img is None:
         raise ImageIOError(
             f"Cannot decode HDR image '{name}' ({ext}): OpenCV could not read it (truncated or not a "
@@ -200,22 +251,55 @@ def _finish_hdr(img: Optional[np.ndarray], name: str, ext: str) -> np.ndarray:
             f"HDR image '{name}' decoded as {img.dtype}, not float32 (not a Radiance RGBE file?). "
             f"Fix: store HDR data as .hdr, .exr or .npy float32."
         )
-    return _normalise_channels(_bgr_to_rgb(img), name, allow_alpha=False)
+    img = _apply_window(img, window, name)
+    return _normalise_channels(_bgr_to_rgb(np.ascontiguousarray(img)), name, allow_alpha=False)
 
 
-def _finish_npy(arr: np.ndarray, name: str) -> np.ndarray:
+def _decode_radiance(data: bytes, name: str, window: WindowArg) -> Optional[np.ndarray]:
+    """Decode RGBE bytes; with a window, only the scanlines down to the window's last row.
+
+    Radiance files store scanlines top-down and OpenCV's decoder stops after the rows the header
+    announces, so announcing ``top + height`` rows decodes just the part above the window's bottom
+    (about 40 % less work on average for a 256-row crop of a 1024-row image). Returns the decoded
+    BGR array (None if OpenCV cannot decode it) and leaves the window to :func:`_finish_hdr`.
+    """
+    if window is not None:
+        layout = _radiance_layout(data[:65536], name)
+        if layout is not None:
+            h, w, start, end = layout
+            win = window(h, w) if callable(window) else window
+            if win is None:
+                return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            top, left, wh, ww = (int(v) for v in win)
+            if top < 0 or left < 0 or wh <= 0 or ww <= 0 or top + wh > h or left + ww > w:
+                raise ValueError(f"crop window (top={top}, left={left}, {wh}x{ww}) lies outside image '{name}' "
+                                 f"of {h}x{w} pixels")
+            if top + wh < h:
+                data = data[:start] + f"-Y {top + wh} +X {w}".encode("ascii") + data[end:]
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            return None if img is None else img[top : top + wh, left : left + ww]
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return _apply_window(img, window, name) if img is not None else None
+
+
+def _finish_npy(arr: np.ndarray, name: str, window: WindowArg = None) -> np.ndarray:
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
         raise ImageIOError(
             f"'{name}' does not hold a numeric array (dtype {getattr(arr, 'dtype', type(arr))}). "
             f"Fix: save an H x W x 3 float32 RGB array with np.save."
         )
-    return _normalise_channels(arr, name, allow_alpha=False)
+    if arr.ndim not in (2, 3):
+        raise ImageIOError(
+            f"Image '{name}' has shape {tuple(arr.shape)}; expected H x W x 3 (RGB). Fix: re-save it as a 3-channel image."
+        )
+    return _normalise_channels(_apply_window(arr, window, name), name, allow_alpha=False)
 
 
-def read_hdr(path: PathLike) -> np.ndarray:
-    """Read a linear HDR image as float32 ``H x W x 3`` RGB.
+def read_hdr(path: PathLike, window: WindowArg = None) -> np.ndarray:
+    """Read a linear HDR image as float32 ``H x W x 3`` RGB (only ``window`` of it, if given).
 
-    ``.hdr``/``.pic`` via OpenCV, ``.exr`` via the OpenEXR package, ``.npy`` via ``np.load``.
+    ``.hdr``/``.pic`` via OpenCV, ``.exr`` via the OpenEXR package, ``.npy`` via ``np.load``
+    (memory-mapped when a window is given, so only the window is read from disk).
     Values are returned as stored (negatives and NaN kept). Grey (1-channel) data is replicated to 3.
     """
     ext = _ext_of(path)
@@ -227,24 +311,35 @@ def read_hdr(path: PathLike) -> np.ndarray:
     p = _check_exists(path, "HDR image")
     name = str(p)
     if ext in (".hdr", ".pic"):
-        return _finish_hdr(cv2.imread(name, cv2.IMREAD_UNCHANGED), name, ext)
+        if window is None:
+            return _finish_hdr(cv2.imread(name, cv2.IMREAD_UNCHANGED), name, ext)
+        window = _once(window)
+        try:
+            img = _decode_radiance(p.read_bytes(), name, window)
+        except cv2.error:  # OpenCV decodes RGBE buffers through a temporary file; without one, read the file
+            img = None
+        if img is None:
+            img = cv2.imread(name, cv2.IMREAD_UNCHANGED)
+            img = _apply_window(img, window, name) if img is not None else None
+        return _finish_hdr(img, name, ext)
     if ext == ".exr":
-        return _read_exr(name, name)
+        return _read_exr(name, name, window)
     try:
-        arr = np.load(name, allow_pickle=False)
-    except Exception as e:
+        arr = np.load(name, allow_pickle=False, mmap_mode="r" if window is not None else None)
+    except Exception as e:  # numpy raises ValueError/OSError/EOFError/... for damaged files
         raise ImageIOError(
             f"Cannot load '{name}': {e}. Fix: the file is truncated or not a plain .npy array "
             f"(pickled objects are refused); re-save it with np.save."
         ) from None
-    return _finish_npy(arr, name)
+    return _finish_npy(arr, name, window)
 
 
-def decode_hdr_bytes(buf: Union[bytes, bytearray, memoryview, np.ndarray], ext: str, name: str = "<bytes>") -> np.ndarray:
+def decode_hdr_bytes(buf: Union[bytes, bytearray, memoryview, np.ndarray], ext: str, name: str = "<bytes>",
+                     window: WindowArg = None) -> np.ndarray:
     """Decode an in-memory HDR file (contents of a ``.hdr``/``.exr``/``.npy``) to float32 RGB.
 
     ``ext`` is the file extension the bytes came from (with or without the dot); ``name`` is used in
-    error messages (e.g. an LMDB key).
+    error messages (e.g. an LMDB key). ``window`` as in :func:`read_hdr`.
     """
     ext = ext.lower() if ext.startswith(".") else "." + ext.lower()
     data = bytes(buf) if not isinstance(buf, np.ndarray) else buf.tobytes()
@@ -252,15 +347,15 @@ def decode_hdr_bytes(buf: Union[bytes, bytearray, memoryview, np.ndarray], ext: 
         raise ImageIOError(f"HDR data '{name}' is empty. Fix: rebuild the source (file or LMDB) it came from.")
     if ext in (".hdr", ".pic"):
         # note: OpenCV's RGBE decoder goes through a temporary file for buffers
-        return _finish_hdr(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), name, ext)
+        return _finish_hdr(_decode_radiance(data, name, window), name, ext)
     if ext == ".exr":
-        return _read_exr(io.BytesIO(data), name)
+        return _read_exr(io.BytesIO(data), name, window)
     if ext == ".npy":
         try:
             arr = np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as e:
             raise ImageIOError(f"Cannot load .npy data '{name}': {e}. Fix: re-save it with np.save.") from None
-        return _finish_npy(arr, name)
+        return _finish_npy(arr, name, window)
     raise ImageIOError(f"Cannot decode HDR data '{name}': unsupported extension '{ext}'. Use one of {HDR_EXTENSIONS}.")
 
 
@@ -330,8 +425,12 @@ def _jpeg_truncated(data: bytes) -> bool:
     return last_eoi < 0 or last_eoi < last_sos
 
 
-def decode_ldr_bytes(buf: Union[bytes, bytearray, memoryview, np.ndarray], name: str = "<bytes>") -> np.ndarray:
-    """Decode in-memory PNG/JPEG/... bytes to float32 RGB in ``[0, 1]`` (grey -> 3 channels, alpha dropped)."""
+def decode_ldr_bytes(buf: Union[bytes, bytearray, memoryview, np.ndarray], name: str = "<bytes>",
+                     window: WindowArg = None) -> np.ndarray:
+    """Decode in-memory PNG/JPEG/... bytes to float32 RGB in ``[0, 1]`` (grey -> 3 channels, alpha dropped).
+
+    With ``window`` only that crop is converted to float32 RGB (the codec still decodes the whole image).
+    """
     data = bytes(buf) if not isinstance(buf, np.ndarray) else buf.tobytes()
     if not data:
         raise ImageIOError(f"LDR image '{name}' is empty (0 bytes). Fix: re-export or re-download it.")
@@ -354,14 +453,14 @@ def decode_ldr_bytes(buf: Union[bytes, bytearray, memoryview, np.ndarray], name:
             f"LDR image '{name}' has pixel type {img.dtype}; expected 8- or 16-bit. "
             f"Fix: save LDR inputs as 8/16-bit PNG or JPEG (HDR data belongs in dataroot_gt)."
         )
-    img = _bgr_to_rgb(img)
+    img = _bgr_to_rgb(np.ascontiguousarray(_apply_window(img, window, name)))
     out = _normalise_channels(img, name, allow_alpha=True)
     out *= np.float32(scale)
     return out
 
 
-def read_ldr(path: PathLike) -> np.ndarray:
-    """Read an 8/16-bit PNG/JPEG as float32 ``H x W x 3`` RGB in ``[0, 1]``.
+def read_ldr(path: PathLike, window: WindowArg = None) -> np.ndarray:
+    """Read an 8/16-bit PNG/JPEG as float32 ``H x W x 3`` RGB in ``[0, 1]`` (only ``window`` of it, if given).
 
     Grey images are replicated to 3 channels, an alpha channel is dropped; EXIF orientation is
     ignored (pixels are returned as stored, so they stay aligned with their HDR partner).
@@ -372,7 +471,7 @@ def read_ldr(path: PathLike) -> np.ndarray:
             f"Cannot read LDR image '{path}': unsupported extension '{ext}'. Fix: use one of {', '.join(LDR_EXTENSIONS)}."
         )
     p = _check_exists(path, "LDR image")
-    return decode_ldr_bytes(p.read_bytes(), name=str(p))
+    return decode_ldr_bytes(p.read_bytes(), name=str(p), window=window)
 
 
 def write_ldr(path: PathLike, rgb: np.ndarray, quality: int = 95, auto_mkdir: bool = True) -> None:
@@ -392,3 +491,130 @@ def write_ldr(path: PathLike, rgb: np.ndarray, quality: int = 95, auto_mkdir: bo
     if not ok:
         raise ImageIOError(f"OpenCV failed to encode '{p}'")
     _atomic_write_bytes(p, enc.tobytes(), auto_mkdir)
+
+
+# ----------------------------------------------------------------------------------------------
+# header-only size
+# ----------------------------------------------------------------------------------------------
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _bad_header(name: str, what: str) -> ImageIOError:
+    return ImageIOError(f"Cannot read the header of '{name}': {what}. Fix: the file is truncated or damaged; "
+                        f"re-export or re-download it.")
+
+
+def _jpeg_size(f, name: str) -> Tuple[int, int]:
+    if f.read(2) != b"\xff\xd8":
+        raise _bad_header(name, "not a JPEG file (no start-of-image marker)")
+    while True:
+        b = f.read(1)
+        while b and b != b"\xff":  # skip garbage between segments
+            b = f.read(1)
+        while b == b"\xff":  # fill bytes
+            b = f.read(1)
+        if not b:
+            raise _bad_header(name, "no frame header before the end of the file")
+        marker = b[0]
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            continue  # stand-alone markers
+        if marker == 0xD9:
+            raise _bad_header(name, "end of image before the frame header")
+        seg = f.read(2)
+        if len(seg) != 2:
+            raise _bad_header(name, "truncated segment")
+        length = struct.unpack(">H", seg)[0]
+        if marker in _JPEG_SOF:
+            body = f.read(5)
+            if len(body) != 5:
+                raise _bad_header(name, "truncated frame header")
+            h, w = struct.unpack(">HH", body[1:5])
+            return h, w
+        f.seek(length - 2, io.SEEK_CUR)
+
+
+def _png_size(f, name: str) -> Tuple[int, int]:
+    head = f.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        raise _bad_header(name, "not a PNG file (no IHDR chunk)")
+    w, h = struct.unpack(">II", head[16:24])
+    return h, w
+
+
+def _radiance_layout(head: bytes, name: str) -> Optional[Tuple[int, int, int, int]]:
+    """``(height, width, start, end)`` of a Radiance file's ``-Y H +X W`` resolution line (byte span
+    ``head[start:end]``); None for other (rotated/flipped) layouts. Raises for a non-Radiance header."""
+    if not head.startswith(b"#?"):
+        raise _bad_header(name, "not a Radiance RGBE file (no '#?' signature)")
+    blank = head.find(b"\n\n")
+    if blank < 0:
+        raise _bad_header(name, "the header does not end")
+    start = blank + 2
+    end = head.find(b"\n", start)
+    line = head[start : end if end >= 0 else len(head)].split()
+    if end < 0 or len(line) != 4 or line[0] != b"-Y" or line[2] != b"+X":
+        return None
+    try:
+        return int(line[1]), int(line[3]), start, end
+    except ValueError:
+        raise _bad_header(name, f"bad resolution line {b' '.join(line)!r}") from None
+
+
+def _radiance_size(f, name: str) -> Optional[Tuple[int, int]]:
+    head = f.read(4096)
+    if b"\n\n" not in head or head.find(b"\n", head.find(b"\n\n") + 2) < 0:
+        head += f.read(65536 - len(head))  # a long header
+    layout = _radiance_layout(head, name)
+    return None if layout is None else (layout[0], layout[1])
+
+
+def _npy_size(f, name: str) -> Tuple[int, int]:
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    except ValueError as e:
+        raise _bad_header(name, f"not a .npy array ({e})") from None
+    if len(shape) not in (2, 3):
+        raise ImageIOError(f"Image '{name}' has shape {tuple(shape)}; expected H x W x 3 (RGB). "
+                           f"Fix: re-save it as a 3-channel image.")
+    expected = f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    size = os.fstat(f.fileno()).st_size
+    if size < expected:
+        raise _bad_header(name, f"the array needs {expected} bytes but the file has {size}")
+    return int(shape[0]), int(shape[1])
+
+
+def read_image_size(path: PathLike) -> Tuple[int, int]:
+    """``(height, width)`` of an LDR/HDR image file, from its header where the format allows.
+
+    JPEG, PNG, Radiance ``.hdr``, ``.exr`` and ``.npy`` read only the header (a ``.npy`` file that
+    is shorter than its header promises is reported as truncated); other formats are decoded.
+    Raises :class:`ImageIOError` naming the file when the header is unreadable.
+    """
+    p = _check_exists(path, "image")
+    name = str(p)
+    ext = _ext_of(p)
+    if ext == ".exr":
+        import OpenEXR
+
+        try:
+            (x0, y0), (x1, y1) = OpenEXR.File(name, header_only=True).header()["dataWindow"]
+        except Exception as e:  # the bindings raise RuntimeError / ValueError / KeyError for bad data
+            raise _bad_header(name, f"not an OpenEXR image ({e})") from None
+        return int(y1) - int(y0) + 1, int(x1) - int(x0) + 1
+    with open(name, "rb") as f:
+        if ext in (".jpg", ".jpeg"):
+            return _jpeg_size(f, name)
+        if ext == ".png":
+            return _png_size(f, name)
+        if ext in (".hdr", ".pic"):
+            hw = _radiance_size(f, name)
+            if hw is not None:
+                return hw
+        if ext == ".npy":
+            return _npy_size(f, name)
+    img = read_hdr(name) if ext in HDR_EXTENSIONS else read_ldr(name)
+    return int(img.shape[0]), int(img.shape[1])

@@ -1,0 +1,646 @@
+"""Dataset checks with clear errors, run before training starts, and their cache.
+
+Levels (the dataset's ``check`` option; ``scripts/check_dataset.py`` runs ``full``):
+
+* ``quick``: pairing (done by the reader), every dgain entry (``dgain``/``gamma`` present, finite,
+  > 0), image sizes read from the file headers (LQ and GT of a pair must agree; images smaller than
+  ``gt_size`` are padded or refused by ``small_images``), truncated JPEG/PNG/.npy files (their
+  ends are cheap to look at). About 20 s for 100,000 pairs, 6 s once cached (docs/benchmarks.md).
+* ``full``: ``quick`` plus a decode of every image: unreadable or truncated files, NaN/Inf in an
+  HDR (an error), negative HDR values (clamped to 0 in training; reported with a count).
+* ``off``: nothing beyond pairing.
+
+Results are cached per file, keyed by the file's size and modification time, in a JSON file under
+``check_cache_dir`` (default ``$DIFFIR_CACHE_DIR``, else ``$XDG_CACHE_HOME/diffir-hdr/dataset_checks``,
+else ``~/.cache/diffir-hdr/dataset_checks``), never in the data folders (they may be read-only). A
+restart reads only new or changed files. An unwritable cache folder only costs a warning. Under DDP
+each rank decodes its own share of the files (rank r: pairs r, r + world, ...), so a first full scan
+is split over the ranks; a problem found by any rank stops the job.
+
+LMDBs built by :func:`DiffIR.data.lmdb_io.create_lmdb_hdr` were fully checked when written (the
+writer refuses NaN/Inf, unreadable images and size mismatches); their ``full`` check reads the
+writer's record instead of decoding again. The origin fork's pickled LMDBs are decoded.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
+
+import numpy as np
+
+from DiffIR.data.dgain import read_dgain_file
+from DiffIR.data.pairing import MAX_LISTED, format_names
+from DiffIR.utils.hdr_io import ImageIOError, read_hdr, read_image_size, read_ldr
+from DiffIR.utils.registry import OptionError
+
+logger = logging.getLogger("DiffIR")
+
+LEVELS = ("quick", "full", "off")
+SMALL_IMAGE_POLICIES = ("pad", "error")
+CACHE_VERSION = 1
+
+__all__ = [
+    "LEVELS",
+    "SMALL_IMAGE_POLICIES",
+    "DatasetCheckError",
+    "CheckReport",
+    "CheckCache",
+    "default_cache_dir",
+    "check_reader",
+    "check_options_file",
+    "size_mismatch_message",
+    "nonfinite_message",
+    "too_small_message",
+    "count_bad_pixels",
+    "paired_windows",
+    "check_file_tail",
+    "parallel_map",
+]
+
+# error kinds, in report order, with a title
+_KINDS = collections.OrderedDict(
+    unreadable="unreadable or truncated image(s)",
+    size_mismatch="pair(s) whose LQ and GT sizes differ",
+    nonfinite="HDR image(s) with NaN or Inf values",
+    dgain="bad dgain entr(y/ies)",
+    too_small="image(s) smaller than gt_size",
+)
+
+
+class DatasetCheckError(ValueError):
+    """The data set has problems that would break or silently spoil training; the message lists them."""
+
+
+# ----------------------------------------------------------------------------------------------
+# messages (also used by the readers and the LMDB writer, so every path says the same thing)
+# ----------------------------------------------------------------------------------------------
+def size_mismatch_message(lq_name: str, lq_hw: Sequence[int], gt_name: str, gt_hw: Sequence[int]) -> str:
+    return (f"Size mismatch: LQ '{lq_name}' is {lq_hw[0]}x{lq_hw[1]} but GT '{gt_name}' is {gt_hw[0]}x{gt_hw[1]} "
+            f"(H x W). Fix: LQ and GT of a pair must have the same size; re-export one of them or remove the pair.")
+
+
+def nonfinite_message(gt_name: str, count: Optional[int] = None) -> str:
+    n = f"{count} " if count is not None else ""
+    return (f"HDR '{gt_name}' has {n}NaN or Inf value(s). Fix: re-export the file (NaN/Inf cannot be learnt and "
+            f"would poison every loss), or remove the pair from the set.")
+
+
+def too_small_message(name: str, hw: Sequence[int], gt_size: int) -> str:
+    return (f"'{name}' is {hw[0]}x{hw[1]}, smaller than gt_size={gt_size}. Fix: set small_images: pad (reflect-pad "
+            f"small images), lower gt_size, or remove the pair.")
+
+
+def paired_windows(window: Any, lq_name: str, gt_name: str) -> Tuple[Callable, Callable]:
+    """Window functions for reading a pair: the LQ one resolves ``window`` (a tuple, a function of the
+    size, or None) once from the LQ size; the GT one checks that the GT has the same size (else the
+    size-mismatch error naming both files) and returns the same window."""
+    seen: Dict[str, Any] = {}
+
+    def lq_window(h: int, w: int) -> Any:
+        seen["hw"] = (h, w)
+        seen["win"] = window(h, w) if callable(window) else window
+        return seen["win"]
+
+    def gt_window(h: int, w: int) -> Any:
+        if "hw" not in seen:
+            return lq_window(h, w)
+        if (h, w) != seen["hw"]:
+            raise ValueError(size_mismatch_message(lq_name, seen["hw"], gt_name, (h, w)))
+        return seen["win"]
+
+    return lq_window, gt_window
+
+
+def count_bad_pixels(hdr: np.ndarray) -> Tuple[int, int]:
+    """``(number of NaN/Inf values, number of negative values)`` of an HDR array."""
+    nonfinite = int(hdr.size - np.count_nonzero(np.isfinite(hdr)))
+    negative = int(np.count_nonzero(hdr < 0))
+    return nonfinite, negative
+
+
+def check_file_tail(path: str) -> None:
+    """Raise :class:`ImageIOError` if a JPEG/PNG file visibly lacks its end marker (cheap truncation test)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".jpg", ".jpeg", ".png"):
+        return
+    end = b"\xff\xd9" if ext != ".png" else b"IEND"
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        for span in (1024, 65536):  # the marker is normally in the last bytes; allow some trailing data
+            f.seek(max(0, size - span))
+            tail = f.read()
+            if end in tail:
+                return
+    what = "JPEG (no end-of-image marker)" if ext != ".png" else "PNG (no IEND chunk)"
+    raise ImageIOError(f"LDR image '{path}' is a truncated {what}. Fix: re-export or re-download it.")
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+class CheckReport:
+    """What a check found: errors by kind (each message names the file and the fix) and notes."""
+
+    def __init__(self, where: str, level: str, n_pairs: int) -> None:
+        self.where = where
+        self.level = level
+        self.n_pairs = n_pairs
+        self.errors: Dict[str, List[str]] = collections.OrderedDict((k, []) for k in _KINDS)
+        self.negatives: List[Tuple[str, int]] = []
+        self.padded: List[str] = []
+        self.decoded = 0
+        self.from_cache = 0
+        self.seconds = 0.0
+        self.note = ""
+
+    def add(self, kind: str, message: str) -> None:
+        self.errors[kind].append(message)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.errors.values())
+
+    def error_text(self, limit: Optional[int] = MAX_LISTED) -> str:
+        parts = []
+        for kind, msgs in self.errors.items():
+            if not msgs:
+                continue
+            shown = msgs if limit is None else msgs[:limit]
+            more = f"\n    ... and {len(msgs) - len(shown)} more" if len(shown) < len(msgs) else ""
+            parts.append(f"  {len(msgs)} {_KINDS[kind]}:\n    " + "\n    ".join(shown) + more)
+        return "\n".join(parts)
+
+    def raise_if_errors(self, limit: Optional[int] = MAX_LISTED) -> None:
+        if self.ok:
+            return
+        raise DatasetCheckError(
+            f"Data set '{self.where}' failed the {self.level} check ({self.n_pairs} pairs):\n{self.error_text(limit)}\n"
+            f"Nothing was trained. Fix the files named above (python scripts/check_dataset.py -opt <options> lists "
+            f"every problem); set check: off in the dataset options only if you accept these problems."
+        )
+
+    def notes(self) -> List[str]:
+        """Warnings that do not stop training (negative HDR values, padded images)."""
+        out = []
+        if self.negatives:
+            total = sum(n for _, n in self.negatives)
+            names = [f"{name} ({n})" for name, n in sorted(self.negatives, key=lambda t: -t[1])]
+            out.append(f"{len(self.negatives)} HDR image(s) of '{self.where}' have negative values ({total} in all), "
+                       f"clamped to 0 when loaded: {format_names(names)}")
+        if self.padded:
+            out.append(f"{len(self.padded)} pair(s) of '{self.where}' are smaller than gt_size and are reflect-padded "
+                       f"(small_images: pad): {format_names(self.padded)}")
+        return out
+
+    def summary(self) -> str:
+        state = "OK" if self.ok else "FAILED"
+        extra = f", {self.note}" if self.note else ""
+        return (f"Dataset check ({self.level}) of '{self.where}': {self.n_pairs} pairs {state} "
+                f"({self.decoded} decoded, {self.from_cache} from the check cache, {self.seconds:.1f}s{extra}).")
+
+
+# ----------------------------------------------------------------------------------------------
+# cache
+# ----------------------------------------------------------------------------------------------
+def default_cache_dir() -> str:
+    """``$DIFFIR_CACHE_DIR``, else ``$XDG_CACHE_HOME/diffir-hdr/dataset_checks``, else ``~/.cache/...``."""
+    env = os.environ.get("DIFFIR_CACHE_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "diffir-hdr", "dataset_checks")
+
+
+class CheckCache:
+    """Per-file check results keyed by (size, mtime_ns), one JSON file per set of data roots.
+
+    Entries are lists: ``[size, mtime_ns, *result]``. Saving merges with what other processes wrote
+    meanwhile (under a lock file where the OS has ``fcntl``) and replaces the file atomically.
+    ``cache_dir=False`` disables the cache.
+    """
+
+    def __init__(self, roots: Sequence[str], cache_dir: Any = None) -> None:
+        self.roots = [os.path.realpath(str(r)) for r in roots]
+        self.enabled = cache_dir is not False
+        self.path: Optional[str] = None
+        self.entries: Dict[str, list] = {}
+        self.changed: Dict[str, list] = {}
+        if not self.enabled:
+            return
+        folder = str(cache_dir) if cache_dir else default_cache_dir()
+        digest = hashlib.sha1(json.dumps(self.roots).encode("utf-8")).hexdigest()[:20]
+        self.path = os.path.join(folder, f"{digest}.json")
+        self.entries = self._load()
+
+    def _load(self) -> Dict[str, list]:
+        try:
+            with open(self.path, "r", encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            logger.warning(f"Dataset check cache '{self.path}' is unreadable ({e}); it will be rebuilt.")
+            return {}
+        if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or data.get("roots") != self.roots:
+            return {}
+        files = data.get("files")
+        return files if isinstance(files, dict) else {}
+
+    @staticmethod
+    def stat(path: str) -> Tuple[int, int]:
+        st = os.stat(path)
+        return int(st.st_size), int(st.st_mtime_ns)
+
+    def get(self, key: str, st: Tuple[int, int]) -> Optional[list]:
+        e = self.entries.get(key)
+        if e is not None and len(e) >= 2 and e[0] == st[0] and e[1] == st[1]:
+            return e[2:]
+        return None
+
+    def put(self, key: str, st: Tuple[int, int], result: Sequence[Any]) -> None:
+        entry = [st[0], st[1], *result]
+        self.entries[key] = entry
+        self.changed[key] = entry
+
+    def save(self) -> None:
+        if not self.enabled or not self.changed or self.path is None:
+            return
+        folder = os.path.dirname(self.path)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with _file_lock(self.path + ".lock"):
+                merged = self._load()
+                merged.update(self.changed)
+                fd, tmp = tempfile.mkstemp(prefix=".check-", suffix=".tmp", dir=folder)
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as f:
+                        json.dump({"version": CACHE_VERSION, "roots": self.roots, "files": merged}, f,
+                                  separators=(",", ":"))
+                    os.replace(tmp, self.path)
+                except BaseException:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+                    raise
+            self.changed = {}
+        except OSError as e:
+            logger.warning(f"Cannot write the dataset check cache '{self.path}' ({e}); the next start checks the files "
+                           f"again. Fix: set check_cache_dir (or $DIFFIR_CACHE_DIR) to a writable folder.")
+            self.enabled = False
+
+
+class _file_lock:
+    """An exclusive ``flock`` on ``path`` where available (POSIX); a no-op elsewhere."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd: Optional[int] = None
+
+    def __enter__(self) -> "_file_lock":
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: merge without a lock
+            return self
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int, ahead: int = 4) -> Iterator[R]:
+    """``map(fn, items)`` over a thread pool, in order, with at most ``workers * ahead`` items in flight.
+
+    Image decoders release the GIL, so threads scale on CPU-bound decoding too.
+    """
+    if workers <= 1:
+        for it in items:
+            yield fn(it)
+        return
+    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: collections.deque = collections.deque()
+        for it in items:
+            pending.append(pool.submit(fn, it))
+            if len(pending) >= workers * ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class _Progress:
+    """Log ``done/total`` with rate and ETA at most every ``every`` seconds (for long scans)."""
+
+    def __init__(self, what: str, total: int, log: Callable[[str], None], every: float = 10.0) -> None:
+        self.what, self.total, self.log, self.every = what, total, log, every
+        self.t0 = self.last = time.time()
+        self.done = 0
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        now = time.time()
+        if now - self.last >= self.every and self.done < self.total:
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / max(rate, 1e-9)
+            self.log(f"{self.what}: {self.done}/{self.total} ({rate:.1f}/s, ETA {eta:.0f}s)")
+
+
+def _default_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _error_text(e: BaseException) -> str:
+    return str(e).strip() or type(e).__name__
+
+
+# ----------------------------------------------------------------------------------------------
+# disk backend
+# ----------------------------------------------------------------------------------------------
+def _cache_key(role: str, path: str) -> str:
+    """Cache keys are relative to the (realpath) roots that name the cache file: ``gt/im_1.hdr``."""
+    return f"{role}/{os.path.basename(path)}"
+
+
+# cache entry layouts (after [size, mtime_ns]):
+#   image: [h, w, scanned, nonfinite, negative]   (scanned 0/1; the counts are meaningful when scanned)
+#   dgain: [dgain, gamma]
+
+
+def _check_disk(reader: Any, report: CheckReport, level: str, gt_size: Optional[int], small_images: str,
+                cache: CheckCache, shard: Tuple[int, int], threads: int, log: Callable[[str], None]) -> None:
+    records: Sequence[Mapping[str, str]] = reader.records
+    state: List[Dict[str, Any]] = []
+
+    def image_header(path: str, key: str) -> Tuple[Tuple[int, int], Optional[list], Optional[str]]:
+        """(stat, cached entry or fresh [h, w, 0, 0, 0], error message)"""
+        try:
+            st = cache.stat(path)
+        except OSError as e:
+            return (0, 0), None, f"'{path}': {e.strerror or e}. Fix: check the file's permissions or restore it."
+        hit = cache.get(key, st)
+        if hit is not None:
+            report.from_cache += 1
+            return st, list(hit), None
+        try:
+            check_file_tail(path)
+            h, w = read_image_size(path)
+        except (OSError, ValueError) as e:
+            return st, None, _error_text(e)
+        entry = [h, w, 0, 0, 0]
+        cache.put(key, st, entry)
+        return st, entry, None
+
+    # quick part: every pair (cheap: stats, headers of new/changed files only)
+    read_gt = read_hdr if getattr(reader, "gt_hdr", True) else read_ldr
+    for rec in records:
+        s: Dict[str, Any] = {"rec": rec, "bad": False}
+        dpath = rec.get("dgain_path")  # None for pair formats without dgain
+        if dpath is not None:
+            try:
+                dst = cache.stat(dpath)
+                dkey = _cache_key("dgain", dpath)
+                hit = cache.get(dkey, dst)
+                if hit is None:
+                    vals = read_dgain_file(dpath)
+                    cache.put(dkey, dst, [vals["dgain"], vals["gamma"]])
+                else:
+                    report.from_cache += 1
+            except (OSError, ValueError) as e:
+                report.add("dgain", _error_text(e))
+                s["bad"] = True
+        for role in ("lq", "gt"):
+            path = rec[f"{role}_path"]
+            st, entry, err = image_header(path, _cache_key(role, path))
+            s[role] = (st, entry)
+            if err is not None:
+                report.add("unreadable", err)
+                s["bad"] = True
+        if s["lq"][1] is not None and s["gt"][1] is not None:
+            lq_hw, gt_hw = tuple(s["lq"][1][:2]), tuple(s["gt"][1][:2])
+            if lq_hw != gt_hw:
+                report.add("size_mismatch", size_mismatch_message(rec["lq_path"], lq_hw, rec["gt_path"], gt_hw))
+                s["bad"] = True
+            elif gt_size and (gt_hw[0] < gt_size or gt_hw[1] < gt_size):
+                if small_images == "error":
+                    report.add("too_small", too_small_message(rec["gt_path"], gt_hw, gt_size))
+                else:
+                    report.padded.append(os.path.basename(rec["gt_path"]))
+        state.append(s)
+
+    if level == "full":
+        rank, world = shard
+        todo = [s for i, s in enumerate(state) if i % world == rank and not s["bad"]
+                and not (s["lq"][1][2] and s["gt"][1][2])]
+        if world > 1:
+            report.note = f"rank {rank} of {world} decoded its share"
+        progress = _Progress(f"Checking pixels of '{report.where}'", len(todo), log)
+
+        def scan(s: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[Tuple[str, str]], Optional[Tuple[int, int]]]:
+            rec = s["rec"]
+            try:
+                if not s["lq"][1][2]:
+                    img = read_ldr(rec["lq_path"])
+                    if tuple(img.shape[:2]) != tuple(s["lq"][1][:2]):
+                        return s, ("unreadable", f"LDR image '{rec['lq_path']}' decodes to {img.shape[0]}x{img.shape[1]}"
+                                                 f" but its header says {s['lq'][1][0]}x{s['lq'][1][1]}. Fix: re-export it."), None
+                gt_counts = None
+                if not s["gt"][1][2]:
+                    hdr = read_gt(rec["gt_path"])
+                    if tuple(hdr.shape[:2]) != tuple(s["gt"][1][:2]):
+                        return s, ("unreadable", f"HDR image '{rec['gt_path']}' decodes to {hdr.shape[0]}x{hdr.shape[1]}"
+                                                 f" but its header says {s['gt'][1][0]}x{s['gt'][1][1]}. Fix: re-export it."), None
+                    gt_counts = count_bad_pixels(hdr)
+            except (OSError, ValueError) as e:
+                return s, ("unreadable", _error_text(e)), None
+            return s, None, gt_counts
+
+        for s, err, gt_counts in parallel_map(scan, todo, threads):
+            progress.step()
+            report.decoded += 1
+            if err is not None:
+                report.add(*err)
+                s["bad"] = True
+                continue
+            rec = s["rec"]
+            st, entry = s["lq"]
+            if not entry[2]:
+                entry[2] = 1
+                cache.put(_cache_key("lq", rec["lq_path"]), st, entry)
+            st, entry = s["gt"]
+            if gt_counts is not None:
+                entry[2:5] = [1, gt_counts[0], gt_counts[1]]
+                cache.put(_cache_key("gt", rec["gt_path"]), st, entry)
+
+    # report what is known about pixels (this run's scan or the cache)
+    for s in state:
+        entry = s["gt"][1]
+        if entry is None or not entry[2]:
+            continue
+        if entry[3]:
+            if not s["bad"]:
+                report.add("nonfinite", nonfinite_message(s["rec"]["gt_path"], entry[3]))
+        elif entry[4]:
+            report.negatives.append((os.path.basename(s["rec"]["gt_path"]), int(entry[4])))
+
+
+# ----------------------------------------------------------------------------------------------
+# LMDB backend
+# ----------------------------------------------------------------------------------------------
+def _check_lmdb(reader: Any, report: CheckReport, level: str, gt_size: Optional[int], small_images: str,
+                cache: CheckCache, shard: Tuple[int, int], threads: int, log: Callable[[str], None]) -> None:
+    n = len(reader)
+    good = [True] * n
+    for i in range(n):
+        names = reader.paths(i)
+        if getattr(reader, "has_dgain", True):
+            try:
+                reader.read_dgain(i)
+            except (OSError, ValueError) as e:
+                report.add("dgain", _error_text(e))
+                good[i] = False
+        lq_hw, gt_hw = reader.header_size(i, "lq"), reader.header_size(i, "gt")
+        if lq_hw is not None and gt_hw is not None:
+            if lq_hw != gt_hw:
+                report.add("size_mismatch", size_mismatch_message(names["lq_path"], lq_hw, names["gt_path"], gt_hw))
+                good[i] = False
+            elif gt_size and (gt_hw[0] < gt_size or gt_hw[1] < gt_size):
+                if small_images == "error":
+                    report.add("too_small", too_small_message(names["gt_path"], gt_hw, gt_size))
+                else:
+                    report.padded.append(os.path.basename(names["gt_path"]))
+    if level != "full":
+        return
+    validated = reader.validation()
+    if validated is not None:  # our format: the writer decoded and checked every record
+        report.note = "pixels checked when the LMDB was written"
+        for key, count in sorted(validated.get("negatives", {}).items()):
+            report.negatives.append((key, int(count)))
+        return
+    # legacy (pickled) LMDB: decode each record; the cache is keyed by the databases' own size/mtime
+    rank, world = shard
+    fp = reader.fingerprint()
+    todo = []
+    for i in range(n):
+        key = f"lmdb:{reader.paths(i)['gt_path']}"
+        hit = cache.get(key, fp)
+        if hit is not None:
+            report.from_cache += 1
+            if hit[0]:
+                report.add("nonfinite", nonfinite_message(reader.paths(i)["gt_path"], hit[0]))
+            elif hit[1]:
+                report.negatives.append((os.path.basename(reader.paths(i)["gt_path"]), int(hit[1])))
+        elif good[i] and i % world == rank:
+            todo.append(i)
+    progress = _Progress(f"Checking pixels of '{report.where}'", len(todo), log)
+
+    def scan(i: int) -> Tuple[int, Optional[str], Optional[Tuple[int, int]]]:
+        try:
+            item = reader.read(i)
+        except (OSError, ValueError) as e:
+            return i, _error_text(e), None
+        return i, None, count_bad_pixels(item["gt"])
+
+    for i, err, counts in parallel_map(scan, todo, threads):
+        progress.step()
+        report.decoded += 1
+        if err is not None:
+            report.add("unreadable", err)
+            continue
+        cache.put(f"lmdb:{reader.paths(i)['gt_path']}", fp, list(counts))
+        if counts[0]:
+            report.add("nonfinite", nonfinite_message(reader.paths(i)["gt_path"], counts[0]))
+        elif counts[1]:
+            report.negatives.append((os.path.basename(reader.paths(i)["gt_path"]), counts[1]))
+
+
+# ----------------------------------------------------------------------------------------------
+# entry points
+# ----------------------------------------------------------------------------------------------
+def check_reader(
+    reader: Any,
+    level: str = "full",
+    gt_size: Optional[int] = None,
+    small_images: str = "pad",
+    where: str = "datasets",
+    cache_dir: Any = None,
+    shard: Tuple[int, int] = (0, 1),
+    threads: Optional[int] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> CheckReport:
+    """Check every pair a dataset reader serves (see the module docstring for the levels).
+
+    ``reader`` is a pair reader of :mod:`DiffIR.data.ldr_hdr_paired_dataset` (disk) or
+    :mod:`DiffIR.data.lmdb_io` (LMDB). ``shard = (rank, world)`` splits the pixel decode over
+    DDP ranks. Returns a :class:`CheckReport`; call ``raise_if_errors()`` to stop on problems.
+    """
+    if level not in LEVELS:
+        raise OptionError(f"'{where}:check' = '{level}' is unknown. Fix: use one of {', '.join(LEVELS)}.")
+    if small_images not in SMALL_IMAGE_POLICIES:
+        raise OptionError(f"'{where}:small_images' = '{small_images}' is unknown. Fix: use pad or error.")
+    report = CheckReport(where, level, len(reader))
+    if level == "off":
+        return report
+    t0 = time.time()
+    log = log or logger.info
+    threads = threads or _default_threads()
+    cache = CheckCache(reader.roots(), cache_dir)
+    backend = getattr(reader, "backend", "disk")
+    fn = _check_lmdb if backend == "lmdb" else _check_disk
+    fn(reader, report, level, gt_size, small_images, cache, shard, threads, log)
+    cache.save()
+    report.seconds = time.time() - t0
+    return report
+
+
+def check_options_file(path: str, level: str = "full", phases: Optional[Sequence[str]] = None,
+                       log: Callable[[str], None] = print, limit: Optional[int] = None) -> bool:
+    """Check the data sets of a training option file; print the findings. Returns True when all pass.
+
+    Each dataset is built as training would build it (so option errors are reported the same way),
+    with its own construction check off, then checked at ``level``. ``limit`` caps the messages per
+    problem kind (None: all).
+    """
+    from DiffIR.data import build_dataset  # lazy: the dataset module imports this one
+    from DiffIR.utils.options import finalize_options, load_yaml
+
+    opt = load_yaml(path)
+    root = os.path.dirname(os.path.abspath(path))
+    finalize_options(opt, root, is_train=True, file=path)
+    datasets = opt.get("datasets") or {}
+    if not datasets:
+        raise OptionError(f"Option file {path} has no 'datasets' section. Fix: add datasets: {{train: ...}}.")
+    unknown = [p for p in (phases or []) if p not in datasets]
+    if unknown:
+        raise OptionError(f"Option file {path} has no dataset(s) {', '.join(unknown)}; it has {', '.join(datasets)}.")
+    all_ok = True
+    for phase, dopt in datasets.items():
+        if phases and phase not in phases:
+            continue
+        ds = build_dataset({**dopt, "check": "off"})
+        report = check_reader(ds.reader, level, getattr(ds, "gt_size", None), dopt.get("small_images", "pad"),
+                              f"datasets:{phase}", dopt.get("check_cache_dir"), log=log)
+        log(report.summary())
+        for note in report.notes():
+            log("NOTE: " + note)
+        if not report.ok:
+            all_ok = False
+            log(report.error_text(limit))
+    return all_ok

@@ -1,0 +1,711 @@
+"""LMDB storage of LDR/HDR/dgain triples: the writer behind ``scripts/create_lmdb_hdr.py`` and the reader
+behind ``io_backend: {type: lmdb}``.
+
+Layout written by :func:`create_lmdb_hdr` (no pickle anywhere)::
+
+    OUT/lq.lmdb      key = LQ stem (UTF-8)   value = the original JPEG/PNG file bytes
+    OUT/gt.lmdb      key = GT stem           value = 16-byte header + raw little-endian float array
+    OUT/dgain.lmdb   key = LQ stem           value = the original dgain .txt bytes
+    */meta_info.txt  one line per record: ``<key> (<h>,<w>,<c>) <format>`` (``<key> () txt`` for dgain)
+
+GT header (``struct '<4sBcBBII'``): magic ``DHDR``, version 1, dtype char (``e`` float16 / ``f``
+float32), channels (3), reserved, height, width; then ``height x width x 3`` RGB values, row-major.
+A training crop reads only its own rows of the stored array.
+
+Each database also holds a JSON state record under the key ``\\x00diffir-hdr-lmdb`` (no file name
+can start with a NUL byte): format, version, kind, the build configuration and whether the build
+completed. ``meta_info.txt`` is written only when every pair is in, so a reader never sees a
+half-built set; an interrupted build resumes where it stopped when run again with the same
+arguments, and a build over different sources or options is refused.
+
+Precision: ``float32`` is lossless. ``float16`` (``--gt-dtype float16``) halves the size; its
+relative rounding error is at most 2^-11 = 0.049 % (values below 6.1e-5 are subnormal, absolute
+error <= 3e-8), values above 65504 cannot be stored (the writer refuses them). Against the
+RGBE ``.hdr`` sources of the AIM set this costs nothing: an RGBE value has an 8-bit mantissa, so
+every RGBE value between 7.6e-6 and 65504 is exactly representable in float16 (RGBE itself already
+truncates by about 0.4 %, at most 0.78 % of a pixel's largest channel). From float EXR sources
+float16 adds the 0.049 % bound, about 8x finer than RGBE.
+
+The origin fork's LMDBs (pickled arrays and dicts, keys from its ``meta_info.txt``) are read only
+with ``io_backend: {type: lmdb, allow_pickle: true}``: unpickling runs code stored in the file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import struct
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from DiffIR.data.checks import count_bad_pixels, nonfinite_message, paired_windows, parallel_map, size_mismatch_message
+from DiffIR.data.dgain import parse_dgain_text
+from DiffIR.data.pairing import format_names, pair_format_parts, pair_stems, read_meta_info_file, scan_paired_folders
+from DiffIR.utils.hdr_io import ImageIOError, WindowArg, decode_ldr_bytes, read_hdr
+from DiffIR.utils.registry import OptionError
+
+logger = logging.getLogger("DiffIR")
+
+FORMAT_NAME = "diffir-hdr-lmdb"
+FORMAT_VERSION = 1
+STATE_KEY = b"\x00diffir-hdr-lmdb"
+NEG_PREFIX = b"\x00neg\x00"  # gt.lmdb: b"\x00neg\x00<stem>" -> count of negative values (only when > 0)
+KINDS = ("lq", "gt", "dgain")
+GT_DTYPES = {"float32": "f", "float16": "e"}
+FLOAT16_MAX = 65504.0
+MAGIC = b"DHDR"
+_HEADER = struct.Struct("<4sBcBBII")
+HEADER_SIZE = _HEADER.size  # 16
+_META_LINE = re.compile(r"^(?P<key>.+) \((?P<shape>[0-9, ]*)\)(?: (?P<fmt>\S+))?\s*$")
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "GT_DTYPES",
+    "LmdbBuildError",
+    "encode_hdr_record",
+    "decode_hdr_record",
+    "hdr_record_shape",
+    "lmdb_paths",
+    "create_lmdb_hdr",
+    "LmdbPairReader",
+]
+
+
+class LmdbBuildError(ValueError):
+    """The LMDB cannot be built (bad inputs, or an existing output that must not be overwritten)."""
+
+
+def _lmdb():
+    import lmdb  # imported lazily: only LMDB users need it at import time
+
+    return lmdb
+
+
+# One read-only handle per database and process: LMDB refuses to open one environment twice in a
+# process (e.g. a train and a val set over the same files). Worker processes open their own.
+_READ_ENVS: Dict[str, Tuple[int, Any]] = {}
+
+
+def _reader_env(path: str) -> Any:
+    key = os.path.realpath(path)
+    held = _READ_ENVS.get(key)
+    if held is not None:
+        if held[0] == os.getpid():
+            return held[1]
+        held[1].close()  # inherited through fork (a DataLoader worker): py-lmdb refuses a second open until closed
+    lmdb = _lmdb()
+    try:
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False, subdir=True, max_readers=2048)
+    except lmdb.Error as e:
+        raise ImageIOError(f"Cannot open the LMDB '{path}': {e}. Fix: rebuild it with scripts/create_lmdb_hdr.py.") from None
+    _READ_ENVS[key] = (os.getpid(), env)
+    return env
+
+
+def _forget_reader_env(path: str) -> None:
+    """Close this process's read handle of ``path`` (before writing to it)."""
+    held = _READ_ENVS.pop(os.path.realpath(path), None)
+    if held is not None and held[0] == os.getpid():
+        held[1].close()
+
+
+# ----------------------------------------------------------------------------------------------
+# GT records
+# ----------------------------------------------------------------------------------------------
+def encode_hdr_record(rgb: np.ndarray, dtype: str = "float32") -> bytes:
+    """The stored form of an ``H x W x 3`` RGB HDR array: 16-byte header + raw values (``dtype``)."""
+    if dtype not in GT_DTYPES:
+        raise ValueError(f"gt dtype must be one of {', '.join(GT_DTYPES)}, got {dtype!r}")
+    arr = np.asarray(rgb)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"encode_hdr_record expects an H x W x 3 array, got shape {arr.shape}")
+    h, w, c = arr.shape
+    code = GT_DTYPES[dtype]
+    data = np.ascontiguousarray(arr, dtype=np.dtype("<" + code))
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, code.encode(), c, 0, h, w) + data.tobytes()
+
+
+def _parse_header(buf: Any, name: str) -> Tuple[np.dtype, int, int, int]:
+    if len(buf) < HEADER_SIZE:
+        raise ImageIOError(f"HDR record '{name}' is truncated ({len(buf)} bytes). Fix: rebuild the LMDB.")
+    magic, version, code, c, _, h, w = _HEADER.unpack(bytes(buf[:HEADER_SIZE]))
+    if magic != MAGIC or version != FORMAT_VERSION or code not in (b"e", b"f"):
+        raise ImageIOError(
+            f"HDR record '{name}' is not in the {FORMAT_NAME} v{FORMAT_VERSION} format (magic {magic!r}, version {version}). "
+            f"Fix: rebuild the LMDB with scripts/create_lmdb_hdr.py."
+        )
+    dt = np.dtype("<" + code.decode())
+    if len(buf) != HEADER_SIZE + h * w * c * dt.itemsize:
+        raise ImageIOError(
+            f"HDR record '{name}' holds {len(buf) - HEADER_SIZE} value bytes, but its header says {h}x{w}x{c} {dt.name}. "
+            f"Fix: rebuild the LMDB."
+        )
+    return dt, h, w, c
+
+
+def hdr_record_shape(buf: Any, name: str = "<record>") -> Tuple[int, int, int]:
+    """``(height, width, channels)`` from a record's header."""
+    _, h, w, c = _parse_header(buf, name)
+    return h, w, c
+
+
+def decode_hdr_record(buf: Any, name: str = "<record>", window: WindowArg = None) -> np.ndarray:
+    """float32 RGB array (or only ``window`` of it) from a stored record; copies only the window's values."""
+    dt, h, w, c = _parse_header(buf, name)
+    arr = np.frombuffer(buf, dtype=dt, count=h * w * c, offset=HEADER_SIZE).reshape(h, w, c)
+    if window is not None:
+        win = window(h, w) if callable(window) else window
+        if win is not None:
+            top, left, wh, ww = (int(v) for v in win)
+            if top < 0 or left < 0 or wh <= 0 or ww <= 0 or top + wh > h or left + ww > w:
+                raise ValueError(f"crop window (top={top}, left={left}, {wh}x{ww}) lies outside '{name}' of {h}x{w} pixels")
+            arr = arr[top : top + wh, left : left + ww]
+    return np.array(arr, dtype=np.float32, order="C")
+
+
+# ----------------------------------------------------------------------------------------------
+# state records and meta_info
+# ----------------------------------------------------------------------------------------------
+def lmdb_paths(out_dir: str) -> Dict[str, str]:
+    """``{'lq': OUT/lq.lmdb, 'gt': OUT/gt.lmdb, 'dgain': OUT/dgain.lmdb}``."""
+    return {k: os.path.join(str(out_dir), f"{k}.lmdb") for k in KINDS}
+
+
+def _read_state(env: Any) -> Optional[Dict[str, Any]]:
+    with env.begin() as txn:
+        raw = txn.get(STATE_KEY)
+    if raw is None:
+        return None
+    try:
+        state = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return state if isinstance(state, dict) and state.get("format") == FORMAT_NAME else None
+
+
+def _write_meta_info(db_path: str, lines: Sequence[str]) -> None:
+    """meta_info.txt, written to a temporary name and renamed (never half-written)."""
+    fd, tmp = tempfile.mkstemp(prefix=".meta_info.", suffix=".tmp", dir=db_path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+        os.replace(tmp, os.path.join(db_path, "meta_info.txt"))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _read_meta_info(db_path: str, legacy: bool) -> Tuple[List[str], Dict[str, Tuple[int, ...]]]:
+    """Keys (file order) and shapes from ``meta_info.txt``.
+
+    Our lines are ``key (h,w,c) fmt``. BasicSR / origin-fork lines are ``name.ext (h,w,c) level``,
+    and their key is the part before the first dot (as the fork reads it).
+    """
+    path = os.path.join(db_path, "meta_info.txt")
+    with open(path, "r", encoding="utf-8") as f:
+        lines = [ln.rstrip("\n") for ln in f if ln.strip()]
+    keys: List[str] = []
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    for ln in lines:
+        m = _META_LINE.match(ln)
+        if legacy:
+            key = ln.split()[0].split(".")[0]
+        else:
+            key = m.group("key") if m else ln.strip()
+        keys.append(key)
+        if m and m.group("shape").strip():
+            try:
+                shapes[key] = tuple(int(v) for v in m.group("shape").split(","))
+            except ValueError:
+                pass
+    return keys, shapes
+
+
+# ----------------------------------------------------------------------------------------------
+# writer
+# ----------------------------------------------------------------------------------------------
+def _open_env(path: str, map_size: int) -> Any:
+    _forget_reader_env(path)
+    lmdb = _lmdb()
+    try:
+        return lmdb.open(path, map_size=int(map_size), subdir=True, readonly=False, meminit=False, max_dbs=0)
+    except lmdb.Error as e:
+        raise LmdbBuildError(f"Cannot open '{path}' for writing: {e}. Fix: check the folder's permissions and free "
+                             f"space, or choose another --out.") from None
+
+
+def _put_batch(env: Any, items: Sequence[Tuple[bytes, bytes]], deletes: Sequence[bytes] = (),
+               state: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``items`` (and the state record) in one transaction, doubling the map until it fits."""
+    lmdb = _lmdb()
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                for key in deletes:
+                    txn.delete(key)
+                for key, value in items:
+                    txn.put(key, value)
+                if state is not None:
+                    txn.put(STATE_KEY, json.dumps(state, sort_keys=True).encode("utf-8"))
+            return
+        except lmdb.MapFullError:
+            env.set_mapsize(int(env.info()["map_size"]) * 2)
+
+
+def _existing_keys(env: Any) -> set:
+    """The record keys (internal keys start with a NUL byte, which no file name can)."""
+    with env.begin() as txn:
+        return {bytes(k) for k in txn.cursor().iternext(keys=True, values=False) if not bytes(k).startswith(b"\x00")}
+
+
+def _negative_counts(env: Any) -> Dict[str, int]:
+    out: Dict[str, int] = {}
+    with env.begin() as txn:
+        cur = txn.cursor()
+        if cur.set_range(NEG_PREFIX):
+            for k, v in cur:
+                k = bytes(k)
+                if not k.startswith(NEG_PREFIX):
+                    break
+                out[k[len(NEG_PREFIX):].decode("utf-8")] = int(bytes(v))
+    return out
+
+
+def create_lmdb_hdr(
+    dataroot_lq: str,
+    dataroot_gt: str,
+    dataroot_dgain: str,
+    out_dir: str,
+    gt_dtype: str = "float32",
+    filename_tmpl: str = "{}",
+    meta_info_file: Optional[str] = None,
+    batch_items: int = 64,
+    initial_map_size: int = 64 << 20,
+    threads: Optional[int] = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Dict[str, Any]:
+    """Build ``OUT/{lq,gt,dgain}.lmdb`` from three paired folders; returns a summary dict.
+
+    Every pair is decoded and checked on the way (unreadable images, LQ/GT size mismatch, NaN/Inf,
+    dgain entries, float16 range); a bad pair is not written and all problems are reported together
+    at the end with :class:`LmdbBuildError`, leaving the build incomplete: fix the files and run the
+    same command again to add only what is missing (pairs already stored are not re-read: to pick up
+    edits of stored files, rebuild into an empty folder). Negative HDR values are stored as they are
+    (training clamps them) and counted. The map grows as needed. An existing ``OUT`` built from other
+    sources or options, or any other LMDB there, is refused rather than mixed into.
+    ``initial_map_size`` is only a starting point: a full map is doubled and the batch written again.
+    """
+    if gt_dtype not in GT_DTYPES:
+        raise OptionError(f"--gt-dtype must be one of {', '.join(GT_DTYPES)}, got {gt_dtype!r}")
+    where = "create_lmdb_hdr"
+    for flag, folder in (("--lq", dataroot_lq), ("--gt", dataroot_gt), ("--dgain", dataroot_dgain)):
+        if not os.path.isdir(folder):
+            what = "does not exist" if not os.path.exists(folder) else "is not a folder"
+            raise OptionError(f"{flag} '{folder}' {what}. Fix: pass the folder of the "
+                              f"{dict(lq='LDR images', gt='HDR images', dgain='dgain .txt files')[flag[2:]]}.")
+    records = scan_paired_folders(dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where, meta_info_file)
+    items = [(os.path.splitext(os.path.basename(r["gt_path"]))[0], os.path.splitext(os.path.basename(r["lq_path"]))[0], r)
+             for r in records]
+    config = {
+        "sources": {"lq": os.path.abspath(dataroot_lq), "gt": os.path.abspath(dataroot_gt),
+                    "dgain": os.path.abspath(dataroot_dgain)},
+        "gt_dtype": gt_dtype,
+        "filename_tmpl": filename_tmpl,
+        "meta_info_file": os.path.abspath(meta_info_file) if meta_info_file else None,
+    }
+    paths = lmdb_paths(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+
+    # -- what is there already?
+    present = {k: os.path.exists(os.path.join(p, "data.mdb")) for k, p in paths.items()}
+    for k, p in paths.items():
+        if os.path.exists(p) and not os.path.isdir(p):
+            raise LmdbBuildError(f"'{p}' exists and is not a folder. Fix: choose another --out or remove it.")
+        if os.path.isdir(p) and not present[k] and any(os.scandir(p)):
+            raise LmdbBuildError(f"'{p}' exists and holds files but no LMDB. Fix: choose another --out or empty it.")
+    envs: Dict[str, Any] = {}
+    try:
+        states: Dict[str, Optional[Dict[str, Any]]] = {}
+        for k, p in paths.items():
+            if present[k]:
+                envs[k] = _open_env(p, 1 << 20)
+                states[k] = _read_state(envs[k])
+                if states[k] is None:
+                    raise LmdbBuildError(
+                        f"'{p}' is an LMDB that this program did not write (no {FORMAT_NAME} state record; e.g. an "
+                        f"origin-fork LMDB). Fix: choose another --out, or delete it to rebuild."
+                    )
+                if states[k].get("kind") != k or states[k].get("version") != FORMAT_VERSION:
+                    raise LmdbBuildError(f"'{p}' holds a '{states[k].get('kind')}' LMDB (version {states[k].get('version')}), "
+                                         f"not '{k}' v{FORMAT_VERSION}. Fix: choose another --out.")
+                if states[k].get("config") != config:
+                    old = states[k].get("config") or {}
+                    diff = [f"{f}: {old.get(f)!r} -> {config[f]!r}" for f in config if old.get(f) != config[f]]
+                    raise LmdbBuildError(
+                        f"'{out_dir}' already holds an LMDB built with other sources or options ({'; '.join(diff)}). "
+                        f"Refusing to mix them. Fix: write to another --out, or delete '{out_dir}' to rebuild."
+                    )
+        if any(present.values()) and not all(present.values()):
+            missing = [paths[k] for k in KINDS if not present[k]]
+            done_db = [paths[k] for k in KINDS if present[k]]
+            if any(states[k].get("complete") for k in KINDS if present[k]):
+                raise LmdbBuildError(f"'{out_dir}' is incomplete: {', '.join(missing)} is missing next to the complete "
+                                     f"{', '.join(done_db)}. Fix: delete '{out_dir}' and build it again.")
+        wanted = {g.encode("utf-8") for g, _, _ in items}
+        if all(present.values()) and all(states[k].get("complete") for k in KINDS):
+            have_keys = _existing_keys(envs["gt"])
+            if have_keys == wanted:
+                log(f"'{out_dir}' is already complete ({len(items)} pairs); nothing to do.")
+                return {"out": str(out_dir), "pairs": len(items), "written": 0, "skipped": len(items),
+                        "negatives": states["gt"].get("negatives", {}), "complete": True}
+            new = len(wanted - have_keys)
+            gone = len(have_keys - wanted)
+            raise LmdbBuildError(
+                f"'{out_dir}' already holds a complete LMDB of {len(have_keys)} pairs, but the folders now give "
+                f"{len(items)} pairs ({new} new, {gone} no longer present). Refusing to change a finished set. "
+                f"Fix: write to another --out, or delete '{out_dir}' to rebuild."
+            )
+
+        # -- start or resume
+        base_state = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config, "complete": False}
+        for k, p in paths.items():
+            if k not in envs:
+                os.makedirs(p, exist_ok=True)
+                envs[k] = _open_env(p, initial_map_size)
+                _put_batch(envs[k], [], state={**base_state, "kind": k})
+        key_sets = {k: _existing_keys(envs[k]) for k in KINDS}
+        lq_wanted = {q.encode("utf-8") for _, q, _ in items}
+        stale = {"gt": key_sets["gt"] - wanted, "lq": key_sets["lq"] - lq_wanted, "dgain": key_sets["dgain"] - lq_wanted}
+        stale["gt"] |= {NEG_PREFIX + k for k in stale["gt"]}
+        done = [(g, q, r) for g, q, r in items if g.encode("utf-8") in key_sets["gt"]
+                and q.encode("utf-8") in key_sets["lq"] and q.encode("utf-8") in key_sets["dgain"]]
+        done_set = {g for g, _, _ in done}
+        todo = [it for it in items if it[0] not in done_set]
+        if done:
+            log(f"Resuming '{out_dir}': {len(done)} of {len(items)} pairs are already stored; writing {len(todo)}.")
+
+        # -- write
+        problems: Dict[str, List[str]] = {"unreadable": [], "size_mismatch": [], "nonfinite": [], "dgain": [], "range": []}
+
+        def load(item: Tuple[str, str, Mapping[str, str]]):
+            g, q, rec = item
+            try:
+                lq_bytes = Path(rec["lq_path"]).read_bytes()
+                lq = decode_ldr_bytes(lq_bytes, name=rec["lq_path"])
+                hdr = read_hdr(rec["gt_path"])
+            except (OSError, ValueError) as e:
+                return item, ("unreadable", str(e)), None
+            if lq.shape[:2] != hdr.shape[:2]:
+                return item, ("size_mismatch", size_mismatch_message(rec["lq_path"], lq.shape, rec["gt_path"], hdr.shape)), None
+            try:
+                dg_bytes = Path(rec["dgain_path"]).read_bytes()
+                parse_dgain_text(dg_bytes, source=rec["dgain_path"])
+            except (OSError, ValueError) as e:
+                return item, ("dgain", str(e)), None
+            nonfinite, negative = count_bad_pixels(hdr)
+            if nonfinite:
+                return item, ("nonfinite", nonfinite_message(rec["gt_path"], nonfinite)), None
+            if gt_dtype == "float16" and hdr.size and float(np.abs(hdr).max()) > FLOAT16_MAX:
+                return item, ("range", f"HDR '{rec['gt_path']}' has values up to {float(np.abs(hdr).max()):.6g}, beyond "
+                                       f"float16's {FLOAT16_MAX:.0f}. Fix: build with --gt-dtype float32."), None
+            return item, None, {"lq": lq_bytes, "gt": encode_hdr_record(hdr, gt_dtype), "dgain": dg_bytes,
+                                "negative": negative}
+
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(items), initial=len(done), unit="pair", desc=f"LMDB {os.path.basename(str(out_dir))}",
+                       dynamic_ncols=True)
+        batch: Dict[str, List[Tuple[bytes, bytes]]] = {k: [] for k in KINDS}
+        batch_bytes = 0
+        written = 0
+        first = True
+
+        def flush() -> None:
+            nonlocal batch, batch_bytes, first
+            if not any(batch.values()) and not first:
+                return
+            # gt first (with the negative counts of its pairs), then lq, dgain; a pair counts as stored
+            # once all three have it, so a crash between the commits only costs re-writing the batch
+            _put_batch(envs["gt"], batch["gt"], sorted(stale["gt"]) if first else ())
+            _put_batch(envs["lq"], batch["lq"], sorted(stale["lq"]) if first else ())
+            _put_batch(envs["dgain"], batch["dgain"], sorted(stale["dgain"]) if first else ())
+            batch = {k: [] for k in KINDS}
+            batch_bytes = 0
+            first = False
+
+        t0 = time.time()
+        for (g, q, rec), err, out in parallel_map(load, todo, threads or max(1, min(8, os.cpu_count() or 1))):
+            if bar is not None:
+                bar.update(1)
+            if err is not None:
+                problems[err[0]].append(err[1])
+                continue
+            gk, qk = g.encode("utf-8"), q.encode("utf-8")
+            batch["gt"].append((gk, out["gt"]))
+            batch["lq"].append((qk, out["lq"]))
+            batch["dgain"].append((qk, out["dgain"]))
+            batch["gt"].append((NEG_PREFIX + gk, str(int(out["negative"])).encode("ascii")))
+            batch_bytes += len(out["gt"]) + len(out["lq"])
+            written += 1
+            if len(batch["lq"]) >= batch_items or batch_bytes >= (256 << 20):
+                flush()
+        flush()
+        if bar is not None:
+            bar.close()
+
+        n_problems = sum(len(v) for v in problems.values())
+        if n_problems:
+            titles = {"unreadable": "unreadable or truncated image(s)", "size_mismatch": "pair(s) of different sizes",
+                      "nonfinite": "HDR image(s) with NaN/Inf", "dgain": "bad dgain file(s)",
+                      "range": "HDR image(s) beyond the float16 range"}
+            text = "\n".join(f"  {len(v)} {titles[k]}:\n    " + "\n    ".join(v[:20])
+                             + (f"\n    ... and {len(v) - 20} more" if len(v) > 20 else "")
+                             for k, v in problems.items() if v)
+            raise LmdbBuildError(
+                f"{n_problems} of {len(items)} pairs could not be stored in '{out_dir}':\n{text}\n"
+                f"The other {len(done) + written} pairs are stored; the LMDB stays marked incomplete (readers refuse it). "
+                f"Fix these files and run the same command again: only the missing pairs are written."
+            )
+
+        # -- finish: meta_info first, then the complete flag (a reader needs both)
+        metas: Dict[str, List[str]] = {k: [] for k in KINDS}
+        with envs["gt"].begin(buffers=True) as txn:
+            for g, q, rec in items:
+                shp = hdr_record_shape(txn.get(g.encode("utf-8")), g)
+                shape = f"({shp[0]},{shp[1]},{shp[2]})"
+                ext = os.path.splitext(rec["lq_path"])[1].lower().lstrip(".")
+                metas["lq"].append(f"{q} {shape} {ext}")
+                metas["gt"].append(f"{g} {shape} {gt_dtype}")
+                metas["dgain"].append(f"{q} () txt")
+        for k in KINDS:
+            _write_meta_info(paths[k], metas[k])
+        negatives = {g: n for g, n in _negative_counts(envs["gt"]).items() if n > 0}
+        summary = {"pairs": len(items), "negatives": negatives, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                   "validated": True}
+        for k in KINDS:
+            _put_batch(envs[k], [], state={**base_state, "kind": k, "complete": True, **summary})
+        for env in envs.values():
+            env.sync(True)
+        dt = time.time() - t0
+        log(f"Wrote {written} pairs to '{out_dir}' ({len(items)} in all, gt {gt_dtype}) in {dt:.1f}s."
+            + (f" {len(negatives)} HDR image(s) have negative values (stored as they are; training clamps them to 0): "
+               f"{format_names(sorted(negatives))}" if negatives else ""))
+        return {"out": str(out_dir), "pairs": len(items), "written": written, "skipped": len(done),
+                "negatives": negatives, "complete": True}
+    finally:
+        for env in envs.values():
+            env.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# reader
+# ----------------------------------------------------------------------------------------------
+class LmdbPairReader:
+    """Reads triples from ``lq.lmdb`` / ``gt.lmdb`` / ``dgain.lmdb`` (ours, or the origin fork's with ``allow_pickle``).
+
+    Interface (shared with the disk reader): ``len()``, ``paths(i)``, ``read(i, window)``,
+    ``roots()``, plus ``header_size(i, role)``, ``read_dgain(i)``, ``validation()`` and
+    ``fingerprint()`` for the dataset checks. Databases are opened once per process, on first use
+    (DataLoader workers open their own handles; the reader itself holds none, so it pickles).
+    """
+
+    backend = "lmdb"
+
+    def __init__(self, dataroot_lq: str, dataroot_gt: str, dataroot_dgain: Optional[str], filename_tmpl: str = "{}",
+                 where: str = "datasets", meta_info_file: Optional[str] = None, allow_pickle: bool = False,
+                 pair_format: Any = None, **backend_opt: Any) -> None:
+        if backend_opt:
+            raise OptionError(
+                f"'{where}:io_backend' has keys {sorted(backend_opt)} that the lmdb backend does not use. "
+                f"Fix: remove them (accepted: type, allow_pickle)."
+            )
+        self.where = where
+        _, _, self.gt_hdr, self.has_dgain = pair_format_parts(pair_format)
+        self.db = {"lq": str(dataroot_lq), "gt": str(dataroot_gt)}
+        if self.has_dgain:
+            self.db["dgain"] = str(dataroot_dgain)
+        self.allow_pickle = bool(allow_pickle)
+        self.legacy = False
+        self.state: Dict[str, Any] = {}
+        keys: Dict[str, Dict[str, str]] = {}
+        self.shapes: Dict[str, Dict[str, Tuple[int, ...]]] = {}
+        states = {}
+        for role, path in self.db.items():
+            option = f"dataroot_{role}"
+            if not os.path.isfile(os.path.join(path, "data.mdb")):
+                what = "does not exist" if not os.path.exists(path) else "is not an LMDB folder (no data.mdb)"
+                raise OptionError(
+                    f"'{where}:{option}' = '{path}' {what}. Fix: build the LMDBs with python scripts/create_lmdb_hdr.py "
+                    f"--lq DIR --gt DIR --dgain DIR --out OUT and point dataroot_lq/gt/dgain at OUT/lq.lmdb, "
+                    f"OUT/gt.lmdb, OUT/dgain.lmdb; or use io_backend: {{type: disk}} with image folders."
+                )
+            states[role] = _read_state(_reader_env(path))
+        kinds_seen = {role: (st or {}).get("kind") for role, st in states.items()}
+        if all(st is None for st in states.values()):
+            self.legacy = True
+        elif any(st is None for st in states.values()):
+            odd = [self.db[r] for r, st in states.items() if st is None]
+            raise OptionError(f"'{where}': {', '.join(odd)} is not an LMDB written by scripts/create_lmdb_hdr.py while the "
+                              f"others are. Fix: point all three dataroots at one build (OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb).")
+        if not self.legacy and not (self.gt_hdr and self.has_dgain):
+            raise OptionError(f"'{where}': '{self.db['gt']}' was written by scripts/create_lmdb_hdr.py and holds HDR "
+                              f"targets with dgain entries, which this dataset does not read. Fix: point it at an LMDB "
+                              f"of this dataset's kind.")
+        if not self.legacy:
+            for role, st in states.items():
+                if kinds_seen[role] != role:
+                    raise OptionError(
+                        f"'{where}:dataroot_{role}' = '{self.db[role]}' holds the '{kinds_seen[role]}' database. Fix: set "
+                        f"dataroot_{role} to the {role}.lmdb folder of the build."
+                    )
+                if st.get("version") != FORMAT_VERSION:
+                    raise OptionError(f"'{self.db[role]}' is format version {st.get('version')}; this program reads "
+                                      f"version {FORMAT_VERSION}. Fix: rebuild it with scripts/create_lmdb_hdr.py.")
+                if not st.get("complete") or not os.path.isfile(os.path.join(self.db[role], "meta_info.txt")):
+                    raise OptionError(
+                        f"'{self.db[role]}' is an unfinished build (interrupted, or stopped by bad input files). Fix: run "
+                        f"python scripts/create_lmdb_hdr.py again with the same arguments; it resumes and finishes it."
+                    )
+            self.state = states["gt"] or {}
+        elif self.gt_hdr or self.has_dgain:  # origin-fork layout: pickled arrays / dicts
+            if not self.allow_pickle:
+                raise OptionError(
+                    f"'{where}': '{self.db['gt']}' is not in this program's LMDB format; it looks like the origin fork's "
+                    f"pickled layout. Reading it unpickles the stored data, which can run code written into the file. "
+                    f"Fix: rebuild it with python scripts/create_lmdb_hdr.py (no pickle), or, only if you trust the "
+                    f"file, set io_backend: {{type: lmdb, allow_pickle: true}}."
+                )
+            msg = (f"'{where}': reading the pickled (origin-fork) LMDBs {', '.join(self.db.values())} because "
+                   f"allow_pickle is true. Unpickling runs code stored in those files: use only LMDBs you built or trust, "
+                   f"and prefer rebuilding them with scripts/create_lmdb_hdr.py.")
+            warnings.warn(msg, stacklevel=2)
+            logger.warning(msg)
+        for role, path in self.db.items():
+            if not os.path.isfile(os.path.join(path, "meta_info.txt")):
+                raise OptionError(f"'{where}:dataroot_{role}' = '{path}' has no meta_info.txt. Fix: rebuild the LMDB.")
+            klist, shapes = _read_meta_info(path, self.legacy)
+            keys[role] = {k: os.path.join(path, k) for k in klist}
+            self.shapes[role] = shapes
+        only = read_meta_info_file(meta_info_file, where) if meta_info_file else None
+        labels = (f"dataroot_lq='{self.db['lq']}'", f"dataroot_gt='{self.db['gt']}'",
+                  f"dataroot_dgain='{self.db.get('dgain')}'")
+        self.pairs = pair_stems(keys["lq"], keys["gt"], keys.get("dgain"), filename_tmpl, where, labels, only,
+                                str(meta_info_file or ""), dgain_suffix="")
+        self.records = []
+        for g, q in self.pairs:
+            rec = {"lq_path": os.path.join(self.db["lq"], q), "gt_path": os.path.join(self.db["gt"], g)}
+            if self.has_dgain:
+                rec["dgain_path"] = os.path.join(self.db["dgain"], q)
+            self.records.append(rec)
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _env(self, role: str) -> Any:
+        return _reader_env(self.db[role])
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def paths(self, index: int) -> Dict[str, str]:
+        return dict(self.records[index])
+
+    def roots(self) -> List[str]:
+        return list(self.db.values())
+
+    def _get(self, role: str, key: str, txn: Any) -> Any:
+        value = txn.get(key.encode("utf-8"))
+        if value is None:
+            raise ImageIOError(f"Key '{key}' listed in '{self.db[role]}/meta_info.txt' is not in the database. "
+                               f"Fix: rebuild the LMDB.")
+        return value
+
+    def _unpickle(self, data: Any, name: str) -> Any:
+        import pickle  # only for the origin fork's format, behind allow_pickle (warned at construction)
+
+        try:
+            return pickle.loads(bytes(data))
+        except Exception as e:  # unpickling can fail in arbitrary ways
+            raise ImageIOError(f"Cannot unpickle '{name}': {e}. Fix: rebuild the LMDB.") from None
+
+    # -- checks -----------------------------------------------------------------------------------
+    def header_size(self, index: int, role: str) -> Optional[Tuple[int, int]]:
+        """(h, w) from meta_info.txt (None when it does not say)."""
+        g, q = self.pairs[index]
+        shp = self.shapes[role].get(g if role == "gt" else q)
+        return (int(shp[0]), int(shp[1])) if shp and len(shp) >= 2 else None
+
+    def read_dgain(self, index: int) -> Dict[str, float]:
+        _, q = self.pairs[index]
+        name = self.records[index]["dgain_path"]
+        with self._env("dgain").begin() as txn:
+            raw = self._get("dgain", q, txn)
+        if self.legacy:
+            info = self._unpickle(raw, name)
+            if not isinstance(info, Mapping):
+                raise ValueError(f"dgain entry '{name}' is a {type(info).__name__}, not a dict. Fix: rebuild the LMDB.")
+            text = "".join(f"{k}: {info[k]}\n" for k in ("dgain", "gamma") if k in info)
+            return parse_dgain_text(text, source=name)
+        return parse_dgain_text(bytes(raw), source=name)
+
+    def validation(self) -> Optional[Dict[str, Any]]:
+        """The writer's record of its full pixel check (our format), or None (legacy)."""
+        if self.legacy or not self.state.get("validated"):
+            return None
+        return {"negatives": dict(self.state.get("negatives", {}))}
+
+    def fingerprint(self) -> Tuple[int, int]:
+        """(total size, newest mtime_ns) of the three data.mdb files: changes when any database changes."""
+        size, mtime = 0, 0
+        for p in self.db.values():
+            st = os.stat(os.path.join(p, "data.mdb"))
+            size += int(st.st_size)
+            mtime = max(mtime, int(st.st_mtime_ns))
+        return size, mtime
+
+    # -- reading ----------------------------------------------------------------------------------
+    def read(self, index: int, window: WindowArg = None) -> Dict[str, Any]:
+        """``{lq, gt, dgain, gamma, lq_path, gt_path, dgain_path}``; with ``window`` only that crop of the images.
+
+        For our format the GT crop is copied straight out of the stored array (the rest is never
+        touched); the LQ JPEG is decoded whole (the codec has no region decode), then cropped.
+        """
+        g, q = self.pairs[index]
+        rec = self.records[index]
+        out: Dict[str, Any] = dict(rec)
+        with self._env("lq").begin(buffers=True) as txn:
+            lq_bytes = bytes(self._get("lq", q, txn))
+        lq_window, gt_window = paired_windows(window, rec["lq_path"], rec["gt_path"])
+        out["lq"] = decode_ldr_bytes(lq_bytes, name=rec["lq_path"], window=lq_window)
+
+        with self._env("gt").begin(buffers=True) as txn:
+            raw = self._get("gt", g, txn)
+            if not self.gt_hdr:  # an 8/16-bit GT image (BasicSR image LMDB)
+                out["gt"] = decode_ldr_bytes(bytes(raw), name=rec["gt_path"], window=gt_window)
+            elif self.legacy:
+                arr = self._unpickle(raw, rec["gt_path"])
+            else:
+                out["gt"] = decode_hdr_record(raw, rec["gt_path"], gt_window)
+        if self.legacy and self.gt_hdr:
+            if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[2] != 3:
+                raise ImageIOError(f"GT entry '{rec['gt_path']}' is not an H x W x 3 array "
+                                   f"({type(arr).__name__} {getattr(arr, 'shape', '')}). Fix: rebuild the LMDB.")
+            win_gt = gt_window(arr.shape[0], arr.shape[1])
+            if win_gt is not None:
+                t, l, h, w = win_gt
+                arr = arr[t : t + h, l : l + w]
+            out["gt"] = np.ascontiguousarray(arr[..., ::-1], dtype=np.float32)  # the fork stored OpenCV's BGR
+        if self.has_dgain:
+            out.update(self.read_dgain(index))
+        return out

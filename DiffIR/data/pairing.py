@@ -1,0 +1,255 @@
+"""Pair LQ / GT / dgain entries by stem, in linear time, with one error message listing every gap.
+
+Used by every ``io_backend``: the disk backend pairs file stems of three folders, the LMDB backend
+pairs the keys of three databases. ``meta_info_file`` (BasicSR's option) restricts a set to a list
+of stems, in the file's order.
+
+What a pair is made of comes from an optional ``pair_format`` (any object with ``lq_exts``,
+``gt_exts``, ``gt_hdr`` and ``dgain`` attributes, e.g. ``DiffIR.data.paired_common.LDR_PAIRS``); the
+default is the HDR layout (LDR image, HDR image, dgain file). Without dgain the pairs have two parts.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from DiffIR.utils.registry import OptionError
+
+LQ_EXTENSIONS = (".jpg", ".jpeg", ".png")
+GT_EXTENSIONS = (".hdr", ".exr", ".npy")
+DGAIN_EXTENSIONS = (".txt",)
+MAX_LISTED = 5
+
+#: extensions stripped from the names listed in a meta_info_file (any of the data's file types)
+_META_STRIP = tuple(sorted(set(LQ_EXTENSIONS + GT_EXTENSIONS + DGAIN_EXTENSIONS + (".pic",))))
+
+__all__ = [
+    "LQ_EXTENSIONS",
+    "GT_EXTENSIONS",
+    "DGAIN_EXTENSIONS",
+    "MAX_LISTED",
+    "PairingError",
+    "format_names",
+    "scan_folder",
+    "pair_stems",
+    "pair_format_parts",
+    "read_meta_info_file",
+    "scan_paired_folders",
+]
+
+
+class PairingError(ValueError):
+    """Files in the LQ / GT / dgain folders (or keys of the three LMDBs) do not pair up."""
+
+
+def format_names(names: Sequence[str], limit: int = MAX_LISTED) -> str:
+    """``a, b, c, ... (+N more)``: the first ``limit`` names of a problem list."""
+    names = list(names)
+    more = f", ... (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def check_filename_tmpl(filename_tmpl: str, where: str) -> None:
+    """``filename_tmpl`` must contain ``{}`` exactly once (it maps a GT stem to the LQ stem)."""
+    if not isinstance(filename_tmpl, str) or filename_tmpl.count("{}") != 1:
+        raise OptionError(f"'{where}:filename_tmpl' must contain '{{}}' exactly once (got {filename_tmpl!r}). Fix: use '{{}}'.")
+
+
+def scan_folder(folder: str, key: str, exts: Sequence[str], where: str) -> Dict[str, str]:
+    """``stem -> path`` of the visible files with ``exts`` in ``folder`` (not recursive, one ``scandir``)."""
+    p = Path(folder)
+    if not p.is_dir():
+        hint = ""
+        if str(folder).rstrip("/").endswith(".lmdb"):
+            hint = " It looks like an LMDB path; set io_backend: {type: lmdb}."
+        what = "is not a folder" if p.exists() else "does not exist"
+        raise OptionError(
+            f"'{where}:{key}' = '{folder}' {what}.{hint} Fix: set {key} to the folder holding the "
+            f"{'/'.join(exts)} files, or add a 'synthetic:' option to generate demo data there."
+        )
+    if (p / "data.mdb").is_file():
+        raise OptionError(
+            f"'{where}:{key}' = '{folder}' is an LMDB database, but io_backend is disk. "
+            f"Fix: set io_backend: {{type: lmdb}} (and point all three dataroots at .lmdb folders)."
+        )
+    stems: Dict[str, str] = {}
+    others: List[str] = []
+    dups: List[str] = []
+    base = str(p)
+    with os.scandir(p) as it:
+        for e in it:
+            name = e.name
+            if name.startswith("."):
+                continue
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in exts:
+                others.append(name)
+                continue
+            if not e.is_file():
+                others.append(name)
+                continue
+            if stem in stems:
+                dups.append(f"{os.path.basename(stems[stem])} / {name}")
+                continue
+            stems[stem] = os.path.join(base, name)
+    if dups:
+        raise PairingError(
+            f"'{where}:{key}' = '{folder}': {len(dups)} stems exist with two extensions "
+            f"({format_names(sorted(dups))}). Fix: keep one file per stem."
+        )
+    if not stems:
+        found = f" (it holds {len(others)} other files, e.g. {', '.join(sorted(others)[:3])})" if others else " (it is empty)"
+        raise OptionError(
+            f"'{where}:{key}' = '{folder}' holds no {'/'.join(exts)} files{found}. Fix: point {key} at the "
+            f"right folder, or add a 'synthetic:' option to generate demo data."
+        )
+    return stems
+
+
+def read_meta_info_file(path: str, where: str = "datasets") -> List[str]:
+    """The stems listed in a BasicSR-style ``meta_info_file``, in file order.
+
+    One entry per line; the first whitespace-separated token is the name, a known image/text
+    extension is stripped (``im_1.png (256,256,3) 1`` and ``im_1`` both give ``im_1``); blank lines
+    and lines starting with ``#`` are skipped. A stem listed twice is an error (it would silently
+    count double).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise OptionError(
+            f"'{where}:meta_info_file' = '{path}' does not exist. Fix: point it at a text file with one stem per line, "
+            f"or remove the option to use every pair in the folders."
+        )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise OptionError(f"'{where}:meta_info_file' = '{path}' is not UTF-8 text. Fix: write one stem per line.") from None
+    stems: List[str] = []
+    seen: Dict[str, int] = {}
+    dups: List[str] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        name = s.split()[0]
+        root, ext = os.path.splitext(name)
+        stem = root if ext.lower() in _META_STRIP else name
+        if stem in seen:
+            dups.append(f"{stem} (lines {seen[stem]} and {lineno})")
+            continue
+        seen[stem] = lineno
+        stems.append(stem)
+    if dups:
+        raise OptionError(
+            f"'{where}:meta_info_file' = '{path}' lists {len(dups)} stem(s) twice: {format_names(dups)}. "
+            f"Fix: list each stem once (use dataset_enlarge_ratio to repeat the whole set)."
+        )
+    if not stems:
+        raise OptionError(f"'{where}:meta_info_file' = '{path}' lists no stems. Fix: one stem (or file name) per line.")
+    return stems
+
+
+def pair_format_parts(pair_format: Any = None) -> Tuple[Tuple[str, ...], Tuple[str, ...], bool, bool]:
+    """``(lq_exts, gt_exts, gt_hdr, has_dgain)`` of a pair format (None: the HDR layout)."""
+    if pair_format is None:
+        return LQ_EXTENSIONS, GT_EXTENSIONS, True, True
+    return (tuple(pair_format.lq_exts), tuple(pair_format.gt_exts), bool(pair_format.gt_hdr),
+            bool(pair_format.dgain))
+
+
+def pair_stems(
+    lq: Mapping[str, str],
+    gt: Mapping[str, str],
+    dg: Optional[Mapping[str, str]],
+    filename_tmpl: str = "{}",
+    where: str = "datasets",
+    labels: Tuple[str, str, str] = ("dataroot_lq", "dataroot_gt", "dataroot_dgain"),
+    only: Optional[Sequence[str]] = None,
+    only_source: str = "",
+    dgain_suffix: str = ".txt",
+) -> List[Tuple[str, str]]:
+    """``[(gt_stem, lq_stem)]`` of the complete triples; raises one :class:`PairingError` for all gaps.
+
+    ``lq``/``gt``/``dg`` map a stem to a display name (file path or LMDB key); ``dg`` is None for
+    pairs without dgain. For a GT stem ``g`` the LQ stem is ``filename_tmpl.format(g)`` and the dgain
+    entry is named after the LQ stem. ``labels``
+    are the option values shown in messages (e.g. ``"dataroot_gt='/data/hdr'"``). Without ``only`` the
+    result is sorted by GT stem and every LQ entry must have a GT partner; with ``only`` (stems from a
+    meta_info_file named ``only_source``) exactly those GT stems are used, in that order, and entries
+    not listed are ignored.
+    """
+    check_filename_tmpl(filename_tmpl, where)
+    lq_label, gt_label, dg_label = labels
+    out: List[Tuple[str, str]] = []
+    gt_missing: List[str] = []
+    gt_no_lq: List[str] = []
+    no_dgain: List[str] = []
+    used_lq = set()
+    order = list(only) if only is not None else sorted(gt)
+    for g in order:
+        if g not in gt:
+            gt_missing.append(g)
+            continue
+        q = filename_tmpl.format(g)
+        if q not in lq:
+            gt_no_lq.append(os.path.basename(gt[g]))
+            continue
+        used_lq.add(q)
+        if dg is not None and q not in dg:
+            no_dgain.append(f"{q}{dgain_suffix}")
+            continue
+        out.append((g, q))
+    lq_no_gt = [] if only is not None else sorted(os.path.basename(lq[q]) for q in lq if q not in used_lq)
+
+    problems = []
+    if gt_missing:
+        problems.append(
+            f"{len(gt_missing)} stem(s) listed in meta_info_file='{only_source}' are not in {gt_label}: {format_names(gt_missing)}"
+        )
+    if gt_no_lq:
+        problems.append(
+            f"{len(gt_no_lq)} file(s) in {gt_label} have no LQ partner in {lq_label} "
+            f"(filename_tmpl {filename_tmpl!r}): {format_names(gt_no_lq)}"
+        )
+    if lq_no_gt:
+        problems.append(f"{len(lq_no_gt)} file(s) in {lq_label} have no GT partner in {gt_label}: {format_names(lq_no_gt)}")
+    if no_dgain:
+        problems.append(f"{len(no_dgain)} pair(s) have no dgain file in {dg_label}: {format_names(no_dgain)}")
+    if problems:
+        raise PairingError(
+            f"Unpaired files for '{where}':\n  " + "\n  ".join(problems)
+            + "\nFix: add the missing files or remove the unpaired ones (every stem needs an LQ image, a GT image"
+            + (" and a dgain entry)" if dg is not None else ")")
+            + (", or correct the meta_info_file." if gt_missing else ".")
+        )
+    return out
+
+
+def scan_paired_folders(
+    dataroot_lq: str,
+    dataroot_gt: str,
+    dataroot_dgain: Optional[str],
+    filename_tmpl: str = "{}",
+    where: str = "datasets",
+    meta_info_file: Optional[str] = None,
+    pair_format: Any = None,
+) -> List[Dict[str, str]]:
+    """Pair the folders by stem in linear time; returns ``[{lq_path, gt_path, dgain_path}]``.
+
+    Sorted by GT stem (or in ``meta_info_file`` order when given). Raises :class:`OptionError` for a
+    missing/empty folder (naming the option key) and one :class:`PairingError` listing, per folder,
+    how many files lack a partner and the first few names. Without dgain in ``pair_format`` the
+    records have no ``dgain_path``.
+    """
+    check_filename_tmpl(filename_tmpl, where)
+    lq_exts, gt_exts, _, has_dgain = pair_format_parts(pair_format)
+    only = read_meta_info_file(meta_info_file, where) if meta_info_file else None
+    lq = scan_folder(dataroot_lq, "dataroot_lq", lq_exts, where)
+    gt = scan_folder(dataroot_gt, "dataroot_gt", gt_exts, where)
+    dg = scan_folder(str(dataroot_dgain), "dataroot_dgain", DGAIN_EXTENSIONS, where) if has_dgain else None
+    labels = (f"dataroot_lq='{dataroot_lq}'", f"dataroot_gt='{dataroot_gt}'", f"dataroot_dgain='{dataroot_dgain}'")
+    pairs = pair_stems(lq, gt, dg, filename_tmpl, where, labels, only, str(meta_info_file or ""))
+    if dg is None:
+        return [{"lq_path": lq[q], "gt_path": gt[g]} for g, q in pairs]
+    return [{"lq_path": lq[q], "gt_path": gt[g], "dgain_path": dg[q]} for g, q in pairs]
