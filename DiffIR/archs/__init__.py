@@ -7,6 +7,7 @@ from DiffIR.utils.registry import ARCH_REGISTRY, build_from_registry
 
 # Importing the modules registers their classes.
 from DiffIR.archs import diffir_s1_arch  # noqa: F401,E402
+from DiffIR.archs import diffir_s2_arch  # noqa: F401,E402
 
 
 def build_network(opt: Dict[str, Any], where: str = "network_g") -> nn.Module:

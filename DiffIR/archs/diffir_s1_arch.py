@@ -15,13 +15,13 @@ import torch
 import torch.nn as nn
 
 from DiffIR.archs.cpen import CPEN_S1
+from DiffIR.archs.dgain_embed import DgainEmbedding
 from DiffIR.archs.dirformer import DIRformer, check_spatial_multiple
 from DiffIR.utils.registry import ARCH_REGISTRY
 
 __all__ = ["DiffIRS1"]
 
 _N_FEATS = 64  # hard-coded in the official DiffIRS1; the IPR dimension is 4 * n_feats = 256
-_COND_HIDDEN = 64
 
 
 @ARCH_REGISTRY.register()
@@ -65,21 +65,7 @@ class DiffIRS1(nn.Module):
         self.E = CPEN_S1(n_feats=_N_FEATS, n_encoder_res=n_encoder_res, in_channels=2 * 16 * inp_channels)
         # (The official class also holds an unused, parameter-free PixelUnshuffle(4); it is omitted here.)
         if self.dgain_cond:
-            self.cond_embed = nn.Sequential(
-                nn.Linear(2, _COND_HIDDEN),
-                nn.LeakyReLU(0.1, inplace=True),
-                nn.Linear(_COND_HIDDEN, ipr_dim),
-            )
-            nn.init.zeros_(self.cond_embed[2].weight)
-            nn.init.zeros_(self.cond_embed[2].bias)
-
-    def _cond_features(self, cond: torch.Tensor, batch: int, ref: torch.Tensor) -> torch.Tensor:
-        """``[log(dgain), gamma]`` per image; log because dgain is a multiplicative exposure gain."""
-        if cond.dim() != 2 or cond.shape != (batch, 2):
-            raise ValueError(f"cond must be a ({batch}, 2) tensor of [dgain, gamma], got shape {tuple(cond.shape)}")
-        cond = cond.to(device=ref.device, dtype=ref.dtype)
-        dgain, gamma = cond.unbind(1)
-        return torch.stack([torch.log(dgain.clamp_min(1e-8)), gamma], dim=1)
+            self.cond_embed = DgainEmbedding(ipr_dim, owner="DiffIRS1")
 
     def extract_ipr(self, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The IPR the DIRformer is conditioned on: CPEN_S1(lq, gt) [+ cond_embed(cond) if dgain_cond].
@@ -88,11 +74,7 @@ class DiffIRS1(nn.Module):
         """
         ipr = self.E(lq, gt)
         if self.dgain_cond:
-            if cond is None:
-                raise ValueError(
-                    "DiffIRS1 was built with dgain_cond=True, so forward() needs cond=(B, 2) [dgain, gamma]"
-                )
-            ipr = ipr + self.cond_embed(self._cond_features(cond, lq.shape[0], ipr))
+            ipr = ipr + self.cond_embed(cond, ipr)
         return ipr
 
     def forward(

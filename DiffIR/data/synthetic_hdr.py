@@ -31,7 +31,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -55,6 +55,7 @@ __all__ = [
     "encode_ldr",
     "generate_pair",
     "generate_dataset",
+    "ensure_generated_folders",
     "ensure_synthetic_dataset",
     "main",
 ]
@@ -341,41 +342,30 @@ def _remove_tree(p: Path) -> None:
     shutil.rmtree(p, ignore_errors=True)
 
 
-def ensure_synthetic_dataset(
-    dir_lq: PathLike,
-    dir_gt: PathLike,
-    dir_dgain: PathLike,
-    num_images: int,
-    size: SizeLike,
-    seed: int,
-    gt_format: str = "hdr",
-    ldr_format: str = "jpg",
-    noise: bool = True,
+def ensure_generated_folders(
+    targets: Sequence[PathLike],
+    labels: Sequence[str],
+    config: Dict[str, Any],
+    generate: Callable[[List[Path]], None],
+    description: str,
     log: Optional[Callable[[str], None]] = print,
-    labels: Sequence[str] = ("dataroot_lq", "dataroot_gt", "dataroot_dgain"),
+    lock_index: int = 0,
 ) -> bool:
-    """Make sure the three folders hold a complete synthetic set; generate it if not.
+    """Crash-safe "generate on first use" of a set of sibling folders (any generator, see the module docstring).
 
-    Returns True if data was generated, False if the folders were already usable (a complete
-    synthetic set with the same configuration, or user data in all three folders). Raises
-    ``FileExistsError`` if some folders hold user files and others would have to be generated
-    (the generator never mixes with or deletes user data). ``labels`` name the folders in messages.
+    ``generate(tmp_folders)`` writes the data into hidden temporary folders (one per target, same
+    order); they get markers with ``config`` and are renamed into place. Returns True if data was
+    generated, False if the folders were already usable (a complete set with the same ``config``, or
+    user data in all folders). Raises ``FileExistsError`` if some folders hold user files and others
+    would have to be generated (user data is never mixed with or deleted). ``labels`` name the folders
+    in messages; the lock file sits next to ``targets[lock_index]``.
     """
-    targets = [Path(dir_lq), Path(dir_gt), Path(dir_dgain)]
-    if len({os.path.abspath(t) for t in targets}) != 3:
+    targets = [Path(t) for t in targets]
+    if len({os.path.abspath(t) for t in targets}) != len(targets):
         raise ValueError(
-            f"synthetic generation needs three different folders for {', '.join(labels)}; got "
+            f"synthetic generation needs {len(targets)} different folders for {', '.join(labels)}; got "
             f"{', '.join(str(t) for t in targets)}"
         )
-    h, w = _size2(size)
-    config = {
-        "num_images": int(num_images),
-        "size": [h, w],
-        "seed": int(seed),
-        "gt_format": gt_format.lower().lstrip("."),
-        "ldr_format": ldr_format.lower().lstrip("."),
-        "noise": bool(noise),
-    }
 
     def usable() -> bool:
         states = [_folder_state(t) for t in targets]
@@ -393,13 +383,14 @@ def ensure_synthetic_dataset(
             raise FileExistsError(
                 f"Cannot generate the synthetic data set: {', '.join(users)} already hold files that the "
                 f"generator did not make, while {', '.join(others)} would need generating. Fix: point all "
-                f"three dataroots at empty/new folders, or remove the 'synthetic' option to use your own data."
+                f"dataroots at empty/new folders, or remove the 'synthetic' option to use your own data."
             )
         return False
 
     if usable():
         return False
-    lock = targets[1].parent / f".{targets[1].name}.synthetic.lock"
+    anchor = targets[lock_index]
+    lock = anchor.parent / f".{anchor.name}.synthetic.lock"
     with _file_lock(lock):
         if usable():  # another process finished while we waited
             return False
@@ -411,15 +402,11 @@ def ensure_synthetic_dataset(
                     _remove_tree(e)
         gid = uuid.uuid4().hex[:12]
         if log is not None:
-            log(
-                f"Generating synthetic LDR/HDR data set ({num_images} images of {h}x{w}, seed {seed}) into "
-                + ", ".join(f"{lab}={t}" for lab, t in zip(labels, targets))
-            )
+            log(f"Generating {description} into " + ", ".join(f"{lab}={t}" for lab, t in zip(labels, targets)))
         tmps = [t.parent / f".{t.name}.partial-{gid}" for t in targets]
         trash = [t.parent / f".{t.name}.old-{gid}" for t in targets]
         try:
-            generate_dataset(*tmps, num_images=num_images, size=(h, w), seed=seed, gt_format=config["gt_format"],
-                             ldr_format=config["ldr_format"], noise=noise)
+            generate(tmps)
             marker = json.dumps({"generation_id": gid, "config": config}, indent=1)
             for tmp in tmps:
                 (tmp / MARKER_NAME).write_text(marker)
@@ -440,8 +427,47 @@ def ensure_synthetic_dataset(
     if not usable():  # pragma: no cover - defensive
         raise RuntimeError(f"synthetic data generation into {targets} did not complete")
     if log is not None:
-        log(f"Synthetic data set ready ({num_images} images).")
+        log(f"{description[:1].upper()}{description[1:]} is ready.")
     return True
+
+
+def ensure_synthetic_dataset(
+    dir_lq: PathLike,
+    dir_gt: PathLike,
+    dir_dgain: PathLike,
+    num_images: int,
+    size: SizeLike,
+    seed: int,
+    gt_format: str = "hdr",
+    ldr_format: str = "jpg",
+    noise: bool = True,
+    log: Optional[Callable[[str], None]] = print,
+    labels: Sequence[str] = ("dataroot_lq", "dataroot_gt", "dataroot_dgain"),
+) -> bool:
+    """Make sure the three folders hold a complete synthetic LDR/HDR set; generate it if not.
+
+    Returns True if data was generated, False if the folders were already usable (a complete
+    synthetic set with the same configuration, or user data in all three folders). Raises
+    ``FileExistsError`` if some folders hold user files and others would have to be generated
+    (the generator never mixes with or deletes user data). ``labels`` name the folders in messages.
+    """
+    h, w = _size2(size)
+    config = {
+        "num_images": int(num_images),
+        "size": [h, w],
+        "seed": int(seed),
+        "gt_format": gt_format.lower().lstrip("."),
+        "ldr_format": ldr_format.lower().lstrip("."),
+        "noise": bool(noise),
+    }
+
+    def generate(tmps: List[Path]) -> None:
+        generate_dataset(*tmps, num_images=num_images, size=(h, w), seed=seed, gt_format=config["gt_format"],
+                         ldr_format=config["ldr_format"], noise=noise)
+
+    return ensure_generated_folders(
+        [dir_lq, dir_gt, dir_dgain], labels, config, generate,
+        f"synthetic LDR/HDR data set ({num_images} images of {h}x{w}, seed {seed})", log=log, lock_index=1)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

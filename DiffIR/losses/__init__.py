@@ -3,7 +3,7 @@ from typing import Any, Dict
 
 import torch.nn as nn
 
-from DiffIR.losses import basic_loss, perceptual_loss  # noqa: F401  (registers the classes)
+from DiffIR.losses import basic_loss, kd_loss, perceptual_loss  # noqa: F401  (registers the classes)
 from DiffIR.utils.registry import LOSS_REGISTRY, build_from_registry
 
 

@@ -2,6 +2,7 @@
 from typing import Any, Dict
 
 from DiffIR.models import diffir_s1_model  # noqa: F401  (registers the classes)
+from DiffIR.models import diffir_s2_model  # noqa: F401  (registers the classes)
 from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
 
 

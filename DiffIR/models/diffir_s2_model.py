@@ -1,0 +1,325 @@
+"""DiffIR stage 2: distil the stage-1 prior into a diffusion model that needs only the LDR, then fine-tune jointly.
+
+The training recipe is the official ``DiffIRS2Model``'s:
+
+* a frozen stage-1 teacher (``network_S1`` loaded from ``path.pretrain_network_S1``) extracts the target IPR
+  from (LQ, GT) for every batch;
+* phase A (``iter < train.encoder_iter``): only the prior branch (CPEN_S2 + denoiser [+ ``cond_embed``]) runs
+  and learns, with the L1 part of ``kd_opt`` (KDLoss) between its final IPR and the teacher's; learning rate
+  ``lr_encoder · gamma_encoder^(iter // lr_decay_encoder)``;
+* phase B: the whole network trains on ``pixel_opt`` (+ other image losses) + the KD L1;
+  learning rate ``lr_sr · gamma_sr^((iter - encoder_iter) // lr_decay_sr)``.
+
+Deliberate differences from the official code (each keeps its results and file formats):
+
+* runs on one process too (the official phase A reaches the network through ``net_g.module`` and crashes without
+  DDP), and under DDP phase A averages the prior's gradients over ranks (the official code calls the bare module,
+  so its ranks drift apart);
+* without ``path.pretrain_network_g`` the student's shared parts (``G.*``, and ``cond_embed.*``) are copied from
+  the teacher, i.e. the official configuration (both paths naming the stage-1 file) without repeating the path;
+* the EMA copy starts as an exact copy of ``net_g`` (as in stage 1), not as a second random draw of the new
+  branches that the 0.999 average then has to forget;
+* validation/test draw the diffusion's start noise from a generator seeded with ``manual_seed`` for every image,
+  so scores are reproducible and validation does not shift the training random stream;
+* the teacher's checkpoint key is ``path.param_key_S1`` (default ``params_ema``), not ``param_key_g``, so that a
+  resumed run (which reads ``params`` of its own checkpoint) still loads the teacher's EMA weights.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from DiffIR.archs import build_network
+from DiffIR.losses.kd_loss import KDLoss
+from DiffIR.models.diffir_s1_model import DiffIRS1Model
+from DiffIR.models.tiling import tiled_forward
+from DiffIR.utils.checkpoint import extract_state_dict, load_file
+from DiffIR.utils.dist import get_dist_info, reduce_mean
+from DiffIR.utils.img_util import pad_to_multiple
+from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
+
+__all__ = ["DiffIRS2Model", "RECIPE_KEYS", "STAGE1_WEIGHTS_MESSAGE", "is_stage1_state", "restore_ldr_only", "seeded_rng"]
+
+STAGE1_WEIGHTS_MESSAGE = (
+    "{what} is a DiffIR stage-1 (DiffIRS1) model. Stage 1 builds its prior from the HDR ground truth, so it cannot "
+    "restore an LDR image on its own. Train stage 2 from it (python train_hdr.py -opt options/train_DiffIRs2_hdr.yml "
+    "with path:pretrain_network_S1 set to this stage-1 checkpoint; the demo: options/demo_DiffIRs2_hdr.yml) and "
+    "use the stage-2 net_g_*.pth instead.")
+
+#: the official two-phase recipe (train section), with the official values for the error message
+RECIPE_KEYS: Dict[str, Any] = {"encoder_iter": 100000, "lr_encoder": 2e-4, "lr_sr": 2e-4, "gamma_encoder": 0.1,
+                               "gamma_sr": 0.5, "lr_decay_encoder": 60000, "lr_decay_sr": 80000}
+
+
+def is_stage1_state(state: Dict[str, torch.Tensor]) -> bool:
+    """True for a stage-1 state_dict (prior extractor ``E.*`` that sees the GT, no diffusion)."""
+    return any(k.startswith("E.") for k in state) and not any(k.startswith("diffusion.") for k in state)
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: Optional[int], device: torch.device) -> Iterator[None]:
+    """Run the block with the torch RNG seeded to ``seed`` and restore the previous state afterwards.
+
+    Stage 2's prior starts from Gaussian noise, so seeding makes its outputs reproducible; ``None`` leaves the
+    RNG alone (the official behaviour).
+    """
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+@torch.no_grad()
+def restore_ldr_only(net: nn.Module, lq: torch.Tensor, cond: Optional[torch.Tensor] = None, *, window: int = 8,
+                     tile: Optional[int] = None, overlap: int = 32, seed: Optional[int] = 0) -> torch.Tensor:
+    """Stage-2 inference on a (B, 3, H, W) network-domain batch: the prior from the whole image, then the DIRformer.
+
+    The image is reflect-padded to ``window`` and cropped back. With ``tile`` the DIRformer runs on overlapping
+    tiles (:func:`tiled_forward`) under the one whole-image prior, so tiles agree with each other and with
+    whole-image inference. ``net`` must be in eval mode.
+    """
+    with seeded_rng(seed, lq.device):
+        ipr = net(pad_to_multiple(lq, window), cond=cond, prior_only=True)
+    return tiled_forward(lambda x: net.G(x, ipr), lq, tile=tile, overlap=overlap, multiple=window)
+
+
+@MODEL_REGISTRY.register()
+class DiffIRS2Model(DiffIRS1Model):
+    """Stage-2 model: LDR-only inference; training distils the prior of a frozen stage-1 teacher."""
+
+    #: the prior is generated from the LDR alone; test sets may lack GT
+    needs_gt_for_inference = False
+
+    def __init__(self, opt: Dict[str, Any]) -> None:
+        path_opt = opt.get("path") or {}
+        weights = path_opt.get("pretrain_network_g")
+        if weights and not opt.get("is_train"):  # testing a stage-1 file would run with a random prior
+            state = extract_state_dict(load_file(weights, "network checkpoint"), path_opt.get("param_key_g", "params"),
+                                       weights)
+            if is_stage1_state(state):
+                raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"path:pretrain_network_g '{weights}'"))
+        super().__init__(opt)
+
+    # ----------------------------------------------------------------------------------------- setup
+    def init_training_settings(self) -> None:
+        """Teacher and student initialisation first (the EMA copies the student), then the stage-1 settings,
+        then the stage-2 additions: the KD loss and the prior branch's optimizer."""
+        train_opt = self.opt["train"]
+        self.recipe = self._read_recipe(train_opt)
+        self.net_g_S1 = self._build_teacher()
+        if not self._pretrain_path:
+            self._init_student_from_teacher()
+        super().init_training_settings()
+
+        kd = self.losses.pop("kd_opt", None)
+        if kd is None:
+            raise OptionError("DiffIRS2Model needs 'train:kd_opt' (the distillation loss on the prior), e.g. "
+                              "kd_opt: {type: KDLoss, loss_weight: 1, temperature: 0.15}")
+        if not isinstance(kd, KDLoss):
+            raise OptionError(f"'train:kd_opt:type' must be KDLoss (it returns the KL and L1 terms), got "
+                              f"{type(kd).__name__}")
+        self.cri_kd = kd
+        if not self.losses:
+            raise OptionError("DiffIRS2Model needs an image loss besides kd_opt for its second phase, e.g. "
+                              "pixel_opt: {type: L1Loss, loss_weight: 1.0}")
+        bare = self.get_bare_model(self.net_g)
+        self._prior_params = [p for n, p in bare.named_parameters() if not n.startswith("G.") and p.requires_grad]
+        self.optimizer_e = self.build_optimizer(train_opt["optim_g"], self._prior_params)
+        self.optimizers.append(self.optimizer_e)  # [optimizer_g, optimizer_e], the official order
+        self.setup_schedulers()  # checks train:scheduler and records every group's initial_lr (BasicSR warm-up)
+        if train_opt.get("scheduler") or int(train_opt.get("warmup_iter", -1) or -1) > 0:
+            # The official model attaches the scheduler to both optimizers and then overwrites the learning rate
+            # every iteration; we check its options but do not run it.
+            self.logger.info("train:scheduler / warmup_iter have no effect in stage 2: the two-phase recipe "
+                             "(lr_encoder/lr_sr, gamma_*, lr_decay_*) sets the learning rate every iteration, as in "
+                             "the official DiffIRS2Model.")
+        self.schedulers = []
+        self._active_optimizer = self.optimizer_g
+        self._kd_pair: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+    @staticmethod
+    def _read_recipe(train_opt: Dict[str, Any]) -> Dict[str, float]:
+        missing = [k for k in RECIPE_KEYS if train_opt.get(k) is None]
+        if missing:
+            example = ", ".join(f"{k}: {RECIPE_KEYS[k]}" for k in missing)
+            raise OptionError(f"DiffIRS2Model needs the two-phase recipe in 'train': missing {', '.join(missing)} "
+                              f"(official values: {example}).")
+        recipe = {k: float(train_opt[k]) for k in RECIPE_KEYS}
+        for k in ("lr_encoder", "lr_sr", "gamma_encoder", "gamma_sr"):
+            if not recipe[k] > 0:
+                raise OptionError(f"'train:{k}' must be > 0, got {train_opt[k]!r}")
+        for k in ("encoder_iter", "lr_decay_encoder", "lr_decay_sr"):
+            v = train_opt[k]
+            low = 0 if k == "encoder_iter" else 1
+            if isinstance(v, bool) or not float(v).is_integer() or v < low:
+                raise OptionError(f"'train:{k}' must be an integer >= {low} (iterations), got {v!r}")
+            recipe[k] = int(v)
+        return recipe
+
+    def _build_teacher(self) -> nn.Module:
+        """The frozen stage-1 network whose CPEN gives the target IPR (never optimised, never wrapped in DDP)."""
+        if not self.opt.get("network_S1"):
+            raise OptionError("DiffIRS2Model training needs 'network_S1': the stage-1 network (type DiffIRS1 with the "
+                              "network_g options of the stage-1 training) whose prior is distilled")
+        path_opt = self.opt.get("path") or {}
+        path = path_opt.get("pretrain_network_S1")
+        if not path:
+            raise OptionError("DiffIRS2Model training needs 'path:pretrain_network_S1': the trained stage-1 checkpoint, "
+                              "e.g. experiments/train_DiffIRS1_hdr/models/net_g_latest.pth")
+        teacher = build_network(self.opt["network_S1"], "network_S1")
+        if not hasattr(teacher, "extract_ipr"):
+            raise OptionError(f"'network_S1:type' must be a stage-1 network (DiffIRS1), got {type(teacher).__name__}")
+        teacher = teacher.to(self.device)
+        key = path_opt.get("param_key_S1", "params_ema")
+        try:
+            self.load_network(teacher, path, path_opt.get("strict_load_S1", True), key)
+        except RuntimeError as e:
+            hint = ""
+            if "diffusion." in str(e) or "condition." in str(e):
+                hint = " It looks like a stage-2 checkpoint: pretrain_network_S1 must be the stage-1 (DiffIRS1) file."
+            raise OptionError(f"path:pretrain_network_S1 '{path}' does not fit network_S1.{hint} network_S1 must "
+                              f"repeat the network_g options the stage-1 model was trained with.\n{e}") from None
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self.logger.info(f"Stage-1 teacher loaded from {path} [{key}]")
+        return teacher
+
+    def _init_student_from_teacher(self) -> None:
+        """Copy the tensors the student shares with the teacher (the DIRformer ``G``; ``cond_embed`` when both have
+        it); CPEN_S2 and the denoiser keep their random initialisation, as in the official recipe."""
+        student = self.get_bare_model(self.net_g)
+        own = student.state_dict()
+        shared = {k: v for k, v in self.net_g_S1.state_dict().items() if k in own}
+        wrong = [k for k, v in shared.items() if v.shape != own[k].shape]
+        if wrong:
+            raise OptionError("network_g and network_S1 describe different DIRformers (the student starts from the "
+                              f"teacher's): shapes differ for {', '.join(wrong[:3])}. Use the same dim, num_blocks, "
+                              "heads, ffn_expansion_factor ... in both.")
+        student.load_state_dict(shared, strict=False)
+        groups = sorted({k.split(".")[0] for k in shared})
+        self.logger.info(f"Stage-2 network initialised from the stage-1 teacher: {len(shared)} tensors "
+                         f"({', '.join(g + '.*' for g in groups)}); CPEN_S2 and the denoiser start at random.")
+
+    # ----------------------------------------------------------------------------------------- training
+    @torch.no_grad()
+    def teacher_ipr(self, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The distillation target: the stage-1 IPR of (LQ, GT), computed in fp32 even under ``train.amp``."""
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return self.net_g_S1.extract_ipr(lq.float(), gt.float(), cond)
+
+    def phase_learning_rate(self, current_iter: int) -> Tuple[str, float]:
+        """``('encoder', lr)`` during phase A, ``('sr', lr)`` afterwards (the official step decays)."""
+        r = self.recipe
+        if current_iter < r["encoder_iter"]:
+            return "encoder", r["lr_encoder"] * r["gamma_encoder"] ** (current_iter // r["lr_decay_encoder"])
+        return "sr", r["lr_sr"] * r["gamma_sr"] ** ((current_iter - r["encoder_iter"]) // r["lr_decay_sr"])
+
+    def optimize_parameters(self, current_iter: int) -> None:
+        phase, lr = self.phase_learning_rate(current_iter)
+        self._active_optimizer = self.optimizer_e if phase == "encoder" else self.optimizer_g
+        for group in self._active_optimizer.param_groups:
+            group["lr"] = lr
+        if phase == "encoder":
+            self._optimize_prior()
+        else:
+            super().optimize_parameters(current_iter)  # the stage-1 loop, through _forward/compute_losses below
+
+    def _kd_names(self) -> Tuple[str, str]:
+        i = self.get_bare_model(self.net_g).timesteps - 1  # the supervised (last) reverse step, official names
+        return f"l_kd_{i}", f"l_abs_{i}"
+
+    def _optimize_prior(self) -> None:
+        """Phase A: only the diffusion branch runs (no DIRformer); loss = KD L1 of the final IPR.
+
+        The bare network is called (its DIRformer gets no gradient, which a DDP wrapper would wait for), so under
+        DDP the prior's gradients are averaged here. The whole batch is processed at once (this branch is small).
+        """
+        bare = self.get_bare_model(self.net_g)
+        target = self.teacher_ipr(self.lq, self.gt, self.cond)
+        self.optimizer_e.zero_grad(set_to_none=True)
+        with self.autocast():
+            _, estimates = bare(self.lq, target, cond=self.cond, prior_only=True)
+        kl, l1 = self.cri_kd(target, estimates[-1].float())
+        stepped = self.backward(l1)
+        if stepped:
+            self._average_prior_grads()
+            self.step(self.optimizer_e)
+        else:
+            self.optimizer_e.zero_grad(set_to_none=True)
+        self.output = None  # no image is restored in this phase
+        n_kd, n_abs = self._kd_names()
+        self.log_dict = self.reduce_loss_dict(OrderedDict([(n_kd, kl.detach()), (n_abs, l1.detach())]))
+        if stepped and self.ema_decay > 0:
+            self.model_ema(self.ema_decay)
+
+    def _average_prior_grads(self) -> None:
+        if get_dist_info()[1] == 1:
+            return
+        grads = [p.grad for p in self._prior_params if p.grad is not None]
+        if len(grads) != len(self._prior_params):
+            raise RuntimeError("phase A: some prior-branch parameters got no gradient, so ranks cannot be averaged")
+        flat = reduce_mean(torch.cat([g.reshape(-1) for g in grads]))
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def _forward(self, net: nn.Module, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None
+                 ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Phase-B training forward for the stage-1 loop: the teacher's IPR takes the place of the GT input.
+
+        The (teacher, student) IPR pair is kept for :meth:`compute_losses`, which the loop calls next.
+        """
+        cond = self.cond if cond is None else cond
+        target = self.teacher_ipr(lq, gt, cond)
+        out, estimates = net(lq, target, cond=cond)
+        self._kd_pair = (target, estimates[-1])
+        return out, estimates
+
+    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Image losses (stage 1) + the KD L1 of the final IPR; the KL term is logged only (official)."""
+        total, loss_dict = super().compute_losses(output, gt)
+        if self._kd_pair is None:
+            raise RuntimeError("compute_losses needs the IPR pair of the preceding training forward")
+        target, student = self._kd_pair
+        self._kd_pair = None
+        kl, l1 = self.cri_kd(target, student.float())
+        n_kd, n_abs = self._kd_names()
+        loss_dict[n_kd], loss_dict[n_abs] = kl, l1
+        return total + l1, loss_dict
+
+    def get_current_learning_rate(self) -> List[float]:
+        """The learning rate of the optimizer that stepped last (the prior's in phase A, the whole network's after)."""
+        opt = getattr(self, "_active_optimizer", None) or self.optimizers[0]
+        return [g["lr"] for g in opt.param_groups]
+
+    # ----------------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def test(self) -> None:
+        """LDR-only inference (no GT needed): whole-image prior, DIRformer whole or tiled (``val.tile_size``).
+
+        The start noise is seeded with ``manual_seed`` for every image (reproducible scores).
+        """
+        net = self.net_g_ema if getattr(self, "net_g_ema", None) is not None else self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        val_opt = self.opt.get("val") or {}
+        self.output = restore_ldr_only(
+            net, self.lq, self.cond,
+            window=int(val_opt.get("window_size") or 8), tile=val_opt.get("tile_size"),
+            overlap=int(val_opt.get("tile_overlap", 32)), seed=int(self.opt.get("manual_seed") or 0))
+        net.train(was_training)
+
+    def get_current_visuals(self) -> Dict[str, torch.Tensor]:
+        """As stage 1; during phase A (no restored image) only the input, so no training preview is drawn."""
+        if getattr(self, "output", None) is None:
+            return OrderedDict(lq=self.lq.detach().cpu())
+        return super().get_current_visuals()
