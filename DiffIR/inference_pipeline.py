@@ -35,13 +35,12 @@ from DiffIR.utils.checkpoint import extract_state_dict, load_file
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.options import load_yaml
 from DiffIR.utils.registry import OptionError
-from DiffIR.utils.tone_mapping import ldr_to_hdr, linear_tone_map, log_tone_map
+from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input
 
-__all__ = ["build_arg_parser", "find_network_options", "load_stage2_network", "ldr_to_network_input",
+__all__ = ["build_arg_parser", "find_network_options", "load_stage2_network",
            "run_inference", "main"]
 
 OUTPUT_FORMATS = ("hdr", "exr")
-_TONE = {"log": log_tone_map, "linear": linear_tone_map}
 
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DiffIR stage 2: LDR images (+ dgain files) -> linear HDR images")
@@ -59,7 +58,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile_overlap", type=int, default=32, help="overlap of neighbouring tiles in pixels (default 32)")
     p.add_argument("--hdr_max", type=float, default=None, help="HDR peak of the training data (default: from the "
                                                                "options, else 1000)")
-    p.add_argument("--tone_curve", choices=tuple(_TONE), default=None, help="tone curve of the training data "
+    p.add_argument("--tone_curve", choices=tuple(TONE_CURVES), default=None, help="tone curve of the training data "
                                                                              "(default: from the options, else log)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior's start noise (same for every image)")
     p.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda or cuda:N")
@@ -103,14 +102,6 @@ def load_stage2_network(model_path: str, network_opt: Dict[str, Any], param_key:
         raise OptionError(f"The checkpoint {model_path} [{param_key}] does not fit network_g of {where}: pass --opt "
                           f"with the options the model was trained with.\n{e}") from None
     return net.to(device).eval()
-
-
-def ldr_to_network_input(ldr: np.ndarray, dgain: float, gamma: float, hdr_max: float = 1000.0,
-                         tone_curve: str = "log", lq_linearize: bool = True) -> np.ndarray:
-    """An LDR image (H x W x 3 in [0, 1]) in the network's input domain, as ``LDR_HDR_PairedDataset`` builds it."""
-    if lq_linearize:
-        return _TONE[tone_curve](ldr_to_hdr(ldr, dgain, gamma, hdr_max), hdr_max)
-    return ldr
 
 
 def _pair_inputs(input_dir: str, dgain_dir: str) -> List[Tuple[str, str, str]]:
@@ -158,8 +149,8 @@ def run_inference(args: argparse.Namespace, root: str) -> List[str]:
         tone["hdr_max"] = float(args.hdr_max)
     if args.tone_curve is not None:
         tone["tone_curve"] = args.tone_curve
-    if tone["tone_curve"] not in _TONE:
-        raise OptionError(f"tone_curve '{tone['tone_curve']}' (from {where}) is unknown; use one of {', '.join(_TONE)}")
+    if tone["tone_curve"] not in TONE_CURVES:
+        raise OptionError(f"tone_curve '{tone['tone_curve']}' (from {where}) is unknown; use one of {', '.join(TONE_CURVES)}")
     device = _device(args.device)
     net = load_stage2_network(args.model, dict(opt["network_g"]), args.param_key, where, device)
     domain = ToneDomain(tone["tone_curve"], tone["hdr_max"])

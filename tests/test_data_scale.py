@@ -1,5 +1,6 @@
 """HDR data at scale: LMDB round trip and builds, meta_info_file, dataset checks and their cache,
 per-sample seeding across workers/ranks/epochs, prefetchers, and the two scripts."""
+import logging
 import os
 import pickle
 import subprocess
@@ -285,8 +286,15 @@ def test_negative_values_are_counted_and_small_images_padded_or_refused(tmp_path
     small = _make(tmp_path / "s", stems=("small",), size=(12, 20))
     for sub, ext in (("gt", ".exr"), ("lq", ".jpg")):
         os.replace(small / sub / f"small{ext}", root / sub / f"small{ext}")
-    ds = build_dataset(_opt(root, "train", gt_size=16))
-    out = capsys.readouterr().out
+    records = []  # the report goes to the DiffIR logger once a run has set it up, else to stdout
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(r.getMessage())
+    logging.getLogger("DiffIR").addHandler(handler)
+    try:
+        ds = build_dataset(_opt(root, "train", gt_size=16))
+    finally:
+        logging.getLogger("DiffIR").removeHandler(handler)
+    out = capsys.readouterr().out + "\n".join(records)
     assert "negative values (6 in all)" in out and "neg.exr (6)" in out and "reflect-padded" in out and "small.exr" in out
     assert ds.check_report.negatives == [("neg.exr", 6)]
     item = ds[[os.path.basename(r["gt_path"]) for r in ds.reader.records].index("small.exr")]

@@ -57,11 +57,12 @@ from DiffIR.data.transforms import augment_pair, img2tensor, pad_to_size
 from DiffIR.utils.dist import get_dist_info
 from DiffIR.utils.hdr_io import WindowArg, read_hdr, read_ldr
 from DiffIR.utils.registry import DATASET_REGISTRY, OptionError
-from DiffIR.utils.tone_mapping import ldr_to_hdr, linear_tone_map, log_tone_map
+from DiffIR.utils.tone_mapping import TONE_CURVES as _CURVES
+from DiffIR.utils.tone_mapping import apply_tone_curve, ldr_to_network_input
 
 logger = logging.getLogger("DiffIR")
 
-TONE_CURVES = ("log", "linear")
+TONE_CURVES = tuple(_CURVES)
 PREFETCH_MODES = (None, "cpu", "cuda")
 SYNTHETIC_KEYS = {"num_images": 24, "size": 192, "seed": 0, "gt_format": "hdr", "ldr_format": "jpg", "noise": True}
 
@@ -385,17 +386,14 @@ class LDR_HDR_PairedDataset(PairedImageDataset):
     # -- tone pipeline ------------------------------------------------------------------------------
     def tone(self, hdr_linear: np.ndarray) -> np.ndarray:
         """The configured tone curve (``log`` or ``linear``) on linear HDR values."""
-        if self.tone_curve == "log":
-            return log_tone_map(hdr_linear, self.hdr_max)
-        return linear_tone_map(hdr_linear, self.hdr_max)
+        return apply_tone_curve(hdr_linear, self.tone_curve, self.hdr_max)
 
     def _make_sample(self, item: Dict[str, Any], lq: np.ndarray, gt: np.ndarray) -> Dict[str, Any]:
         if not np.isfinite(gt).all():
             raise ValueError(nonfinite_message(item["gt_path"]))
         dgain, gamma = float(item["dgain"]), float(item["gamma"])
         gt = self.tone(np.maximum(gt, np.float32(0.0)))
-        if self.lq_linearize:
-            lq = self.tone(ldr_to_hdr(lq, dgain, gamma, self.hdr_max))
+        lq = ldr_to_network_input(lq, dgain, gamma, self.hdr_max, self.tone_curve, self.lq_linearize)
         lq_t, gt_t = img2tensor([lq, gt])
         return {
             "lq": lq_t,

@@ -178,3 +178,28 @@ def display_tone_map(
     if not _is_torch(y):
         y = y.astype(x.dtype, copy=False)
     return y
+
+
+# The network-domain tone curves by their option name (``tone_curve``): forward and inverse.
+TONE_CURVES = {"log": (log_tone_map, inverse_log_tone_map), "linear": (linear_tone_map, inverse_linear_tone_map)}
+
+
+def apply_tone_curve(hdr_linear: Array, curve: str, hdr_max: float = 1000.0) -> Array:
+    """Linear HDR → the network domain with the named curve."""
+    return TONE_CURVES[curve][0](hdr_linear, hdr_max)
+
+
+def invert_tone_curve(y: Array, curve: str, hdr_max: float = 1000.0) -> Array:
+    """Network domain → linear HDR (file units) with the named curve."""
+    return TONE_CURVES[curve][1](y, hdr_max)
+
+
+def ldr_to_network_input(ldr: Array, dgain: Any, gamma: Any, hdr_max: float = 1000.0, tone_curve: str = "log",
+                         lq_linearize: bool = True) -> Array:
+    """An LDR image in [0, 1] as the network sees it: linearised with its dgain/gamma, then tone-curved.
+
+    The one definition shared by the datasets and LDR-only inference, so training and use cannot drift apart.
+    """
+    if not lq_linearize:
+        return ldr
+    return apply_tone_curve(ldr_to_hdr(ldr, dgain, gamma, hdr_max), tone_curve, hdr_max)
