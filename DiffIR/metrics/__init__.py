@@ -1,7 +1,12 @@
-"""Image quality metrics, looked up by the ``type`` of a ``val.metrics`` entry."""
+"""Image quality metrics, looked up by the ``type`` of a ``val.metrics`` entry.
+
+Each metric declares the images it scores (``metric_domain``): ``network`` metrics (PSNR/SSIM, BasicSR
+semantics) take the 8-bit rendering of the network's tone-mapped domain; ``linear`` metrics (PU21, PSNR-μ,
+PSNR-L) take linear HDR in the ground-truth files' units.
+"""
 from typing import Any, Dict
 
-from DiffIR.metrics import psnr_ssim  # noqa: F401  (registers the functions)
+from DiffIR.metrics import hdr_metrics, psnr_ssim  # noqa: F401  (registers the functions)
 from DiffIR.utils.registry import METRIC_REGISTRY, OptionError, check_kwargs
 
 
@@ -16,6 +21,16 @@ def check_metric_options(metrics: Dict[str, Dict[str, Any]]) -> None:
         except KeyError as e:
             raise OptionError(f"'{where}:type': {e.args[0]}") from None
         check_kwargs(fn, {k: v for k, v in opt.items() if k not in ("type", "better")}, where)
+        for key, valid in (getattr(fn, "option_choices", None) or {}).items():
+            if key in opt and opt[key] not in valid:
+                raise OptionError(f"'{where}:{key}' is {opt[key]!r}; use one of: {', '.join(map(str, valid))}")
+        if opt.get("better", "higher") not in ("higher", "lower"):
+            raise OptionError(f"'{where}:better' must be 'higher' or 'lower', got {opt['better']!r}")
+
+
+def metric_domain(metric_type: str) -> str:
+    """``'linear'`` for metrics on linear HDR, ``'network'`` for metrics on the network's 8-bit domain."""
+    return getattr(METRIC_REGISTRY.get(metric_type), "input_domain", "network")
 
 
 def calculate_metric(data: Dict[str, Any], opt: Dict[str, Any]) -> float:
@@ -24,4 +39,4 @@ def calculate_metric(data: Dict[str, Any], opt: Dict[str, Any]) -> float:
     return METRIC_REGISTRY.get(opt["type"])(**data, **kwargs)
 
 
-__all__ = ["calculate_metric", "check_metric_options", "METRIC_REGISTRY"]
+__all__ = ["calculate_metric", "check_metric_options", "metric_domain", "METRIC_REGISTRY"]

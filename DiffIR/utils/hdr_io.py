@@ -34,12 +34,13 @@ from __future__ import annotations
 import io
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Union
 
 import cv2
 import numpy as np
+
+from DiffIR.utils.misc import atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
 #: ``(top, left, height, width)`` of a crop
@@ -387,22 +388,6 @@ def encode_hdr_bytes(rgb: np.ndarray, ext: str, half: bool = False, compression:
     raise ValueError(f"Cannot encode HDR as '{ext}': use one of {', '.join(HDR_EXTENSIONS)}")
 
 
-def _atomic_write_bytes(path: Path, data: bytes, auto_mkdir: bool) -> None:
-    if auto_mkdir:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_hdr(path: PathLike, rgb: np.ndarray, half: bool = False, compression: str = "zip", auto_mkdir: bool = True) -> None:
     """Write a linear RGB float image by extension (``.hdr``/``.pic``, ``.exr``, ``.npy``).
 
@@ -412,7 +397,7 @@ def write_hdr(path: PathLike, rgb: np.ndarray, half: bool = False, compression: 
     """
     p = Path(path)
     data = encode_hdr_bytes(rgb, _ext_of(p), half=half, compression=compression)
-    _atomic_write_bytes(p, data, auto_mkdir)
+    atomic_write_bytes(str(p), data, auto_mkdir)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -490,7 +475,7 @@ def write_ldr(path: PathLike, rgb: np.ndarray, quality: int = 95, auto_mkdir: bo
     ok, enc = cv2.imencode(ext, arr, params)
     if not ok:
         raise ImageIOError(f"OpenCV failed to encode '{p}'")
-    _atomic_write_bytes(p, enc.tobytes(), auto_mkdir)
+    atomic_write_bytes(str(p), enc.tobytes(), auto_mkdir)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Small helpers without project knowledge: seeding, paths, time strings."""
+"""Small helpers without project knowledge: seeding, paths, time strings, atomic file writes."""
 from __future__ import annotations
 
 import os
 import random
+import tempfile
 import time
 from typing import Optional
 
@@ -71,3 +72,22 @@ def restore_rng_state(state: dict) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+def atomic_write_bytes(path: str, data: bytes, auto_mkdir: bool = True) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A crash mid-write leaves the previous file (an image, last run's results table) intact, never a truncated one.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if auto_mkdir:
+        os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,203 @@
+"""The one evaluation loop: validation during training and ``test.py`` both run :func:`evaluate_dataset`.
+
+For every image it runs the model (``feed_data`` / ``test`` / ``get_current_visuals``), scores each
+``val.metrics`` entry in the domain the metric declares, optionally scores the network *input* the same way
+(the "baseline": the plain inverse tone mapping of the LDR), and optionally writes the output as a linear HDR
+file plus a tone-mapped PNG preview.
+
+Domains (see ``DiffIR.metrics.metric_domain``):
+
+* ``network`` (PSNR/SSIM, BasicSR semantics): the network's tone-mapped domain clamped to [0, 1] and rounded to
+  8 bit, exactly what validation always scored.
+* ``linear`` (PU21, PSNR-μ, PSNR-L): the dataset's tone curve (``tone_curve``/``hdr_max``) inverted, giving values
+  in the GT files' units (cd/m² under the AIM convention, peak ``hdr_max`` = 1000). The output and the input are
+  first clamped to [0, 1] in the network domain, i.e. to [0, hdr_max] linear, as the original fork does at
+  inference; the GT is only clamped at 0 (as the dataset does), so GT values above ``hdr_max`` are kept.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from DiffIR.metrics import calculate_metric, metric_domain
+from DiffIR.utils.hdr_io import write_hdr, write_ldr
+from DiffIR.utils.img_util import tensor2img
+from DiffIR.utils.registry import OptionError
+from DiffIR.utils.tone_mapping import display_tone_map, inverse_linear_tone_map, inverse_log_tone_map
+
+__all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "output_suffix", "evaluate_dataset"]
+
+logger = logging.getLogger("DiffIR")
+
+SAVE_FORMATS = ("hdr", "exr", "npy")
+_INVERSE_CURVES = {"log": inverse_log_tone_map, "linear": inverse_linear_tone_map}
+
+
+@dataclass(frozen=True)
+class ToneDomain:
+    """The dataset's tone curve, to map network-domain tensors back to linear HDR (GT file units)."""
+
+    curve: str = "log"
+    hdr_max: float = 1000.0
+
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> "ToneDomain":
+        """Read ``tone_curve``/``hdr_max`` from the dataset (its attributes, else its options, else defaults)."""
+        opt = getattr(dataset, "opt", None) or {}
+        curve = str(getattr(dataset, "tone_curve", opt.get("tone_curve", "log"))).lower()
+        hdr_max = float(getattr(dataset, "hdr_max", opt.get("hdr_max", 1000.0)))
+        if curve not in _INVERSE_CURVES:
+            raise OptionError(f"tone_curve '{curve}' of dataset '{opt.get('name')}' cannot be inverted for HDR "
+                              f"metrics; use one of {', '.join(_INVERSE_CURVES)}")
+        return cls(curve, hdr_max)
+
+    def to_linear(self, t: torch.Tensor, clip_top: bool = True) -> np.ndarray:
+        """``C x H x W`` (or ``1 x C x H x W``) network-domain tensor → float32 ``H x W x C`` linear RGB.
+
+        Clamped at 0, and at 1 (= ``hdr_max``) when ``clip_top``.
+        """
+        t = t.detach().float().cpu()
+        if t.dim() == 4:
+            t = t[0]
+        t = t.clamp(0.0, 1.0) if clip_top else t.clamp_min(0.0)
+        lin = _INVERSE_CURVES[self.curve](t, self.hdr_max)
+        return np.ascontiguousarray(lin.permute(1, 2, 0).numpy(), dtype=np.float32)
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one evaluation set: means over the images with GT, the input's own scores, per-image rows."""
+
+    dataset: str
+    images: int = 0
+    has_gt: bool = True
+    metrics: Dict[str, float] = field(default_factory=dict)
+    baseline: Dict[str, float] = field(default_factory=dict)
+    per_image: List[Dict[str, Any]] = field(default_factory=list)
+    saved: List[str] = field(default_factory=list)
+
+
+def check_val_options(val_opt: Optional[Mapping[str, Any]]) -> None:
+    """Reject bad ``val`` values (tiling, output format) before any work, naming the key."""
+    val_opt = val_opt or {}
+    window = val_opt.get("window_size") or 8
+    if not isinstance(window, int) or window < 1:
+        raise OptionError(f"'val:window_size' must be a positive integer (the network's size multiple), got {window!r}")
+    tile = val_opt.get("tile_size")
+    if tile is not None:
+        if not isinstance(tile, int) or tile <= 0 or tile % window:
+            raise OptionError(f"'val:tile_size' must be a positive multiple of {window} (val:window_size) or ~ for "
+                              f"whole-image inference, got {tile!r}; e.g. tile_size: 512")
+        overlap = val_opt.get("tile_overlap", 32)
+        if not isinstance(overlap, int) or overlap < 0 or overlap > tile - window:
+            raise OptionError(f"'val:tile_overlap' must be an integer in [0, tile_size - {window}] = [0, {tile - window}], "
+                              f"got {overlap!r} (default 32); e.g. tile_overlap: {min(32, tile // 4)}")
+    fmt = val_opt.get("save_format", "hdr")
+    if fmt not in SAVE_FORMATS:
+        raise OptionError(f"'val:save_format' is {fmt!r}; use one of: {', '.join(SAVE_FORMATS)}")
+
+
+def output_suffix(val_opt: Optional[Mapping[str, Any]], default: str) -> str:
+    """BasicSR's ``val.suffix``: ``~`` → ``default`` (run name or iteration), ``''`` → no suffix."""
+    suffix = (val_opt or {}).get("suffix")
+    return default if suffix is None else str(suffix)
+
+
+def _stem(data: Mapping[str, Any], b: int, index: int) -> str:
+    paths = data.get("lq_path")
+    if paths is None:
+        return f"{index:06d}"
+    path = paths[b] if isinstance(paths, (list, tuple)) else paths
+    return osp.splitext(osp.basename(str(path)))[0]
+
+
+class _Views:
+    """Lazily built renderings of one image (8-bit network domain / linear HDR), each made at most once."""
+
+    def __init__(self, tensor: torch.Tensor, domain: ToneDomain, clip_top: bool) -> None:
+        self.tensor, self.domain, self.clip_top = tensor, domain, clip_top
+        self._cache: Dict[str, np.ndarray] = {}
+
+    def __call__(self, kind: str) -> np.ndarray:
+        if kind not in self._cache:
+            self._cache[kind] = (self.domain.to_linear(self.tensor, self.clip_top) if kind == "linear"
+                                 else tensor2img(self.tensor))
+        return self._cache[kind]
+
+
+def _score(metrics: Mapping[str, Mapping[str, Any]], img: _Views, ref: _Views) -> Dict[str, float]:
+    return {name: float(calculate_metric({"img": img(metric_domain(m["type"])), "img2": ref(metric_domain(m["type"]))}, m))
+            for name, m in metrics.items()}
+
+
+def _mean(rows: List[Dict[str, float]]) -> Dict[str, float]:
+    if not rows:
+        return {}
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str, Any]] = None, *,
+                     baseline: bool = True, save_dir: Optional[str] = None, suffix: str = "",
+                     desc: Optional[str] = None) -> EvalResult:
+    """Run ``model`` over ``dataloader`` and score it with ``val_opt['metrics']``.
+
+    ``baseline``: also score the network input against the GT. ``save_dir``: write ``<stem>[_<suffix>].<fmt>``
+    (linear HDR in the GT files' units; ``val.save_format``: hdr, exr or npy) and ``<stem>[_<suffix>].png``
+    (a Reinhard tone-mapped preview, ``val.save_preview: false`` to skip). Images without GT are run and saved
+    but not scored.
+    """
+    val_opt = val_opt or {}
+    metrics = val_opt.get("metrics") or {}
+    dataset = dataloader.dataset
+    name = (getattr(dataset, "opt", None) or {}).get("name", "val")
+    domain = ToneDomain.from_dataset(dataset)
+    fmt = val_opt.get("save_format", "hdr")
+    preview = bool(val_opt.get("save_preview", True))
+    tail = f"_{suffix}" if suffix else ""
+    result = EvalResult(dataset=name)
+    scored: List[Dict[str, float]] = []
+    base_rows: List[Dict[str, float]] = []
+    pbar = tqdm(total=len(dataloader), unit="image", desc=desc or f"Validate {name}",
+                disable=not val_opt.get("pbar", True), leave=False)
+    for index, data in enumerate(dataloader):
+        model.feed_data(data)
+        model.test()
+        visuals = model.get_current_visuals()
+        for b in range(visuals["result"].shape[0]):
+            stem = _stem(data, b, index)
+            out = _Views(visuals["result"][b], domain, clip_top=True)
+            row: Dict[str, Any] = {"image": stem}
+            if "gt" in visuals and metrics:
+                gt = _Views(visuals["gt"][b], domain, clip_top=False)
+                row["metrics"] = _score(metrics, out, gt)
+                scored.append(row["metrics"])
+                if baseline:
+                    row["input"] = _score(metrics, _Views(visuals["lq"][b], domain, clip_top=True), gt)
+                    base_rows.append(row["input"])
+            elif "gt" not in visuals:
+                result.has_gt = False
+            if save_dir is not None:
+                os.makedirs(save_dir, exist_ok=True)
+                path = osp.join(save_dir, f"{stem}{tail}.{fmt}")
+                write_hdr(path, out("linear"))
+                result.saved.append(path)
+                if preview:
+                    png = osp.join(save_dir, f"{stem}{tail}.png")
+                    write_ldr(png, display_tone_map(out("linear"), "reinhard", hdr_max=domain.hdr_max))
+                    result.saved.append(png)
+            result.per_image.append(row)
+            result.images += 1
+        pbar.update(1)
+    pbar.close()
+    if not result.has_gt and metrics:
+        logger.warning(f"{name}: some images have no ground truth, so they were not scored")
+    result.metrics = _mean(scored)
+    result.baseline = _mean(base_rows)
+    return result

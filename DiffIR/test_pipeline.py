@@ -1,0 +1,172 @@
+"""Test pipeline: ``python test.py -opt options/test_DiffIRs1_hdr.yml``.
+
+Runs every ``val*``/``test*`` dataset through the shared evaluation loop (``DiffIR.models.evaluation``, the same
+code validation uses during training), prints one table of every metric per set (the model and its input), and
+writes it under ``results/NAME/`` as ``metrics.csv`` and ``metrics.json`` (the JSON adds per-image scores).
+With ``val.save_img`` the outputs go to ``results/NAME/visualization/<set>/`` as linear HDR files in the GT
+files' units plus tone-mapped PNG previews.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os.path as osp
+import time
+from typing import Any, Dict, List, Optional
+
+from DiffIR.data import build_dataloader, build_dataset
+from DiffIR.metrics import check_metric_options
+from DiffIR.models import MODEL_REGISTRY, build_model
+from DiffIR.models.evaluation import EvalResult, check_val_options, evaluate_dataset, output_suffix
+from DiffIR.utils.logger import Messages, dict2str, get_env_info, get_root_logger
+from DiffIR.utils.misc import atomic_write_bytes, mkdir_and_rename, set_random_seed
+from DiffIR.utils.options import parse_options
+from DiffIR.utils.registry import OptionError
+
+__all__ = ["test_pipeline", "check_test_options", "results_table", "format_table"]
+__test__ = False  # a pipeline named like a test module (BasicSR's name), not a test: pytest must not collect it
+
+
+def _eval_phases(opt: Dict[str, Any]) -> List[str]:
+    return [p for p in sorted(opt.get("datasets") or {}) if p.startswith(("val", "test"))]
+
+
+def check_test_options(opt: Dict[str, Any], file: str = "<options>") -> None:
+    """Everything a test run needs, checked before any data is read or generated.
+
+    A ``val*``/``test*`` dataset, trained weights (``path.pretrain_network_g``), valid ``val`` values and metric
+    options, and, for a model whose prior needs the ground truth (DiffIR stage 1), a GT folder in every set.
+    """
+    phases = _eval_phases(opt)
+    if not phases:
+        raise OptionError(f"{file} has no test set: add 'datasets: {{test_1: {{...}}}}' (or val_1, ...) with the "
+                          "LDR/GT folders to evaluate")
+    try:
+        cls = MODEL_REGISTRY.get(opt["model_type"])
+    except KeyError as e:
+        raise OptionError(f"'model_type': {e.args[0]}") from None
+    if getattr(cls, "needs_gt_for_inference", False):
+        for phase in phases:
+            if not opt["datasets"][phase].get("dataroot_gt"):
+                raise OptionError(
+                    f"'datasets:{phase}' has no dataroot_gt, but {opt['model_type']} (DiffIR stage 1) builds its prior "
+                    "from the HDR ground truth, so it can only run on test sets with GT (its scores are an oracle "
+                    "upper bound). Add the GT folder as dataroot_gt; LDR-only inference arrives with stage 2.")
+    path = opt.get("path") or {}
+    weights = path.get("pretrain_network_g")
+    if not weights:
+        raise OptionError(f"'path:pretrain_network_g' is not set in {file}: testing needs trained weights, e.g. "
+                          "experiments/NAME/models/net_g_latest.pth")
+    if not osp.isfile(weights):
+        raise OptionError(f"'path:pretrain_network_g' = '{weights}' does not exist. Train first (python train_hdr.py "
+                          "-opt ...) or point it at a checkpoint file.")
+    check_val_options(opt.get("val"))
+    check_metric_options((opt.get("val") or {}).get("metrics") or {})
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "" if v is None else f"{v:.4f}"
+
+
+def results_table(results: Dict[str, EvalResult], metric_names: List[str]) -> List[List[str]]:
+    """Rows ``[dataset, source, images, metric...]``: per set one ``model`` row and, if scored, one ``input`` row."""
+    rows = [["dataset", "source", "images", *metric_names]]
+    for name, res in results.items():
+        rows.append([name, "model", str(res.images), *(_fmt(res.metrics.get(m)) for m in metric_names)])
+        if res.baseline:
+            rows.append([name, "input", str(res.images), *(_fmt(res.baseline.get(m)) for m in metric_names)])
+    return rows
+
+
+def format_table(rows: List[List[str]]) -> str:
+    """Left-aligned text columns for the log."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _json_value(v: Any) -> Any:
+    """JSON has no inf/nan: write them as strings (a PSNR of identical images is inf)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _json_value(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_json_value(x) for x in v]
+    return v
+
+
+def _write_results(opt: Dict[str, Any], results: Dict[str, EvalResult], rows: List[List[str]]) -> Dict[str, str]:
+    root = opt["path"]["results_root"]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    csv_path, json_path = osp.join(root, "metrics.csv"), osp.join(root, "metrics.json")
+    atomic_write_bytes(csv_path, buf.getvalue().encode("utf-8"))
+    path = opt["path"]
+    doc = {
+        "name": opt["name"],
+        "model_type": opt["model_type"],
+        "checkpoint": path.get("pretrain_network_g"),
+        "param_key": path.get("param_key_g", "params"),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "metric_options": (opt.get("val") or {}).get("metrics") or {},
+        "sets": {name: {"images": r.images, "has_gt": r.has_gt, "metrics": r.metrics, "input": r.baseline,
+                        "per_image": r.per_image, "outputs": r.saved} for name, r in results.items()},
+    }
+    text = json.dumps(_json_value(doc), indent=2, ensure_ascii=False, allow_nan=False)
+    atomic_write_bytes(json_path, (text + "\n").encode("utf-8"))
+    return {"csv": csv_path, "json": json_path}
+
+
+def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    """Parse options, check them, evaluate every test set; returns ``{results, csv, json, results_root}``."""
+    opt, args = parse_options(root_path, is_train=False, argv=argv)
+    if opt.get("launcher", "none") != "none":
+        raise OptionError("test.py runs in one process; drop --launcher (one GPU or the CPU is used)")
+    opt["dist"], opt["rank"], opt["world_size"] = False, 0, 1
+    check_test_options(opt, args.opt)
+    set_random_seed(int(opt.get("manual_seed") or 0))
+    msg = Messages((opt.get("logger") or {}).get("language", "zh"))
+
+    path = opt["path"]
+    mkdir_and_rename(path["results_root"])
+    log_file = osp.join(path["log"], f"test_{opt['name']}_{time.strftime('%Y%m%d_%H%M%S')}.log")
+    logger = get_root_logger(log_file=log_file)
+    logger.info(get_env_info())
+    logger.info("\n" + dict2str(opt))
+    val_opt = opt.get("val") or {}
+    if not val_opt.get("metrics") and not val_opt.get("save_img"):
+        logger.warning("val has no metrics and save_img is off: the run will neither score nor save anything")
+
+    loaders = []
+    for phase in _eval_phases(opt):
+        dataset_opt = opt["datasets"][phase]
+        dataset = build_dataset(dataset_opt)
+        loaders.append(build_dataloader(dataset, dataset_opt, opt["num_gpu"], False, None, opt.get("manual_seed")))
+        logger.info(msg("test_set", name=dataset_opt.get("name", phase), n=len(dataset)))
+    model = build_model(opt)
+    logger.info(msg("test_device", device=model.device))
+
+    results: Dict[str, EvalResult] = {}
+    suffix = output_suffix(val_opt, opt["name"])
+    for loader in loaders:
+        name = loader.dataset.opt.get("name", "test")
+        save_dir = osp.join(path["visualization"], name) if val_opt.get("save_img") else None
+        res = evaluate_dataset(model, loader, val_opt, baseline=val_opt.get("baseline", True), save_dir=save_dir,
+                               suffix=suffix, desc=f"Test {name}")
+        if not res.has_gt:
+            logger.warning(msg("test_no_gt", name=name))
+        if save_dir is not None:
+            logger.info(msg("test_outputs", name=name, n=len(res.saved), path=save_dir))
+        results[name] = res
+
+    metric_names = list((val_opt.get("metrics") or {}).keys())
+    rows = results_table(results, metric_names)
+    logger.info(msg("test_results") + "\n" + format_table(rows))
+    files = _write_results(opt, results, rows)
+    logger.info(msg("test_written", **files))
+    return {"results": results, "results_root": path["results_root"], **files}
+
+
+test_pipeline.__test__ = False  # also when imported into a test module by name
