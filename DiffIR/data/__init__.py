@@ -14,7 +14,6 @@ classes are available by name.
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import logging
 import math
@@ -29,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from DiffIR.data.prefetcher import CPUPrefetcher, CUDAPrefetcher, build_prefetcher
 from DiffIR.data.seeding import SampleIndex
-from DiffIR.utils.registry import DATASET_REGISTRY, OptionError
+from DiffIR.utils.registry import DATASET_REGISTRY, OptionError, check_keys
 
 __all__ = ["build_dataset", "build_dataloader", "EnlargedSampler", "SampleIndex", "worker_init_fn",
            "build_prefetcher", "CPUPrefetcher", "CUDAPrefetcher", "DATASET_REGISTRY"]
@@ -61,16 +60,7 @@ def build_dataset(opt: Dict[str, Any]) -> Dataset:
         raise OptionError(f"'{where}:type': {e.args[0]}. Fix: set type to a registered dataset name.") from None
     accepted = getattr(cls, "OPTION_KEYS", None)
     if accepted is not None:
-        unknown = [k for k in opt if k not in accepted]
-        if unknown:
-            parts = []
-            for k in unknown:
-                close = difflib.get_close_matches(str(k), list(accepted), n=1)
-                parts.append(f"'{where}:{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-            raise OptionError(
-                f"Unknown option key {', '.join(parts)} for {cls.__name__}. Accepted keys: {', '.join(accepted)}. "
-                f"Fix or remove the key in your YAML file."
-            )
+        check_keys(opt, accepted, where, cls.__name__)
     dataset = cls(dict(opt))
     logger.info(f"Dataset [{cls.__name__}] - {opt.get('name')} is built ({len(dataset)} items).")
     return dataset

@@ -56,7 +56,7 @@ from DiffIR.data.seeding import sample_rng
 from DiffIR.data.transforms import augment_pair, img2tensor, pad_to_size
 from DiffIR.utils.dist import get_dist_info
 from DiffIR.utils.hdr_io import WindowArg, read_hdr, read_ldr
-from DiffIR.utils.registry import DATASET_REGISTRY, OptionError
+from DiffIR.utils.registry import DATASET_REGISTRY, OptionError, check_keys
 from DiffIR.utils.tone_mapping import TONE_CURVES as _CURVES
 from DiffIR.utils.tone_mapping import apply_tone_curve, ldr_to_network_input
 
@@ -167,19 +167,6 @@ def make_pair_reader(io_backend: Optional[Mapping[str, Any]], dataroot_lq: str, 
 # ----------------------------------------------------------------------------------------------
 # dataset
 # ----------------------------------------------------------------------------------------------
-def _check_keys(opt: Mapping[str, Any], accepted: Sequence[str], where: str, what: str) -> None:
-    unknown = [k for k in opt if k not in accepted]
-    if unknown:
-        parts = []
-        for k in unknown:
-            close = difflib.get_close_matches(str(k), list(accepted), n=1)
-            parts.append(f"'{where}:{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise OptionError(
-            f"Unknown option key {', '.join(parts)} for {what}. Accepted keys: {', '.join(accepted)}. "
-            f"Fix or remove the key in your YAML file."
-        )
-
-
 def _choice(opt: Mapping[str, Any], key: str, choices: Sequence[Any], default: Any, where: str) -> Any:
     value = opt.get(key, default)
     if isinstance(value, str):
@@ -219,13 +206,13 @@ class PairedImageDataset(Dataset):
     def check_options(cls, opt: Mapping[str, Any], where: Optional[str] = None) -> None:
         """Raise :class:`OptionError` naming every unknown key (and unknown ``synthetic`` sub-key)."""
         where = where or f"datasets:{opt.get('phase', '?')}"
-        _check_keys(opt, cls.OPTION_KEYS, where, cls.__name__)
+        check_keys(opt, cls.OPTION_KEYS, where, cls.__name__)
         syn = opt.get("synthetic")
         if syn is not None:
             if not isinstance(syn, Mapping):
                 example = ", ".join(f"{k}: {v}" for k, v in list(cls.SYNTHETIC_KEYS.items())[:3])
                 raise OptionError(f"'{where}:synthetic' must be a mapping like {{{example}}}")
-            _check_keys(syn, list(cls.SYNTHETIC_KEYS), f"{where}:synthetic", "the synthetic data generator")
+            check_keys(syn, list(cls.SYNTHETIC_KEYS), f"{where}:synthetic", "the synthetic data generator")
 
     def __init__(self, opt: Dict[str, Any]) -> None:
         super().__init__()

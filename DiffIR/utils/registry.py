@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 
 class Registry:
@@ -55,25 +55,29 @@ class OptionError(ValueError):
     """A configuration mistake, reported with the offending key and how to fix it."""
 
 
+def check_keys(keys: Iterable[str], accepted: Sequence[str], where: str, what: str) -> None:
+    """Raise :class:`OptionError` naming each of ``keys`` not in ``accepted`` (with the closest valid key)."""
+    unknown = [k for k in keys if k not in accepted]
+    if unknown:
+        msgs = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), list(accepted), n=1)
+            msgs.append(f"'{where}:{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise OptionError(
+            f"Unknown option key {', '.join(msgs)} for {what}. "
+            f"Accepted keys: {', '.join(accepted)}. Fix or remove the key in your YAML file."
+        )
+
+
 def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str, ignore: Tuple[str, ...] = ()) -> None:
     """Raise :class:`OptionError` naming each key of ``kwargs`` that ``target`` does not accept."""
     import inspect
 
-    sig = inspect.signature(target)
-    params = sig.parameters
+    params = inspect.signature(target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"]
-    unknown = [k for k in kwargs if k not in accepted and k not in ignore]
-    if unknown:
-        msgs = []
-        for k in unknown:
-            close = difflib.get_close_matches(k, accepted, n=1)
-            msgs.append(f"'{where}:{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise OptionError(
-            f"Unknown option key {', '.join(msgs)} for {getattr(target, '__name__', target)}. "
-            f"Accepted keys: {', '.join(accepted)}. Fix or remove the key in your YAML file."
-        )
+    check_keys([k for k in kwargs if k not in ignore], accepted, where, getattr(target, "__name__", str(target)))
 
 
 def build_from_registry(registry: Registry, opt: Dict[str, Any], where: str, **extra: Any) -> Any:
