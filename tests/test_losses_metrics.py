@@ -97,3 +97,13 @@ def test_extract_state_dict_and_state_listing(tmp_path):
         (tmp_path / f"{it}.state").write_bytes(b"")
     (tmp_path / "junk.txt").write_bytes(b"")
     assert [i for i, _ in list_training_states(str(tmp_path))] == [40, 10, 5]
+
+
+def test_build_metric_returns_a_checked_callable():
+    from DiffIR.metrics import build_metric
+
+    psnr = build_metric({"type": "calculate_psnr", "crop_border": 0})
+    img = np.full((8, 8, 3), 100, np.uint8)
+    assert psnr(img, img + 1) == pytest.approx(10 * math.log10(255 ** 2))
+    with pytest.raises(OptionError, match="calculate_psnr"):
+        build_metric({"type": "calculate_pnsr"})

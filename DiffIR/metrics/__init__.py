@@ -4,7 +4,8 @@ Each metric declares the images it scores (``metric_domain``): ``network`` metri
 semantics) take the 8-bit rendering of the network's tone-mapped domain; ``linear`` metrics (PU21, PSNR-μ,
 PSNR-L) take linear HDR in the ground-truth files' units.
 """
-from typing import Any, Dict
+import functools
+from typing import Any, Callable, Dict
 
 from DiffIR.metrics import hdr_metrics, psnr_ssim  # noqa: F401  (registers the functions)
 from DiffIR.utils.registry import METRIC_REGISTRY, OptionError, check_kwargs
@@ -33,10 +34,17 @@ def metric_domain(metric_type: str) -> str:
     return getattr(METRIC_REGISTRY.get(metric_type), "input_domain", "network")
 
 
+def build_metric(opt: Dict[str, Any], where: str = "val:metrics") -> Callable[..., float]:
+    """A ``val.metrics`` entry as a callable ``metric(img, img2) -> float``, checked like every component."""
+    check_metric_options({where.split(":")[-1]: opt})
+    kwargs = {k: v for k, v in opt.items() if k not in ("type", "better")}
+    return functools.partial(METRIC_REGISTRY.get(opt["type"]), **kwargs)
+
+
 def calculate_metric(data: Dict[str, Any], opt: Dict[str, Any]) -> float:
     """``data`` holds ``img`` and ``img2``; ``opt`` is one ``val.metrics`` entry."""
     kwargs = {k: v for k, v in opt.items() if k not in ("type", "better")}
     return METRIC_REGISTRY.get(opt["type"])(**data, **kwargs)
 
 
-__all__ = ["calculate_metric", "check_metric_options", "metric_domain", "METRIC_REGISTRY"]
+__all__ = ["build_metric", "calculate_metric", "check_metric_options", "metric_domain", "METRIC_REGISTRY"]
