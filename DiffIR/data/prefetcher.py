@@ -33,7 +33,25 @@ class _Failure:
         self.exc = exc
 
 
-class CPUPrefetcher:
+class _Prefetcher:
+    """BasicSR's ``next()``/``reset()`` interface, plus iteration over one epoch."""
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def next(self) -> Any:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        self.reset()
+        while True:
+            batch = self.next()
+            if batch is None:
+                return
+            yield batch
+
+
+class CPUPrefetcher(_Prefetcher):
     """Iterates a loader; with ``num_prefetch_queue > 0`` a background thread keeps that many batches ready."""
 
     def __init__(self, loader: Any, num_prefetch_queue: int = 0) -> None:
@@ -106,14 +124,6 @@ class CPUPrefetcher:
             raise item.exc
         return item
 
-    def __iter__(self) -> Iterator[Any]:
-        self.reset()
-        while True:
-            batch = self.next()
-            if batch is None:
-                return
-            yield batch
-
     def close(self) -> None:
         """Stop the background thread (if any)."""
         self._stop_thread()
@@ -145,7 +155,7 @@ def _record_stream(batch: Any, stream: Any) -> None:
             _record_stream(v, stream)
 
 
-class CUDAPrefetcher:
+class CUDAPrefetcher(_Prefetcher):
     """Copies each next batch's tensors to ``device`` on a side CUDA stream while the current batch is used.
 
     The loader should pin memory (``pin_memory: true``) so the copies are asynchronous. Strings and
@@ -191,14 +201,6 @@ class CUDAPrefetcher:
             _record_stream(batch, current)  # the caching allocator must not reuse these while the step runs
             self._preload()
         return batch
-
-    def __iter__(self) -> Iterator[Any]:
-        self.reset()
-        while True:
-            batch = self.next()
-            if batch is None:
-                return
-            yield batch
 
 
 def build_prefetcher(loader: Any, dataset_opt: Mapping[str, Any],
