@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
 
@@ -38,6 +37,7 @@ import numpy as np
 from DiffIR.data.dgain import read_dgain_file
 from DiffIR.data.pairing import MAX_LISTED, format_names
 from DiffIR.utils.hdr_io import ImageIOError, read_hdr, read_image_size, read_ldr
+from DiffIR.utils.misc import atomic_open
 from DiffIR.utils.registry import OptionError
 
 logger = logging.getLogger("DiffIR")
@@ -278,18 +278,9 @@ class CheckCache:
             with _file_lock(self.path + ".lock"):
                 merged = self._load()
                 merged.update(self.changed)
-                fd, tmp = tempfile.mkstemp(prefix=".check-", suffix=".tmp", dir=folder)
-                try:
-                    with os.fdopen(fd, "w", encoding="utf-8") as f:
-                        json.dump({"version": CACHE_VERSION, "roots": self.roots, "files": merged}, f,
-                                  separators=(",", ":"))
-                    os.replace(tmp, self.path)
-                except BaseException:
-                    try:
-                        os.unlink(tmp)
-                    except OSError:
-                        pass
-                    raise
+                with atomic_open(self.path, "w", encoding="utf-8") as f:
+                    json.dump({"version": CACHE_VERSION, "roots": self.roots, "files": merged}, f,
+                              separators=(",", ":"))
             self.changed = {}
         except OSError as e:
             logger.warning(f"Cannot write the dataset check cache '{self.path}' ({e}); the next start checks the files "

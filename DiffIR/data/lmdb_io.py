@@ -36,7 +36,6 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -48,6 +47,7 @@ from DiffIR.data.checks import count_bad_pixels, nonfinite_message, paired_windo
 from DiffIR.data.dgain import parse_dgain_text
 from DiffIR.data.pairing import format_names, pair_format_parts, pair_stems, read_meta_info_file, scan_paired_folders
 from DiffIR.utils.hdr_io import ImageIOError, WindowArg, decode_ldr_bytes, read_hdr
+from DiffIR.utils.misc import atomic_open
 from DiffIR.utils.registry import OptionError
 
 logger = logging.getLogger("DiffIR")
@@ -192,17 +192,8 @@ def _read_state(env: Any) -> Optional[Dict[str, Any]]:
 
 def _write_meta_info(db_path: str, lines: Sequence[str]) -> None:
     """meta_info.txt, written to a temporary name and renamed (never half-written)."""
-    fd, tmp = tempfile.mkstemp(prefix=".meta_info.", suffix=".tmp", dir=db_path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, os.path.join(db_path, "meta_info.txt"))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(os.path.join(db_path, "meta_info.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in lines))
 
 
 def _read_meta_info(db_path: str, legacy: bool) -> Tuple[List[str], Dict[str, Tuple[int, ...]]]:

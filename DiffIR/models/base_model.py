@@ -310,14 +310,6 @@ class BaseModel:
         else:
             optimizer.step()
 
-    def optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
-        """Backward and step for one loss without accumulation; False when the step was skipped."""
-        if not self.backward(loss):
-            optimizer.zero_grad(set_to_none=True)
-            return False
-        self.step(optimizer)
-        return True
-
     def reduce_loss_dict(self, loss_dict: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """Average each loss over ranks for the log."""
         with torch.no_grad():

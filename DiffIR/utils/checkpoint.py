@@ -3,30 +3,17 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from DiffIR.utils.misc import atomic_open
+
 
 def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename.
-
-    A crash mid-write leaves the previous file intact instead of a truncated one.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.basename(path), dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """``torch.save`` through :func:`atomic_open`: a crash mid-write leaves the previous file intact."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_file(path: str, what: str = "checkpoint") -> Any:

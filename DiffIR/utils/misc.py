@@ -1,11 +1,12 @@
 """Small helpers without project knowledge: seeding, paths, time strings, atomic file writes."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
 import time
-from typing import Optional
+from typing import IO, Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -74,20 +75,30 @@ def restore_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def atomic_write_bytes(path: str, data: bytes, auto_mkdir: bool = True) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "wb", auto_mkdir: bool = True, **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success flush, fsync and rename it over ``path``.
 
-    A crash mid-write leaves the previous file (an image, last run's results table) intact, never a truncated one.
+    A crash or error mid-write leaves the previous file intact (never a truncated one); the temporary file is
+    removed on error. The one implementation of this pattern in the project.
     """
     folder = os.path.dirname(os.path.abspath(path))
     if auto_mkdir:
         os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix="_" + os.path.basename(path), dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_bytes(path: str, data: bytes, auto_mkdir: bool = True) -> None:
+    """Write ``data`` atomically (see :func:`atomic_open`): results tables, images."""
+    with atomic_open(path, "wb", auto_mkdir) as f:
+        f.write(data)
