@@ -31,6 +31,7 @@ from DiffIR.data.dgain import read_dgain_file
 from DiffIR.data.ldr_hdr_paired_dataset import LQ_EXTENSIONS
 from DiffIR.models.diffir_s2_model import STAGE1_WEIGHTS_MESSAGE, is_stage1_state, restore_ldr_only
 from DiffIR.models.evaluation import ToneDomain
+from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import extract_state_dict, load_file
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.options import load_yaml
@@ -152,6 +153,8 @@ def run_inference(args: argparse.Namespace, root: str) -> List[str]:
     if tone["tone_curve"] not in TONE_CURVES:
         raise OptionError(f"tone_curve '{tone['tone_curve']}' (from {where}) is unknown; use one of {', '.join(TONE_CURVES)}")
     device = _device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     net = load_stage2_network(args.model, dict(opt["network_g"]), args.param_key, where, device)
     domain = ToneDomain(tone["tone_curve"], tone["hdr_max"])
     print(f"Network options: {where}\nWeights: {args.model} [{args.param_key}] on {device}\n"

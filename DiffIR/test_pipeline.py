@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 from DiffIR.data import build_dataloader, build_dataset
 from DiffIR.metrics import check_metric_options
 from DiffIR.models import MODEL_REGISTRY, build_model
+from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.models.evaluation import EvalResult, check_val_options, evaluate_dataset, output_suffix
 from DiffIR.utils.logger import Messages, dict2str, get_env_info, get_root_logger
 from DiffIR.utils.misc import atomic_write_bytes, mkdir_and_rename, set_random_seed
@@ -147,6 +148,8 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
         logger.info(msg("test_set", name=dataset_opt.get("name", phase), n=len(dataset)))
     model = build_model(opt)
     logger.info(msg("test_device", device=model.device))
+    if model.device.type == "cpu":
+        keep_freed_memory()
 
     results: Dict[str, EvalResult] = {}
     suffix = output_suffix(val_opt, opt["name"])

@@ -13,6 +13,7 @@ import torch
 from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
 from DiffIR.data.prefetcher import build_prefetcher
 from DiffIR.models import build_model
+from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import list_training_states, load_file
 from DiffIR.utils.dist import barrier, get_dist_info, init_dist
 from DiffIR.utils.img_util import make_preview_grid
@@ -151,6 +152,8 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
     logger.info(schedule.summary(msg))
     model = build_model(opt)
     logger.info(msg("device", device=model.device))
+    if model.device.type == "cpu" and keep_freed_memory():
+        logger.info(msg("cpu_malloc"))
     prefetcher = build_prefetcher(train_loader, opt["datasets"]["train"], model.device)
 
     if rank == 0:

@@ -9,9 +9,10 @@ and, last, ``best speedup over fp32 eager: X.XXx``. Runs on CUDA when available,
 from __future__ import annotations
 
 import argparse
+import ctypes
 import math
-import os
 import resource
+import os
 import statistics
 import sys
 import tempfile
@@ -22,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from DiffIR.models import build_model  # noqa: E402
+from DiffIR.utils.cpu_malloc import keep_freed_memory  # noqa: E402
 from DiffIR.utils.logger import get_root_logger  # noqa: E402
 
 SEED_NET = {"type": "DiffIRS1", "n_encoder_res": 5, "inp_channels": 3, "out_channels": 3, "dim": 48,
@@ -36,49 +38,88 @@ MODES = {
     "bf16+compile": {"amp": "bf16", "compile": True},
     "bf16+compile+channels_last": {"amp": "bf16", "compile": True, "channels_last": True},
     "channels_last+fused_adam": {"channels_last": True, "fused_adam": True},
+    "bf16+channels_last": {"amp": "bf16", "channels_last": True},
+    "bf16+channels_last+fused_adam": {"amp": "bf16", "channels_last": True, "fused_adam": True},
 }
 DEFAULT_MODES = ["fp32", "channels_last", "fused_adam", "channels_last+fused_adam", "bf16+compile"]
 
 
-def _peak_mem_mb(device: torch.device) -> float:
+try:
+    _LIBC = ctypes.CDLL("libc.so.6")  # glibc: malloc_trim
+except OSError:
+    _LIBC = None
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def _reset_peak(device: torch.device) -> bool:
+    """Reset the peak-memory counter; False where that is impossible (then the column shows "-")."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:  # Linux: writing 5 to clear_refs resets VmHWM, the process's peak RSS
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process high-water mark (Linux: KiB)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
-def run_mode(name: str, batch: int, size: int, warmup: int, iters: int, tmp: str) -> dict:
-    opts = dict(MODES[name])
-    fused = opts.pop("fused_adam", False)
-    num_gpu = 1 if torch.cuda.is_available() else 0
-    optim = {"type": "Adam", "lr": 2e-4, "betas": [0.9, 0.999]}
-    if fused:
-        optim["fused"] = True
-    opt = {"name": "bench", "model_type": "DiffIRS1Model", "num_gpu": num_gpu, "is_train": True, "dist": False,
-           "network_g": dict(SEED_NET), "path": {"models": tmp, "training_states": tmp},
-           "train": {"ema_decay": 0.999, "optim_g": optim, "total_iter": 10**6,
-                     "pixel_opt": {"type": "L1Loss"}, **opts}}
-    torch.manual_seed(0)
-    model = build_model(opt)
-    if model.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(model.device)
-    g = torch.Generator().manual_seed(0)
-    data = {"lq": torch.rand(batch, 3, size, size, generator=g), "gt": torch.rand(batch, 3, size, size, generator=g)}
-    times, losses = [], []
-    for i in range(warmup + iters):
-        model.feed_data(data)
-        if model.device.type == "cuda":
-            torch.cuda.synchronize(model.device)
+class Run:
+    """One mode: its own model, fed the same batches as every other mode."""
+
+    def __init__(self, name: str, batch: int, size: int, tmp: str) -> None:
+        opts = dict(MODES[name])
+        fused = opts.pop("fused_adam", False)
+        optim = {"type": "Adam", "lr": 2e-4, "betas": [0.9, 0.999]}
+        if fused:
+            optim["fused"] = True
+        opt = {"name": "bench", "model_type": "DiffIRS1Model", "num_gpu": 1 if torch.cuda.is_available() else 0,
+               "is_train": True, "dist": False, "network_g": dict(SEED_NET),
+               "path": {"models": tmp, "training_states": tmp},
+               "train": {"ema_decay": 0.999, "optim_g": optim, "total_iter": 10**6,
+                         "pixel_opt": {"type": "L1Loss"}, **opts}}
+        torch.manual_seed(0)
+        self.name, self.model = name, build_model(opt)
+        g = torch.Generator().manual_seed(0)
+        self.data = {"lq": torch.rand(batch, 3, size, size, generator=g),
+                     "gt": torch.rand(batch, 3, size, size, generator=g)}
+        self.times: list = []
+        self.losses: list = []
+        self.step_mem: list = []
+        self.wall = 0.0
+
+    def step(self, i: int, timed: bool, measure_memory: bool = False) -> None:
+        model, dev = self.model, self.model.device
+        model.feed_data(self.data)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        elif measure_memory and _LIBC is not None:
+            _LIBC.malloc_trim(0)  # hand freed heap back, so this step's peak is not hidden by the other modes' heap
+        before = _rss_mb() if dev.type == "cpu" else 0.0
+        has_peak = measure_memory and _reset_peak(dev)
         t0 = time.perf_counter()
         model.optimize_parameters(i + 1)
-        if model.device.type == "cuda":
-            torch.cuda.synchronize(model.device)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
         dt = time.perf_counter() - t0
-        losses.append(model.log_dict["l_pix"])
-        if i >= warmup:
-            times.append(dt)
-        print(f"  {name}: iteration {i + 1}/{warmup + iters} {dt * 1000:.0f} ms", file=sys.stderr, flush=True)
-    ms = statistics.median(times) * 1000
-    return {"mode": name, "ms": ms, "img_s": batch * 1000 / ms, "mem": _peak_mem_mb(model.device), "loss": losses}
+        self.wall += dt
+        self.losses.append(model.log_dict["l_pix"])
+        if timed:
+            self.times.append(dt)
+        if has_peak:
+            self.step_mem.append(_peak_mb(dev) - before)
+        print(f"  {self.name}: iteration {i + 1} {dt * 1000:.0f} ms", file=sys.stderr, flush=True)
 
 
 def main() -> None:
@@ -86,27 +127,49 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=DEFAULT_MODES, choices=list(MODES))
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations (compilation happens here)")
-    parser.add_argument("--iters", type=int, default=5, help="timed iterations (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per mode (compilation happens here)")
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations per mode (median reported)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc malloc as it is (the trainer keeps freed memory on CPU, see utils/cpu_malloc.py)")
     args = parser.parse_args()
+    if args.warmup < 1:
+        parser.error("--warmup must be at least 1 (memory is measured on the last warm-up iteration)")
+    if not torch.cuda.is_available() and not args.system_malloc:
+        keep_freed_memory()
     get_root_logger().setLevel("WARNING")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
-    print(f"DiffIRS1 (seed size) training step, batch {args.batch}, {args.size}x{args.size}, torch {torch.__version__}, {device}")
-    rows = []
+    print(f"DiffIRS1 (seed size) training step, batch {args.batch}, {args.size}x{args.size}, "
+          f"torch {torch.__version__}, {device}")
+    modes = list(dict.fromkeys(["fp32"] + args.modes))  # fp32 eager is always the baseline
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.modes:
-            start = time.time()
-            rows.append(run_mode(name, args.batch, args.size, args.warmup, args.iters, tmp))
-            rows[-1]["wall"] = time.time() - start
-    base = next((r for r in rows if r["mode"] == "fp32"), rows[0])
-    print(f"{'mode':<28}{'img/s':>9}{'ms/iter':>10}{'speedup':>9}{'peak MB':>10}{'max |Δloss| vs fp32':>21}{'wall s':>8}")
-    for r in rows:
-        dl = max(abs(a - b) for a, b in zip(r["loss"], base["loss"]))
-        r["finite"] = all(math.isfinite(v) for v in r["loss"])
-        print(f"{r['mode']:<28}{r['img_s']:>9.3f}{r['ms']:>10.0f}{base['ms'] / r['ms']:>8.2f}x{r['mem']:>10.0f}"
-              f"{dl:>21.2e}{r['wall']:>8.0f}" + ("" if r["finite"] else "  NON-FINITE LOSS: excluded"))
-    valid = [r for r in rows if r is not base and r["finite"]]
-    best = max((base["ms"] / r["ms"] for r in valid), default=1.0)
+        runs = [Run(name, args.batch, args.size, tmp) for name in modes]
+        for run in runs:
+            for i in range(args.warmup):
+                run.step(i, timed=False, measure_memory=i == args.warmup - 1)
+        # Round-robin: one timed iteration of each mode in turn, so drift in the machine's speed (shared hosts,
+        # thermal limits) affects every mode alike instead of whichever happened to run during a slow spell.
+        for i in range(args.warmup, args.warmup + args.iters):
+            for run in runs:
+                run.step(i, timed=True)
+    base = runs[0]
+    base_ms = statistics.median(base.times) * 1000
+    # CPU: RSS growth during one training step after handing freed heap back (activations, gradients,
+    # temporaries; the resident weights and optimizer state excluded). CUDA: peak allocated memory, all included.
+    mem_title = "step MB" if runs[0].model.device.type == "cpu" else "peak MB"
+    print(f"{'mode':<31}{'img/s':>8}{'ms/iter':>9}{'speedup':>9}{mem_title:>9}{'max |Δloss| vs fp32':>21}{'wall s':>8}")
+    best = 1.0
+    for r in runs:
+        ms = statistics.median(r.times) * 1000
+        dl = max(abs(a - b) for a, b in zip(r.losses, base.losses))
+        finite = all(math.isfinite(v) for v in r.losses)
+        mem = f"{max(r.step_mem):9.0f}" if r.step_mem else f"{'-':>9}"
+        print(f"{r.name:<31}{args.batch * 1000 / ms:>8.3f}{ms:>9.0f}{base_ms / ms:>8.2f}x{mem}{dl:>21.2e}{r.wall:>8.0f}"
+              + ("" if finite else "  NON-FINITE LOSS: excluded"))
+        if r is not base and finite:
+            best = max(best, base_ms / ms)
+    if runs[0].model.device.type == "cpu":
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"process peak RSS (all modes resident together): {peak:.0f} MB")
     print(f"best speedup over fp32 eager: {best:.2f}x")
 
 

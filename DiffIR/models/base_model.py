@@ -26,6 +26,25 @@ from DiffIR.utils.registry import OptionError, check_kwargs
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
 
 
+
+def avoid_inductor_cpu_half_precision_bug(device: torch.device, amp_dtype: Optional[torch.dtype]) -> Optional[str]:
+    """Limit inductor's C++ kernels to 256-bit vectors for half-precision training on AVX-512 CPUs.
+
+    With torch 2.13, inductor's 512-bit bf16 kernels for the DIRformer's attention (the L2-normalised q/k feeding
+    a transposed matmul, in the channels-last layout it picks for convolutions) compute garbage: every output and
+    the loss come out NaN. 256-bit kernels are correct (tests/test_speed_options.py holds the reproducer).
+    Returns a notice for the log where the setting was changed, else None. A ``simdlen`` the user set is kept.
+    """
+    if device.type != "cpu" or amp_dtype is None:
+        return None
+    import torch._inductor.config as inductor_config
+
+    if inductor_config.cpp.simdlen is not None or not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return None
+    inductor_config.cpp.simdlen = 256
+    return ("train:compile with train:amp on an AVX-512 CPU: inductor kernels limited to 256-bit vectors "
+            "(its 512-bit half-precision kernels give NaN outputs for this network in torch 2.13)")
+
 class BaseModel:
     """BasicSR-compatible model base. Subclasses build ``net_g`` and implement feed/optimize/test."""
 
@@ -253,6 +272,9 @@ class BaseModel:
             import torch._dynamo
 
             torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
+            notice = avoid_inductor_cpu_half_precision_bug(self.device, getattr(self, "amp_dtype", None))
+            if notice:
+                self.logger.info(notice)
             compiled = torch.compile(net)
             self.logger.info("train:compile: the network is compiled on its first iterations (this takes minutes).")
             return compiled
