@@ -41,7 +41,7 @@ MODES = {
     "bf16+channels_last": {"amp": "bf16", "channels_last": True},
     "bf16+channels_last+fused_adam": {"amp": "bf16", "channels_last": True, "fused_adam": True},
 }
-DEFAULT_MODES = ["fp32", "channels_last", "fused_adam", "channels_last+fused_adam", "bf16+compile"]
+DEFAULT_MODES = ["fp32", "channels_last", "fused_adam", "channels_last+fused_adam", "bf16", "bf16+compile"]
 
 
 try:
