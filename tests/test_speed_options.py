@@ -119,3 +119,29 @@ def test_compiled_bf16_attention_is_finite_and_matches_eager(monkeypatch):
         pytest.skip(f"torch.compile unavailable: {type(e).__name__}: {e}")
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), eager.float(), rtol=0.05, atol=0.02)
+
+
+@pytest.mark.parametrize("batch,heads", [(1, 1), (2, 2)])
+def test_channels_last_attention_is_the_same_maths_and_stays_channels_last(batch, heads):
+    from DiffIR.archs.dirformer import Attention
+
+    torch.manual_seed(0)
+    att = Attention(16, heads, bias=False, ipr_dim=8)
+    torch.nn.init.uniform_(att.temperature, 0.5, 2.0)
+    x, ipr = torch.randn(batch, 16, 12, 8, requires_grad=True), torch.randn(batch, 8)
+    ref = att(x, ipr)
+    ref.square().sum().backward()
+    ref_grads = [x.grad] + [p.grad.clone() for p in att.parameters()]
+    att.zero_grad()
+
+    seen = []
+    att.qkv_dwconv.register_full_backward_hook(lambda m, gin, gout: seen.append(gout[0]))
+    att = att.to(memory_format=torch.channels_last)
+    xc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = att(xc, ipr)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    out.square().sum().backward()
+    for a, b in zip([xc.grad] + [p.grad for p in att.parameters()], ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert seen[0].is_contiguous(memory_format=torch.channels_last), "the depthwise conv got a channels-first grad"

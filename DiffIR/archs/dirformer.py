@@ -131,16 +131,29 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
+        heads = self.num_heads
         x = _modulate(x, self.kernel, ipr)
         qkv = self.qkv_dwconv(self.qkv(x))
-        # (B, 3C, H, W) -> three (B, heads, C/heads, H*W) views; no copies.
-        q, k, v = qkv.reshape(b, 3, self.num_heads, c // self.num_heads, h * w).unbind(1)
+        if qkv.is_contiguous(memory_format=torch.channels_last) and not qkv.is_contiguous():
+            # Channels-last: the same maths on (B, H·W, 3C) views of the memory, with the output written in that
+            # layout too. Reshaping to (B, 3C, H·W) instead would copy here, and hand the depthwise convolution a
+            # channels-first gradient that it must reorder in the backward pass.
+            q, k, v = qkv.permute(0, 2, 3, 1).reshape(b, h * w, 3, heads, c // heads).unbind(2)
+            q, k, v = (t.permute(0, 2, 3, 1) for t in (q, k, v))  # (B, heads, C/heads, H·W) views
+            attn = self._channel_attention(q, k)
+            out = v.transpose(-2, -1) @ attn.transpose(-2, -1)  # (B, heads, H·W, C/heads) = (attn @ v)ᵀ
+            out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        else:
+            # (B, 3C, H, W) -> three (B, heads, C/heads, H*W) views; no copies.
+            q, k, v = qkv.reshape(b, 3, heads, c // heads, h * w).unbind(1)
+            out = (self._channel_attention(q, k) @ v).reshape(b, c, h, w)
+        return self.project_out(out)
+
+    def _channel_attention(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Softmax over channels of the cosine similarities over H·W, scaled per head by ``temperature``."""
         q = F.normalize(q, dim=-1)
         k = F.normalize(k, dim=-1)
-        attn = (q @ k.transpose(-2, -1)) * self.temperature
-        attn = attn.softmax(dim=-1)
-        out = (attn @ v).reshape(b, c, h, w)
-        return self.project_out(out)
+        return ((q @ k.transpose(-2, -1)) * self.temperature).softmax(dim=-1)
 
 
 class FeedForward(nn.Module):
