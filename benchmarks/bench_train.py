@@ -1,10 +1,12 @@
 """Training throughput of DiffIRS1 at the seed's network size: fp32 eager vs each speed option.
 
-    python benchmarks/bench_train.py                 # default modes, batch 1, 128x128
+    python benchmarks/bench_train.py                 # default modes, batch 1, 128x128 (about 5 minutes on 2 cores)
     python benchmarks/bench_train.py --modes fp32 bf16+compile --batch 2 --size 256
 
-Prints a table (images/s, ms per iteration as the median of the timed iterations after warm-up, peak memory)
-and, last, ``best speedup over fp32 eager: X.XXx``. Runs on CUDA when available, else on the CPU.
+All modes live in one process and take their timed iterations in turn (round-robin), so a slow spell of a shared
+machine hits every mode alike. Prints a table (images/s, ms per iteration as the median of the timed iterations
+after warm-up, memory per step, loss difference to fp32) and, last, ``best speedup over fp32 eager: X.XXx``
+(modes with a non-finite loss excluded). Runs on CUDA when available, else on the CPU.
 """
 from __future__ import annotations
 
