@@ -19,7 +19,7 @@ from DiffIR.utils.dist import barrier, get_dist_info, init_dist
 from DiffIR.utils.img_util import make_preview_grid
 from DiffIR.utils.logger import (MessageLogger, Messages, begin_run_log, dict2str, get_env_info, get_root_logger,
                                  init_tb_logger)
-from DiffIR.utils.misc import format_duration, mkdir_and_rename, set_random_seed
+from DiffIR.utils.misc import format_duration, mkdir_and_rename, remove_stale_temp_files, set_random_seed
 from DiffIR.utils.options import dump_options, parse_options
 from DiffIR.utils.errors import Preempted, PreemptionFlag
 from DiffIR.utils.registry import OptionError
@@ -161,6 +161,8 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
             mkdir_and_rename(path["experiments_root"])
         for key in ("models", "training_states", "visualization"):
             os.makedirs(path[key], exist_ok=True)
+            for stale in remove_stale_temp_files(path[key]):
+                logger.warning(f"Removed {stale}: the unfinished write of a run that was killed mid-save")
     barrier()  # other ranks use the experiment folder only once rank 0 has set it up
     log_file = osp.join(path["log"], f"train_{opt['name']}_{time.strftime('%Y%m%d_%H%M%S')}.log")
     logger = get_root_logger(log_file=log_file)

@@ -78,9 +78,12 @@ def test_kill9_at_random_moments_always_resumes(tmp_path, cleanup):
             state = load_file(path)
             load_file(str(exp / "models" / f"net_g_{state['iter']}.pth"))
         assert len(states) <= 4
+    # what a kill during a save leaves behind (the random kills above hit one only sometimes)
+    (exp / "training_states" / ".tmp_x1y2z3_12.state").write_bytes(b"half a state")
     proc = _run(yml, "--auto_resume")
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
+    assert ".tmp_x1y2z3_12.state: the unfinished write" in out + err
     assert load_file(str(exp / "training_states" / "40.state"))["iter"] == 40
     assert (exp / "models" / "net_g_latest.pth").is_file()
     assert len(list_training_states(str(exp / "training_states"))) == 3  # keep_last_n

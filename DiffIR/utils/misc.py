@@ -6,7 +6,7 @@ import os
 import random
 import tempfile
 import time
-from typing import IO, Any, Iterator, Optional
+from typing import IO, Any, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -75,6 +75,9 @@ def restore_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
+_TEMP_PREFIX = ".tmp_"
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "wb", auto_mkdir: bool = True, **kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success flush, fsync and rename it over ``path``.
@@ -85,7 +88,7 @@ def atomic_open(path: str, mode: str = "wb", auto_mkdir: bool = True, **kwargs: 
     folder = os.path.dirname(os.path.abspath(path))
     if auto_mkdir:
         os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix="_" + os.path.basename(path), dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix="_" + os.path.basename(path), dir=folder)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
@@ -96,6 +99,19 @@ def atomic_open(path: str, mode: str = "wb", auto_mkdir: bool = True, **kwargs: 
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def remove_stale_temp_files(folder: str) -> List[str]:
+    """Delete the temporary files that :func:`atomic_open` left in ``folder`` when its process was killed mid-write.
+
+    Call it before writing into ``folder`` again (e.g. when a training run resumes); returns the removed paths.
+    """
+    if not os.path.isdir(folder):
+        return []
+    stale = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.startswith(_TEMP_PREFIX))
+    for path in stale:
+        os.remove(path)
+    return stale
 
 
 def atomic_write_bytes(path: str, data: bytes, auto_mkdir: bool = True) -> None:
