@@ -76,3 +76,26 @@ def test_registry_unknown_name_lists_registered():
     reg.register(int, name="a")
     with pytest.raises(KeyError):
         reg.register(float, name="a")
+
+
+def test_derived_paths_given_in_the_file_are_reported_not_silently_replaced(tmp_path):
+    import logging
+
+    from DiffIR.utils.logger import get_root_logger
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    get_root_logger().addHandler(handler)
+    try:
+        base = {"name": "paths", "model_type": "DiffIRS1Model", "num_gpu": 0}
+        opt = finalize_options(dict(base, path={"experiments_root": "/somewhere/else", "models": None}),
+                               str(tmp_path), is_train=True, file="my.yml")
+        assert opt["path"]["experiments_root"] == os.path.join(str(tmp_path), "experiments", "paths")
+        assert len(records) == 1 and "my.yml: path:experiments_root is '/somewhere/else'" in records[0]
+        assert "ignored" in records[0]
+        records.clear()
+        finalize_options(dict(base, path=dict(opt["path"])), str(tmp_path), is_train=True, file="dumped.yml")
+        assert not records  # an options file dumped by a run repeats its own paths: no warning
+    finally:
+        get_root_logger().removeHandler(handler)

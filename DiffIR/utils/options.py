@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import torch
 import yaml
 
+from DiffIR.utils.logger import get_root_logger
 from DiffIR.utils.registry import OptionError
 
 # Keys each section understands. Sections holding components (networks, datasets, losses, optimizer,
@@ -157,26 +158,30 @@ def finalize_options(opt: Dict[str, Any], root_path: str, is_train: bool, file: 
     for key, val in list(path.items()):
         if val is not None and ("resume_state" in key or "pretrain_network" in key):
             path[key] = osp.expanduser(val)
-    path["root"] = root_path
     if is_train:
         exp = osp.join(root_path, "experiments", opt["name"])
-        path["experiments_root"] = exp
-        path["models"] = osp.join(exp, "models")
-        path["training_states"] = osp.join(exp, "training_states")
-        path["log"] = exp
-        path["visualization"] = osp.join(exp, "visualization")
-        if debug:
-            opt.setdefault("val", {})
-            if opt.get("val") is not None:
-                opt["val"]["val_freq"] = 8
-            opt.setdefault("logger", {})
-            opt["logger"]["print_freq"] = 1
-            opt["logger"]["save_checkpoint_freq"] = 8
+        derived = {"experiments_root": exp, "models": osp.join(exp, "models"),
+                   "training_states": osp.join(exp, "training_states"), "log": exp,
+                   "visualization": osp.join(exp, "visualization")}
     else:
         results = osp.join(root_path, "results", opt["name"])
-        path["results_root"] = results
-        path["log"] = results
-        path["visualization"] = osp.join(results, "visualization")
+        derived = {"results_root": results, "log": results, "visualization": osp.join(results, "visualization")}
+    derived["root"] = root_path
+    for key, value in derived.items():  # an option file dumped by an earlier run carries them: same values, no noise
+        given = path.get(key)
+        if given is not None and osp.abspath(osp.expanduser(str(given))) != osp.abspath(value):
+            get_root_logger().warning(
+                f"{file}: path:{key} is {given!r}, but a run always writes to {value!r} (experiments/<name>/ for "
+                "training, results/<name>/ for tests, beside the entry script); the option is ignored. "
+                "Change 'name' to write elsewhere, or remove the key.")
+    path.update(derived)
+    if is_train and debug:
+        opt.setdefault("val", {})
+        if opt.get("val") is not None:
+            opt["val"]["val_freq"] = 8
+        opt.setdefault("logger", {})
+        opt["logger"]["print_freq"] = 1
+        opt["logger"]["save_checkpoint_freq"] = 8
     return opt
 
 
