@@ -11,7 +11,6 @@ after warm-up, memory per step, loss difference to fp32) and, last, ``best speed
 from __future__ import annotations
 
 import argparse
-import ctypes
 import math
 import resource
 import os
@@ -25,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from DiffIR.models import build_model  # noqa: E402
-from DiffIR.utils.cpu_malloc import keep_freed_memory  # noqa: E402
+from DiffIR.utils.cpu_malloc import keep_freed_memory, release_free_memory  # noqa: E402
 from DiffIR.utils.logger import get_root_logger  # noqa: E402
 
 SEED_NET = {"type": "DiffIRS1", "n_encoder_res": 5, "inp_channels": 3, "out_channels": 3, "dim": 48,
@@ -46,15 +45,10 @@ MODES = {
 DEFAULT_MODES = ["fp32", "channels_last", "fused_adam", "channels_last+fused_adam", "bf16", "bf16+compile"]
 
 
-try:
-    _LIBC = ctypes.CDLL("libc.so.6")  # glibc: malloc_trim
-except OSError:
-    _LIBC = None
-
-
-def _rss_mb() -> float:
+def _proc_status_mb(field: str) -> float:
+    """A memory line of /proc/self/status (VmRSS: resident now, VmHWM: its peak), in MB."""
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
 def _reset_peak(device: torch.device) -> bool:
@@ -73,8 +67,7 @@ def _reset_peak(device: torch.device) -> bool:
 def _peak_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    return _proc_status_mb("VmHWM")
 
 
 class Run:
@@ -106,9 +99,9 @@ class Run:
         model.feed_data(self.data)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-        elif measure_memory and _LIBC is not None:
-            _LIBC.malloc_trim(0)  # hand freed heap back, so this step's peak is not hidden by the other modes' heap
-        before = _rss_mb() if dev.type == "cpu" else 0.0
+        elif measure_memory:
+            release_free_memory()  # so this step's peak is not hidden in the heap the other modes left free
+        before = _proc_status_mb("VmRSS") if dev.type == "cpu" else 0.0
         has_peak = measure_memory and _reset_peak(dev)
         t0 = time.perf_counter()
         model.optimize_parameters(i + 1)

@@ -14,15 +14,31 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import platform
+from typing import Optional
 
-__all__ = ["keep_freed_memory"]
+__all__ = ["keep_freed_memory", "release_free_memory"]
 
 # glibc <malloc.h>
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 _applied = False
+
+
+@functools.lru_cache(maxsize=None)
+def _glibc() -> Optional[ctypes.CDLL]:
+    """The C library where it is glibc (the only allocator these settings apply to), else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def keep_freed_memory() -> bool:
@@ -32,17 +48,15 @@ def keep_freed_memory() -> bool:
     the peak between steps instead of dropping and growing again.
     """
     global _applied
-    if _applied:
-        return True
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # No block is served by mmap (the 32 MB ceiling of glibc's mmap threshold is far below the large activations),
-    # and the heap's free top is never given back.
-    _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    libc = _glibc()
+    if not _applied and libc is not None:
+        # No block is served by mmap (the 32 MB ceiling of glibc's mmap threshold is far below the large
+        # activations), and the heap's free top is never given back.
+        _applied = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _applied
+
+
+def release_free_memory() -> bool:
+    """Hand the heap's free memory back to the OS once (``malloc_trim``), e.g. before measuring a peak."""
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
