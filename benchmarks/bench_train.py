@@ -1,6 +1,6 @@
 """Training throughput of DiffIRS1 at the seed's network size: fp32 eager vs each speed option.
 
-    python benchmarks/bench_train.py                 # default modes, batch 1, 128x128 (about 5 minutes on 2 cores)
+    python benchmarks/bench_train.py                 # default modes, batch 1, 128x128 (about 6 minutes on 2 cores)
     python benchmarks/bench_train.py --modes fp32 bf16+compile --batch 2 --size 256
 
 All modes live in one process and take their timed iterations in turn (round-robin), so a slow spell of a shared
@@ -39,10 +39,12 @@ MODES = {
     "bf16+compile": {"amp": "bf16", "compile": True},
     "bf16+compile+channels_last": {"amp": "bf16", "compile": True, "channels_last": True},
     "channels_last+fused_adam": {"channels_last": True, "fused_adam": True},
+    "compile+channels_last+fused_adam": {"compile": True, "channels_last": True, "fused_adam": True},
     "bf16+channels_last": {"amp": "bf16", "channels_last": True},
     "bf16+channels_last+fused_adam": {"amp": "bf16", "channels_last": True, "fused_adam": True},
 }
-DEFAULT_MODES = ["fp32", "channels_last", "fused_adam", "channels_last+fused_adam", "bf16", "bf16+compile"]
+DEFAULT_MODES = ["fp32", "channels_last", "fused_adam", "channels_last+fused_adam", "compile",
+                 "compile+channels_last+fused_adam", "bf16", "bf16+compile"]
 
 
 def _proc_status_mb(field: str) -> float:
@@ -123,7 +125,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per mode (compilation happens here)")
-    parser.add_argument("--iters", type=int, default=5, help="timed iterations per mode (median reported)")
+    parser.add_argument("--iters", type=int, default=7, help="timed iterations per mode (median reported)")
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc malloc as it is (the trainer keeps freed memory on CPU, see utils/cpu_malloc.py)")
     args = parser.parse_args()

@@ -76,7 +76,47 @@ def test_compile_falls_back_with_a_notice(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(torch, "compile", broken)
     model = _model(tmp_path, compile=True)
     assert model.train_forward is model.net_g
+    assert model.compiled_blocks == []
+    assert all(getattr(m, "_compiled_call_impl", None) is None for m in model.net_g.modules())
     assert _train(model, 1)[0] > 0
+
+
+def _graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compile_compiles_each_transformer_block_shape_once_and_trains_like_eager(tmp_path, monkeypatch):
+    """Regional compilation: blocks compiled in place (plain checkpoint keys, EMA and inference eager)."""
+    import shutil
+
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    from DiffIR.archs.dirformer import TransformerBlock
+
+    if not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("torch.compile needs a C++ compiler on the CPU")
+    monkeypatch.setattr(inductor_config, "force_layout_optimization", False)  # restored after the test
+    torch._dynamo.reset()
+    eager = _model(tmp_path, ema_decay=0.9)
+    model = _model(tmp_path, compile=True, ema_decay=0.9)
+    blocks = [m for m in model.net_g.modules() if isinstance(m, TransformerBlock)]
+    assert model.compiled_blocks == blocks and len(blocks) == 8
+    assert model.train_forward is model.net_g
+    assert inductor_config.force_layout_optimization  # the CPU backward-layout setting
+    assert all(getattr(m, "_compiled_call_impl", None) is None for m in model.net_g_ema.modules())
+    before = _graphs()
+    assert _train(model, 3) == pytest.approx(_train(eager, 3), rel=1e-4)
+    # Five feature shapes in TINY_NET at 16x16 (8@16, 16@8, 32@4, 64@2, 16@16): one graph each, none eager.
+    assert _graphs() - before == 5
+    assert list(model.net_g.state_dict()) == list(eager.net_g.state_dict())
+    model.net_g_ema = None  # test() then runs net_g itself, whose blocks are compiled
+    model.feed_data(_data(n=1, seed=9) | {"lq": torch.rand(1, 3, 24, 24), "gt": torch.rand(1, 3, 24, 24)})
+    graphs = _graphs()
+    model.test()
+    assert _graphs() == graphs and model.output.shape == (1, 3, 24, 24)
 
 
 def test_bad_amp_value_is_reported(tmp_path):
@@ -145,3 +185,19 @@ def test_channels_last_attention_is_the_same_maths_and_stays_channels_last(batch
     for a, b in zip([xc.grad] + [p.grad for p in att.parameters()], ref_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert seen[0].is_contiguous(memory_format=torch.channels_last), "the depthwise conv got a channels-first grad"
+
+
+def test_cpu_backward_layout_setting_respects_the_environment(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    from DiffIR.models.base_model import prefer_channels_last_in_inductor_backward
+
+    monkeypatch.setattr(inductor_config, "force_layout_optimization", False)  # restored after the test
+    monkeypatch.setenv("TORCHINDUCTOR_FORCE_LAYOUT_OPT", "0")
+    assert prefer_channels_last_in_inductor_backward(torch.device("cpu")) is None
+    assert not inductor_config.force_layout_optimization
+    monkeypatch.delenv("TORCHINDUCTOR_FORCE_LAYOUT_OPT")
+    assert prefer_channels_last_in_inductor_backward(torch.device("cuda")) is None
+    assert not inductor_config.force_layout_optimization
+    assert "channels-last" in prefer_channels_last_in_inductor_backward(torch.device("cpu"))
+    assert inductor_config.force_layout_optimization

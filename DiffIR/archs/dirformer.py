@@ -12,7 +12,7 @@ that produce a per-sample, per-channel scale and shift.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -257,7 +257,12 @@ class DIRformer(nn.Module):
 
     Widths are ``dim·(1, 2, 4, 8)``; decoder level 1 and the refinement stage run at ``2·dim`` (the level-1
     skip is concatenated without a 1×1 reduction). H and W must be multiples of 8.
+
+    ``repeated_blocks`` names the block type the U-net repeats (38 times at the seed size, in five feature shapes):
+    a structural hint for regional compilation, which compiles that block once per shape instead of the whole net.
     """
+
+    repeated_blocks: Tuple[type, ...] = (TransformerBlock,)
 
     def __init__(
         self,

@@ -56,9 +56,8 @@ class DiffIRS1Model(BaseModel):
     def init_training_settings(self) -> None:
         train_opt = self.opt["train"]
         self.net_g.train()
-        self.train_forward = self.prepare_training_network(self.net_g)
         self.ema_decay = float(train_opt.get("ema_decay", 0) or 0)
-        if self.ema_decay > 0:
+        if self.ema_decay > 0:  # copied before train.compile compiles blocks of net_g in place: the EMA stays eager
             self.net_g_ema = copy.deepcopy(self.get_bare_model(self.net_g)).to(self.device)
             if self._pretrain_path:
                 self.load_network(self.net_g_ema, self._pretrain_path,
@@ -66,6 +65,7 @@ class DiffIRS1Model(BaseModel):
             self.net_g_ema.eval()
             for p in self.net_g_ema.parameters():
                 p.requires_grad_(False)
+        self.train_forward = self.prepare_training_network(self.net_g)
         self.losses = OrderedDict()
         for key, value in train_opt.items():
             if key.endswith("_opt") and key != "optim_g" and value:
@@ -156,13 +156,14 @@ class DiffIRS1Model(BaseModel):
         val_opt = self.opt.get("val") or {}
         window = int(val_opt.get("window_size") or 8)
         tile, overlap = val_opt.get("tile_size"), int(val_opt.get("tile_overlap", 32))
-        if tile and hasattr(net, "extract_ipr") and hasattr(net, "G"):
-            ipr = net.extract_ipr(pad_to_multiple(self.lq, window), pad_to_multiple(self.gt, window), self.cond)
-            self.output = tiled_forward(lambda lq: net.G(lq, ipr), self.lq, tile=tile, overlap=overlap,
-                                        multiple=window)
-        else:
-            self.output = tiled_forward(lambda lq, gt: self._forward(net, lq, gt), self.lq, self.gt, tile=tile,
-                                        overlap=overlap, multiple=window)
+        with self.eager_inference():
+            if tile and hasattr(net, "extract_ipr") and hasattr(net, "G"):
+                ipr = net.extract_ipr(pad_to_multiple(self.lq, window), pad_to_multiple(self.gt, window), self.cond)
+                self.output = tiled_forward(lambda lq: net.G(lq, ipr), self.lq, tile=tile, overlap=overlap,
+                                            multiple=window)
+            else:
+                self.output = tiled_forward(lambda lq, gt: self._forward(net, lq, gt), self.lq, self.gt, tile=tile,
+                                            overlap=overlap, multiple=window)
         net.train(was_training)
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:

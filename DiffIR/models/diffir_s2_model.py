@@ -312,10 +312,11 @@ class DiffIRS2Model(DiffIRS1Model):
         was_training = net.training
         net.eval()
         val_opt = self.opt.get("val") or {}
-        self.output = restore_ldr_only(
-            net, self.lq, self.cond,
-            window=int(val_opt.get("window_size") or 8), tile=val_opt.get("tile_size"),
-            overlap=int(val_opt.get("tile_overlap", 32)), seed=int(self.opt.get("manual_seed") or 0))
+        with self.eager_inference():
+            self.output = restore_ldr_only(
+                net, self.lq, self.cond,
+                window=int(val_opt.get("window_size") or 8), tile=val_opt.get("tile_size"),
+                overlap=int(val_opt.get("tile_overlap", 32)), seed=int(self.opt.get("manual_seed") or 0))
         net.train(was_training)
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:
