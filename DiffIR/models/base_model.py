@@ -318,8 +318,8 @@ class BaseModel:
                 block.compile(dynamic=False)
             self.compiled_blocks = blocks
             self.logger.info(f"train:compile: {len(blocks)} {type(blocks[0]).__name__} modules compiled in place, one "
-                             "graph per feature shape, on the first iterations (under a minute on a 2-core CPU at the "
-                             "seed size).")
+                             "graph per feature shape, on the first iterations and again when the patch or batch size "
+                             "changes (under a minute on a 2-core CPU at the seed size).")
             return net
         except Exception as e:  # noqa: BLE001 - reported, then eager
             for block in blocks:
