@@ -8,6 +8,19 @@ from DiffIR.utils.registry import OptionError
 from test_training import TINY_NET
 
 
+@pytest.fixture
+def inductor_config():
+    """``torch._inductor.config``, restored after the test.
+
+    Not through monkeypatch: its undo hides attributes of this config module (they then raise AttributeError).
+    """
+    import torch._inductor.config as config
+
+    saved = config.get_config_copy()
+    yield config
+    config.load_config(saved)
+
+
 def _model(tmp_path, **train):
     opt = {"name": "speed", "model_type": "DiffIRS1Model", "num_gpu": 0, "is_train": True, "dist": False,
            "network_g": dict(TINY_NET), "path": {"models": str(tmp_path), "training_states": str(tmp_path)},
@@ -69,7 +82,7 @@ def test_channels_last_gives_the_same_step(tmp_path):
     assert b.lq.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_compile_falls_back_with_a_notice(tmp_path, monkeypatch, caplog):
+def test_compile_falls_back_with_a_notice(tmp_path, monkeypatch, inductor_config):
     def broken(*a, **k):
         raise RuntimeError("no compiler here")
 
@@ -87,18 +100,17 @@ def _graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
-def test_compile_compiles_each_transformer_block_shape_once_and_trains_like_eager(tmp_path, monkeypatch):
+def test_compile_compiles_each_transformer_block_shape_once_and_trains_like_eager(tmp_path, inductor_config):
     """Regional compilation: blocks compiled in place (plain checkpoint keys, EMA and inference eager)."""
     import shutil
 
     import torch._dynamo
-    import torch._inductor.config as inductor_config
 
     from DiffIR.archs.dirformer import TransformerBlock
 
     if not (shutil.which("g++") or shutil.which("c++")):
         pytest.skip("torch.compile needs a C++ compiler on the CPU")
-    monkeypatch.setattr(inductor_config, "force_layout_optimization", False)  # restored after the test
+    inductor_config.force_layout_optimization = False
     torch._dynamo.reset()
     eager = _model(tmp_path, ema_decay=0.9)
     model = _model(tmp_path, compile=True, ema_decay=0.9)
@@ -136,14 +148,12 @@ def test_half_precision_attention_does_not_overflow_on_large_activations():
     assert torch.isfinite(out).all()
 
 
-def test_compiled_bf16_attention_is_finite_and_matches_eager(monkeypatch):
+def test_compiled_bf16_attention_is_finite_and_matches_eager(inductor_config):
     """Regression: without the 256-bit limit, inductor (torch 2.13, AVX-512) turns this into NaN everywhere."""
-    import torch._inductor.config as inductor_config
-
     from DiffIR.archs.dirformer import Attention
     from DiffIR.models.base_model import avoid_inductor_cpu_half_precision_bug
 
-    monkeypatch.setattr(inductor_config.cpp, "simdlen", None)  # restored after the test
+    inductor_config.cpp.simdlen = None
     notice = avoid_inductor_cpu_half_precision_bug(torch.device("cpu"), torch.bfloat16)
     if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         assert notice and inductor_config.cpp.simdlen == 256
@@ -187,12 +197,10 @@ def test_channels_last_attention_is_the_same_maths_and_stays_channels_last(batch
     assert seen[0].is_contiguous(memory_format=torch.channels_last), "the depthwise conv got a channels-first grad"
 
 
-def test_cpu_backward_layout_setting_respects_the_environment(monkeypatch):
-    import torch._inductor.config as inductor_config
-
+def test_cpu_backward_layout_setting_respects_the_environment(monkeypatch, inductor_config):
     from DiffIR.models.base_model import prefer_channels_last_in_inductor_backward
 
-    monkeypatch.setattr(inductor_config, "force_layout_optimization", False)  # restored after the test
+    inductor_config.force_layout_optimization = False
     monkeypatch.setenv("TORCHINDUCTOR_FORCE_LAYOUT_OPT", "0")
     assert prefer_channels_last_in_inductor_backward(torch.device("cpu")) is None
     assert not inductor_config.force_layout_optimization
