@@ -71,6 +71,7 @@ def repeated_blocks(net: nn.Module) -> List[nn.Module]:
     types = tuple({t for m in net.modules() for t in getattr(m, "repeated_blocks", ())})
     return [m for m in net.modules() if types and isinstance(m, types)]
 
+
 class BaseModel:
     """BasicSR-compatible model base. Subclasses build ``net_g`` and implement feed/optimize/test."""
 
@@ -328,7 +329,7 @@ class BaseModel:
             self.logger.warning(f"train:compile is not supported here ({type(e).__name__}: {e}); training eagerly.")
             return net
 
-    def eager_inference(self):
+    def eager_inference(self) -> contextlib.AbstractContextManager:
         """Context for validation/test forwards: compiled blocks run eagerly there.
 
         Their graphs are built for training (grad mode, patch shapes); whole validation images in eval mode would
