@@ -124,8 +124,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=DEFAULT_MODES, choices=list(MODES))
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations per mode (compilation happens here)")
-    parser.add_argument("--iters", type=int, default=7, help="timed iterations per mode (median reported)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations per mode (compilation happens here)")
+    parser.add_argument("--iters", type=int, default=9, help="timed iterations per mode (median reported)")
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc malloc as it is (the trainer keeps freed memory on CPU, see utils/cpu_malloc.py)")
     args = parser.parse_args()
@@ -140,11 +140,12 @@ def main() -> None:
     modes = list(dict.fromkeys(["fp32"] + args.modes))  # fp32 eager is always the baseline
     with tempfile.TemporaryDirectory() as tmp:
         runs = [Run(name, args.batch, args.size, tmp) for name in modes]
-        for run in runs:
-            for i in range(args.warmup):
+        # Round-robin, warm-up included: one iteration of each mode in turn, so drift in the machine's speed (shared
+        # hosts, thermal limits) affects every mode alike instead of whichever happened to run during a slow spell,
+        # and every mode's last warm-up iteration comes after all compilation (which upsets the others' first steps).
+        for i in range(args.warmup):
+            for run in runs:
                 run.step(i, timed=False, measure_memory=i == args.warmup - 1)
-        # Round-robin: one timed iteration of each mode in turn, so drift in the machine's speed (shared hosts,
-        # thermal limits) affects every mode alike instead of whichever happened to run during a slow spell.
         for i in range(args.warmup, args.warmup + args.iters):
             for run in runs:
                 run.step(i, timed=True)
@@ -153,14 +154,14 @@ def main() -> None:
     # CPU: RSS growth during one training step after handing freed heap back (activations, gradients,
     # temporaries; the resident weights and optimizer state excluded). CUDA: peak allocated memory, all included.
     mem_title = "step MB" if runs[0].model.device.type == "cpu" else "peak MB"
-    print(f"{'mode':<31}{'img/s':>8}{'ms/iter':>9}{'speedup':>9}{mem_title:>9}{'max |Δloss| vs fp32':>21}{'wall s':>8}")
+    print(f"{'mode':<34}{'img/s':>8}{'ms/iter':>9}{'speedup':>9}{mem_title:>9}{'max |Δloss| vs fp32':>21}{'wall s':>8}")
     best = 1.0
     for r in runs:
         ms = statistics.median(r.times) * 1000
         dl = max(abs(a - b) for a, b in zip(r.losses, base.losses))
         finite = all(math.isfinite(v) for v in r.losses)
         mem = f"{max(r.step_mem):9.0f}" if r.step_mem else f"{'-':>9}"
-        print(f"{r.name:<31}{args.batch * 1000 / ms:>8.3f}{ms:>9.0f}{base_ms / ms:>8.2f}x{mem}{dl:>21.2e}{r.wall:>8.0f}"
+        print(f"{r.name:<34}{args.batch * 1000 / ms:>8.3f}{ms:>9.0f}{base_ms / ms:>8.2f}x{mem}{dl:>21.2e}{r.wall:>8.0f}"
               + ("" if finite else "  NON-FINITE LOSS: excluded"))
         if r is not base and finite:
             best = max(best, base_ms / ms)
