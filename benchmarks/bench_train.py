@@ -3,7 +3,7 @@
     python benchmarks/bench_train.py                 # default modes, batch 1, 128x128 (about 6 minutes on 2 cores)
     python benchmarks/bench_train.py --modes fp32 bf16+compile --batch 2 --size 256
 
-All modes live in one process and take their timed iterations in turn (round-robin), so a slow spell of a shared
+All modes live in one process and take their iterations in turn (round-robin, warm-up included), so a slow spell of a shared
 machine hits every mode alike. Prints a table (images/s, ms per iteration as the median of the timed iterations
 after warm-up, memory per step, loss difference to fp32) and, last, ``best speedup over fp32 eager: X.XXx``
 (modes with a non-finite loss excluded). Runs on CUDA when available, else on the CPU.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import resource
 import os
+import resource
 import statistics
 import sys
 import tempfile

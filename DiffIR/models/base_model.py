@@ -26,7 +26,6 @@ from DiffIR.utils.registry import OptionError, check_kwargs
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
 
 
-
 def avoid_inductor_cpu_half_precision_bug(device: torch.device, amp_dtype: Optional[torch.dtype]) -> Optional[str]:
     """Limit inductor's C++ kernels to 256-bit vectors for half-precision training on AVX-512 CPUs.
 
