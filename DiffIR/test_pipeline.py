@@ -4,7 +4,8 @@ Runs every ``val*``/``test*`` dataset through the shared evaluation loop (``Diff
 code validation uses during training), prints one table of every metric per set (the model and its input), and
 writes it under ``results/NAME/`` as ``metrics.csv`` and ``metrics.json`` (the JSON adds per-image scores).
 With ``val.save_img`` the outputs go to ``results/NAME/visualization/<set>/`` as linear HDR files in the GT
-files' units plus tone-mapped PNG previews.
+files' units plus tone-mapped PNG previews. The first ``val.num_preview_images`` images of each set (default 4) are
+always drawn as one grid, ``visualization/<set>/preview_<suffix>.png`` (input | output | GT | error map).
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from DiffIR.data import build_dataloader, build_dataset
 from DiffIR.metrics import check_metric_options
 from DiffIR.models import MODEL_REGISTRY, build_model
 from DiffIR.utils.cpu_malloc import keep_freed_memory
-from DiffIR.models.evaluation import EvalResult, check_val_options, evaluate_dataset, output_suffix
+from DiffIR.models.evaluation import (EvalResult, check_val_options, evaluate_dataset, output_suffix,
+                                      publish_previews)
 from DiffIR.utils.logger import Messages, dict2str, get_env_info, get_root_logger
 from DiffIR.utils.misc import atomic_write_bytes, mkdir_and_rename, set_random_seed
 from DiffIR.utils.options import parse_options
@@ -137,7 +139,7 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
     logger.info(get_env_info())
     logger.info("\n" + dict2str(opt))
     val_opt = opt.get("val") or {}
-    if not val_opt.get("metrics") and not val_opt.get("save_img"):
+    if not val_opt.get("metrics") and not val_opt.get("save_img") and not val_opt.get("num_preview_images", 4):
         logger.warning("val has no metrics and save_img is off: the run will neither score nor save anything")
 
     loaders = []
@@ -162,6 +164,9 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
             logger.warning(msg("test_no_gt", name=name))
         if save_dir is not None:
             logger.info(msg("test_outputs", name=name, n=len(res.saved), path=save_dir))
+        preview = publish_previews(res, osp.join(path["visualization"], name), suffix)
+        if preview is not None:
+            logger.info(msg("test_preview", name=name, n=len(res.previews), path=preview))
         results[name] = res
 
     metric_names = list((val_opt.get("metrics") or {}).keys())

@@ -14,7 +14,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from DiffIR.metrics import check_metric_options
-from DiffIR.models.evaluation import check_val_options, evaluate_dataset
+from DiffIR.models.evaluation import check_val_options, evaluate_dataset, publish_previews
 from DiffIR.models.lr_scheduler import build_scheduler, get_scheduler, update_learning_rate
 from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, list_training_states, load_file
 from DiffIR.utils.dist import all_finite, all_gather_objects, get_dist_info, local_rank, reduce_mean
@@ -408,7 +408,9 @@ class BaseModel:
         """Score one val set with the shared evaluation loop (the one ``test.py`` runs), then log and keep bests.
 
         The input's own scores (the baseline) are computed once per val set and cached. With ``save_img`` the
-        outputs go to ``visualization/<set>/<stem>_<iter>.<save_format>`` plus PNG previews.
+        outputs go to ``visualization/<set>/<stem>_<iter>.<save_format>`` plus PNG previews. Every validation writes
+        the first ``val.num_preview_images`` images as one grid, ``visualization/<set>/preview_<iter>.png``, and to
+        TensorBoard (``val/<set>/input_output_gt_error``).
         """
         dataset_name = dataloader.dataset.opt.get("name", "val")
         val_opt = self.opt.get("val") or {}
@@ -416,6 +418,8 @@ class BaseModel:
         save_dir = osp.join(self.opt["path"]["visualization"], dataset_name) if save_img else None
         res = evaluate_dataset(self, dataloader, val_opt, baseline=want_baseline, save_dir=save_dir,
                                suffix=str(current_iter), desc=f"Validate {dataset_name}")
+        publish_previews(res, osp.join(self.opt["path"]["visualization"], dataset_name), str(current_iter), tb_logger,
+                         current_iter)
         if not res.metrics:
             return {}
         if want_baseline and res.baseline:

@@ -3,7 +3,9 @@
 For every image it runs the model (``feed_data`` / ``test`` / ``get_current_visuals``), scores each
 ``val.metrics`` entry in the domain the metric declares, optionally scores the network *input* the same way
 (the "baseline": the plain inverse tone mapping of the LDR), and optionally writes the output as a linear HDR
-file plus a tone-mapped PNG preview.
+file plus a tone-mapped PNG preview. The first ``val.num_preview_images`` images of each set also become preview rows
+(input | output | GT | error map, see :func:`preview_row`) that the callers write as one PNG grid per set and send to
+TensorBoard (:func:`publish_previews`).
 
 Domains (see ``DiffIR.metrics.metric_domain``):
 
@@ -20,19 +22,23 @@ import logging
 import os
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from DiffIR.metrics import calculate_metric, metric_domain
 from DiffIR.utils.hdr_io import write_hdr, write_ldr
-from DiffIR.utils.img_util import tensor2img
+from DiffIR.utils.img_util import make_preview_grid, tensor2img
 from DiffIR.utils.registry import OptionError
 from DiffIR.utils.tone_mapping import display_tone_map, inverse_linear_tone_map, inverse_log_tone_map
 
-__all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "output_suffix", "evaluate_dataset"]
+__all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "output_suffix", "evaluate_dataset",
+           "PREVIEW_ERROR_SCALE", "PREVIEW_PANEL_SIZE", "preview_domains", "error_map", "preview_row",
+           "publish_previews"]
 
 logger = logging.getLogger("DiffIR")
 
@@ -82,6 +88,7 @@ class EvalResult:
     baseline: Dict[str, float] = field(default_factory=dict)
     per_image: List[Dict[str, Any]] = field(default_factory=list)
     saved: List[str] = field(default_factory=list)
+    previews: List[List[torch.Tensor]] = field(default_factory=list)  # rows of display panels (preview_row)
 
 
 def check_val_options(val_opt: Optional[Mapping[str, Any]]) -> None:
@@ -102,6 +109,7 @@ def check_val_options(val_opt: Optional[Mapping[str, Any]]) -> None:
     fmt = val_opt.get("save_format", "hdr")
     if fmt not in SAVE_FORMATS:
         raise OptionError(f"'val:save_format' is {fmt!r}; use one of: {', '.join(SAVE_FORMATS)}")
+    _check_preview_option(val_opt)
 
 
 def output_suffix(val_opt: Optional[Mapping[str, Any]], default: str) -> str:
@@ -151,7 +159,8 @@ def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str,
     ``baseline``: also score the network input against the GT. ``save_dir``: write ``<stem>[_<suffix>].<fmt>``
     (linear HDR in the GT files' units; ``val.save_format``: hdr, exr or npy) and ``<stem>[_<suffix>].png``
     (a Reinhard tone-mapped preview, ``val.save_preview: false`` to skip). Images without GT are run and saved
-    but not scored.
+    but not scored. ``result.previews`` holds the display rows of the first ``val.num_preview_images`` (default 4)
+    images, for :func:`publish_previews`.
     """
     val_opt = val_opt or {}
     metrics = val_opt.get("metrics") or {}
@@ -161,6 +170,7 @@ def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str,
     fmt = val_opt.get("save_format", "hdr")
     preview = bool(val_opt.get("save_preview", True))
     tail = f"_{suffix}" if suffix else ""
+    num_previews, (out_domain, in_domain) = int(val_opt.get("num_preview_images", 4)), preview_domains(dataset)
     result = EvalResult(dataset=name)
     scored: List[Dict[str, float]] = []
     base_rows: List[Dict[str, float]] = []
@@ -192,6 +202,10 @@ def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str,
                     png = osp.join(save_dir, f"{stem}{tail}.png")
                     write_ldr(png, display_tone_map(out("linear"), "reinhard", hdr_max=domain.hdr_max))
                     result.saved.append(png)
+            if len(result.previews) < num_previews:  # the first images in dataset order: the same at every validation
+                result.previews.append(preview_row(visuals["lq"][b], visuals["result"][b],
+                                                   visuals["gt"][b] if "gt" in visuals else None,
+                                                   domain=out_domain, input_domain=in_domain))
             result.per_image.append(row)
             result.images += 1
         pbar.update(1)
@@ -201,3 +215,97 @@ def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str,
     result.metrics = _mean(scored)
     result.baseline = _mean(base_rows)
     return result
+
+
+# ----------------------------------------------------------------------------------------------- preview grids
+PREVIEW_ERROR_SCALE = 0.1
+"""Error-map scale: a mean absolute error of 0.1 in the network domain (the log curve: ln(1001) · 0.1 ≈ 0.69, i.e.
+a factor of about 2 in 1 + radiance) is the top of the colour map; the scale is fixed so maps of different
+iterations compare."""
+PREVIEW_PANEL_SIZE = 512
+"""Longest side of each preview panel in pixels; larger images are shrunk (area averaging), never enlarged."""
+
+
+def _check_preview_option(val_opt: Mapping[str, Any]) -> None:
+    n = val_opt.get("num_preview_images", 4)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise OptionError(f"'val:num_preview_images' must be an integer >= 0 (0: no preview grids), got {n!r}; "
+                          "e.g. num_preview_images: 4")
+
+
+def preview_domains(dataset: Any) -> Tuple[Optional[ToneDomain], Optional[ToneDomain]]:
+    """How to display a set's (output/GT, input) tensors: their tone domain, or None where they display as is.
+
+    HDR sets (a ``tone_curve``) go back to linear HDR and through the one display tone map; sets without one (the
+    deblurring task's sRGB images) and an input that is not linearised (``lq_linearize: false``) are shown as is.
+    """
+    opt = getattr(dataset, "opt", None) or {}
+    if not hasattr(dataset, "tone_curve") and "tone_curve" not in opt:
+        return None, None
+    domain = ToneDomain.from_dataset(dataset)
+    linearised = bool(getattr(dataset, "lq_linearize", opt.get("lq_linearize", True)))
+    return domain, (domain if linearised else None)
+
+
+def _display(t: torch.Tensor, domain: Optional[ToneDomain], clip_top: bool) -> torch.Tensor:
+    """Network-domain ``C x H x W`` → display ``3 x H x W`` in [0, 1]: linear HDR, then the Reinhard preview map
+    (``hdr_max`` → white, gamma 2.2) that the saved PNG previews use; as is without a domain."""
+    if domain is None:
+        return t.detach().float().cpu().clamp(0.0, 1.0)
+    shown = display_tone_map(domain.to_linear(t, clip_top), "reinhard", hdr_max=domain.hdr_max)
+    return torch.from_numpy(np.ascontiguousarray(shown, dtype=np.float32)).permute(2, 0, 1)
+
+
+def _shrink(t: torch.Tensor, max_size: int) -> torch.Tensor:
+    h, w = t.shape[-2:]
+    if max(h, w) <= max_size:
+        return t
+    s = max_size / max(h, w)
+    return F.interpolate(t[None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="area")[0]
+
+
+def error_map(result: torch.Tensor, gt: torch.Tensor, scale: float = PREVIEW_ERROR_SCALE,
+              max_size: Optional[int] = None) -> torch.Tensor:
+    """``|output − GT|`` per pixel in the network domain, mean over channels, ``scale`` → 1, as a ``3 x H x W`` inferno
+    colour map in [0, 1] (black = no error, yellow-white = ``scale`` or more).
+
+    Output clamped to [0, 1] and GT at 0, as the metrics see them; shrunk to ``max_size`` before colouring.
+    """
+    err = (result.detach().float().cpu().clamp(0.0, 1.0) - gt.detach().float().cpu().clamp_min(0.0)).abs()
+    err = err.mean(dim=0, keepdim=True)
+    if max_size:
+        err = _shrink(err, max_size)
+    grey = (err[0] / float(scale)).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).numpy()
+    rgb = cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO)[..., ::-1]
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+
+
+def preview_row(lq: torch.Tensor, result: torch.Tensor, gt: Optional[torch.Tensor], *,
+                domain: Optional[ToneDomain], input_domain: Optional[ToneDomain],
+                max_size: int = PREVIEW_PANEL_SIZE) -> List[torch.Tensor]:
+    """Display panels of one image: input | output | GT | error map (input | output without GT).
+
+    Output and input are clamped to ``hdr_max`` as the metrics and saved outputs are; the GT is not, so the display
+    map clips it. Each panel is at most ``max_size`` pixels on its longest side.
+    """
+    panels = [_display(lq, input_domain, True), _display(result, domain, True)]
+    if gt is not None:
+        panels.append(_display(gt, domain, False))
+    panels = [_shrink(p, max_size) for p in panels]
+    if gt is not None:
+        panels.append(error_map(result, gt, max_size=max_size))
+    return panels
+
+
+def publish_previews(result: EvalResult, folder: str, suffix: str = "", tb_logger: Any = None,
+                     step: Optional[int] = None) -> Optional[str]:
+    """Write ``result.previews`` as one grid ``<folder>/preview[_<suffix>].png`` (atomically) and, with a
+    TensorBoard writer, as the image ``val/<set>/input_output_gt_error`` at ``step``. Returns the PNG path."""
+    if not result.previews:
+        return None
+    grid = tensor2img(make_preview_grid(result.previews, max_rows=len(result.previews)))  # rounded once, for both
+    path = osp.join(folder, f"preview_{suffix}.png" if suffix else "preview.png")
+    write_ldr(path, grid)
+    if tb_logger is not None:
+        tb_logger.add_image(f"val/{result.dataset}/input_output_gt_error", grid, step, dataformats="HWC")
+    return path

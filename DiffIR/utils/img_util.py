@@ -28,6 +28,10 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def make_preview_grid(rows: List[List[torch.Tensor]], max_rows: int = 4) -> torch.Tensor:
-    """Stack per-sample rows of C×H×W images (e.g. input | output | GT) into one C×H'×W' image in [0, 1]."""
+    """Stack per-sample rows of C×H×W images (e.g. input | output | GT) into one C×H'×W' image in [0, 1].
+
+    Panels of one row must share their height; rows narrower than the widest are padded with black on the right.
+    """
     lines = [torch.cat([img.detach().float().cpu().clamp(0, 1) for img in row], dim=-1) for row in rows[:max_rows]]
-    return torch.cat(lines, dim=-2)
+    width = max(line.shape[-1] for line in lines)
+    return torch.cat([F.pad(line, (0, width - line.shape[-1])) for line in lines], dim=-2)
