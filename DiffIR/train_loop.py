@@ -13,6 +13,7 @@ import torch
 from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
 from DiffIR.data.prefetcher import build_prefetcher
 from DiffIR.models import build_model
+from DiffIR.models.evaluation import preview_domains, preview_row
 from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import list_training_states, load_file
 from DiffIR.utils.dist import barrier, get_dist_info, init_dist
@@ -110,11 +111,14 @@ def accumulate_batches(loader, n: int):
             group = []
 
 
-def _log_preview(tb_logger, model, current_iter: int) -> None:
+def _log_preview(tb_logger, model, current_iter: int, dataset) -> None:
+    """Training samples as input | output | GT | error map, displayed as validation previews are (preview_row)."""
     vis = model.get_current_visuals()
     if "gt" not in vis:
         return
-    rows = [[vis["lq"][i], vis["result"][i], vis["gt"][i]] for i in range(vis["lq"].shape[0])]
+    domain, input_domain = preview_domains(dataset)
+    rows = [preview_row(vis["lq"][i], vis["result"][i], vis["gt"][i], domain=domain, input_domain=input_domain)
+            for i in range(min(4, vis["lq"].shape[0]))]
     tb_logger.add_image("train/input_output_gt", make_preview_grid(rows), current_iter)
 
 
@@ -221,7 +225,7 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
                     log_vars.update(model.get_current_log())
                     msg_logger(log_vars)
                 if tb_logger is not None and current_iter % image_freq == 0:
-                    _log_preview(tb_logger, model, current_iter)
+                    _log_preview(tb_logger, model, current_iter, train_loader.dataset)
                 if current_iter % save_freq == 0 or preempted.is_set():
                     logger.info(msg("saving", iter=current_iter))
                     model.save(epoch, current_iter, {"iter_in_epoch": iter_in_epoch})
