@@ -4,6 +4,7 @@ import logging
 import os
 import random
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -411,6 +412,10 @@ def test_short_run_crosses_a_stage_boundary(tmp_path, fed):
                      "gpu to 1") == 1
     assert "Number of train images: 4" in log and "l_pix:" in log and "# psnr:" in log
     assert "Final quality (val set V, psnr)" in log and out["results"]["V"]["psnr"] > 0
+    # validation previews of an sRGB task show the images as they are (no HDR tone map)
+    grid = cv2.imread(str(tmp_path / "experiments" / "prog" / "visualization" / "V" / "preview_6.png"))
+    lq = cv2.imread(glob.glob(str(tmp_path / "data" / "va" / "lq" / "*"))[0])
+    assert grid.shape == (24, 4 * 24, 3) and np.array_equal(grid[:, :24], lq)
 
 
 def test_auto_resume_continues_inside_the_right_stage_and_matches_an_uninterrupted_run(tmp_path, fed):

@@ -30,7 +30,7 @@ from DiffIR.models import build_model
 from DiffIR.models.diffir_s2_model import DiffIRS2Model, restore_ldr_only
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import load_file
-from DiffIR.utils.hdr_io import read_hdr
+from DiffIR.utils.hdr_io import read_hdr, read_ldr
 from DiffIR.utils.options import finalize_options, load_yaml
 from DiffIR.utils.registry import OptionError
 
@@ -280,6 +280,8 @@ def test_s2_training_run_from_real_s1_checkpoint_and_resume(s1_checkpoint: Path,
     log = open(sorted(glob.glob(str(exp / "train_*.log")))[-1], encoding="utf-8").read()
     assert "l_kd_3" in log and "l_abs_3" in log and "l_pix" in log and "lr:(1.000e-03)" in log
     assert out["results"]["V"]["psnr"] > 0 and out["baseline"]["V"]["psnr"] > 0
+    grid = read_ldr(str(exp / "visualization" / "V" / "preview_6.png"))  # validation previews: 2 images x 4 panels
+    assert grid.shape == (2 * 36, 4 * 36, 3)
 
     # resume: the student comes from its own checkpoint, the teacher still from pretrain_network_S1
     out = train_pipeline(str(tmp_path), ["-opt", str(yml), "--auto_resume", "--force_yml", "train:total_iter=7"])
