@@ -149,14 +149,15 @@ def test_golden_equivalence_with_official_code() -> None:
         out_2nd = net(g["lq"])
     assert (out - g["out_eval"]).abs().max() < 1e-5
     assert torch.equal(probe, g["probe_eval"])
-    assert torch.equal(ipr, g["ipr_eval"])
+    torch.testing.assert_close(ipr, g["ipr_eval"], rtol=1e-5, atol=1e-6)  # kernels differ across CPU kinds
     assert (out_2nd - g["out_eval_2nd"]).abs().max() < 1e-5
 
     net.train()
     torch.manual_seed(int(g["seed_train"]))
     out_t, iprs = net(g["lq"], g["ipr_s1"])
     probe_t = torch.rand(8)
-    assert len(iprs) == 4 and torch.equal(torch.stack(iprs), g["ipr_train"])
+    assert len(iprs) == 4
+    torch.testing.assert_close(torch.stack(iprs), g["ipr_train"], rtol=1e-5, atol=1e-6)
     assert (out_t - g["out_train"]).abs().max() < 1e-5 and torch.equal(probe_t, g["probe_train"])
     loss = out_t.abs().mean() + iprs[-1].abs().mean() + 0.1 * iprs[0].square().mean()
     loss.backward()
