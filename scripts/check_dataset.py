@@ -1,4 +1,4 @@
-"""Check the data sets of a training option file before training: ``python scripts/check_dataset.py -h`` (= ``diffir-check``).
+"""Check the data sets of a training option file before training: ``python scripts/check_dataset.py -h``.
 
 The program lives in DiffIR/cli_entry.py (check_dataset), shared with the ``diffir-check`` console script.
 """

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 from packaging.requirements import Requirement
-from packaging.version import Version
 
 from DiffIR import cli_entry
 from DiffIR.utils.registry import OptionError
