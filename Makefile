@@ -1,17 +1,25 @@
 # `make demo` trains the demo, `make test` runs the tests; both install what they need first.
 # `make demo-stage2` distils stage 2 from the demo's stage 1 (training that first when its weights are missing),
 # `make demo-deblur` trains the progressive deblur demo (train.py).
-# A CUDA torch that is already installed is kept; otherwise the CPU build torch==2.13.0 is installed.
+# An installed torch (a CUDA build, say) is never replaced: without one, the CPU build torch==2.13.0 (the tested
+# version) is installed first; one older than 2.6 stops the install with what to do (pyproject.toml needs >=2.6,
+# and pip would otherwise swap it for PyPI's newest build). The package is installed under the constraint
+# torch==<the installed version>, so pip can never change torch.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
-STAMP := .install.stamp
+STAMP ?= .install.stamp
+TORCH_CHECK := import sys, torch; hasattr(getattr(torch, "compiler", None), "set_stance") or sys.exit( \
+	f"torch {torch.__version__} is older than 2.6, which DiffIR needs (torch.compiler.set_stance). make does not " \
+	"replace an installed torch: install a newer one yourself (the CUDA build for your driver from pytorch.org, " \
+	"or $(TORCH_SPEC) for CPU), then run make again.")
 
 .PHONY: install demo demo-stage2 demo-deblur test
 install: $(STAMP)
 
-$(STAMP): setup.py requirements.txt
+$(STAMP): pyproject.toml
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "$(TORCH_SPEC)"
-	$(PYTHON) -m pip install -e ".[test]"
+	$(PYTHON) -c '$(TORCH_CHECK)'
+	$(PYTHON) -c 'import torch; print("torch==" + torch.__version__)' | $(PYTHON) -m pip install -e ".[test]" -c /dev/stdin
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -7,9 +7,7 @@ Turns a folder of LDR JPEGs and their dgain files into linear HDR files (``.hdr`
 import os.path as osp
 import sys
 
-from DiffIR.utils.cli import run_cli
+from DiffIR.cli_entry import infer
 
 if __name__ == "__main__":
-    from DiffIR.inference_pipeline import main
-
-    sys.exit(run_cli(lambda: main(osp.dirname(osp.abspath(__file__)))))
+    sys.exit(infer(root=osp.dirname(osp.abspath(__file__))))

@@ -2,9 +2,7 @@
 import os.path as osp
 import sys
 
-from DiffIR.utils.cli import run_cli
+from DiffIR.cli_entry import evaluate
 
 if __name__ == "__main__":
-    from DiffIR.test_pipeline import test_pipeline
-
-    sys.exit(run_cli(lambda: test_pipeline(osp.dirname(osp.abspath(__file__)))))
+    sys.exit(evaluate(root=osp.dirname(osp.abspath(__file__))))

@@ -2,9 +2,7 @@
 import os.path as osp
 import sys
 
-from DiffIR.utils.cli import run_cli
+from DiffIR.cli_entry import train_progressive
 
 if __name__ == "__main__":
-    from DiffIR.train_pipeline import train_pipeline
-
-    sys.exit(run_cli(lambda: train_pipeline(osp.dirname(osp.abspath(__file__)))))
+    sys.exit(train_progressive(root=osp.dirname(osp.abspath(__file__))))

@@ -9,8 +9,9 @@ original fork does) and the tone curve is inverted, giving values in the trainin
 atomically, ``.hdr`` (Radiance RGBE) by default or ``.exr`` (float32).
 
 The network options come from ``--opt`` (its ``network_g``, and the tone settings of its first dataset), else from
-the ``options_*.yml`` that training saved next to the checkpoint's ``models/`` folder, else from
-``options/test_DiffIRs2_hdr.yml`` (the official sizes).
+the ``options_*.yml`` that training saved next to the checkpoint's ``models/`` folder, else the official stage-2
+sizes built in here (:data:`OFFICIAL_S2_NETWORK`, the ``network_g`` of ``options/test_DiffIRs2_hdr.yml``; in code so
+that a pip-installed ``diffir-infer`` finds it from any directory).
 """
 from __future__ import annotations
 
@@ -43,6 +44,15 @@ __all__ = ["build_arg_parser", "find_network_options", "load_stage2_network",
 
 OUTPUT_FORMATS = ("hdr", "exr")
 
+#: network_g of the official DiffIR stage 2 (= options/test_DiffIRs2_hdr.yml; a test keeps them equal)
+OFFICIAL_S2_NETWORK: Dict[str, Any] = {
+    "type": "DiffIRS2", "n_encoder_res": 5, "inp_channels": 3, "out_channels": 3, "dim": 48,
+    "num_blocks": [3, 5, 6, 6], "num_refinement_blocks": 4, "heads": [1, 2, 4, 8], "ffn_expansion_factor": 2,
+    "bias": False, "LayerNorm_type": "WithBias", "n_denoise_res": 1, "linear_start": 0.1, "linear_end": 0.99,
+    "timesteps": 4}
+OFFICIAL_S2_WHERE = "the built-in official stage-2 network options"
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DiffIR stage 2: LDR images (+ dgain files) -> linear HDR images")
     p.add_argument("--input", required=True, help="folder of LDR images (.jpg/.jpeg/.png)")
@@ -66,15 +76,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def find_network_options(model_path: str, opt_path: Optional[str], root: str) -> Tuple[Dict[str, Any], str]:
+def find_network_options(model_path: str, opt_path: Optional[str]) -> Tuple[Dict[str, Any], str]:
     """The options dict that names the network, and where it came from (see the module docstring)."""
     if opt_path:
         return load_yaml(opt_path), opt_path
     saved = sorted(glob.glob(osp.join(osp.dirname(osp.dirname(osp.abspath(model_path))), "options_*.yml")))
     if len(saved) == 1:
         return load_yaml(saved[0]), saved[0]
-    default = osp.join(root, "options", "test_DiffIRs2_hdr.yml")
-    return load_yaml(default), default
+    return {"network_g": dict(OFFICIAL_S2_NETWORK)}, OFFICIAL_S2_WHERE
 
 
 def _tone_settings(opt: Dict[str, Any]) -> Dict[str, Any]:
@@ -134,7 +143,7 @@ def _device(name: str) -> torch.device:
     return dev
 
 
-def run_inference(args: argparse.Namespace, root: str) -> List[str]:
+def run_inference(args: argparse.Namespace) -> List[str]:
     """Restore every image of ``args.input``; returns the written paths. Everything is checked before any output."""
     if args.tile < 0 or args.tile % 8:
         raise OptionError(f"--tile must be 0 or a positive multiple of 8, got {args.tile}")
@@ -142,7 +151,7 @@ def run_inference(args: argparse.Namespace, root: str) -> List[str]:
         raise OptionError(f"--tile_overlap must be in [0, {args.tile - 8}] for --tile {args.tile}, got {args.tile_overlap}")
     pairs = _pair_inputs(args.input, args.dgain)
     metas = {stem: read_dgain_file(txt) for stem, _, txt in pairs}  # a bad dgain file stops the run before any output
-    opt, where = find_network_options(args.model, args.opt, root)
+    opt, where = find_network_options(args.model, args.opt)
     if "network_g" not in opt:
         raise OptionError(f"{where} has no network_g section: pass --opt with the options the model was trained with")
     tone = _tone_settings(opt)
@@ -179,5 +188,6 @@ def run_inference(args: argparse.Namespace, root: str) -> List[str]:
 
 
 def main(root: str, argv: Optional[Sequence[str]] = None) -> List[str]:
-    """Entry point of ``inference_hdr.py`` (``root`` = the repository root, for the default options file)."""
-    return run_inference(build_arg_parser().parse_args(argv), root)
+    """Entry point of ``inference_hdr.py``/``diffir-infer``; ``root`` is unused (every pipeline entry point takes
+    ``(root, argv)``: inference writes only to ``--output`` and its default network is built in)."""
+    return run_inference(build_arg_parser().parse_args(argv))

@@ -1,0 +1,117 @@
+"""The command-line programs, shared by the console scripts and the top-level scripts of the repository.
+
+``pip install`` makes ``diffir-train`` (train_hdr.py), ``diffir-train-progressive`` (train.py), ``diffir-test``
+(test.py), ``diffir-infer`` (inference_hdr.py), ``diffir-lmdb`` (scripts/create_lmdb_hdr.py) and ``diffir-check``
+(scripts/check_dataset.py). Each function returns the exit status of :func:`DiffIR.utils.cli.run_cli`
+(0 ok, 2 options/files/data, 3 training stopped). ``root`` is where ``experiments/``, ``results/`` and
+``tb_logger/`` go: the repository for its scripts, the current directory for the console scripts.
+The pipelines are imported inside the functions so ``--help`` and a bad command line answer at once.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+from DiffIR.utils.cli import run_cli
+
+__all__ = ["train_hdr", "train_progressive", "evaluate", "infer", "create_lmdb", "check_dataset"]
+
+
+def _root(root: Optional[str]) -> str:
+    return os.getcwd() if root is None else root
+
+
+def train_hdr(argv: Optional[List[str]] = None, root: Optional[str] = None) -> int:
+    """``diffir-train -opt options/train_DiffIRs1_hdr.yml``: the LDR→HDR pipeline (fixed batch, Chinese summary)."""
+    from DiffIR.train_pipeline_hdr import train_pipeline
+
+    return run_cli(lambda: train_pipeline(_root(root), argv))
+
+
+def train_progressive(argv: Optional[List[str]] = None, root: Optional[str] = None) -> int:
+    """``diffir-train-progressive -opt options/train_DiffIRS1.yml``: deblurring with progressive patches."""
+    from DiffIR.train_pipeline import train_pipeline
+
+    return run_cli(lambda: train_pipeline(_root(root), argv))
+
+
+def evaluate(argv: Optional[List[str]] = None, root: Optional[str] = None) -> int:
+    """``diffir-test -opt options/test_DiffIRs1_hdr.yml``: scores trained weights (results in results/NAME/)."""
+    from DiffIR.test_pipeline import test_pipeline
+
+    return run_cli(lambda: test_pipeline(_root(root), argv))
+
+
+def infer(argv: Optional[Sequence[str]] = None, root: Optional[str] = None) -> int:
+    """``diffir-infer --input DIR --dgain DIR --model net_g.pth --output DIR``: LDR JPEGs → linear HDR files."""
+    from DiffIR.inference_pipeline import main
+
+    return run_cli(lambda: main(_root(root), argv))
+
+
+LMDB_HELP = """Pack an AIM-ITM style data set (LDR / HDR / dgain folders) into three LMDBs for fast training.
+
+    diffir-lmdb --lq datasets/X/jpg --gt datasets/X/hdr --dgain datasets/X/dgain_info \\
+        --out datasets/X_lmdb [--gt-dtype float16]
+
+(or python scripts/create_lmdb_hdr.py ...) writes OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb (each with
+meta_info.txt); train with ``io_backend: {type: lmdb}`` and dataroot_lq/gt/dgain = those three folders. Running
+the command again resumes an interrupted build; a build over other sources or options is refused. Format and
+precision: DiffIR/data/lmdb_io.py and the README's "LMDB" section.
+"""
+
+
+def create_lmdb(argv: Optional[List[str]] = None) -> int:
+    """``diffir-lmdb``: see :data:`LMDB_HELP`."""
+    from DiffIR.data.lmdb_io import GT_DTYPES, create_lmdb_hdr
+
+    p = argparse.ArgumentParser(description=LMDB_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lq", required=True, help="folder of LDR inputs (.jpg/.jpeg/.png)")
+    p.add_argument("--gt", required=True, help="folder of HDR targets (.hdr/.exr/.npy)")
+    p.add_argument("--dgain", required=True, help="folder of dgain .txt files")
+    p.add_argument("--out", required=True, help="output folder for lq.lmdb, gt.lmdb, dgain.lmdb")
+    p.add_argument("--gt-dtype", choices=sorted(GT_DTYPES), default="float32",
+                   help="storage of HDR values (float16 halves the size; lossless for RGBE .hdr sources up to 65504)")
+    p.add_argument("--filename-tmpl", default="{}", help="LQ stem from GT stem, as the dataset option (default '{}')")
+    p.add_argument("--meta-info-file", default=None, help="only the stems listed in this file")
+    p.add_argument("--threads", type=int, default=None, help="decoding threads (default: up to 8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    return run_cli(lambda: create_lmdb_hdr(args.lq, args.gt, args.dgain, args.out, gt_dtype=args.gt_dtype,
+                                           filename_tmpl=args.filename_tmpl, meta_info_file=args.meta_info_file,
+                                           threads=args.threads, progress=not args.no_progress))
+
+
+CHECK_HELP = """Check the data sets of a training option file before training; exit 0 when they are clean.
+
+    diffir-check -opt options/train_DiffIRs1_hdr.yml [--level quick|full] [--phase train]
+
+(or python scripts/check_dataset.py ...) pairs every LQ/GT/dgain entry, reads every dgain value, compares LQ and
+GT sizes, and (``full``, the default) decodes every image: unreadable or truncated files, NaN/Inf in an HDR and
+images smaller than gt_size are errors (exit status 1, every file named with the fix); negative HDR values are
+reported with a count (training clamps them to 0). Results are cached, so a second run reads only new or changed
+files (see DiffIR/data/checks.py).
+"""
+
+
+def check_dataset(argv: Optional[List[str]] = None) -> int:
+    """``diffir-check``: see :data:`CHECK_HELP`; 1 when a data set has errors."""
+    from DiffIR.data.checks import check_options_file
+
+    p = argparse.ArgumentParser(description=CHECK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-opt", required=True, help="training option file (YAML)")
+    p.add_argument("--level", choices=("quick", "full"), default="full", help="quick: headers only; full: every pixel")
+    p.add_argument("--phase", nargs="+", default=None, help="only these datasets (e.g. train val)")
+    p.add_argument("--limit", type=int, default=None, help="show at most this many files per problem kind")
+    args = p.parse_args(argv)
+    result: Dict[str, Any] = {}
+
+    def run() -> None:
+        result["ok"] = check_options_file(args.opt, args.level, args.phase, limit=args.limit)
+
+    rc = run_cli(run)
+    if rc:
+        return rc
+    return 0 if result["ok"] else 1
+
