@@ -8,6 +8,12 @@ for large images) and back: the output is clamped to [0, 1] in the network domai
 original fork does) and the tone curve is inverted, giving values in the training GT's units. Files are written
 atomically, ``.hdr`` (Radiance RGBE) by default or ``.exr`` (float32).
 
+Before anything is written, every dgain file is read and every image decoded once (one error lists every bad
+file), and existing outputs are refused unless ``--overwrite`` (an output folder that is ``--input`` or
+``--dgain`` always). An image that still fails during the run is skipped and listed at the end (exit status 2).
+Images are read as a viewer displays them: an EXIF orientation tag is applied (training reads pixels as stored,
+aligned with their HDR ground truth), so the output has the orientation the photo is shown in.
+
 The network options come from ``--opt`` (its ``network_g``, and the tone settings of its first dataset), else from
 the ``options_*.yml`` that training saved next to the checkpoint's ``models/`` folder, else from
 ``options/test_DiffIRs2_hdr.yml`` (the official sizes).
@@ -19,7 +25,7 @@ import glob
 import os
 import os.path as osp
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -32,7 +38,7 @@ from DiffIR.data.ldr_hdr_paired_dataset import LQ_EXTENSIONS
 from DiffIR.models.diffir_s2_model import STAGE1_WEIGHTS_MESSAGE, is_stage1_state, restore_ldr_only
 from DiffIR.models.evaluation import ToneDomain
 from DiffIR.utils.cpu_malloc import keep_freed_memory
-from DiffIR.utils.checkpoint import extract_state_dict, load_file
+from DiffIR.utils.checkpoint import extract_state_dict, load_checked, load_file
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.options import load_yaml
 from DiffIR.utils.registry import OptionError
@@ -63,6 +69,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
                                                                              "(default: from the options, else log)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior's start noise (same for every image)")
     p.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda or cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse, "
+                                                            "listing them, before anything is written)")
     return p
 
 
@@ -97,11 +105,7 @@ def load_stage2_network(model_path: str, network_opt: Dict[str, Any], param_key:
     if not hasattr(net, "estimate_ipr"):
         raise OptionError(f"network_g in {where} is {type(net).__name__}; LDR-only inference needs a stage-2 "
                           "network (type: DiffIRS2)")
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise OptionError(f"The checkpoint {model_path} [{param_key}] does not fit network_g of {where}: pass --opt "
-                          f"with the options the model was trained with.\n{e}") from None
+    load_checked(net, state, model_path, param_key, what=f"network_g of {where}")
     return net.to(device).eval()
 
 
@@ -113,6 +117,13 @@ def _pair_inputs(input_dir: str, dgain_dir: str) -> List[Tuple[str, str, str]]:
     images = sorted(f for f in os.listdir(input_dir) if osp.splitext(f)[1].lower() in LQ_EXTENSIONS)
     if not images:
         raise FileNotFoundError(f"--input folder '{input_dir}' has no LDR images ({', '.join(LQ_EXTENSIONS)})")
+    by_stem: Dict[str, List[str]] = {}
+    for name in images:
+        by_stem.setdefault(osp.splitext(name)[0], []).append(name)
+    clashes = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        raise OptionError(f"{len(clashes)} stem(s) of --input '{input_dir}' name several images ({_listed(clashes)}): "
+                          "their outputs <stem>.hdr would overwrite each other. Rename or move one of each.")
     pairs, missing = [], []
     for name in images:
         stem = osp.splitext(name)[0]
@@ -125,6 +136,67 @@ def _pair_inputs(input_dir: str, dgain_dir: str) -> List[Tuple[str, str, str]]:
     return pairs
 
 
+def _listed(items: Sequence[str], n: int = 10) -> str:
+    return ", ".join(items[:n]) + (f" ... (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return osp.realpath(a) == osp.realpath(b)
+
+
+def check_output_targets(output: str, targets: Sequence[str], inputs: Mapping[str, str], overwrite: bool) -> None:
+    """Refuse an output folder that is an input folder, and existing outputs unless ``overwrite``.
+
+    ``inputs`` maps an option name (``--input``) to its folder; folders are compared by real path (links resolved).
+    Runs before anything is written.
+    """
+    for what, folder in inputs.items():
+        if _same_folder(output, folder):
+            raise OptionError(f"--output '{output}' is the {what} folder: outputs must not be written among the "
+                              "inputs. Choose another folder, e.g. --output results/inference")
+    existing = [osp.basename(t) for t in targets if osp.lexists(t)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{len(existing)} output file(s) already exist in '{output}': {_listed(existing)}. "
+                              "Nothing was written. Choose another --output folder, or pass --overwrite to replace "
+                              "them (make sure it is not a folder of ground-truth HDR files).")
+    if osp.isdir(output):
+        folder = output
+    else:  # the nearest existing ancestor must be a folder we may create it in
+        folder = osp.dirname(osp.abspath(output))
+        while not osp.exists(folder):
+            folder = osp.dirname(folder)
+        if osp.lexists(output) or not osp.isdir(folder):
+            raise NotADirectoryError(f"Cannot create the output folder '{output}': "
+                                     f"'{output if osp.lexists(output) else folder}' is a file. Choose another --output.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"Cannot write to the output folder '{output}': '{folder}' is not writable for this "
+                              "user. Choose a folder you can write to (--output).")
+
+
+def check_inputs(pairs: Sequence[Tuple[str, str, str]]) -> Dict[str, Dict[str, float]]:
+    """Read every dgain file and decode every image once; one error listing every bad file, before any output."""
+    metas: Dict[str, Dict[str, float]] = {}
+    bad: List[str] = []
+    for stem, image_path, txt in tqdm(pairs, unit="image", desc="Checking inputs", leave=False):
+        try:
+            metas[stem] = read_dgain_file(txt)
+        except (OSError, ValueError) as e:
+            bad.append(str(e))
+        try:
+            read_ldr(image_path, exif_orientation=True)
+        except (OSError, ValueError) as e:
+            bad.append(str(e))
+    if bad:
+        raise ValueError(f"{len(bad)} input problem(s) found before any output was written:\n  "
+                         + "\n  ".join(bad[:20]) + (f"\n  ... (+{len(bad) - 20} more)" if len(bad) > 20 else "")
+                         + "\nFix or remove these files, then run again.")
+    return metas
+
+
+class ImagesFailed(OSError):
+    """Some images failed during the run (after the checks passed); the others were written."""
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -135,13 +207,19 @@ def _device(name: str) -> torch.device:
 
 
 def run_inference(args: argparse.Namespace, root: str) -> List[str]:
-    """Restore every image of ``args.input``; returns the written paths. Everything is checked before any output."""
+    """Restore every image of ``args.input``; returns the written paths. Everything is checked before any output.
+
+    An image that still fails during the run (e.g. changed since the check) is skipped; the failures are listed at
+    the end in an :class:`ImagesFailed` error (exit status 2), after the other images were written.
+    """
     if args.tile < 0 or args.tile % 8:
         raise OptionError(f"--tile must be 0 or a positive multiple of 8, got {args.tile}")
     if args.tile and not 0 <= args.tile_overlap <= args.tile - 8:
         raise OptionError(f"--tile_overlap must be in [0, {args.tile - 8}] for --tile {args.tile}, got {args.tile_overlap}")
     pairs = _pair_inputs(args.input, args.dgain)
-    metas = {stem: read_dgain_file(txt) for stem, _, txt in pairs}  # a bad dgain file stops the run before any output
+    targets = {stem: osp.join(args.output, f"{stem}.{args.format}") for stem, _, _ in pairs}
+    check_output_targets(args.output, list(targets.values()), {"--input": args.input, "--dgain": args.dgain},
+                         args.overwrite)
     opt, where = find_network_options(args.model, args.opt, root)
     if "network_g" not in opt:
         raise OptionError(f"{where} has no network_g section: pass --opt with the options the model was trained with")
@@ -156,25 +234,41 @@ def run_inference(args: argparse.Namespace, root: str) -> List[str]:
     if device.type == "cpu":
         keep_freed_memory()
     net = load_stage2_network(args.model, dict(opt["network_g"]), args.param_key, where, device)
+    metas = check_inputs(pairs)  # a bad image or dgain file stops the run before any output
     domain = ToneDomain(tone["tone_curve"], tone["hdr_max"])
     print(f"Network options: {where}\nWeights: {args.model} [{args.param_key}] on {device}\n"
           f"Tone: {tone['tone_curve']}, hdr_max {tone['hdr_max']:g}; "
-          + (f"images larger than {args.tile} px run in tiles" if args.tile else "no tiling"), flush=True)
+          + (f"images larger than {args.tile} px run in tiles" if args.tile else "no tiling")
+          + "\nImages are read as displayed: an EXIF orientation tag is applied (training reads pixels as stored)",
+          flush=True)
 
-    os.makedirs(args.output, exist_ok=True)
-    written = []
+    try:
+        os.makedirs(args.output, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"Cannot create the output folder '{args.output}': {e.strerror or e}. Choose another --output."
+                      ) from None
+    written: List[str] = []
+    failed: List[str] = []
     start = time.time()
     for stem, image_path, _ in tqdm(pairs, unit="image", desc="LDR->HDR"):
         meta = metas[stem]
-        x = ldr_to_network_input(read_ldr(image_path), meta["dgain"], meta["gamma"], **tone)
-        lq = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))[None].to(device)
-        cond = torch.tensor([[meta["dgain"], meta["gamma"]]], dtype=torch.float32, device=device)
-        out = restore_ldr_only(net, lq, cond, window=8, tile=args.tile or None, overlap=args.tile_overlap,
-                               seed=args.seed)
-        path = osp.join(args.output, f"{stem}.{args.format}")
-        write_hdr(path, domain.to_linear(out[0]))
-        written.append(path)
+        try:
+            x = ldr_to_network_input(read_ldr(image_path, exif_orientation=True), meta["dgain"], meta["gamma"], **tone)
+            lq = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))[None].to(device)
+            cond = torch.tensor([[meta["dgain"], meta["gamma"]]], dtype=torch.float32, device=device)
+            out = restore_ldr_only(net, lq, cond, window=8, tile=args.tile or None, overlap=args.tile_overlap,
+                                   seed=args.seed)
+            write_hdr(targets[stem], domain.to_linear(out[0]))
+        except (OSError, ValueError) as e:  # a file that changed since the check, a full disk: go on, list at the end
+            failed.append(f"{osp.basename(image_path)}: {e}")
+            continue
+        written.append(targets[stem])
     print(f"Wrote {len(written)} HDR file(s) to {args.output} in {time.time() - start:.1f} s", flush=True)
+    if failed:
+        raise ImagesFailed(f"{len(failed)} of {len(pairs)} image(s) failed during the run ({len(written)} written to "
+                           f"'{args.output}'):\n  " + "\n  ".join(failed[:20])
+                           + (f"\n  ... (+{len(failed) - 20} more)" if len(failed) > 20 else "")
+                           + "\nFix these files and run them again (--overwrite replaces the outputs already written).")
     return written
 
 
