@@ -6,7 +6,8 @@ Each image goes through the training data pipeline (LDR linearised with its own 
 of the training options), the stage-2 network (prior from the whole image, DIRformer whole or on overlapping tiles
 for large images) and back: the output is clamped to [0, 1] in the network domain (so to [0, hdr_max], as the
 original fork does) and the tone curve is inverted, giving values in the training GT's units. Files are written
-atomically, ``.hdr`` (Radiance RGBE) by default or ``.exr`` (float32).
+atomically, ``.hdr`` (Radiance RGBE) by default or ``.exr`` (float32); ``--preview`` adds a tone-mapped
+``<stem>.png`` beside each (the preview ``test.py`` writes).
 
 Before anything is written, every dgain file is read and every image decoded once (one error lists every bad
 file), and existing outputs are refused unless ``--overwrite`` (an output folder that is ``--input`` or
@@ -15,15 +16,18 @@ Images are read as a viewer displays them: an EXIF orientation tag is applied (t
 aligned with their HDR ground truth), so the output has the orientation the photo is shown in.
 
 The network options come from ``--opt`` (its ``network_g``, and the tone settings of its first dataset), else from
-the ``options_*.yml`` that training saved next to the checkpoint's ``models/`` folder, else from
-``options/test_DiffIRs2_hdr.yml`` (the official sizes).
+the metadata of a ``.safetensors`` model (``scripts/export_safetensors.py``), else from the ``options_*.yml`` that
+training saved next to the checkpoint's ``models/`` folder, else from ``options/test_DiffIRs2_hdr.yml`` (the
+official sizes).
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import os.path as osp
+import re
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -36,15 +40,16 @@ from DiffIR.archs import build_network
 from DiffIR.data.dgain import read_dgain_file
 from DiffIR.data.ldr_hdr_paired_dataset import LQ_EXTENSIONS
 from DiffIR.models.diffir_s2_model import STAGE1_WEIGHTS_MESSAGE, is_stage1_state, restore_ldr_only
-from DiffIR.models.evaluation import ToneDomain
+from DiffIR.models.evaluation import ToneDomain, write_preview
 from DiffIR.utils.cpu_malloc import keep_freed_memory
-from DiffIR.utils.checkpoint import extract_state_dict, load_checked, load_file
+from DiffIR.utils.checkpoint import (SAFETENSORS_EXT, extract_state_dict, load_checked, load_file,
+                                     read_safetensors_metadata, save_safetensors)
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.options import load_yaml
 from DiffIR.utils.registry import OptionError
 from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input
 
-__all__ = ["build_arg_parser", "find_network_options", "load_stage2_network",
+__all__ = ["build_arg_parser", "find_network_options", "load_stage2_network", "export_safetensors",
            "run_inference", "main"]
 
 OUTPUT_FORMATS = ("hdr", "exr")
@@ -53,7 +58,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DiffIR stage 2: LDR images (+ dgain files) -> linear HDR images")
     p.add_argument("--input", required=True, help="folder of LDR images (.jpg/.jpeg/.png)")
     p.add_argument("--dgain", required=True, help="folder of <stem>.txt files with 'dgain:' and 'gamma:' lines")
-    p.add_argument("--model", required=True, help="stage-2 checkpoint (net_g_*.pth)")
+    p.add_argument("--model", required=True, help="stage-2 weights: net_g_*.pth, or a .safetensors export (its "
+                                                   "metadata names the network)")
     p.add_argument("--output", required=True, help="folder for the HDR outputs (<stem>.hdr or .exr)")
     p.add_argument("--opt", default=None, help="options YAML naming the network (network_g) and tone settings; "
                                                "default: the options saved with the experiment")
@@ -69,28 +75,70 @@ def build_arg_parser() -> argparse.ArgumentParser:
                                                                              "(default: from the options, else log)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior's start noise (same for every image)")
     p.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda or cuda:N")
+    p.add_argument("--preview", action="store_true", help="also write <stem>.png beside each output: a tone-mapped "
+                                                          "preview (Reinhard, hdr_max -> white), as test.py does")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse, "
                                                             "listing them, before anything is written)")
     return p
+
+
+def saved_options(model_path: str) -> Optional[str]:
+    """The ``options_*.yml`` that training saved beside the checkpoint's ``models/`` folder, if exactly one."""
+    saved = sorted(glob.glob(osp.join(osp.dirname(osp.dirname(osp.abspath(model_path))), "options_*.yml")))
+    return saved[0] if len(saved) == 1 else None
 
 
 def find_network_options(model_path: str, opt_path: Optional[str], root: str) -> Tuple[Dict[str, Any], str]:
     """The options dict that names the network, and where it came from (see the module docstring)."""
     if opt_path:
         return load_yaml(opt_path), opt_path
-    saved = sorted(glob.glob(osp.join(osp.dirname(osp.dirname(osp.abspath(model_path))), "options_*.yml")))
-    if len(saved) == 1:
-        return load_yaml(saved[0]), saved[0]
+    if model_path.endswith(SAFETENSORS_EXT) and osp.isfile(model_path):
+        meta = read_safetensors_metadata(model_path)
+        if isinstance(meta.get("network_g"), dict):
+            return {"network_g": meta["network_g"], "datasets": {"train": dict(meta.get("tone") or {})}}, \
+                f"the metadata of {model_path}"
+    saved = saved_options(model_path)
+    if saved:
+        return load_yaml(saved), saved
     default = osp.join(root, "options", "test_DiffIRs2_hdr.yml")
     return load_yaml(default), default
 
 
-def _tone_settings(opt: Dict[str, Any]) -> Dict[str, Any]:
+def tone_settings(opt: Dict[str, Any]) -> Dict[str, Any]:
     """hdr_max / tone_curve / lq_linearize of the options' first dataset (the training data's), else defaults."""
     datasets = opt.get("datasets") or {}
     first = next((d for d in datasets.values() if isinstance(d, dict)), {})
     return {"hdr_max": float(first.get("hdr_max", 1000.0)), "tone_curve": str(first.get("tone_curve", "log")).lower(),
             "lq_linearize": bool(first.get("lq_linearize", True))}
+
+
+def export_safetensors(model_path: str, out_path: str, opt_path: Optional[str] = None,
+                       param_key: str = "params_ema", overwrite: bool = False) -> Dict[str, str]:
+    """Write the ``param_key`` weights of a ``.pth`` checkpoint as ``.safetensors`` with what rebuilds the network.
+
+    The metadata holds ``network_g`` and the tone settings (``hdr_max``/``tone_curve``/``lq_linearize``) as JSON
+    strings, the source checkpoint, the weights' key and the iteration; the weights are loaded strictly into
+    ``network_g`` first, so a file that does not fit its options is never written. Returns the metadata.
+    """
+    opt_file = opt_path or saved_options(model_path)
+    if not opt_file:
+        raise OptionError(f"No options found for {model_path}: training saves options_<name>.yml beside models/; "
+                          "pass --opt with the options the model was trained with")
+    opt = load_yaml(opt_file)
+    if not isinstance(opt.get("network_g"), dict):
+        raise OptionError(f"{opt_file} has no network_g section: pass --opt with the options the model was trained with")
+    if osp.lexists(out_path) and not overwrite:
+        raise FileExistsError(f"'{out_path}' already exists; choose another --out or pass --overwrite")
+    state = extract_state_dict(load_file(model_path, "network checkpoint"), param_key, model_path)
+    load_checked(build_network(dict(opt["network_g"]), "network_g"), state, model_path, param_key,
+                 what=f"network_g of {opt_file}")
+    found = re.search(r"_(\d+)\.pth$", osp.basename(model_path))
+    meta = {"format": "DiffIR-HDR network weights", "network_g": json.dumps(opt["network_g"]),
+            "tone": json.dumps(tone_settings(opt)), "source": osp.abspath(model_path), "param_key": param_key,
+            "iteration": found.group(1) if found else osp.splitext(osp.basename(model_path))[0].rsplit("_", 1)[-1],
+            "options": osp.abspath(opt_file)}
+    save_safetensors(state, out_path, meta)
+    return meta
 
 
 def load_stage2_network(model_path: str, network_opt: Dict[str, Any], param_key: str, where: str,
@@ -218,12 +266,13 @@ def run_inference(args: argparse.Namespace, root: str) -> List[str]:
         raise OptionError(f"--tile_overlap must be in [0, {args.tile - 8}] for --tile {args.tile}, got {args.tile_overlap}")
     pairs = _pair_inputs(args.input, args.dgain)
     targets = {stem: osp.join(args.output, f"{stem}.{args.format}") for stem, _, _ in pairs}
-    check_output_targets(args.output, list(targets.values()), {"--input": args.input, "--dgain": args.dgain},
-                         args.overwrite)
+    previews = {stem: osp.join(args.output, f"{stem}.png") for stem in targets} if args.preview else {}
+    check_output_targets(args.output, [*targets.values(), *previews.values()],
+                         {"--input": args.input, "--dgain": args.dgain}, args.overwrite)
     opt, where = find_network_options(args.model, args.opt, root)
     if "network_g" not in opt:
         raise OptionError(f"{where} has no network_g section: pass --opt with the options the model was trained with")
-    tone = _tone_settings(opt)
+    tone = tone_settings(opt)
     if args.hdr_max is not None:
         tone["hdr_max"] = float(args.hdr_max)
     if args.tone_curve is not None:
@@ -258,7 +307,10 @@ def run_inference(args: argparse.Namespace, root: str) -> List[str]:
             cond = torch.tensor([[meta["dgain"], meta["gamma"]]], dtype=torch.float32, device=device)
             out = restore_ldr_only(net, lq, cond, window=8, tile=args.tile or None, overlap=args.tile_overlap,
                                    seed=args.seed)
-            write_hdr(targets[stem], domain.to_linear(out[0]))
+            linear = domain.to_linear(out[0])
+            write_hdr(targets[stem], linear)
+            if args.preview:
+                write_preview(previews[stem], linear, domain.hdr_max)
         except (OSError, ValueError) as e:  # a file that changed since the check, a full disk: go on, list at the end
             failed.append(f"{osp.basename(image_path)}: {e}")
             continue

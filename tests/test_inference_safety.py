@@ -323,3 +323,68 @@ def test_entry_scripts_exit_2_without_traceback_on_bad_checkpoints(s2_files: Pat
     args[args.index("--model") + 1] = str(files["text"])
     assert run_cli(lambda: ip.main(str(ROOT), args)) == 2
     assert "text.pth': it is not a PyTorch checkpoint" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- 6. previews
+def test_inference_preview_writes_a_tone_mapped_png_beside_each_output(s2_files: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    written = ip.main(str(ROOT), _args(s2_files, out, "--preview"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"im_00000{i}.{ext}" for i in (1, 2, 3) for ext in ("hdr", "png")])
+    png = cv2.imread(str(out / "im_000001.png"), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint8 and png.shape == read_hdr(written[0]).shape == (24, 32, 3) and png.max() > 0
+    (out / "im_000002.hdr").unlink()  # only the preview is left of this one: still refused
+    with pytest.raises(FileExistsError, match="im_000002.png"):
+        ip.main(str(ROOT), _args(s2_files, out, "--preview"))
+
+
+# ---------------------------------------------------------------------------------------------- 7. safetensors
+def test_safetensors_export_loads_in_inference_and_test(s2_files: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    from export_safetensors import main as export_main
+    from safetensors import safe_open
+
+    exp = tmp_path / "experiments" / "s2run"
+    (exp / "models").mkdir(parents=True)
+    shutil.copy(s2_files / "net_g_5.pth", exp / "models" / "net_g_5.pth")
+    (exp / "options_s2run.yml").write_text(yaml.safe_dump(
+        {"network_g": TINY_S2, "datasets": {"train": {"hdr_max": 500, "tone_curve": "log"}}}))
+    st = tmp_path / "s2run.safetensors"
+    assert export_main(["--model", str(exp / "models" / "net_g_5.pth"), "--out", str(st)]) == 0
+    with safe_open(str(st), framework="pt") as f:
+        meta = f.metadata()
+    assert yaml.safe_load(meta["network_g"]) == TINY_S2 and meta["iteration"] == "5"
+    assert yaml.safe_load(meta["tone"]) == {"hdr_max": 500.0, "tone_curve": "log", "lq_linearize": True}
+    assert meta["source"] == str(exp / "models" / "net_g_5.pth") and meta["param_key"] == "params_ema"
+    assert set(load_file(str(st))) == set(torch.load(s2_files / "net_g_5.pth")["params_ema"])
+    assert export_main(["--model", str(exp / "models" / "net_g_5.pth"), "--out", str(st)]) == 2  # exists
+    assert "already exists" in capsys.readouterr().err
+
+    # inference: the network and tone from the metadata, the same output as the .pth with the same options
+    args = _args(s2_files, tmp_path / "st")
+    args[args.index("--model") + 1] = str(st)
+    del args[args.index("--opt"):args.index("--opt") + 2]
+    from_st = read_hdr(ip.main(str(ROOT), args)[0])
+    assert "Network options: the metadata of" in capsys.readouterr().out
+    pth_args = _args(s2_files, tmp_path / "pth")
+    pth_args[pth_args.index("--opt") + 1] = str(exp / "options_s2run.yml")
+    assert np.array_equal(from_st, read_hdr(ip.main(str(ROOT), pth_args)[0]))
+
+    # test.py: path:pretrain_network_g may name the .safetensors file; same scores as the .pth
+    scores = {}
+    for weights in (str(st), str(s2_files / "net_g_5.pth")):
+        opt = {"name": f"t_{Path(weights).suffix[1:]}", "model_type": "DiffIRS2Model", "num_gpu": 0,
+               "manual_seed": 0, "network_g": TINY_S2, "path": {"pretrain_network_g": weights},
+               "datasets": {"test_1": {"name": "S", "type": "LDR_HDR_PairedDataset", "hdr_max": 500,
+                                       "dataroot_lq": str(s2_files / "jpg"), "dataroot_gt": str(s2_files / "hdr"),
+                                       "dataroot_dgain": str(s2_files / "dgain"), "io_backend": {"type": "disk"}}},
+               "val": {"pbar": False, "metrics": {"psnr": {"type": "calculate_psnr"}}}, "logger": {"language": "en"}}
+        yml = tmp_path / f"{opt['name']}.yml"
+        yml.write_text(yaml.safe_dump(opt))
+        scores[weights] = tp.test_pipeline(str(tmp_path), ["-opt", str(yml)])["results"]["S"].metrics["psnr"]
+    assert len(set(scores.values())) == 1
+
+    # a damaged .safetensors file is a clear error too
+    st.write_bytes(st.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="s2run.safetensors': it is not a valid .safetensors file"):
+        load_file(str(st))
