@@ -30,6 +30,10 @@ class CheckpointError(ValueError, RuntimeError):
     """
 
 
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint whose tensors do not fit the network it is loaded into (another architecture)."""
+
+
 def atomic_save(obj: Any, path: str) -> None:
     """``torch.save`` through :func:`atomic_open`: a crash mid-write leaves the previous file intact."""
     with atomic_open(path, "wb") as f:
@@ -180,7 +184,7 @@ def _few(keys: List[str], n: int = 3) -> str:
 
 def load_checked(net: nn.Module, state: Mapping[str, torch.Tensor], path: str, param_key: Optional[str] = None,
                  strict: bool = True, what: str = "network_g") -> None:
-    """``net.load_state_dict(state)``; a checkpoint of another architecture → one :class:`CheckpointError`.
+    """``net.load_state_dict(state)``; a checkpoint of another architecture → one :class:`CheckpointMismatch`.
 
     The message names the file, the network type, a few missing/unexpected/mis-shaped keys and what to check,
     instead of torch's list of every key.
@@ -194,7 +198,7 @@ def load_checked(net: nn.Module, state: Mapping[str, torch.Tensor], path: str, p
         parts = [f"{label} {_few(keys)}" for label, keys in (("shapes differ:", wrong), ("missing in the file:", missing),
                                                              ("not in the network:", extra)) if keys]
         key = f" [{param_key}]" if param_key else ""
-        raise CheckpointError(
+        raise CheckpointMismatch(
             f"The checkpoint '{path}'{key} does not fit {what} ({type(net).__name__}): {'; '.join(parts)}. It was "
             f"saved from a network of another type or size: check that {what} (type, dim, num_blocks, heads, ...) "
             "repeats the options the checkpoint was trained with, and that the path names the right file.")
