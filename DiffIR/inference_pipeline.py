@@ -6,21 +6,31 @@ Each image goes through the training data pipeline (LDR linearised with its own 
 of the training options), the stage-2 network (prior from the whole image, DIRformer whole or on overlapping tiles
 for large images) and back: the output is clamped to [0, 1] in the network domain (so to [0, hdr_max], as the
 original fork does) and the tone curve is inverted, giving values in the training GT's units. Files are written
-atomically, ``.hdr`` (Radiance RGBE) by default or ``.exr`` (float32).
+atomically, ``.hdr`` (Radiance RGBE) by default or ``.exr`` (float32); ``--preview`` adds a tone-mapped
+``<stem>.png`` beside each (the preview ``test.py`` writes).
+
+Before anything is written, every dgain file is read and every image decoded once (one error lists every bad
+file), and existing outputs are refused unless ``--overwrite`` (an output folder that is ``--input`` or
+``--dgain`` always). An image that still fails during the run is skipped and listed at the end (exit status 2).
+Images are read as a viewer displays them: an EXIF orientation tag is applied (training reads pixels as stored,
+aligned with their HDR ground truth), so the output has the orientation the photo is shown in.
 
 The network options come from ``--opt`` (its ``network_g``, and the tone settings of its first dataset), else from
-the ``options_*.yml`` that training saved next to the checkpoint's ``models/`` folder, else the official stage-2
-sizes built in here (:data:`OFFICIAL_S2_NETWORK`, the ``network_g`` of ``options/test_DiffIRs2_hdr.yml``; in code so
-that a pip-installed ``diffir-infer`` finds it from any directory).
+the metadata of a ``.safetensors`` model (``scripts/export_safetensors.py``), else from the ``options_*.yml`` that
+training saved next to the checkpoint's ``models/`` folder, else the official stage-2 sizes built in here
+(:data:`OFFICIAL_S2_NETWORK`, the ``network_g`` of ``options/test_DiffIRs2_hdr.yml``; in code so that a
+pip-installed ``diffir-infer`` finds it from any directory).
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import os.path as osp
+import re
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,15 +41,16 @@ from DiffIR.archs import build_network
 from DiffIR.data.dgain import read_dgain_file
 from DiffIR.data.ldr_hdr_paired_dataset import LQ_EXTENSIONS
 from DiffIR.models.diffir_s2_model import STAGE1_WEIGHTS_MESSAGE, is_stage1_state, restore_ldr_only
-from DiffIR.models.evaluation import ToneDomain
+from DiffIR.models.evaluation import ToneDomain, write_preview
 from DiffIR.utils.cpu_malloc import keep_freed_memory
-from DiffIR.utils.checkpoint import extract_state_dict, load_file
+from DiffIR.utils.checkpoint import (SAFETENSORS_EXT, extract_state_dict, load_checked, load_file,
+                                     read_safetensors_metadata, save_safetensors)
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.options import load_yaml
 from DiffIR.utils.registry import OptionError
 from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input
 
-__all__ = ["build_arg_parser", "find_network_options", "load_stage2_network",
+__all__ = ["build_arg_parser", "find_network_options", "load_stage2_network", "export_safetensors",
            "run_inference", "main"]
 
 OUTPUT_FORMATS = ("hdr", "exr")
@@ -57,7 +68,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DiffIR stage 2: LDR images (+ dgain files) -> linear HDR images")
     p.add_argument("--input", required=True, help="folder of LDR images (.jpg/.jpeg/.png)")
     p.add_argument("--dgain", required=True, help="folder of <stem>.txt files with 'dgain:' and 'gamma:' lines")
-    p.add_argument("--model", required=True, help="stage-2 checkpoint (net_g_*.pth)")
+    p.add_argument("--model", required=True, help="stage-2 weights: net_g_*.pth, or a .safetensors export (its "
+                                                   "metadata names the network)")
     p.add_argument("--output", required=True, help="folder for the HDR outputs (<stem>.hdr or .exr)")
     p.add_argument("--opt", default=None, help="options YAML naming the network (network_g) and tone settings; "
                                                "default: the options saved with the experiment")
@@ -73,25 +85,69 @@ def build_arg_parser() -> argparse.ArgumentParser:
                                                                              "(default: from the options, else log)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior's start noise (same for every image)")
     p.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda or cuda:N")
+    p.add_argument("--preview", action="store_true", help="also write <stem>.png beside each output: a tone-mapped "
+                                                          "preview (Reinhard, hdr_max -> white), as test.py does")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse, "
+                                                            "listing them, before anything is written)")
     return p
+
+
+def saved_options(model_path: str) -> Optional[str]:
+    """The ``options_*.yml`` that training saved beside the checkpoint's ``models/`` folder, if exactly one."""
+    saved = sorted(glob.glob(osp.join(osp.dirname(osp.dirname(osp.abspath(model_path))), "options_*.yml")))
+    return saved[0] if len(saved) == 1 else None
 
 
 def find_network_options(model_path: str, opt_path: Optional[str]) -> Tuple[Dict[str, Any], str]:
     """The options dict that names the network, and where it came from (see the module docstring)."""
     if opt_path:
         return load_yaml(opt_path), opt_path
-    saved = sorted(glob.glob(osp.join(osp.dirname(osp.dirname(osp.abspath(model_path))), "options_*.yml")))
-    if len(saved) == 1:
-        return load_yaml(saved[0]), saved[0]
+    if model_path.endswith(SAFETENSORS_EXT) and osp.isfile(model_path):
+        meta = read_safetensors_metadata(model_path)
+        if isinstance(meta.get("network_g"), dict):
+            return {"network_g": meta["network_g"], "datasets": {"train": dict(meta.get("tone") or {})}}, \
+                f"the metadata of {model_path}"
+    saved = saved_options(model_path)
+    if saved:
+        return load_yaml(saved), saved
     return {"network_g": dict(OFFICIAL_S2_NETWORK)}, OFFICIAL_S2_WHERE
 
 
-def _tone_settings(opt: Dict[str, Any]) -> Dict[str, Any]:
+def tone_settings(opt: Dict[str, Any]) -> Dict[str, Any]:
     """hdr_max / tone_curve / lq_linearize of the options' first dataset (the training data's), else defaults."""
     datasets = opt.get("datasets") or {}
     first = next((d for d in datasets.values() if isinstance(d, dict)), {})
     return {"hdr_max": float(first.get("hdr_max", 1000.0)), "tone_curve": str(first.get("tone_curve", "log")).lower(),
             "lq_linearize": bool(first.get("lq_linearize", True))}
+
+
+def export_safetensors(model_path: str, out_path: str, opt_path: Optional[str] = None,
+                       param_key: str = "params_ema", overwrite: bool = False) -> Dict[str, str]:
+    """Write the ``param_key`` weights of a ``.pth`` checkpoint as ``.safetensors`` with what rebuilds the network.
+
+    The metadata holds ``network_g`` and the tone settings (``hdr_max``/``tone_curve``/``lq_linearize``) as JSON
+    strings, the source checkpoint, the weights' key and the iteration; the weights are loaded strictly into
+    ``network_g`` first, so a file that does not fit its options is never written. Returns the metadata.
+    """
+    opt_file = opt_path or saved_options(model_path)
+    if not opt_file:
+        raise OptionError(f"No options found for {model_path}: training saves options_<name>.yml beside models/; "
+                          "pass --opt with the options the model was trained with")
+    opt = load_yaml(opt_file)
+    if not isinstance(opt.get("network_g"), dict):
+        raise OptionError(f"{opt_file} has no network_g section: pass --opt with the options the model was trained with")
+    if osp.lexists(out_path) and not overwrite:
+        raise FileExistsError(f"'{out_path}' already exists; choose another --out or pass --overwrite")
+    state = extract_state_dict(load_file(model_path, "network checkpoint"), param_key, model_path)
+    load_checked(build_network(dict(opt["network_g"]), "network_g"), state, model_path, param_key,
+                 what=f"network_g of {opt_file}")
+    found = re.search(r"_(\d+)\.pth$", osp.basename(model_path))
+    meta = {"format": "DiffIR-HDR network weights", "network_g": json.dumps(opt["network_g"]),
+            "tone": json.dumps(tone_settings(opt)), "source": osp.abspath(model_path), "param_key": param_key,
+            "iteration": found.group(1) if found else osp.splitext(osp.basename(model_path))[0].rsplit("_", 1)[-1],
+            "options": osp.abspath(opt_file)}
+    save_safetensors(state, out_path, meta)
+    return meta
 
 
 def load_stage2_network(model_path: str, network_opt: Dict[str, Any], param_key: str, where: str,
@@ -106,11 +162,7 @@ def load_stage2_network(model_path: str, network_opt: Dict[str, Any], param_key:
     if not hasattr(net, "estimate_ipr"):
         raise OptionError(f"network_g in {where} is {type(net).__name__}; LDR-only inference needs a stage-2 "
                           "network (type: DiffIRS2)")
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise OptionError(f"The checkpoint {model_path} [{param_key}] does not fit network_g of {where}: pass --opt "
-                          f"with the options the model was trained with.\n{e}") from None
+    load_checked(net, state, model_path, param_key, what=f"network_g of {where}")
     return net.to(device).eval()
 
 
@@ -122,6 +174,13 @@ def _pair_inputs(input_dir: str, dgain_dir: str) -> List[Tuple[str, str, str]]:
     images = sorted(f for f in os.listdir(input_dir) if osp.splitext(f)[1].lower() in LQ_EXTENSIONS)
     if not images:
         raise FileNotFoundError(f"--input folder '{input_dir}' has no LDR images ({', '.join(LQ_EXTENSIONS)})")
+    by_stem: Dict[str, List[str]] = {}
+    for name in images:
+        by_stem.setdefault(osp.splitext(name)[0], []).append(name)
+    clashes = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
+    if clashes:
+        raise OptionError(f"{len(clashes)} stem(s) of --input '{input_dir}' name several images ({_listed(clashes)}): "
+                          "their outputs <stem>.hdr would overwrite each other. Rename or move one of each.")
     pairs, missing = [], []
     for name in images:
         stem = osp.splitext(name)[0]
@@ -134,6 +193,67 @@ def _pair_inputs(input_dir: str, dgain_dir: str) -> List[Tuple[str, str, str]]:
     return pairs
 
 
+def _listed(items: Sequence[str], n: int = 10) -> str:
+    return ", ".join(items[:n]) + (f" ... (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return osp.realpath(a) == osp.realpath(b)
+
+
+def check_output_targets(output: str, targets: Sequence[str], inputs: Mapping[str, str], overwrite: bool) -> None:
+    """Refuse an output folder that is an input folder, and existing outputs unless ``overwrite``.
+
+    ``inputs`` maps an option name (``--input``) to its folder; folders are compared by real path (links resolved).
+    Runs before anything is written.
+    """
+    for what, folder in inputs.items():
+        if _same_folder(output, folder):
+            raise OptionError(f"--output '{output}' is the {what} folder: outputs must not be written among the "
+                              "inputs. Choose another folder, e.g. --output results/inference")
+    existing = [osp.basename(t) for t in targets if osp.lexists(t)]
+    if existing and not overwrite:
+        raise FileExistsError(f"{len(existing)} output file(s) already exist in '{output}': {_listed(existing)}. "
+                              "Nothing was written. Choose another --output folder, or pass --overwrite to replace "
+                              "them (make sure it is not a folder of ground-truth HDR files).")
+    if osp.isdir(output):
+        folder = output
+    else:  # the nearest existing ancestor must be a folder we may create it in
+        folder = osp.dirname(osp.abspath(output))
+        while not osp.exists(folder):
+            folder = osp.dirname(folder)
+        if osp.lexists(output) or not osp.isdir(folder):
+            raise NotADirectoryError(f"Cannot create the output folder '{output}': "
+                                     f"'{output if osp.lexists(output) else folder}' is a file. Choose another --output.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"Cannot write to the output folder '{output}': '{folder}' is not writable for this "
+                              "user. Choose a folder you can write to (--output).")
+
+
+def check_inputs(pairs: Sequence[Tuple[str, str, str]]) -> Dict[str, Dict[str, float]]:
+    """Read every dgain file and decode every image once; one error listing every bad file, before any output."""
+    metas: Dict[str, Dict[str, float]] = {}
+    bad: List[str] = []
+    for stem, image_path, txt in tqdm(pairs, unit="image", desc="Checking inputs", leave=False):
+        try:
+            metas[stem] = read_dgain_file(txt)
+        except (OSError, ValueError) as e:
+            bad.append(str(e))
+        try:
+            read_ldr(image_path, exif_orientation=True)
+        except (OSError, ValueError) as e:
+            bad.append(str(e))
+    if bad:
+        raise ValueError(f"{len(bad)} input problem(s) found before any output was written:\n  "
+                         + "\n  ".join(bad[:20]) + (f"\n  ... (+{len(bad) - 20} more)" if len(bad) > 20 else "")
+                         + "\nFix or remove these files, then run again.")
+    return metas
+
+
+class ImagesFailed(OSError):
+    """Some images failed during the run (after the checks passed); the others were written."""
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -144,17 +264,24 @@ def _device(name: str) -> torch.device:
 
 
 def run_inference(args: argparse.Namespace) -> List[str]:
-    """Restore every image of ``args.input``; returns the written paths. Everything is checked before any output."""
+    """Restore every image of ``args.input``; returns the written paths. Everything is checked before any output.
+
+    An image that still fails during the run (e.g. changed since the check) is skipped; the failures are listed at
+    the end in an :class:`ImagesFailed` error (exit status 2), after the other images were written.
+    """
     if args.tile < 0 or args.tile % 8:
         raise OptionError(f"--tile must be 0 or a positive multiple of 8, got {args.tile}")
     if args.tile and not 0 <= args.tile_overlap <= args.tile - 8:
         raise OptionError(f"--tile_overlap must be in [0, {args.tile - 8}] for --tile {args.tile}, got {args.tile_overlap}")
     pairs = _pair_inputs(args.input, args.dgain)
-    metas = {stem: read_dgain_file(txt) for stem, _, txt in pairs}  # a bad dgain file stops the run before any output
+    targets = {stem: osp.join(args.output, f"{stem}.{args.format}") for stem, _, _ in pairs}
+    previews = {stem: osp.join(args.output, f"{stem}.png") for stem in targets} if args.preview else {}
+    check_output_targets(args.output, [*targets.values(), *previews.values()],
+                         {"--input": args.input, "--dgain": args.dgain}, args.overwrite)
     opt, where = find_network_options(args.model, args.opt)
     if "network_g" not in opt:
         raise OptionError(f"{where} has no network_g section: pass --opt with the options the model was trained with")
-    tone = _tone_settings(opt)
+    tone = tone_settings(opt)
     if args.hdr_max is not None:
         tone["hdr_max"] = float(args.hdr_max)
     if args.tone_curve is not None:
@@ -165,25 +292,44 @@ def run_inference(args: argparse.Namespace) -> List[str]:
     if device.type == "cpu":
         keep_freed_memory()
     net = load_stage2_network(args.model, dict(opt["network_g"]), args.param_key, where, device)
+    metas = check_inputs(pairs)  # a bad image or dgain file stops the run before any output
     domain = ToneDomain(tone["tone_curve"], tone["hdr_max"])
     print(f"Network options: {where}\nWeights: {args.model} [{args.param_key}] on {device}\n"
           f"Tone: {tone['tone_curve']}, hdr_max {tone['hdr_max']:g}; "
-          + (f"images larger than {args.tile} px run in tiles" if args.tile else "no tiling"), flush=True)
+          + (f"images larger than {args.tile} px run in tiles" if args.tile else "no tiling")
+          + "\nImages are read as displayed: an EXIF orientation tag is applied (training reads pixels as stored)",
+          flush=True)
 
-    os.makedirs(args.output, exist_ok=True)
-    written = []
+    try:
+        os.makedirs(args.output, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"Cannot create the output folder '{args.output}': {e.strerror or e}. Choose another --output."
+                      ) from None
+    written: List[str] = []
+    failed: List[str] = []
     start = time.time()
     for stem, image_path, _ in tqdm(pairs, unit="image", desc="LDR->HDR"):
         meta = metas[stem]
-        x = ldr_to_network_input(read_ldr(image_path), meta["dgain"], meta["gamma"], **tone)
-        lq = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))[None].to(device)
-        cond = torch.tensor([[meta["dgain"], meta["gamma"]]], dtype=torch.float32, device=device)
-        out = restore_ldr_only(net, lq, cond, window=8, tile=args.tile or None, overlap=args.tile_overlap,
-                               seed=args.seed)
-        path = osp.join(args.output, f"{stem}.{args.format}")
-        write_hdr(path, domain.to_linear(out[0]))
-        written.append(path)
+        try:
+            x = ldr_to_network_input(read_ldr(image_path, exif_orientation=True), meta["dgain"], meta["gamma"], **tone)
+            lq = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))[None].to(device)
+            cond = torch.tensor([[meta["dgain"], meta["gamma"]]], dtype=torch.float32, device=device)
+            out = restore_ldr_only(net, lq, cond, window=8, tile=args.tile or None, overlap=args.tile_overlap,
+                                   seed=args.seed)
+            linear = domain.to_linear(out[0])
+            write_hdr(targets[stem], linear)
+            if args.preview:
+                write_preview(previews[stem], linear, domain.hdr_max)
+        except (OSError, ValueError) as e:  # a file that changed since the check, a full disk: go on, list at the end
+            failed.append(f"{osp.basename(image_path)}: {e}")
+            continue
+        written.append(targets[stem])
     print(f"Wrote {len(written)} HDR file(s) to {args.output} in {time.time() - start:.1f} s", flush=True)
+    if failed:
+        raise ImagesFailed(f"{len(failed)} of {len(pairs)} image(s) failed during the run ({len(written)} written to "
+                           f"'{args.output}'):\n  " + "\n  ".join(failed[:20])
+                           + (f"\n  ... (+{len(failed) - 20} more)" if len(failed) > 20 else "")
+                           + "\nFix these files and run them again (--overwrite replaces the outputs already written).")
     return written
 
 

@@ -28,7 +28,7 @@ from DiffIR.utils.misc import atomic_write_bytes, mkdir_and_rename, set_random_s
 from DiffIR.utils.options import parse_options
 from DiffIR.utils.registry import OptionError
 
-__all__ = ["test_pipeline", "check_test_options", "results_table", "format_table"]
+__all__ = ["test_pipeline", "check_test_options", "check_test_outputs", "results_table", "format_table"]
 __test__ = False  # a pipeline named like a test module (BasicSR's name), not a test: pytest must not collect it
 
 
@@ -67,6 +67,42 @@ def check_test_options(opt: Dict[str, Any], file: str = "<options>") -> None:
                           "-opt ...) or point it at a checkpoint file.")
     check_val_options(opt.get("val"))
     check_metric_options((opt.get("val") or {}).get("metrics") or {})
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+
+
+def _inside(path: str, folder: str) -> bool:
+    """True if ``path`` is ``folder`` or lies under it, comparing real paths (links resolved)."""
+    path, folder = osp.realpath(path), osp.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(osp.sep) + osp.sep)
+
+
+def check_test_outputs(opt: Dict[str, Any]) -> None:
+    """What ``test.py`` writes cannot land on its inputs or on other outputs; checked before anything is touched.
+
+    ``results/NAME/`` is archived (renamed) and then written: no dataset folder may lie inside it. Each set writes
+    to ``visualization/<set name>/``: set names must be plain folder names and distinct.
+    """
+    results = opt["path"]["results_root"]
+    seen: Dict[str, str] = {}
+    for phase in _eval_phases(opt):
+        dataset_opt = opt["datasets"][phase]
+        name = str(dataset_opt.get("name", phase))
+        if not _plain_name(name):
+            raise OptionError(f"'datasets:{phase}:name' is {name!r}: it names the output folder visualization/<name>/, "
+                              "so it must be a plain folder name (no '/', not '.' or '..'), e.g. name: ValSet")
+        if name in seen:
+            raise OptionError(f"'datasets:{phase}:name' and 'datasets:{seen[name]}:name' are both {name!r}: their "
+                              "outputs and scores would overwrite each other. Give each test set its own name.")
+        seen[name] = phase
+        for key in ("dataroot_lq", "dataroot_gt", "dataroot_dgain", "meta_info_file"):
+            folder = dataset_opt.get(key)
+            if isinstance(folder, str) and folder and _inside(folder, results):
+                raise OptionError(f"'datasets:{phase}:{key}' = '{folder}' lies inside this run's results folder "
+                                  f"'{results}', which test.py archives and writes into. Move the data elsewhere or "
+                                  "change 'name'.")
 
 
 def _fmt(v: Optional[float]) -> str:
@@ -133,7 +169,13 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
     msg = Messages((opt.get("logger") or {}).get("language", "zh"))
 
     path = opt["path"]
-    mkdir_and_rename(path["results_root"])
+    check_test_outputs(opt)
+    try:
+        mkdir_and_rename(path["results_root"])
+    except OSError as e:
+        raise OSError(f"Cannot set up the results folder '{path['results_root']}': {e.strerror or e} "
+                      f"({e.filename or path['results_root']}). Make results/ writable, or run test.py from a "
+                      "copy of the project where you can write.") from None
     log_file = osp.join(path["log"], f"test_{opt['name']}_{time.strftime('%Y%m%d_%H%M%S')}.log")
     logger = get_root_logger(log_file=log_file)
     logger.info(get_env_info())
@@ -159,7 +201,7 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
         name = loader.dataset.opt.get("name", "test")
         save_dir = osp.join(path["visualization"], name) if val_opt.get("save_img") else None
         res = evaluate_dataset(model, loader, val_opt, baseline=val_opt.get("baseline", True), save_dir=save_dir,
-                               suffix=suffix, desc=f"Test {name}")
+                               suffix=suffix, desc=f"Test {name}", overwrite=False)
         if not res.has_gt:
             logger.warning(msg("test_no_gt", name=name))
         if save_dir is not None:

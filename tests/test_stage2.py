@@ -29,7 +29,7 @@ from DiffIR.losses import build_loss
 from DiffIR.models import build_model
 from DiffIR.models.diffir_s2_model import DiffIRS2Model, restore_ldr_only
 from DiffIR.train_pipeline_hdr import train_pipeline
-from DiffIR.utils.checkpoint import load_file
+from DiffIR.utils.checkpoint import CheckpointError, load_file
 from DiffIR.utils.hdr_io import read_hdr, read_ldr
 from DiffIR.utils.options import finalize_options, load_yaml
 from DiffIR.utils.registry import OptionError
@@ -479,9 +479,10 @@ def test_inference_errors_name_the_problem(ldr_folder: Path, tmp_path: Path, s1_
     (bad / "im_000001.txt").write_text("dgain: 2.0\ngamma: 2.2\n")
     (bad / "im_000002.txt").write_text("dgain: abc\ngamma: 2.2\n")
     with pytest.raises(ValueError, match="im_000002.txt.*dgain"):
-        inference_main(str(ROOT), base[:2] + ["--dgain", str(bad)] + base[4:] + ["--model", str(ckpt)])
+        inference_main(str(ROOT), base[:2] + ["--dgain", str(bad)] + base[4:] + ["--model", str(ckpt), "--opt",
+                                                                                 str(tmp_path / "net.yml")])
     wrong = _write(tmp_path / "wrong.yml", {"network_g": dict(TINY_S2, dim=16)})
-    with pytest.raises(OptionError, match="does not fit"):
+    with pytest.raises(CheckpointError, match="does not fit"):
         inference_main(str(ROOT), base + ["--model", str(ckpt), "--opt", str(wrong)])
     assert not (tmp_path / "o").exists()  # nothing written when the inputs are wrong
 

@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from DiffIR.metrics import check_metric_options
 from DiffIR.models.evaluation import check_val_options, evaluate_dataset, publish_previews
 from DiffIR.models.lr_scheduler import build_scheduler, get_scheduler, update_learning_rate
-from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, list_training_states, load_file
+from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, list_training_states, load_checked, load_file
 from DiffIR.utils.dist import all_finite, all_gather_objects, get_dist_info, local_rank, reduce_mean
 from DiffIR.utils.logger import get_root_logger
 from DiffIR.utils.errors import TrainingStopped
@@ -126,11 +126,7 @@ class BaseModel:
                 self.logger.warning(f"{len(missing)} network keys not in the file (kept as initialised), e.g. {missing[:3]}")
             if extra:
                 self.logger.warning(f"{len(extra)} file keys not in the network (ignored), e.g. {extra[:3]}")
-        try:
-            net.load_state_dict(state, strict=strict)
-        except RuntimeError as e:
-            raise RuntimeError(f"Checkpoint {path} [{param_key}] does not fit {net.__class__.__name__}: {e}\n"
-                               "Check that network_g matches the checkpoint, or set path.strict_load_g: false.") from None
+        load_checked(net, state, path, param_key, strict)  # another architecture → CheckpointError, exit status 2
 
     def save_network(self, nets: List[nn.Module], label: str, current_iter: Any, param_keys: List[str]) -> None:
         if get_dist_info()[0] != 0:

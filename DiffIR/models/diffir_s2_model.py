@@ -37,7 +37,7 @@ from DiffIR.archs import build_network
 from DiffIR.losses.kd_loss import KDLoss
 from DiffIR.models.diffir_s1_model import DiffIRS1Model
 from DiffIR.models.tiling import tiled_forward
-from DiffIR.utils.checkpoint import extract_state_dict, load_file
+from DiffIR.utils.checkpoint import CheckpointMismatch, extract_state_dict, load_file
 from DiffIR.utils.dist import get_dist_info, reduce_mean
 from DiffIR.utils.img_util import pad_to_multiple
 from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
@@ -180,7 +180,7 @@ class DiffIRS2Model(DiffIRS1Model):
         key = path_opt.get("param_key_S1", "params_ema")
         try:
             self.load_network(teacher, path, path_opt.get("strict_load_S1", True), key)
-        except RuntimeError as e:
+        except CheckpointMismatch as e:  # an unreadable or unsafe file keeps its own message
             hint = ""
             if "diffusion." in str(e) or "condition." in str(e):
                 hint = " It looks like a stage-2 checkpoint: pretrain_network_S1 must be the stage-1 (DiffIRS1) file."

@@ -38,7 +38,7 @@ from DiffIR.utils.tone_mapping import display_tone_map, inverse_linear_tone_map,
 
 __all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "output_suffix", "evaluate_dataset",
            "PREVIEW_ERROR_SCALE", "PREVIEW_PANEL_SIZE", "preview_domains", "error_map", "preview_row",
-           "publish_previews"]
+           "publish_previews", "write_preview"]
 
 logger = logging.getLogger("DiffIR")
 
@@ -110,6 +110,10 @@ def check_val_options(val_opt: Optional[Mapping[str, Any]]) -> None:
     if fmt not in SAVE_FORMATS:
         raise OptionError(f"'val:save_format' is {fmt!r}; use one of: {', '.join(SAVE_FORMATS)}")
     _check_preview_option(val_opt)
+    suffix = val_opt.get("suffix")
+    if suffix is not None and any(c in str(suffix) for c in ("/", "\\", "\0")):
+        raise OptionError(f"'val:suffix' is {suffix!r}: it is appended to output file names, so it cannot hold a "
+                          "path separator; e.g. suffix: test (or ~ for the run name, '' for none)")
 
 
 def output_suffix(val_opt: Optional[Mapping[str, Any]], default: str) -> str:
@@ -151,9 +155,20 @@ def _mean(rows: List[Dict[str, float]]) -> Dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
+def write_preview(path: str, linear: np.ndarray, hdr_max: float) -> None:
+    """A tone-mapped PNG of a linear HDR image for people to look at (Reinhard, ``hdr_max`` → white)."""
+    write_ldr(path, display_tone_map(linear, "reinhard", hdr_max=hdr_max))
+
+
+def _refuse_existing(path: str) -> None:
+    if osp.lexists(path):
+        raise FileExistsError(f"Output '{path}' already exists (two images with the same name in one set?); it is "
+                              "not overwritten. Give every image of a set its own file name.")
+
+
 def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str, Any]] = None, *,
                      baseline: bool = True, save_dir: Optional[str] = None, suffix: str = "",
-                     desc: Optional[str] = None) -> EvalResult:
+                     desc: Optional[str] = None, overwrite: bool = True) -> EvalResult:
     """Run ``model`` over ``dataloader`` and score it with ``val_opt['metrics']``.
 
     ``baseline``: also score the network input against the GT. ``save_dir``: write ``<stem>[_<suffix>].<fmt>``
@@ -161,6 +176,8 @@ def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str,
     (a Reinhard tone-mapped preview, ``val.save_preview: false`` to skip). Images without GT are run and saved
     but not scored. ``result.previews`` holds the display rows of the first ``val.num_preview_images`` (default 4)
     images, for :func:`publish_previews`.
+    ``overwrite=False`` (``test.py``) refuses to replace an existing output file; validation during
+    training rewrites its own outputs of an iteration it validates again after a resume.
     """
     val_opt = val_opt or {}
     metrics = val_opt.get("metrics") or {}
@@ -196,11 +213,14 @@ def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str,
             if save_dir is not None:
                 os.makedirs(save_dir, exist_ok=True)
                 path = osp.join(save_dir, f"{stem}{tail}.{fmt}")
+                png = osp.join(save_dir, f"{stem}{tail}.png")
+                if not overwrite:
+                    for target in (path, png) if preview else (path,):
+                        _refuse_existing(target)
                 write_hdr(path, out("linear"))
                 result.saved.append(path)
                 if preview:
-                    png = osp.join(save_dir, f"{stem}{tail}.png")
-                    write_ldr(png, display_tone_map(out("linear"), "reinhard", hdr_max=domain.hdr_max))
+                    write_preview(png, out("linear"), domain.hdr_max)
                     result.saved.append(png)
             if len(result.previews) < num_previews:  # the first images in dataset order: the same at every validation
                 result.previews.append(preview_row(visuals["lq"][b], visuals["result"][b],

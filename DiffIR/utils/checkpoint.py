@@ -1,13 +1,37 @@
-"""Checkpoint file I/O: atomic writes and safe (``weights_only``) reads, in one place."""
+"""Checkpoint file I/O: atomic writes and safe (``weights_only``) reads, in one place.
+
+Reads accept BasicSR ``.pth`` containers (``torch.load(weights_only=True)``) and ``.safetensors`` weights (a bare
+state_dict plus string metadata, see :func:`save_safetensors`). Every failure to read or fit a checkpoint raises
+:class:`CheckpointError`, whose message names the file, what is wrong and what to do.
+"""
 from __future__ import annotations
 
+import io
+import json
 import os
+import pickletools
 import re
-from typing import Any, Dict, List, Optional, Tuple
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
+import torch.nn as nn
 
-from DiffIR.utils.misc import atomic_open
+from DiffIR.utils.misc import atomic_open, atomic_write_bytes
+
+SAFETENSORS_EXT = ".safetensors"
+
+
+class CheckpointError(ValueError, RuntimeError):
+    """A checkpoint that cannot be read, is refused as unsafe, or does not fit the network.
+
+    A ``ValueError`` so the entry scripts end with the message and exit status 2 (``DiffIR.utils.cli``); also a
+    ``RuntimeError``, what a failed load raised before, so callers that skip an unreadable training state still do.
+    """
+
+
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint whose tensors do not fit the network it is loaded into (another architecture)."""
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -16,17 +40,122 @@ def atomic_save(obj: Any, path: str) -> None:
         torch.save(obj, f)
 
 
+_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
+_CODE_OPS = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"}
+
+
+def _pickled_objects(data: bytes) -> Optional[List[str]]:
+    """What a plain pickle stream would import or build (scanned, never executed).
+
+    None when ``data`` is no pickle or builds no object (only numbers, strings, containers); else the names of the
+    classes/functions it imports (possibly empty when it only calls what it built).
+    """
+    names: List[str] = []
+    strings: List[str] = []
+    code = False
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if isinstance(arg, str):
+                strings.append(arg)
+            if op.name in _CODE_OPS:
+                code = True
+                if op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+    except ValueError:  # pickletools: unknown opcode / stream ends early → not a pickle
+        return None
+    return names if code else None
+
+
+def _unreadable(path: str, what: str, err: BaseException, data: bytes) -> CheckpointError:
+    """Classify a failed ``torch.load``: a pickle payload refused as unsafe, or a file that is no checkpoint."""
+    text = str(err)
+    is_zip = data.startswith(b"PK\x03\x04")
+    unsafe: Optional[List[str]] = None
+    if "Weights only load failed" in text and "Unsupported global" in text:
+        unsafe = _GLOBAL_RE.findall(text)
+    elif not is_zip:
+        unsafe = _pickled_objects(data)
+    if unsafe is not None:
+        named = ", ".join(dict.fromkeys(unsafe)) or "Python objects"
+        return CheckpointError(
+            f"Refused to load {what} '{path}': it holds pickled Python code or objects ({named}), which could run "
+            "arbitrary code when loaded, so it is refused as unsafe. Only tensors, numbers, strings and plain "
+            "containers are accepted. Use a checkpoint written by this program or an official DiffIR file; if you "
+            "made this file, save only the weights: torch.save({'params': net.state_dict()}, path).")
+    if not data:
+        why = "it is empty (0 bytes)"
+    elif is_zip:
+        first = text.split(". ")[0] if text else type(err).__name__
+        why = f"it is damaged or truncated ({first})"
+    else:
+        why = "it is not a PyTorch checkpoint, or it is truncated"
+    return CheckpointError(
+        f"Cannot read {what} '{path}': {why}. Check the path (a .pth written by torch.save, or a .safetensors file); "
+        "if it was copied or downloaded, copy it again.")
+
+
 def load_file(path: str, what: str = "checkpoint") -> Any:
-    """``torch.load(weights_only=True)`` on CPU with an error that names the file."""
+    """Read a checkpoint on CPU: ``torch.load(weights_only=True)``, or the state_dict of a ``.safetensors`` file.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for one that cannot be used.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} not found: {path}")
+    if path.endswith(SAFETENSORS_EXT):
+        return _load_safetensors(path, what)[0]
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise RuntimeError(
-            f"Cannot read {what} '{path}': {type(e).__name__}: {e}. The file may be truncated or not a "
-            "PyTorch checkpoint (only tensors and plain containers are accepted; pickled code is refused)."
-        ) from e
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - classified and re-raised with the file named
+        with open(path, "rb") as f:
+            data = f.read()
+        # from None: torch's own text would advise disabling the safety check, which we never suggest
+        raise _unreadable(path, what, e, data) from None
+
+
+def _load_safetensors(path: str, what: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise CheckpointError(f"Reading {what} '{path}' needs the safetensors package: pip install safetensors") from None
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as e:  # noqa: BLE001 - the library raises its own SafetensorError / OSError
+        raise CheckpointError(f"Cannot read {what} '{path}': it is not a valid .safetensors file ({e}). If it was "
+                              "copied or downloaded, copy it again; export it again with scripts/export_safetensors.py."
+                              ) from None
+
+
+def read_safetensors_metadata(path: str) -> Dict[str, Any]:
+    """The metadata of a ``.safetensors`` file, with its JSON values (``network_g``, ``tone``) decoded."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights not found: {path}")
+    meta = _load_safetensors(path, "weights")[1]
+    out: Dict[str, Any] = dict(meta)
+    for key in ("network_g", "tone"):
+        if key in meta:
+            try:
+                out[key] = json.loads(meta[key])
+            except json.JSONDecodeError:
+                raise CheckpointError(f"'{path}': metadata '{key}' is not valid JSON; export the file again") from None
+    return out
+
+
+def save_safetensors(state: Mapping[str, torch.Tensor], path: str, metadata: Mapping[str, Any]) -> None:
+    """Write ``state`` as ``.safetensors`` atomically; dict/list metadata values are stored as JSON strings.
+
+    Tensors that share storage (DiffIRS2's aliased ``diffusion.*`` copies) are written as separate copies, so the
+    file loads into the network strictly.
+    """
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in metadata.items()}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
 def extract_state_dict(ckpt: Any, param_key: Optional[str], path: str) -> Dict[str, torch.Tensor]:
@@ -42,9 +171,38 @@ def extract_state_dict(ckpt: Any, param_key: Optional[str], path: str) -> Dict[s
         else:
             raise KeyError(f"Checkpoint '{path}' has no '{param_key}' entry (it has: {', '.join(map(str, ckpt))}). "
                            "Set path.param_key_g to one of those.")
-    if not isinstance(state, dict):
-        raise TypeError(f"Checkpoint '{path}' does not hold a state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"Checkpoint '{path}' [{param_key}] does not hold a state_dict (a mapping of names to "
+                              "tensors): it is a training state or another kind of file. Use a network checkpoint, "
+                              "e.g. experiments/NAME/models/net_g_latest.pth")
     return {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _few(keys: List[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def load_checked(net: nn.Module, state: Mapping[str, torch.Tensor], path: str, param_key: Optional[str] = None,
+                 strict: bool = True, what: str = "network_g") -> None:
+    """``net.load_state_dict(state)``; a checkpoint of another architecture → one :class:`CheckpointMismatch`.
+
+    The message names the file, the network type, a few missing/unexpected/mis-shaped keys and what to check,
+    instead of torch's list of every key.
+    """
+    own = net.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the network"
+             for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state] if strict else []
+    extra = [k for k in state if k not in own] if strict else []
+    if wrong or missing or extra:
+        parts = [f"{label} {_few(keys)}" for label, keys in (("shapes differ:", wrong), ("missing in the file:", missing),
+                                                             ("not in the network:", extra)) if keys]
+        key = f" [{param_key}]" if param_key else ""
+        raise CheckpointMismatch(
+            f"The checkpoint '{path}'{key} does not fit {what} ({type(net).__name__}): {'; '.join(parts)}. It was "
+            f"saved from a network of another type or size: check that {what} (type, dim, num_blocks, heads, ...) "
+            "repeats the options the checkpoint was trained with, and that the path names the right file.")
+    net.load_state_dict(dict(state), strict=strict)
 
 
 _STATE_RE = re.compile(r"^(\d+)\.state$")

@@ -410,11 +410,19 @@ def _jpeg_truncated(data: bytes) -> bool:
     return last_eoi < 0 or last_eoi < last_sos
 
 
+#: OpenCV flags: pixels as stored (``IMREAD_UNCHANGED`` never applies EXIF orientation), or as displayed
+#: (``ANYDEPTH | ANYCOLOR`` keeps 16 bit and grey, drops alpha, and rotates/flips by the EXIF orientation tag)
+_AS_STORED = cv2.IMREAD_UNCHANGED
+_AS_DISPLAYED = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+
+
 def decode_ldr_bytes(buf: Union[bytes, bytearray, memoryview, np.ndarray], name: str = "<bytes>",
-                     window: WindowArg = None) -> np.ndarray:
+                     window: WindowArg = None, exif_orientation: bool = False) -> np.ndarray:
     """Decode in-memory PNG/JPEG/... bytes to float32 RGB in ``[0, 1]`` (grey -> 3 channels, alpha dropped).
 
     With ``window`` only that crop is converted to float32 RGB (the codec still decodes the whole image).
+    ``exif_orientation``: False (training, checks, LMDB) returns the pixels as stored, aligned with their HDR
+    partner; True (inference on users' photos) rotates/flips them as the EXIF orientation tag says a viewer shows them.
     """
     data = bytes(buf) if not isinstance(buf, np.ndarray) else buf.tobytes()
     if not data:
@@ -423,7 +431,7 @@ def decode_ldr_bytes(buf: Union[bytes, bytearray, memoryview, np.ndarray], name:
         raise ImageIOError(
             f"LDR image '{name}' is a truncated JPEG (no end-of-image marker). Fix: re-export or re-download it."
         )
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), _AS_DISPLAYED if exif_orientation else _AS_STORED)
     if img is None:
         raise ImageIOError(
             f"Cannot decode LDR image '{name}': OpenCV could not read it (truncated or not an image). "
@@ -444,11 +452,12 @@ def decode_ldr_bytes(buf: Union[bytes, bytearray, memoryview, np.ndarray], name:
     return out
 
 
-def read_ldr(path: PathLike, window: WindowArg = None) -> np.ndarray:
+def read_ldr(path: PathLike, window: WindowArg = None, exif_orientation: bool = False) -> np.ndarray:
     """Read an 8/16-bit PNG/JPEG as float32 ``H x W x 3`` RGB in ``[0, 1]`` (only ``window`` of it, if given).
 
-    Grey images are replicated to 3 channels, an alpha channel is dropped; EXIF orientation is
-    ignored (pixels are returned as stored, so they stay aligned with their HDR partner).
+    Grey images are replicated to 3 channels, an alpha channel is dropped. EXIF orientation is ignored by
+    default (pixels as stored, so a training LDR stays aligned with its HDR partner); ``exif_orientation=True``
+    applies it (inference: the output is oriented as the photo is displayed).
     """
     ext = _ext_of(path)
     if ext not in LDR_EXTENSIONS:
@@ -456,7 +465,7 @@ def read_ldr(path: PathLike, window: WindowArg = None) -> np.ndarray:
             f"Cannot read LDR image '{path}': unsupported extension '{ext}'. Fix: use one of {', '.join(LDR_EXTENSIONS)}."
         )
     p = _check_exists(path, "LDR image")
-    return decode_ldr_bytes(p.read_bytes(), name=str(p), window=window)
+    return decode_ldr_bytes(p.read_bytes(), name=str(p), window=window, exif_orientation=exif_orientation)
 
 
 def write_ldr(path: PathLike, rgb: np.ndarray, quality: int = 95, auto_mkdir: bool = True) -> None:

@@ -78,6 +78,21 @@ def restore_rng_state(state: dict) -> None:
 _TEMP_PREFIX = ".tmp_"
 
 
+def _target_mode(path: str) -> int:
+    """The permission bits of ``path`` if it exists, else those a new file gets (0666 less the umask)."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        pass
+    try:  # Linux: read the umask without changing it (other threads may be creating files)
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration):
+        mask = os.umask(0)  # elsewhere the only way to read it; restored at once
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "wb", auto_mkdir: bool = True, **kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success flush, fsync and rename it over ``path``.
@@ -91,6 +106,7 @@ def atomic_open(path: str, mode: str = "wb", auto_mkdir: bool = True, **kwargs: 
     fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix="_" + os.path.basename(path), dir=folder)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
+            os.fchmod(f.fileno(), _target_mode(path))  # mkstemp makes 0600: keep what a plain open() would give
             yield f
             f.flush()
             os.fsync(f.fileno())
