@@ -4,8 +4,10 @@
         --out datasets/X_lmdb [--gt-dtype float16]
 
 writes OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb (each with meta_info.txt); train with
-``io_backend: {type: lmdb}`` and dataroot_lq/gt/dgain = those three folders. Running the command again
-resumes an interrupted build; a build over other sources or options is refused. Format and precision:
+``io_backend: {type: lmdb}`` and dataroot_lq/gt/dgain = those three folders (always the three of one
+--out: each build carries an id, and training refuses LMDBs of different builds). Running the command
+again resumes an interrupted build (also one stopped by a full disk, after freeing space); a build
+over other sources or options, or over a truncated data.mdb, is refused. Format and precision:
 DiffIR/data/lmdb_io.py and the README's "LMDB" section.
 """
 import argparse
