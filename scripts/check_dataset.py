@@ -3,10 +3,14 @@
     python scripts/check_dataset.py -opt options/train_DiffIRs1_hdr.yml [--level quick|full] [--phase train]
 
 Pairs every LQ/GT/dgain entry, reads every dgain value, compares LQ and GT sizes, and (``full``, the
-default) decodes every image: unreadable or truncated files, NaN/Inf in an HDR and images smaller than
-gt_size are errors (exit status 1, every file named with the fix); negative HDR values are reported
-with a count (training clamps them to 0). Results are cached, so a second run reads only new or
-changed files (see DiffIR/data/checks.py).
+default) decodes every image: files without partners, unreadable or truncated files (a truncated
+LMDB too), NaN/Inf in an HDR and images smaller than gt_size are errors, all listed in one run (the
+pairs that do exist are checked even when others lack partners), every file named with the fix;
+negative HDR values are reported with a count (training clamps them to 0). Results are cached, so
+a second run reads only new or changed files (see DiffIR/data/checks.py).
+
+Exit status: 0 every set is clean, 1 problems were found (listed above), 2 the option file or the
+command line is wrong (a bad key or value, a dataroot that does not exist).
 """
 import argparse
 import os
