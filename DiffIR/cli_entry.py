@@ -56,9 +56,11 @@ LMDB_HELP = """Pack an AIM-ITM style data set (LDR / HDR / dgain folders) into t
         --out datasets/X_lmdb [--gt-dtype float16]
 
 (or python scripts/create_lmdb_hdr.py ...) writes OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb (each with
-meta_info.txt); train with ``io_backend: {type: lmdb}`` and dataroot_lq/gt/dgain = those three folders. Running
-the command again resumes an interrupted build; a build over other sources or options is refused. Format and
-precision: DiffIR/data/lmdb_io.py and the README's "LMDB" section.
+meta_info.txt); train with ``io_backend: {type: lmdb}`` and dataroot_lq/gt/dgain = those three folders (always the
+three of one --out: each build carries an id, and training refuses LMDBs of different builds). Running the command
+again resumes an interrupted build (also one stopped by a full disk, after freeing space); a build over other
+sources or options, or over a truncated data.mdb, is refused. Format and precision: DiffIR/data/lmdb_io.py and the
+README's "LMDB" section.
 """
 
 
@@ -88,10 +90,14 @@ CHECK_HELP = """Check the data sets of a training option file before training; e
     diffir-check -opt options/train_DiffIRs1_hdr.yml [--level quick|full] [--phase train]
 
 (or python scripts/check_dataset.py ...) pairs every LQ/GT/dgain entry, reads every dgain value, compares LQ and
-GT sizes, and (``full``, the default) decodes every image: unreadable or truncated files, NaN/Inf in an HDR and
-images smaller than gt_size are errors (exit status 1, every file named with the fix); negative HDR values are
-reported with a count (training clamps them to 0). Results are cached, so a second run reads only new or changed
-files (see DiffIR/data/checks.py).
+GT sizes, and (``full``, the default) decodes every image: files without partners, unreadable or truncated files
+(a truncated LMDB too), NaN/Inf in an HDR and images smaller than gt_size are errors, all listed in one run (the
+pairs that do exist are checked even when others lack partners), every file named with the fix; negative HDR
+values are reported with a count (training clamps them to 0). Results are cached, so a second run reads only new
+or changed files (see DiffIR/data/checks.py).
+
+Exit status: 0 every set is clean, 1 problems were found (listed above), 2 the option file or the command line is
+wrong (a bad key or value, a dataroot that does not exist).
 """
 
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import numpy as np
 
 from DiffIR.data.dgain import read_dgain_file
-from DiffIR.data.pairing import MAX_LISTED, format_names
+from DiffIR.data.pairing import MAX_LISTED, PairingError, collect_pairing_problems, format_names
 from DiffIR.utils.hdr_io import ImageIOError, read_hdr, read_image_size, read_ldr
 from DiffIR.utils.misc import atomic_open
 from DiffIR.utils.registry import OptionError
@@ -50,6 +50,7 @@ __all__ = [
     "LEVELS",
     "SMALL_IMAGE_POLICIES",
     "DatasetCheckError",
+    "UnpairedSetError",
     "CheckReport",
     "CheckCache",
     "default_cache_dir",
@@ -66,6 +67,7 @@ __all__ = [
 
 # error kinds, in report order, with a title
 _KINDS = collections.OrderedDict(
+    pairing="pairing problem(s)",
     unreadable="unreadable or truncated image(s)",
     size_mismatch="pair(s) whose LQ and GT sizes differ",
     nonfinite="HDR image(s) with NaN or Inf values",
@@ -76,6 +78,10 @@ _KINDS = collections.OrderedDict(
 
 class DatasetCheckError(ValueError):
     """The data set has problems that would break or silently spoil training; the message lists them."""
+
+
+class UnpairedSetError(DatasetCheckError, PairingError):
+    """A failed check that includes pairing problems (catchable as either kind)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,10 +186,14 @@ class CheckReport:
     def raise_if_errors(self, limit: Optional[int] = MAX_LISTED) -> None:
         if self.ok:
             return
-        raise DatasetCheckError(
+        unpaired = bool(self.errors["pairing"])
+        off = ("set check: off in the dataset options only if you accept the per-file problems (pairing problems "
+               "stop training in any case)." if unpaired else
+               "set check: off in the dataset options only if you accept these problems.")
+        raise (UnpairedSetError if unpaired else DatasetCheckError)(
             f"Data set '{self.where}' failed the {self.level} check ({self.n_pairs} pairs):\n{self.error_text(limit)}\n"
             f"Nothing was trained. Fix the files named above (python scripts/check_dataset.py -opt <options> lists "
-            f"every problem); set check: off in the dataset options only if you accept these problems."
+            f"every problem); {off}"
         )
 
     def notes(self) -> List[str]:
@@ -606,8 +616,11 @@ def check_options_file(path: str, level: str = "full", phases: Optional[Sequence
     """Check the data sets of a training option file; print the findings. Returns True when all pass.
 
     Each dataset is built as training would build it (so option errors are reported the same way),
-    with its own construction check off, then checked at ``level``. ``limit`` caps the messages per
-    problem kind (None: all).
+    with its own construction check off, then checked at ``level``; every problem found is listed,
+    pairing problems together with the per-file problems of the pairs that do exist, and a set that
+    cannot be read at all (e.g. a truncated LMDB) does not stop the check of the others. Option
+    errors (wrong keys or values, missing folders) are raised as one :class:`OptionError` after the
+    other sets were checked. ``limit`` caps the messages per problem kind (None: all).
     """
     from DiffIR.data import build_dataset  # lazy: the dataset module imports this one
     from DiffIR.utils.options import finalize_options, load_yaml
@@ -622,16 +635,32 @@ def check_options_file(path: str, level: str = "full", phases: Optional[Sequence
     if unknown:
         raise OptionError(f"Option file {path} has no dataset(s) {', '.join(unknown)}; it has {', '.join(datasets)}.")
     all_ok = True
+    option_errors: List[str] = []
     for phase, dopt in datasets.items():
         if phases and phase not in phases:
             continue
-        ds = build_dataset({**dopt, "check": "off"})
+        where = f"datasets:{phase}"
+        try:
+            with collect_pairing_problems() as pairing:  # pairing problems are listed with the others
+                ds = build_dataset({**dopt, "check": "off"})
+        except OptionError as e:  # the option file itself is wrong: reported after the other sets (exit 2)
+            option_errors.append(str(e))
+            log(f"Dataset check of '{where}': not run, its options are wrong (see below).")
+            continue
+        except (OSError, ValueError) as e:  # unreadable data (e.g. a truncated LMDB): a problem of this set
+            all_ok = False
+            log(f"Dataset check of '{where}': FAILED before any pair could be read:\n  {_error_text(e)}")
+            continue
         report = check_reader(ds.reader, level, getattr(ds, "gt_size", None), dopt.get("small_images", "pad"),
-                              f"datasets:{phase}", dopt.get("check_cache_dir"), log=log)
+                              where, dopt.get("check_cache_dir"), log=log)
+        for msg in pairing:
+            report.add("pairing", msg)
         log(report.summary())
         for note in report.notes():
             log("NOTE: " + note)
         if not report.ok:
             all_ok = False
             log(report.error_text(limit))
+    if option_errors:
+        raise OptionError("\n".join(option_errors))
     return all_ok

@@ -15,7 +15,8 @@ lists, in its order.
 
 Construction checks the set before anything trains (``check: full`` by default; ``quick`` or
 ``off``; see :mod:`DiffIR.data.checks`) and raises one :class:`DatasetCheckError` naming every bad
-file and the fix.
+file and the fix, files without partners included (then it is also a :class:`PairingError`; with
+``check: off`` unpaired files still stop construction, with a :class:`PairingError`).
 
 Per item: training phase: a random ``gt_size`` window is drawn from the image size and **only that
 window** is converted (for ``.npy`` and LMDB sources only that window is even read); images smaller
@@ -51,7 +52,8 @@ from DiffIR.data.dgain import read_dgain_file
 from DiffIR.data.lmdb_io import LmdbPairReader
 from DiffIR.data.paired_common import HDR_PAIRS, PROGRESSIVE_KEYS, PairFormat
 from DiffIR.data.pairing import (DGAIN_EXTENSIONS, GT_EXTENSIONS, LQ_EXTENSIONS, MAX_LISTED, PairingError,
-                                 pair_format_parts, scan_paired_folders)
+                                 collect_pairing_problems, collecting_pairing_problems, pair_format_parts,
+                                 scan_paired_folders)
 from DiffIR.data.seeding import sample_rng
 from DiffIR.data.transforms import augment_pair, img2tensor, pad_to_size
 from DiffIR.utils.dist import get_dist_info
@@ -259,18 +261,26 @@ class PairedImageDataset(Dataset):
             if btype != "disk":
                 raise OptionError(f"'{where}:synthetic' works with io_backend type 'disk' only (got '{btype}').")
             self._generate_synthetic(opt, {**self.SYNTHETIC_KEYS, **dict(syn)}, _log)
-        self.reader = make_pair_reader(
-            io_backend, str(opt["dataroot_lq"]), str(opt["dataroot_gt"]),
-            str(opt["dataroot_dgain"]) if self.PAIR_FORMAT.dgain else None,
-            str(opt.get("filename_tmpl", "{}")), where, opt.get("meta_info_file"), pair_format=self.PAIR_FORMAT,
-        )
+        reported_above = collecting_pairing_problems()  # e.g. scripts/check_dataset.py lists them itself
+        with collect_pairing_problems() as pairing:
+            self.reader = make_pair_reader(
+                io_backend, str(opt["dataroot_lq"]), str(opt["dataroot_gt"]),
+                str(opt["dataroot_dgain"]) if self.PAIR_FORMAT.dgain else None,
+                str(opt.get("filename_tmpl", "{}")), where, opt.get("meta_info_file"), pair_format=self.PAIR_FORMAT,
+            )
+        if pairing and not reported_above and self.check_level == "off":
+            raise PairingError(f"Unpaired files for '{where}':\n  " + "\n  ".join(pairing))
         self.rank = get_dist_info()[0]
         self._rng: Optional[np.random.Generator] = None
         self._rng_seed: Optional[int] = None
         self.check_report = None
         if self.check_level != "off":
+            # one error for everything: the pairing problems and the per-file problems of the pairs that exist
             report = check_reader(self.reader, self.check_level, self.gt_size, self.small_images, where,
                                   self.check_cache_dir, shard=get_dist_info(), log=_log)
+            if not reported_above:
+                for msg in pairing:
+                    report.add("pairing", msg)
             report.raise_if_errors()
             _log(report.summary())
             for note in report.notes():

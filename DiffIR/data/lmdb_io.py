@@ -13,10 +13,16 @@ float32), channels (3), reserved, height, width; then ``height x width x 3`` RGB
 A training crop reads only its own rows of the stored array.
 
 Each database also holds a JSON state record under the key ``\\x00diffir-hdr-lmdb`` (no file name
-can start with a NUL byte): format, version, kind, the build configuration and whether the build
-completed. ``meta_info.txt`` is written only when every pair is in, so a reader never sees a
-half-built set; an interrupted build resumes where it stopped when run again with the same
-arguments, and a build over different sources or options is refused.
+can start with a NUL byte): format, version, kind, the build configuration, a build id (a random
+uuid shared by the three databases of one build) and whether the build completed. ``meta_info.txt``
+is written only when every pair is in, so a reader never sees a half-built set; an interrupted build
+resumes where it stopped when run again with the same arguments (also after a full disk), and a
+build over different sources or options is refused.
+
+Readers refuse three databases of different builds (same stems, other pairs: training would learn
+mismatched pairs silently); databases of older builds without an id are read with a warning. A
+``data.mdb`` shorter than the pages it uses (a partly copied set) is refused before it is read:
+reading past its end would kill the process with SIGBUS.
 
 Precision: ``float32`` is lossless. ``float16`` (``--gt-dtype float16``) halves the size; its
 relative rounding error is at most 2^-11 = 0.049 % (values below 6.1e-5 are subnormal, absolute
@@ -31,12 +37,15 @@ with ``io_backend: {type: lmdb, allow_pickle: true}``: unpickling runs code stor
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 import struct
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -69,6 +78,8 @@ __all__ = [
     "FORMAT_VERSION",
     "GT_DTYPES",
     "LmdbBuildError",
+    "disk_full_error",
+    "truncated_message",
     "encode_hdr_record",
     "decode_hdr_record",
     "hdr_record_shape",
@@ -93,6 +104,38 @@ def _lmdb():
 _READ_ENVS: Dict[str, Tuple[int, Any]] = {}
 
 
+def truncated_message(path: str, have: int, need: int) -> str:
+    """The one message for a ``data.mdb`` shorter than the pages its LMDB uses (e.g. a partly copied set)."""
+    return (f"'{os.path.join(path, 'data.mdb')}' is truncated: {have} bytes, the LMDB needs {need}. Fix: copy it "
+            f"again, or rebuild it with scripts/create_lmdb_hdr.py.")
+
+
+def _open_checked(path: str, exc: type) -> Any:
+    """Open ``path`` read-only (no lock file) after checking ``data.mdb`` holds every page the LMDB uses.
+
+    Reading a page beyond the end of a truncated ``data.mdb`` is a SIGBUS that kills the process with no
+    message; the environment's own meta pages (read with ``pread``, not through the map) say how many
+    pages it uses, so the size check comes first. Raises ``exc`` naming the file and the fix.
+    """
+    lmdb = _lmdb()
+    data = os.path.join(path, "data.mdb")
+    try:
+        have = os.path.getsize(data)
+    except OSError as e:
+        raise exc(f"Cannot read the LMDB '{path}': {e.strerror or e}. Fix: check the folder, or rebuild it with "
+                  f"scripts/create_lmdb_hdr.py.") from None
+    try:
+        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False, subdir=True, max_readers=2048)
+    except lmdb.Error as e:
+        raise exc(f"Cannot open the LMDB '{path}' (data.mdb is {have} bytes): {e}. Fix: copy it again (a partly "
+                  f"copied data.mdb is truncated), or rebuild it with scripts/create_lmdb_hdr.py.") from None
+    need = (int(env.info()["last_pgno"]) + 1) * int(env.stat()["psize"])
+    if have < need:
+        env.close()
+        raise exc(truncated_message(path, have, need))
+    return env
+
+
 def _reader_env(path: str) -> Any:
     key = os.path.realpath(path)
     held = _READ_ENVS.get(key)
@@ -100,11 +143,7 @@ def _reader_env(path: str) -> Any:
         if held[0] == os.getpid():
             return held[1]
         held[1].close()  # inherited through fork (a DataLoader worker): py-lmdb refuses a second open until closed
-    lmdb = _lmdb()
-    try:
-        env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False, subdir=True, max_readers=2048)
-    except lmdb.Error as e:
-        raise ImageIOError(f"Cannot open the LMDB '{path}': {e}. Fix: rebuild it with scripts/create_lmdb_hdr.py.") from None
+    env = _open_checked(path, ImageIOError)
     _READ_ENVS[key] = (os.getpid(), env)
     return env
 
@@ -225,9 +264,57 @@ def _read_meta_info(db_path: str, legacy: bool) -> Tuple[List[str], Dict[str, Tu
 # ----------------------------------------------------------------------------------------------
 # writer
 # ----------------------------------------------------------------------------------------------
+#: free space below which no new database is opened for writing: LMDB maps its (sparse) lock file, and
+#: touching a mapped page that the full disk cannot back is a SIGBUS, not an error
+MIN_FREE_BYTES = 1 << 20
+_DISK_FULL_ERRNOS = tuple(n for n in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if n is not None)
+
+
+def _free_bytes(path: str) -> Optional[int]:
+    """Free bytes on the disk holding ``path`` (or its nearest existing parent); None if unknown."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    try:
+        return int(shutil.disk_usage(p).free)
+    except OSError:
+        return None
+
+
+def disk_full_error(folder: str, detail: str) -> LmdbBuildError:
+    """The one "disk full" message of the writer: the folder, what failed, and the fix (the build resumes)."""
+    free = _free_bytes(folder)
+    room = f"; {free / 2 ** 20:.1f} MiB free" if free is not None else ""
+    return LmdbBuildError(
+        f"Disk full while writing the LMDB '{folder}' ({detail}{room}). Fix: free space on that disk and run the "
+        f"same command again (the pairs already stored are kept and the build resumes), or build into an --out on "
+        f"a disk with room (the LMDBs take about the size of the JPEGs plus 12 bytes per HDR pixel, 6 with "
+        f"--gt-dtype float16)."
+    )
+
+
+def _write_error(path: str, e: BaseException, need: int) -> LmdbBuildError:
+    """A failed LMDB write as a message. LMDB reports a full disk as an I/O error (a short ``pwrite``), so
+    a failure with less free space than the transaction needed is called what it most likely is."""
+    lmdb = _lmdb()
+    free = _free_bytes(path)
+    if isinstance(e, lmdb.DiskError) or getattr(e, "errno", None) in _DISK_FULL_ERRNOS or \
+            (free is not None and free < need + MIN_FREE_BYTES):
+        return disk_full_error(path, str(e) or type(e).__name__)
+    return LmdbBuildError(f"Writing the LMDB '{path}' failed: {e}. Fix: check the disk (free space, errors in the "
+                          f"system log), then run the same command again: the build resumes where it stopped.")
+
+
 def _open_env(path: str, map_size: int) -> Any:
     _forget_reader_env(path)
     lmdb = _lmdb()
+    if os.path.isfile(os.path.join(path, "data.mdb")):  # resuming: refuse a truncated file before touching it
+        _open_checked(path, LmdbBuildError).close()
+    lock = os.path.join(path, "lock.mdb")
+    if not os.path.exists(lock) or os.stat(lock).st_blocks == 0:  # a new lock file: its first page needs room
+        free = _free_bytes(path)
+        if free is not None and free < MIN_FREE_BYTES:
+            raise disk_full_error(path, "no room left to open the database")
     try:
         return lmdb.open(path, map_size=int(map_size), subdir=True, readonly=False, meminit=False, max_dbs=0)
     except lmdb.Error as e:
@@ -237,20 +324,31 @@ def _open_env(path: str, map_size: int) -> Any:
 
 def _put_batch(env: Any, items: Sequence[Tuple[bytes, bytes]], deletes: Sequence[bytes] = (),
                state: Optional[Dict[str, Any]] = None) -> None:
-    """Write ``items`` (and the state record) in one transaction, doubling the map until it fits."""
+    """Write ``items`` (and the state record) in one transaction, doubling the map until it fits.
+
+    A failed commit leaves the database as it was before the transaction (LMDB is transactional), so
+    the build stays resumable; the failure is raised as :class:`LmdbBuildError` ("disk full" when it is).
+    """
     lmdb = _lmdb()
     while True:
         try:
-            with env.begin(write=True) as txn:
-                for key in deletes:
-                    txn.delete(key)
-                for key, value in items:
-                    txn.put(key, value)
-                if state is not None:
-                    txn.put(STATE_KEY, json.dumps(state, sort_keys=True).encode("utf-8"))
+            _write_txn(env, items, deletes, state)
             return
         except lmdb.MapFullError:
             env.set_mapsize(int(env.info()["map_size"]) * 2)
+        except (lmdb.Error, OSError) as e:
+            raise _write_error(env.path(), e, sum(len(k) + len(v) for k, v in items)) from None
+
+
+def _write_txn(env: Any, items: Sequence[Tuple[bytes, bytes]], deletes: Sequence[bytes],
+               state: Optional[Dict[str, Any]]) -> None:
+    with env.begin(write=True) as txn:
+        for key in deletes:
+            txn.delete(key)
+        for key, value in items:
+            txn.put(key, value)
+        if state is not None:
+            txn.put(STATE_KEY, json.dumps(state, sort_keys=True).encode("utf-8"))
 
 
 def _existing_keys(env: Any) -> set:
@@ -316,6 +414,18 @@ def create_lmdb_hdr(
         "meta_info_file": os.path.abspath(meta_info_file) if meta_info_file else None,
     }
     paths = lmdb_paths(out_dir)
+    try:
+        return _build(items, config, paths, out_dir, gt_dtype, batch_items, initial_map_size, threads, progress, log)
+    except OSError as e:  # a full disk outside LMDB's own writes (folders, meta_info.txt)
+        if e.errno in _DISK_FULL_ERRNOS:
+            raise disk_full_error(str(out_dir), str(e)) from None
+        raise
+
+
+def _build(items: List[Tuple[str, str, Mapping[str, str]]], config: Dict[str, Any], paths: Dict[str, str],
+           out_dir: str, gt_dtype: str, batch_items: int, initial_map_size: int, threads: Optional[int],
+           progress: bool, log: Callable[[str], None]) -> Dict[str, Any]:
+    """The body of :func:`create_lmdb_hdr` once the sources are paired."""
     os.makedirs(out_dir, exist_ok=True)
 
     # -- what is there already?
@@ -347,6 +457,12 @@ def create_lmdb_hdr(
                         f"'{out_dir}' already holds an LMDB built with other sources or options ({'; '.join(diff)}). "
                         f"Refusing to mix them. Fix: write to another --out, or delete '{out_dir}' to rebuild."
                     )
+        held_ids = {states[k].get("build_id") for k in KINDS if present[k]}
+        if len(held_ids) > 1:
+            shown = ", ".join(f"{paths[k]} ({states[k].get('build_id') or 'no build id'})" for k in KINDS if present[k])
+            raise LmdbBuildError(f"'{out_dir}' holds LMDBs of different builds: {shown}. Refusing to add to them. "
+                                 f"Fix: write to another --out, or delete '{out_dir}' to rebuild.")
+        build_id = next(iter(held_ids)) if held_ids and None not in held_ids else uuid.uuid4().hex
         if any(present.values()) and not all(present.values()):
             missing = [paths[k] for k in KINDS if not present[k]]
             done_db = [paths[k] for k in KINDS if present[k]]
@@ -369,7 +485,8 @@ def create_lmdb_hdr(
             )
 
         # -- start or resume
-        base_state = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config, "complete": False}
+        base_state = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config, "complete": False,
+                      "build_id": build_id}
         for k, p in paths.items():
             if k not in envs:
                 os.makedirs(p, exist_ok=True)
@@ -488,8 +605,11 @@ def create_lmdb_hdr(
                    "validated": True}
         for k in KINDS:
             _put_batch(envs[k], [], state={**base_state, "kind": k, "complete": True, **summary})
-        for env in envs.values():
-            env.sync(True)
+        for k, env in envs.items():
+            try:
+                env.sync(True)
+            except _lmdb().Error as e:
+                raise _write_error(paths[k], e, 0) from None
         dt = time.time() - t0
         log(f"Wrote {written} pairs to '{out_dir}' ({len(items)} in all, gt {gt_dtype}) in {dt:.1f}s."
             + (f" {len(negatives)} HDR image(s) have negative values (stored as they are; training clamps them to 0): "
@@ -571,6 +691,7 @@ class LmdbPairReader:
                         f"python scripts/create_lmdb_hdr.py again with the same arguments; it resumes and finishes it."
                     )
             self.state = states["gt"] or {}
+            self._check_build_ids(states)
         elif self.gt_hdr or self.has_dgain:  # origin-fork layout: pickled arrays / dicts
             if not self.allow_pickle:
                 raise OptionError(
@@ -601,6 +722,22 @@ class LmdbPairReader:
             if self.has_dgain:
                 rec["dgain_path"] = os.path.join(self.db["dgain"], q)
             self.records.append(rec)
+
+    def _check_build_ids(self, states: Mapping[str, Mapping[str, Any]]) -> None:
+        """Refuse databases of different builds; warn once for older builds that carry no id."""
+        ids = {role: st.get("build_id") for role, st in states.items()}
+        if len(set(ids.values())) > 1:
+            shown = ", ".join(f"dataroot_{role}='{self.db[role]}' ({bid or 'no build id'})" for role, bid in ids.items())
+            raise OptionError(
+                f"'{self.where}': the LMDBs come from different builds of scripts/create_lmdb_hdr.py: {shown}. "
+                f"Their keys may match while their images do not, so training would see mismatched pairs. "
+                f"Fix: point dataroot_lq/gt/dgain at the lq.lmdb, gt.lmdb and dgain.lmdb of one --out folder, "
+                f"or rebuild them together."
+            )
+        if None in ids.values():
+            logger.warning(f"'{self.where}': the LMDBs {', '.join(self.db.values())} carry no build id (built by an "
+                           f"older scripts/create_lmdb_hdr.py), so they cannot be checked to be one build; rebuild "
+                           f"them to make this check.")
 
     # -- plumbing -------------------------------------------------------------------------------
     def _env(self, role: str) -> Any:

@@ -7,12 +7,19 @@ of stems, in the file's order.
 What a pair is made of comes from an optional ``pair_format`` (any object with ``lq_exts``,
 ``gt_exts``, ``gt_hdr`` and ``dgain`` attributes, e.g. ``DiffIR.data.paired_common.LDR_PAIRS``); the
 default is the HDR layout (LDR image, HDR image, dgain file). Without dgain the pairs have two parts.
+
+Problems are raised as one :class:`PairingError`, except inside :func:`collect_pairing_problems`:
+there each problem is appended to a list and pairing goes on with the complete pairs, so that a
+dataset check can report pairing and per-file problems together (``scripts/check_dataset.py``,
+and a dataset's own check before training).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from DiffIR.utils.registry import OptionError
 
@@ -30,6 +37,8 @@ __all__ = [
     "DGAIN_EXTENSIONS",
     "MAX_LISTED",
     "PairingError",
+    "collect_pairing_problems",
+    "collecting_pairing_problems",
     "format_names",
     "scan_folder",
     "pair_stems",
@@ -41,6 +50,30 @@ __all__ = [
 
 class PairingError(ValueError):
     """Files in the LQ / GT / dgain folders (or keys of the three LMDBs) do not pair up."""
+
+
+_SINK: contextvars.ContextVar[Optional[List[str]]] = contextvars.ContextVar("diffir_pairing_problems", default=None)
+
+
+@contextlib.contextmanager
+def collect_pairing_problems() -> Iterator[List[str]]:
+    """Within the block, pairing problems are appended to the yielded list (one message each, with its
+    fix) instead of raised, and pairing returns the complete pairs. Nested blocks also hand their
+    problems to the enclosing one."""
+    outer = _SINK.get()
+    sink: List[str] = []
+    token = _SINK.set(sink)
+    try:
+        yield sink
+    finally:
+        _SINK.reset(token)
+        if outer is not None:
+            outer.extend(sink)
+
+
+def collecting_pairing_problems() -> bool:
+    """True inside :func:`collect_pairing_problems` (someone above reports the problems)."""
+    return _SINK.get() is not None
 
 
 def format_names(names: Sequence[str], limit: int = MAX_LISTED) -> str:
@@ -94,10 +127,12 @@ def scan_folder(folder: str, key: str, exts: Sequence[str], where: str) -> Dict[
                 continue
             stems[stem] = os.path.join(base, name)
     if dups:
-        raise PairingError(
-            f"'{where}:{key}' = '{folder}': {len(dups)} stems exist with two extensions "
-            f"({format_names(sorted(dups))}). Fix: keep one file per stem."
-        )
+        msg = (f"'{where}:{key}' = '{folder}': {len(dups)} stems exist with two extensions "
+               f"({format_names(sorted(dups))}). Fix: keep one file per stem.")
+        sink = _SINK.get()
+        if sink is None:
+            raise PairingError(msg)
+        sink.append(msg + " (the first name is used meanwhile)")
     if not stems:
         found = f" (it holds {len(others)} other files, e.g. {', '.join(sorted(others)[:3])})" if others else " (it is empty)"
         raise OptionError(
@@ -202,23 +237,28 @@ def pair_stems(
         out.append((g, q))
     lq_no_gt = [] if only is not None else sorted(os.path.basename(lq[q]) for q in lq if q not in used_lq)
 
-    problems = []
+    problems = []  # (problem, its own fix for the collected form)
     if gt_missing:
-        problems.append(
-            f"{len(gt_missing)} stem(s) listed in meta_info_file='{only_source}' are not in {gt_label}: {format_names(gt_missing)}"
-        )
+        problems.append((
+            f"{len(gt_missing)} stem(s) listed in meta_info_file='{only_source}' are not in {gt_label}: {format_names(gt_missing)}",
+            "correct the meta_info_file or add the files"))
     if gt_no_lq:
-        problems.append(
+        problems.append((
             f"{len(gt_no_lq)} file(s) in {gt_label} have no LQ partner in {lq_label} "
-            f"(filename_tmpl {filename_tmpl!r}): {format_names(gt_no_lq)}"
-        )
+            f"(filename_tmpl {filename_tmpl!r}): {format_names(gt_no_lq)}",
+            "add the LQ images, remove these GT files, or correct filename_tmpl"))
     if lq_no_gt:
-        problems.append(f"{len(lq_no_gt)} file(s) in {lq_label} have no GT partner in {gt_label}: {format_names(lq_no_gt)}")
+        problems.append((f"{len(lq_no_gt)} file(s) in {lq_label} have no GT partner in {gt_label}: {format_names(lq_no_gt)}",
+                         "add the GT images or remove these LQ files"))
     if no_dgain:
-        problems.append(f"{len(no_dgain)} pair(s) have no dgain file in {dg_label}: {format_names(no_dgain)}")
-    if problems:
+        problems.append((f"{len(no_dgain)} pair(s) have no dgain file in {dg_label}: {format_names(no_dgain)}",
+                         "add the dgain files or remove these pairs"))
+    sink = _SINK.get()
+    if problems and sink is not None:
+        sink.extend(f"{p}. Fix: {fix}." for p, fix in problems)
+    elif problems:
         raise PairingError(
-            f"Unpaired files for '{where}':\n  " + "\n  ".join(problems)
+            f"Unpaired files for '{where}':\n  " + "\n  ".join(p for p, _ in problems)
             + "\nFix: add the missing files or remove the unpaired ones (every stem needs an LQ image, a GT image"
             + (" and a dgain entry)" if dg is not None else ")")
             + (", or correct the meta_info_file." if gt_missing else ".")

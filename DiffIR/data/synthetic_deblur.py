@@ -126,7 +126,7 @@ def ensure_synthetic_deblur_dataset(
     """Generate the pairs into the two folders unless a complete set with this configuration is there.
 
     Returns True if data was generated. Folders holding user files are never touched (``FileExistsError``
-    when only some of them do).
+    when only some of them do, or when a generated folder to replace also holds files it did not write).
     """
     h, w = _size2(size)
     config = {"kind": "deblur", "num_images": int(num_images), "size": [h, w], "seed": int(seed),
@@ -140,7 +140,7 @@ def ensure_synthetic_deblur_dataset(
     return ensure_generated_folders(
         [dir_gt, dir_lq], labels, config, generate,
         f"synthetic motion-blur data set ({num_images} images of {h}x{w}, seed {seed}, blur up to {max_blur} px)",
-        log=log)
+        log=log, legacy_names=lambda cfg, index: [f"im_{i + 1:06d}.png" for i in range(int(cfg.get("num_images", 0)))])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
