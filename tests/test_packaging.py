@@ -185,12 +185,12 @@ def test_sdist_contains_the_package_and_installs(tmp_path) -> None:
 
 # ------------------------------------------------------------------ inference defaults outside the repository
 def test_builtin_inference_defaults_match_the_official_options_file() -> None:
-    from DiffIR.inference_pipeline import OFFICIAL_S2_NETWORK, _tone_settings
+    from DiffIR.inference_pipeline import OFFICIAL_S2_NETWORK, tone_settings
     from DiffIR.utils.options import load_yaml
 
     official = load_yaml(str(ROOT / "options" / "test_DiffIRs2_hdr.yml"))
     assert OFFICIAL_S2_NETWORK == official["network_g"]
-    assert _tone_settings({}) == _tone_settings(official)
+    assert tone_settings({}) == tone_settings(official)
 
 
 def test_diffir_infer_without_options_runs_outside_the_repository(tmp_path, monkeypatch, capsys) -> None:
