@@ -2,7 +2,7 @@
 
 ``pip install`` makes ``diffir-train`` (train_hdr.py), ``diffir-train-progressive`` (train.py), ``diffir-test``
 (test.py), ``diffir-infer`` (inference_hdr.py), ``diffir-lmdb`` (scripts/create_lmdb_hdr.py) and ``diffir-check``
-(scripts/check_dataset.py). Each function returns the exit status of :func:`DiffIR.utils.cli.run_cli`
+(scripts/check_dataset.py) and ``diffir-export`` (scripts/export_safetensors.py). Each function returns the exit status of :func:`DiffIR.utils.cli.run_cli`
 (0 ok, 2 options/files/data, 3 training stopped). ``root`` is where ``experiments/``, ``results/`` and
 ``tb_logger/`` go: the repository for its scripts, the current directory for the console scripts.
 The pipelines are imported inside the functions so ``--help`` and a bad command line answer at once.
@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from DiffIR.utils.cli import run_cli
 
-__all__ = ["train_hdr", "train_progressive", "evaluate", "infer", "create_lmdb", "check_dataset"]
+__all__ = ["train_hdr", "train_progressive", "evaluate", "infer", "create_lmdb", "check_dataset", "export"]
 
 
 def _root(root: Optional[str]) -> str:
@@ -121,3 +121,38 @@ def check_dataset(argv: Optional[List[str]] = None) -> int:
         return rc
     return 0 if result["ok"] else 1
 
+
+
+EXPORT_HELP = """Export a trained network's EMA weights as ``.safetensors``, with the options that rebuild the network.
+
+    diffir-export --model experiments/NAME/models/net_g_latest.pth --out NAME.safetensors
+        [--param_key params_ema] [--opt OPTIONS.yml] [--overwrite]
+
+(or python scripts/export_safetensors.py ...). The options default to the ``options_NAME.yml`` that training saved
+beside ``models/``. The file's metadata holds ``network_g`` and the tone settings (``hdr_max``, ``tone_curve``,
+``lq_linearize``) as JSON, the source checkpoint and its iteration, so ``inference_hdr.py --model NAME.safetensors``
+needs no ``--opt``; ``test.py`` loads it as ``path:pretrain_network_g``. Training states and ``net_g_*.pth``
+checkpoints stay ``.pth``.
+"""
+
+
+def export(argv: Optional[List[str]] = None) -> int:
+    """``diffir-export``: see :data:`EXPORT_HELP`."""
+    p = argparse.ArgumentParser(description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="checkpoint to export (net_g_*.pth)")
+    p.add_argument("--out", default=None, help="output file (default: the checkpoint's name with .safetensors)")
+    p.add_argument("--param_key", default="params_ema", help="weights inside the checkpoint (default params_ema, "
+                                                             "falls back to params)")
+    p.add_argument("--opt", default=None, help="options naming network_g (default: the options saved with the run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    args = p.parse_args(argv)
+    out = args.out or os.path.splitext(args.model)[0] + ".safetensors"
+
+    def run() -> None:
+        from DiffIR.inference_pipeline import export_safetensors
+
+        meta = export_safetensors(args.model, out, args.opt, args.param_key, args.overwrite)
+        print(f"Wrote {out}: {args.model} [{args.param_key}], iteration {meta['iteration']}, "
+              f"network_g from {meta['options']}", flush=True)
+
+    return run_cli(run)

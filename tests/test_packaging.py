@@ -26,7 +26,8 @@ except ImportError:  # Python < 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"diffir-train": "train_hdr", "diffir-train-progressive": "train_progressive", "diffir-test": "evaluate",
-           "diffir-infer": "infer", "diffir-lmdb": "create_lmdb", "diffir-check": "check_dataset"}
+           "diffir-infer": "infer", "diffir-lmdb": "create_lmdb", "diffir-check": "check_dataset",
+           "diffir-export": "export"}
 
 
 def _project() -> dict:
@@ -81,7 +82,8 @@ def test_console_scripts_point_to_the_shared_functions() -> None:
         assert callable(getattr(import_module(module), func))
     for script, func in [("train_hdr.py", "train_hdr"), ("train.py", "train_progressive"), ("test.py", "evaluate"),
                          ("inference_hdr.py", "infer"), ("scripts/create_lmdb_hdr.py", "create_lmdb"),
-                         ("scripts/check_dataset.py", "check_dataset")]:
+                         ("scripts/check_dataset.py", "check_dataset"),
+                         ("scripts/export_safetensors.py", "export")]:
         assert f"from DiffIR.cli_entry import {func}" in (ROOT / script).read_text(encoding="utf-8"), script
 
 
