@@ -21,7 +21,7 @@ from DiffIR.metrics import check_metric_options
 from DiffIR.models import MODEL_REGISTRY, build_model
 from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.models.evaluation import EvalResult, check_val_options, evaluate_dataset, output_suffix
-from DiffIR.utils.logger import Messages, dict2str, get_env_info, get_root_logger
+from DiffIR.utils.logger import Messages, begin_run_log, dict2str, get_env_info, get_root_logger
 from DiffIR.utils.misc import atomic_write_bytes, mkdir_and_rename, set_random_seed
 from DiffIR.utils.options import parse_options
 from DiffIR.utils.registry import OptionError
@@ -131,15 +131,8 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
     msg = Messages((opt.get("logger") or {}).get("language", "zh"))
 
     path = opt["path"]
-    mkdir_and_rename(path["results_root"])
-    log_file = osp.join(path["log"], f"test_{opt['name']}_{time.strftime('%Y%m%d_%H%M%S')}.log")
-    logger = get_root_logger(log_file=log_file)
-    logger.info(get_env_info())
-    logger.info("\n" + dict2str(opt))
-    val_opt = opt.get("val") or {}
-    if not val_opt.get("metrics") and not val_opt.get("save_img"):
-        logger.warning("val has no metrics and save_img is off: the run will neither score nor save anything")
-
+    # data and model first: a problem with either must not archive an earlier results folder of this name
+    logger = begin_run_log()  # records are kept until the log file exists
     loaders = []
     for phase in _eval_phases(opt):
         dataset_opt = opt["datasets"][phase]
@@ -150,6 +143,15 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
     logger.info(msg("test_device", device=model.device))
     if model.device.type == "cpu":
         keep_freed_memory()
+
+    mkdir_and_rename(path["results_root"])
+    log_file = osp.join(path["log"], f"test_{opt['name']}_{time.strftime('%Y%m%d_%H%M%S')}.log")
+    logger = get_root_logger(log_file=log_file)
+    logger.info(get_env_info())
+    logger.info("\n" + dict2str(opt))
+    val_opt = opt.get("val") or {}
+    if not val_opt.get("metrics") and not val_opt.get("save_img"):
+        logger.warning("val has no metrics and save_img is off: the run will neither score nor save anything")
 
     results: Dict[str, EvalResult] = {}
     suffix = output_suffix(val_opt, opt["name"])
