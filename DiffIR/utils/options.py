@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from DiffIR.utils.logger import get_root_logger
-from DiffIR.utils.option_schema import value_errors
+from DiffIR.utils.option_schema import coerce_numbers, value_errors
 from DiffIR.utils.registry import OptionError
 
 # Keys each section understands. Sections holding components (networks, datasets, losses, optimizer,
@@ -120,6 +120,7 @@ def apply_overrides(opt: Dict[str, Any], overrides: Optional[List[str]]) -> None
 
 
 def load_yaml(path: str) -> Dict[str, Any]:
+    """An option file as a dict, with numeric text (``lr: 5e-4``, a string for YAML 1.1) read as numbers."""
     if not osp.isfile(path):
         raise FileNotFoundError(f"Option file not found: {path}")
     with open(path, "r", encoding="utf-8") as f:
@@ -129,7 +130,7 @@ def load_yaml(path: str) -> Dict[str, Any]:
             raise OptionError(f"Option file {path} is not valid YAML: {e}") from None
     if not isinstance(opt, dict):
         raise OptionError(f"Option file {path} must hold a mapping at the top level")
-    return opt
+    return coerce_numbers(opt)
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
