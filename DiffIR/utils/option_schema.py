@@ -201,7 +201,7 @@ LOGGER: Dict[str, Value] = {
     "tb_image_freq": _int(1, "tb_image_freq: 5000 (default: save_checkpoint_freq)"),
     "keep_last_n": _int(0, "keep_last_n: 5 (0 or ~: keep every checkpoint)"),
     "use_tb_logger": _FLAG,
-    "language": Value(str, choices=tuple(sorted(MESSAGES)), default="zh"),
+    "language": Value(str, choices=tuple(sorted(MESSAGES))),  # default: the pipeline's (zh for train_hdr.py)
 }
 DIST: Dict[str, Value] = {"port": _int(1, "port: 29500", hi=65535)}
 #: every ``datasets:<phase>`` section (keys a dataset does not know are refused by the dataset itself)
