@@ -99,7 +99,7 @@ def _parse_value(item: str, text: str) -> Any:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise OptionError(f"--force_yml '{item}': the value {text!r} is not valid YAML ({problem}). Fix: write a "
                           "YAML value, quoting text with special characters, e.g. "
-                          "--force_yml \"name='my run: 2'\"") from None
+                          "--force_yml \"val:suffix='run: 2'\"") from None
 
 
 def apply_overrides(opt: Dict[str, Any], overrides: Optional[List[str]]) -> None:
