@@ -23,7 +23,7 @@ from DiffIR.models import MODEL_REGISTRY, build_model
 from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.models.evaluation import (EvalResult, check_val_options, evaluate_dataset, output_suffix,
                                       publish_previews)
-from DiffIR.utils.logger import Messages, dict2str, get_env_info, get_root_logger
+from DiffIR.utils.logger import Messages, begin_run_log, dict2str, get_env_info, get_root_logger
 from DiffIR.utils.misc import atomic_write_bytes, mkdir_and_rename, set_random_seed
 from DiffIR.utils.options import parse_options
 from DiffIR.utils.registry import OptionError
@@ -170,6 +170,19 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
 
     path = opt["path"]
     check_test_outputs(opt)
+    # data and model first: a problem with either must not archive an earlier results folder of this name
+    logger = begin_run_log()  # records are kept until the log file exists
+    loaders = []
+    for phase in _eval_phases(opt):
+        dataset_opt = opt["datasets"][phase]
+        dataset = build_dataset(dataset_opt)
+        loaders.append(build_dataloader(dataset, dataset_opt, opt["num_gpu"], False, None, opt.get("manual_seed")))
+        logger.info(msg("test_set", name=dataset_opt.get("name", phase), n=len(dataset)))
+    model = build_model(opt)
+    logger.info(msg("test_device", device=model.device))
+    if model.device.type == "cpu":
+        keep_freed_memory()
+
     try:
         mkdir_and_rename(path["results_root"])
     except OSError as e:
@@ -183,17 +196,6 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
     val_opt = opt.get("val") or {}
     if not val_opt.get("metrics") and not val_opt.get("save_img") and not val_opt.get("num_preview_images", 4):
         logger.warning("val has no metrics and save_img is off: the run will neither score nor save anything")
-
-    loaders = []
-    for phase in _eval_phases(opt):
-        dataset_opt = opt["datasets"][phase]
-        dataset = build_dataset(dataset_opt)
-        loaders.append(build_dataloader(dataset, dataset_opt, opt["num_gpu"], False, None, opt.get("manual_seed")))
-        logger.info(msg("test_set", name=dataset_opt.get("name", phase), n=len(dataset)))
-    model = build_model(opt)
-    logger.info(msg("test_device", device=model.device))
-    if model.device.type == "cpu":
-        keep_freed_memory()
 
     results: Dict[str, EvalResult] = {}
     suffix = output_suffix(val_opt, opt["name"])

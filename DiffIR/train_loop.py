@@ -1,6 +1,7 @@
 """The training loop shared by every pipeline. A pipeline only supplies its batch schedule."""
 from __future__ import annotations
 
+import glob
 import math
 import os
 import os.path as osp
@@ -56,15 +57,31 @@ def find_resume_state(opt: Dict[str, Any], logger) -> Optional[Tuple[Dict[str, A
     return None
 
 
+def warn_archived_states(experiments_root: str, logger) -> List[str]:
+    """``--auto_resume`` found no state: name the archived runs beside it that hold some, and how to resume one.
+
+    ``experiments/NAME_archived_<time>/`` is where a new run moved an earlier folder of the same name; a run
+    restarted there from iteration 1 would otherwise go unnoticed. Returns the newest state of each archive.
+    """
+    newest = []
+    for folder in sorted(glob.glob(glob.escape(experiments_root) + "_archived_*")):
+        states = list_training_states(osp.join(folder, "training_states"))
+        if states:
+            newest.append(states[0][1])
+    if newest:
+        logger.warning(
+            f"--auto_resume: no training state in {osp.join(experiments_root, 'training_states')}, but archived runs "
+            f"of this name hold some: {', '.join(newest)}. This run starts from iteration 1. To continue one of them "
+            f"instead, stop and rerun with --force_yml path:resume_state={newest[-1]} (or set path:resume_state).")
+    return newest
+
+
 def create_dataloaders(opt: Dict[str, Any], msg: Messages, logger):
     rank, world = get_dist_info()
     datasets = opt.get("datasets") or {}
     if "train" not in datasets:
         raise OptionError("datasets needs a 'train' entry")
     train_opt = datasets["train"]
-    for key in ("batch_size_per_gpu", "num_worker_per_gpu"):
-        if key not in train_opt:
-            raise OptionError(f"'datasets:train:{key}' is required")
     train_set = build_dataset(train_opt)
     ratio = int(train_opt.get("dataset_enlarge_ratio", 1) or 1)
     sampler = EnlargedSampler(train_set, world, rank, ratio, seed=opt.get("manual_seed"))
@@ -144,20 +161,24 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
     path = opt["path"]
     logger = begin_run_log()  # records are kept until the log file exists
     # Everything that can be wrong with the options, data or checkpoints is found before the experiment
-    # folder is touched: a typo must not archive or half-create an experiment.
+    # folder is touched: a typo must not archive or half-create an experiment. Option values were checked by
+    # parse_options; the components (network, losses, optimizer, scheduler, metrics) are checked by building the
+    # model, before the data (checking a large data set takes minutes; building the model draws no data).
     resume = find_resume_state(opt, logger)
     if resume is not None:
         state, net_path = resume
         path["pretrain_network_g"], path["param_key_g"], path["strict_load_g"] = net_path, "params", True
-    train_loader, sampler, val_loaders, total_epochs, total_iters = create_dataloaders(opt, msg, logger)
-    accum = int(opt["train"].get("accum_iter", 1) or 1)
-    sampler_batch = int(opt["datasets"]["train"]["batch_size_per_gpu"]) * accum
+    elif opt.get("auto_resume"):
+        warn_archived_states(path["experiments_root"], logger)
     schedule = make_schedule(opt)
-    logger.info(schedule.summary(msg))
     model = build_model(opt)
     logger.info(msg("device", device=model.device))
     if model.device.type == "cpu" and keep_freed_memory():
         logger.info(msg("cpu_malloc"))
+    train_loader, sampler, val_loaders, total_epochs, total_iters = create_dataloaders(opt, msg, logger)
+    logger.info(schedule.summary(msg))
+    accum = int(opt["train"].get("accum_iter", 1) or 1)
+    sampler_batch = int(opt["datasets"]["train"]["batch_size_per_gpu"]) * accum
     prefetcher = build_prefetcher(train_loader, opt["datasets"]["train"], model.device)
 
     if rank == 0:

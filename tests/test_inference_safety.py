@@ -20,6 +20,7 @@ import yaml
 
 import DiffIR.inference_pipeline as ip
 from DiffIR import test_pipeline as tp
+from DiffIR.archs import build_network
 from DiffIR.archs.diffir_s2_arch import DiffIRS2
 from DiffIR.data.synthetic_hdr import generate_dataset
 from DiffIR.models.evaluation import check_val_options
@@ -305,7 +306,9 @@ def test_entry_scripts_exit_2_without_traceback_on_bad_checkpoints(s2_files: Pat
     (tmp_path / "test.yml").write_text(yaml.safe_dump(test_opt))
     assert run_cli(lambda: tp.test_pipeline(str(tmp_path), ["-opt", str(tmp_path / "test.yml")])) == 2
     assert "refused as unsafe" in capsys.readouterr().err
-    test_opt["path"]["pretrain_network_g"] = str(s2_files / "net_g_5.pth")  # any existing file: fails later
+    s1_weights = tmp_path / "s1.pth"  # valid weights: the model is built before the results folder is set up
+    torch.save({"params": build_network(dict(test_opt["network_g"])).state_dict()}, s1_weights)
+    test_opt["path"]["pretrain_network_g"] = str(s1_weights)
     (tmp_path / "test.yml").write_text(yaml.safe_dump(test_opt))
     blocked = tmp_path / "blocked"
     blocked.mkdir()

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 
 import numpy as np
 
-from DiffIR.data.dgain import read_dgain_file
+from DiffIR.data.dgain import implausible_exposure, read_dgain_file
 from DiffIR.data.pairing import MAX_LISTED, PairingError, collect_pairing_problems, format_names
 from DiffIR.utils.hdr_io import ImageIOError, read_hdr, read_image_size, read_ldr
 from DiffIR.utils.misc import atomic_open
@@ -161,6 +161,7 @@ class CheckReport:
         self.errors: Dict[str, List[str]] = collections.OrderedDict((k, []) for k in _KINDS)
         self.negatives: List[Tuple[str, int]] = []
         self.padded: List[str] = []
+        self.odd_exposure: List[str] = []  # "<dgain file> (what is implausible)"
         self.decoded = 0
         self.from_cache = 0
         self.seconds = 0.0
@@ -196,8 +197,14 @@ class CheckReport:
             f"every problem); {off}"
         )
 
+    def note_exposure(self, name: str, dgain: float, gamma: float) -> None:
+        """Remember a dgain entry with implausible values (a warning, see ``DiffIR.data.dgain``)."""
+        odd = implausible_exposure(dgain, gamma)
+        if odd:
+            self.odd_exposure.append(f"{name} ({odd})")
+
     def notes(self) -> List[str]:
-        """Warnings that do not stop training (negative HDR values, padded images)."""
+        """Warnings that do not stop training (negative HDR values, padded images, implausible dgain/gamma)."""
         out = []
         if self.negatives:
             total = sum(n for _, n in self.negatives)
@@ -207,6 +214,9 @@ class CheckReport:
         if self.padded:
             out.append(f"{len(self.padded)} pair(s) of '{self.where}' are smaller than gt_size and are reflect-padded "
                        f"(small_images: pad): {format_names(self.padded)}")
+        if self.odd_exposure:
+            out.append(f"{len(self.odd_exposure)} dgain entr(y/ies) of '{self.where}' have implausible values (used as "
+                       f"they are; check for swapped or mis-scaled files): {format_names(self.odd_exposure)}")
         return out
 
     def summary(self) -> str:
@@ -421,9 +431,11 @@ def _check_disk(reader: Any, report: CheckReport, level: str, gt_size: Optional[
                 hit = cache.get(dkey, dst)
                 if hit is None:
                     vals = read_dgain_file(dpath)
-                    cache.put(dkey, dst, [vals["dgain"], vals["gamma"]])
+                    hit = [vals["dgain"], vals["gamma"]]
+                    cache.put(dkey, dst, hit)
                 else:
                     report.from_cache += 1
+                report.note_exposure(os.path.basename(dpath), *hit)
             except (OSError, ValueError) as e:
                 report.add("dgain", _error_text(e))
                 s["bad"] = True
@@ -513,7 +525,8 @@ def _check_lmdb(reader: Any, report: CheckReport, level: str, gt_size: Optional[
         names = reader.paths(i)
         if getattr(reader, "has_dgain", True):
             try:
-                reader.read_dgain(i)
+                vals = reader.read_dgain(i)
+                report.note_exposure(names.get("dgain_path", str(i)), vals["dgain"], vals["gamma"])
             except (OSError, ValueError) as e:
                 report.add("dgain", _error_text(e))
                 good[i] = False

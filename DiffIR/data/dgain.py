@@ -7,7 +7,8 @@ Format: one ``key: value`` per line, e.g.::
     strategy: sksldrlogtohdrlog
     PSNR: 41.2
 
-Only ``dgain`` and ``gamma`` are used (both must be finite and > 0); other keys, blank lines,
+Only ``dgain`` and ``gamma`` are used (both must be finite and > 0; values outside the plausible ranges below
+are reported as warnings by the dataset check, see :func:`implausible_exposure`); other keys, blank lines,
 lines starting with ``#`` and lines without a ``:`` are ignored. Keys are case-insensitive.
 Unlike the fork (which silently falls back to dgain 1.0 / gamma 1.6), a missing key is an error
 unless ``defaults`` supplies it.
@@ -21,7 +22,26 @@ from typing import Dict, Mapping, Optional, Union
 
 REQUIRED_KEYS = ("dgain", "gamma")
 
-__all__ = ["REQUIRED_KEYS", "read_dgain_file", "parse_dgain_text", "format_dgain_text"]
+#: Plausible exposure values (inclusive). ``ldr = clip(hdr / hdr_max * dgain)^(1/gamma)``: with dgain 64 the LDR
+#: already clips at hdr_max/64 (about 16 cd/m² for the AIM peak of 1000), with dgain 1/64 the whole HDR range maps to
+#: the darkest 1/64 of the LDR; the synthetic data uses [1, 64], the AIM-ITM fits mostly 1-8. Display gammas lie
+#: around 1.6-2.6 (sRGB about 2.2); below 1 or above 4 the file was most likely written with 1/gamma or in
+#: another convention. Outside these ranges the data is used but reported, as a sign of swapped or mis-scaled files.
+DGAIN_PLAUSIBLE = (1.0 / 64.0, 64.0)
+GAMMA_PLAUSIBLE = (1.0, 4.0)
+
+__all__ = ["REQUIRED_KEYS", "DGAIN_PLAUSIBLE", "GAMMA_PLAUSIBLE", "read_dgain_file", "parse_dgain_text",
+           "format_dgain_text", "implausible_exposure"]
+
+
+def implausible_exposure(dgain: float, gamma: float) -> Optional[str]:
+    """What is implausible about a (dgain, gamma) pair (see ``DGAIN_PLAUSIBLE``/``GAMMA_PLAUSIBLE``), or None."""
+    odd = []
+    if not DGAIN_PLAUSIBLE[0] <= dgain <= DGAIN_PLAUSIBLE[1]:
+        odd.append(f"dgain {dgain:g} outside [1/64, 64]")
+    if not GAMMA_PLAUSIBLE[0] <= gamma <= GAMMA_PLAUSIBLE[1]:
+        odd.append(f"gamma {gamma:g} outside [{GAMMA_PLAUSIBLE[0]:g}, {GAMMA_PLAUSIBLE[1]:g}]")
+    return ", ".join(odd) or None
 
 
 def parse_dgain_text(

@@ -21,7 +21,8 @@ file and the fix, files without partners included (then it is also a :class:`Pai
 Per item: training phase: a random ``gt_size`` window is drawn from the image size and **only that
 window** is converted (for ``.npy`` and LMDB sources only that window is even read); images smaller
 than the patch are reflect-padded (``small_images: pad``, default) or refused (``error``); one of the
-8 flips/rotations with ``geometric_augs``; then, on the patch only,
+8 flips/rotations with ``geometric_augs`` (or BasicSR's ``use_hflip`` + ``use_rot``, see
+:func:`augmentation_flags`); then, on the patch only,
 
 * GT: ``tone(max(gt, 0))`` (NaN/Inf stop with the file named)
 * LQ: ``tone(ldr_to_hdr(lq, dgain, gamma, hdr_max))`` if ``lq_linearize`` (default, the fork)
@@ -169,6 +170,20 @@ def make_pair_reader(io_backend: Optional[Mapping[str, Any]], dataroot_lq: str, 
 # ----------------------------------------------------------------------------------------------
 # dataset
 # ----------------------------------------------------------------------------------------------
+def augmentation_flags(opt: Mapping[str, Any]) -> Tuple[bool, bool]:
+    """``(horizontal flips, rotations)`` of the training patches from the dataset options.
+
+    ``geometric_augs`` (the official DiffIR key) turns on both: one of the 8 flips/rotations, all equally likely.
+    BasicSR's ``use_hflip`` (alias ``use_flip``) and ``use_rot`` keep their BasicSR meaning: both on is again one
+    of the 8 variants, ``use_hflip`` alone a random left-right flip; ``use_rot`` alone draws a rotation by 0, 90,
+    180 or 270 degrees (BasicSR draws a vertical flip and a transpose, the same four-variant strength).
+    """
+    if opt.get("geometric_augs", False):
+        return True, True
+    flip = bool(opt.get("use_flip", False) or opt.get("use_hflip", False))
+    return flip, bool(opt.get("use_rot", False))
+
+
 def _choice(opt: Mapping[str, Any], key: str, choices: Sequence[Any], default: Any, where: str) -> Any:
     value = opt.get(key, default)
     if isinstance(value, str):
@@ -197,7 +212,7 @@ class PairedImageDataset(Dataset):
     OPTION_KEYS: Tuple[str, ...] = (
         "name", "type", "phase",
         "dataroot_lq", "dataroot_gt", "filename_tmpl", "io_backend", "meta_info_file",
-        "gt_size", "geometric_augs", "use_flip", "use_rot",
+        "gt_size", "geometric_augs", "use_flip", "use_hflip", "use_rot",
         "use_shuffle", "num_worker_per_gpu", "batch_size_per_gpu", "dataset_enlarge_ratio",
         "prefetch_mode", "num_prefetch_queue", "pin_memory", "persistent_workers",
         "synthetic", "scale",
@@ -246,10 +261,7 @@ class PairedImageDataset(Dataset):
             if gs is None or int(gs) <= 0:
                 raise OptionError(f"'{where}:gt_size' must be a positive patch size for training (got {gs}). Fix: e.g. gt_size: 256.")
             self.gt_size = int(gs)
-        use_flip, use_rot = bool(opt.get("use_flip", False)), bool(opt.get("use_rot", False))
-        if opt.get("geometric_augs", False):
-            use_flip = use_rot = True
-        self.aug_flip, self.aug_rot = use_flip, use_rot
+        self.aug_flip, self.aug_rot = augmentation_flags(opt)
 
         for key in self.DATAROOTS:
             if not opt.get(key):

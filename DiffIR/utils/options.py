@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from DiffIR.utils.logger import get_root_logger
+from DiffIR.utils.option_schema import coerce_numbers, value_errors
 from DiffIR.utils.registry import OptionError
 
 # Keys each section understands. Sections holding components (networks, datasets, losses, optimizer,
@@ -50,9 +51,14 @@ def _unknown(keys: Iterable[str], known: Iterable[str], where: str, file: str,
     return errors
 
 
-def validate_options(opt: Dict[str, Any], file: str = "<options>") -> None:
-    """Report every key this program does not know, all at once, naming the file."""
-    errors = _unknown(opt, TOP_KEYS, "", file)
+def validate_options(opt: Dict[str, Any], file: str = "<options>", training: bool = False) -> None:
+    """Report every unknown key and every bad value, all at once, naming the file (values: ``option_schema``).
+
+    Numeric text (``lr: 5e-4``, which YAML 1.1 reads as a string) becomes a number in place. ``training``: also
+    require what a training run needs.
+    """
+    errors = [f"the required key '{key}' is missing" for key in ("name", "model_type") if key not in opt]
+    errors += _unknown(opt, TOP_KEYS, "", file)
     sections = [("path", PATH_KEYS, PATH_PREFIXES, ()), ("train", TRAIN_KEYS, (), TRAIN_SUFFIXES),
                 ("val", VAL_KEYS, (), ()), ("logger", LOGGER_KEYS, (), ()), ("dist_params", DIST_KEYS, (), ())]
     for name, known, prefixes, suffixes in sections:
@@ -63,24 +69,37 @@ def validate_options(opt: Dict[str, Any], file: str = "<options>") -> None:
             errors.append(f"'{name}' must be a mapping")
             continue
         errors += _unknown(sec, known, f"{name}:", file, prefixes, suffixes)
-    mix = (opt.get("train") or {}).get("mixing_augs")
+    mix = (opt.get("train") or {}).get("mixing_augs") if isinstance(opt.get("train"), dict) else None
     if isinstance(mix, dict):
         errors += _unknown(mix, MIXUP_KEYS, "train:mixing_augs:", file)
-    wandb = (opt.get("logger") or {}).get("wandb")
+    wandb = (opt.get("logger") or {}).get("wandb") if isinstance(opt.get("logger"), dict) else None
     if isinstance(wandb, dict):
         errors += _unknown(wandb, WANDB_KEYS, "logger:wandb:", file)
     if "datasets" in opt and not isinstance(opt["datasets"], dict):
         errors.append("'datasets' must be a mapping of phase names (train, val, val_1, ...) to dataset options")
-    for phase in opt.get("datasets") or {}:
+    for phase, dataset in (opt["datasets"].items() if isinstance(opt.get("datasets"), dict) else ()):
         if not (phase == "train" or phase.startswith(("val", "test"))):
             errors.append(f"unknown dataset phase 'datasets:{phase}': use 'train', 'val*' or 'test*'")
+        if not isinstance(dataset, dict):
+            errors.append(f"'datasets:{phase}' must be a mapping of dataset options")
+    errors += value_errors(opt, training=training)
     if errors:
         raise OptionError(f"Invalid options in {file}:\n  - " + "\n  - ".join(errors) +
-                          "\nFix or remove these keys (a typo would otherwise be silently ignored).")
+                          "\nFix these entries (an unknown key is often a typo that would otherwise be silently "
+                          "ignored).")
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else None
+def _parse_value(item: str, text: str) -> Any:
+    """The YAML value of one ``--force_yml`` override; a parse error names the override and the fix."""
+    if text == "":
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise OptionError(f"--force_yml '{item}': the value {text!r} is not valid YAML ({problem}). Fix: write a "
+                          "YAML value, quoting text with special characters, e.g. "
+                          "--force_yml \"val:suffix='run: 2'\"") from None
 
 
 def apply_overrides(opt: Dict[str, Any], overrides: Optional[List[str]]) -> None:
@@ -97,10 +116,11 @@ def apply_overrides(opt: Dict[str, Any], overrides: Optional[List[str]]) -> None
             node = node[k]
             if not isinstance(node, dict):
                 raise OptionError(f"--force_yml '{item}': '{k}' is not a mapping")
-        node[keys[-1]] = _parse_value(value)
+        node[keys[-1]] = _parse_value(item, value)
 
 
 def load_yaml(path: str) -> Dict[str, Any]:
+    """An option file as a dict, with numeric text (``lr: 5e-4``, a string for YAML 1.1) read as numbers."""
     if not osp.isfile(path):
         raise FileNotFoundError(f"Option file not found: {path}")
     with open(path, "r", encoding="utf-8") as f:
@@ -110,7 +130,7 @@ def load_yaml(path: str) -> Dict[str, Any]:
             raise OptionError(f"Option file {path} is not valid YAML: {e}") from None
     if not isinstance(opt, dict):
         raise OptionError(f"Option file {path} must hold a mapping at the top level")
-    return opt
+    return coerce_numbers(opt)
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -135,19 +155,18 @@ def resolve_num_gpu(value: Any) -> int:
 
 
 def finalize_options(opt: Dict[str, Any], root_path: str, is_train: bool, file: str = "<options>",
-                     debug: bool = False) -> Dict[str, Any]:
-    """Validate and fill the derived entries (paths, phases, num_gpu) of a loaded option dict."""
-    validate_options(opt, file)
-    for key in ("name", "model_type"):
-        if key not in opt:
-            raise OptionError(f"Option file {file} lacks the required key '{key}'")
+                     debug: bool = False, require_training: bool = False) -> Dict[str, Any]:
+    """Validate and fill the derived entries (paths, phases, num_gpu) of a loaded option dict.
+
+    ``require_training``: the options start a training run, so its sections must be there (a dataset check of
+    the same file does not need them).
+    """
+    validate_options(opt, file, training=require_training)
     opt["is_train"] = is_train
     opt["num_gpu"] = resolve_num_gpu(opt.get("num_gpu", "auto"))
     if debug and not opt["name"].startswith("debug"):
         opt["name"] = "debug_" + opt["name"]
     for phase, dataset in (opt.get("datasets") or {}).items():
-        if not isinstance(dataset, dict):
-            raise OptionError(f"'datasets:{phase}' must be a mapping of dataset options")
         dataset["phase"] = phase.split("_")[0]
         dataset.setdefault("scale", opt.get("scale", 1))
         for key in ("dataroot_gt", "dataroot_lq", "dataroot_dgain"):
@@ -195,7 +214,7 @@ def parse_options(root_path: str, is_train: bool = True, argv: Optional[List[str
     opt["launcher"] = args.launcher
     if args.launcher != "none" and "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(args.local_rank)
-    finalize_options(opt, root_path, is_train, file=args.opt, debug=args.debug)
+    finalize_options(opt, root_path, is_train, file=args.opt, debug=args.debug, require_training=is_train)
     return opt, args
 
 

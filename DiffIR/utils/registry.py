@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import difflib
+import inspect
+import re
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 
@@ -69,15 +71,41 @@ def check_keys(keys: Iterable[str], accepted: Sequence[str], where: str, what: s
         )
 
 
-def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str, ignore: Tuple[str, ...] = ()) -> None:
-    """Raise :class:`OptionError` naming each key of ``kwargs`` that ``target`` does not accept."""
-    import inspect
+_NUMERIC_ANNOTATION = re.compile(r"(?:Optional\[)?(?:(?:Sequence|List|Iterable|Tuple)\[)?(?:int|float)\b")
 
+
+def _expects_number(param: inspect.Parameter) -> bool:
+    """True when the parameter is a number or a list of numbers (by its annotation or its default)."""
+    annotation = param.annotation
+    if isinstance(annotation, str) and _NUMERIC_ANNOTATION.match(annotation):
+        return True
+    if annotation in (int, float):
+        return True
+    default = param.default
+    if isinstance(default, (tuple, list)) and default:
+        return all(isinstance(d, (int, float)) and not isinstance(d, bool) for d in default)
+    return isinstance(default, (int, float)) and not isinstance(default, bool)
+
+
+def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str, ignore: Tuple[str, ...] = ()) -> None:
+    """Raise :class:`OptionError` naming each key of ``kwargs`` that ``target`` does not accept, then each text
+    value (``lr: abc``) given for a parameter that takes a number or a list of numbers.
+
+    Numeric text such as ``5e-4`` was already turned into a number by the option parser.
+    """
     params = inspect.signature(target).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"]
-    check_keys([k for k in kwargs if k not in ignore], accepted, where, getattr(target, "__name__", str(target)))
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n != "self"]
+        check_keys([k for k in kwargs if k not in ignore], accepted, where, getattr(target, "__name__", str(target)))
+    bad = []
+    for key, value in kwargs.items():
+        if key in ignore or key not in params or not _expects_number(params[key]):
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, str) for v in items):
+            bad.append(f"'{where}:{key}' is {value!r}, not {'a list of numbers' if items is value else 'a number'}")
+    if bad:
+        raise OptionError("; ".join(bad) + ". Fix: write numbers (e.g. 2e-4 or 0.0002) without quotes.")
 
 
 def build_from_registry(registry: Registry, opt: Dict[str, Any], where: str, **extra: Any) -> Any:

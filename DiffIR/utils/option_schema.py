@@ -1,0 +1,318 @@
+"""Option values: one table per section of (type, range, default), checked all at once before anything is touched.
+
+Keys are checked by :mod:`DiffIR.utils.options`; this module checks what they hold, so that a wrong value stops the
+run before a dataset is read or an experiment folder is created, with every problem listed, each naming its key
+and the fix. Component sections (``network_*``, the scheduler, metrics) are checked against their constructor's
+signature by :func:`DiffIR.utils.registry.check_kwargs` instead.
+
+Numbers written as text: PyYAML follows YAML 1.1, which reads ``5e-4``, ``1e-4`` or ``3e5`` (an exponent without a
+dot or without a sign) as *strings*. Users write numbers that way, so :func:`coerce_numbers` turns every string
+that reads as a number into one, in place, everywhere except names, types and paths; text that is not a number
+where a number is expected is refused by name.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from DiffIR.utils.logger import MESSAGES
+
+__all__ = ["Value", "TOP", "TRAIN", "OPTIM", "LOSS", "MIXUP", "VAL", "LOGGER", "DIST", "DATASET", "parse_number",
+           "coerce_numbers", "name_error", "value_errors", "PATCH_MULTIPLE"]
+
+#: the DIRformer halves a training patch three times, so ``gt_size`` must be a multiple of 2³
+PATCH_MULTIPLE = 8
+
+_NUMBER = re.compile(r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
+#: keys whose values are text even when they look like numbers (names, paths, templates)
+_TEXT_KEYS = {"name", "type", "model_type", "filename_tmpl", "suffix", "meta_info_file", "check_cache_dir",
+              "language", "project", "resume_id", "entity", "backend", "launcher", "root_path"}
+
+
+def parse_number(text: str) -> Optional[float]:
+    """The number a string such as ``'5e-4'``, ``'3e5'`` or ``'0.5'`` spells (as float), else None."""
+    s = text.strip()
+    if not _NUMBER.fullmatch(s) or s.startswith("_") or "__" in s:
+        return None
+    return float(s.replace("_", ""))
+
+
+def _as_number(value: float) -> Any:
+    """An integral value read from text becomes an int (``total_iter: 3e5`` → 300000), others stay float."""
+    return int(value) if value.is_integer() and abs(value) < 2 ** 53 else value
+
+
+def coerce_numbers(node: Any, skip_top: Iterable[str] = ("path",)) -> Any:
+    """Turn every string that reads as a number into that number, in place, through nested mappings and lists.
+
+    Names, types, templates, paths (the ``path`` section and ``dataroot_*``) stay text. Returns ``node``.
+    """
+    def convert(value: Any, key: str) -> Any:
+        if key in _TEXT_KEYS or key.startswith("dataroot"):
+            return value
+        if isinstance(value, str):
+            number = parse_number(value)
+            return value if number is None else _as_number(number)
+        if isinstance(value, dict):
+            for k in list(value):
+                value[k] = convert(value[k], str(k))
+            return value
+        if isinstance(value, list):
+            value[:] = [convert(v, key) for v in value]
+        return value
+
+    if isinstance(node, dict):
+        for k in list(node):
+            if k not in skip_top:
+                node[k] = convert(node[k], str(k))
+    return node
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class Value:
+    """What one option key holds: ``kind`` (int, float, bool or str) and its allowed range.
+
+    ``lo``/``hi`` are inclusive bounds, ``above``/``below`` exclusive ones; ``multiple`` asks for a multiple;
+    ``choices`` lists the allowed strings. ``~`` (None) always means "the default" (``default``, documentation
+    of what the program uses then). ``example`` is shown in the fix.
+    """
+
+    kind: type
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    above: Optional[float] = None
+    below: Optional[float] = None
+    multiple: Optional[int] = None
+    choices: Tuple[str, ...] = ()
+    default: Any = None
+    example: str = ""
+
+    def describe(self) -> str:
+        """The allowed values in words, e.g. ``an integer >= 1`` or ``a number in [0, 1)``."""
+        if self.kind is bool:
+            return "true or false"
+        if self.kind is str:
+            return "one of " + ", ".join(self.choices) if self.choices else "a text"
+        what = "an integer" if self.kind is int else "a number"
+        if self.multiple:
+            what = f"a multiple of {self.multiple}"
+        low = (f"[{_fmt(self.lo)}" if self.lo is not None else f"({_fmt(self.above)}" if self.above is not None else None)
+        high = (f"{_fmt(self.hi)}]" if self.hi is not None else f"{_fmt(self.below)})" if self.below is not None else None)
+        if low and high:
+            return f"{what} in {low}, {high}"
+        if low:
+            return f"{what} {'>=' if self.lo is not None else '>'} {low[1:]}"
+        if high:
+            return f"{what} {'<=' if self.hi is not None else '<'} {high[:-1]}"
+        return what
+
+    def check(self, value: Any, key: str) -> Tuple[Any, Optional[str]]:
+        """``(value as the program uses it, error or None)``; numeric text becomes a number."""
+        if value is None:
+            return None, None
+        fix = f" Fix: use {self.describe()}" + (f", e.g. {self.example}." if self.example else ".")
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value, None
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value), None
+            quoted = " (without quotes)" if isinstance(value, str) else ""
+            return value, f"'{key}' is {value!r}, not true or false. Fix: write true or false{quoted}."
+        if self.kind is str:
+            if isinstance(value, str) and (not self.choices or value in self.choices):
+                return value, None
+            return value, f"'{key}' is {value!r}.{fix}"
+        number = parse_number(value) if isinstance(value, str) else value
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+            return value, f"'{key}' is {value!r}, not a number.{fix}"
+        if self.kind is int:
+            if number != int(number):
+                return value, f"'{key}' is {value!r}, not a whole number.{fix}"
+            number = int(number)
+        elif isinstance(value, str):
+            number = _as_number(number)
+        if ((self.lo is not None and number < self.lo) or (self.hi is not None and number > self.hi)
+                or (self.above is not None and number <= self.above) or (self.below is not None and number >= self.below)
+                or (self.multiple and number % self.multiple)):
+            return number, f"'{key}' is {value!r}.{fix}"
+        return number, None
+
+
+def _int(lo: Optional[int] = None, example: str = "", **kw: Any) -> Value:
+    return Value(int, lo=lo, example=example, **kw)
+
+
+def _num(example: str = "", **kw: Any) -> Value:
+    return Value(float, example=example, **kw)
+
+
+_FLAG = Value(bool)
+
+TOP: Dict[str, Value] = {
+    "manual_seed": _int(0, "manual_seed: 0", hi=2 ** 31 - 1),  # seed + rank must stay a valid numpy seed
+    "scale": _int(1, "scale: 1"),
+    "find_unused_parameters": _FLAG,
+    "cudnn_benchmark": _FLAG,
+}
+TRAIN: Dict[str, Value] = {
+    "total_iter": _int(1, "total_iter: 300000"),
+    "warmup_iter": _int(-1, "warmup_iter: -1 (no warm-up) or a number of iterations", default=-1),
+    "ema_decay": _num("ema_decay: 0.999 (0: no EMA)", lo=0, below=1, default=0),
+    "grad_clip": _num("grad_clip: 0.01 (~: no clipping)", lo=0),
+    "max_nonfinite_steps": _int(1, "max_nonfinite_steps: 10", default=10),
+    "accum_iter": _int(1, "accum_iter: 1", default=1),
+    "compile": _FLAG,
+    "channels_last": _FLAG,
+    # the official stage-2 two-phase recipe
+    "encoder_iter": _int(0, "encoder_iter: 100000"),
+    "lr_encoder": _num("lr_encoder: 2e-4", above=0),
+    "lr_sr": _num("lr_sr: 2e-4", above=0),
+    "gamma_encoder": _num("gamma_encoder: 0.1", above=0),
+    "gamma_sr": _num("gamma_sr: 0.5", above=0),
+    "lr_decay_encoder": _int(1, "lr_decay_encoder: 60000"),
+    "lr_decay_sr": _int(1, "lr_decay_sr: 80000"),
+}
+#: ``train:optim_g`` (Adam, AdamW, SGD); ``betas`` is checked as a pair
+OPTIM: Dict[str, Value] = {
+    "lr": _num("lr: 2e-4", lo=0),
+    "weight_decay": _num("weight_decay: 0", lo=0),
+    "eps": _num("eps: 1e-8", above=0),
+    "momentum": _num("momentum: 0.9", lo=0),
+}
+_BETA = _num("betas: [0.9, 0.999]", lo=0, below=1)
+#: every loss section ``train:*_opt``
+LOSS: Dict[str, Value] = {"loss_weight": _num("loss_weight: 1.0", lo=0)}
+MIXUP: Dict[str, Value] = {"mixup": _FLAG, "mixup_beta": _num("mixup_beta: 1.2", above=0), "use_identity": _FLAG}
+VAL: Dict[str, Value] = {
+    "val_freq": _int(1, "val_freq: 5000 (~: validate only at the end)"),
+    "save_img": _FLAG, "pbar": _FLAG, "baseline": _FLAG, "save_preview": _FLAG,
+    "num_preview_images": _int(0, "num_preview_images: 4"),
+}
+LOGGER: Dict[str, Value] = {
+    "print_freq": _int(1, "print_freq: 100", default=100),
+    "save_checkpoint_freq": _int(1, "save_checkpoint_freq: 5000", default=5000),
+    "tb_image_freq": _int(1, "tb_image_freq: 5000 (default: save_checkpoint_freq)"),
+    "keep_last_n": _int(0, "keep_last_n: 5 (0 or ~: keep every checkpoint)"),
+    "use_tb_logger": _FLAG,
+    "language": Value(str, choices=tuple(sorted(MESSAGES))),  # default: the pipeline's (zh for train_hdr.py)
+}
+DIST: Dict[str, Value] = {"port": _int(1, "port: 29500", hi=65535)}
+#: every ``datasets:<phase>`` section (keys a dataset does not know are refused by the dataset itself)
+DATASET: Dict[str, Value] = {
+    "gt_size": _int(PATCH_MULTIPLE, "gt_size: 256 (the network halves a patch three times)", multiple=PATCH_MULTIPLE),
+    "batch_size_per_gpu": _int(1, "batch_size_per_gpu: 2"),
+    "num_worker_per_gpu": _int(0, "num_worker_per_gpu: 4"),
+    "dataset_enlarge_ratio": _int(1, "dataset_enlarge_ratio: 1", default=1),
+    "num_prefetch_queue": _int(1, "num_prefetch_queue: 1", default=1),
+    "hdr_max": _num("hdr_max: 1000", above=0, default=1000.0),
+    "use_shuffle": _FLAG, "pin_memory": _FLAG, "persistent_workers": _FLAG, "lq_linearize": _FLAG,
+    "geometric_augs": _FLAG, "use_flip": _FLAG, "use_hflip": _FLAG, "use_rot": _FLAG,
+}
+
+
+def _check_table(section: Any, table: Mapping[str, Value], where: str) -> List[str]:
+    """Check (and convert in place) the keys of ``table`` present in ``section``."""
+    if not isinstance(section, dict):
+        return []
+    errors = []
+    for key, spec in table.items():
+        if key in section:
+            section[key], error = spec.check(section[key], f"{where}{key}")
+            if error:
+                errors.append(error)
+    return errors
+
+
+def name_error(name: Any) -> Optional[str]:
+    """Why ``name`` cannot name an experiment/results folder (``experiments/<name>``), or None."""
+    fix = "Fix: use a plain folder name such as name: train_DiffIRS1_hdr (the run writes to experiments/<name>/)."
+    if not isinstance(name, str) or not name.strip():
+        return f"'name' is {name!r}: it must be a non-empty folder name. {fix}"
+    seps = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if (os.path.isabs(name) or any(s in name for s in seps) or name.strip() in (".", "..") or "\0" in name
+            or name != name.strip()):
+        return (f"'name' is {name!r}: it must be a plain folder name, not a path (no '/', '\\', '..', leading or "
+                f"trailing spaces). {fix}")
+    return None
+
+
+def _optimizer_errors(optim: Any) -> List[str]:
+    errors = _check_table(optim, OPTIM, "train:optim_g:")
+    betas = optim.get("betas") if isinstance(optim, dict) else None
+    if betas is not None:
+        if not isinstance(betas, (list, tuple)) or len(betas) != 2:
+            errors.append(f"'train:optim_g:betas' is {betas!r}. Fix: give two numbers in [0, 1), e.g. betas: [0.9, 0.999].")
+        else:
+            checked = [_BETA.check(b, f"train:optim_g:betas[{i}]") for i, b in enumerate(betas)]
+            optim["betas"] = [v for v, _ in checked]
+            errors += [e for _, e in checked if e]
+    return errors
+
+
+def _training_requirements(opt: Mapping[str, Any]) -> List[str]:
+    """What a training run cannot start without (a test or check of the same file does not need it)."""
+    errors = []
+    train = opt.get("train")
+    if not isinstance(train, dict):
+        errors.append("training needs a 'train' section (optim_g, total_iter, losses). Fix: add one, e.g. from "
+                      "options/train_DiffIRs1_hdr.yml.")
+    elif train.get("total_iter") is None:
+        errors.append("'train:total_iter' is missing. Fix: set the number of iterations, e.g. total_iter: 300000.")
+    datasets = opt.get("datasets")
+    train_set = datasets.get("train") if isinstance(datasets, dict) else None
+    if not isinstance(train_set, dict):
+        errors.append("training needs 'datasets:train'. Fix: add the training set (type, dataroot_lq, dataroot_gt, ...).")
+    else:
+        for key in ("batch_size_per_gpu", "num_worker_per_gpu"):
+            if train_set.get(key) is None:
+                errors.append(f"'datasets:train:{key}' is missing. Fix: set it, e.g. {key}: 2.")
+    return errors
+
+
+def value_errors(opt: Dict[str, Any], training: bool = False) -> List[str]:
+    """Every problem with the option values of ``opt``, one message each; converts numeric text in place.
+
+    ``training``: also require what a training run needs (``train:total_iter``, ``datasets:train`` with its
+    batch size and workers).
+    """
+    coerce_numbers(opt)
+    errors = []
+    if "name" in opt:
+        if isinstance(opt["name"], int) and not isinstance(opt["name"], bool):
+            opt["name"] = str(opt["name"])
+        error = name_error(opt["name"])
+        if error:
+            errors.append(error)
+    errors += _check_table(opt, TOP, "")
+    train = opt.get("train")
+    errors += _check_table(train, TRAIN, "train:")
+    if isinstance(train, dict):
+        errors += _optimizer_errors(train.get("optim_g"))
+        for key, loss in train.items():
+            if key.endswith("_opt") and key != "optim_g":
+                errors += _check_table(loss, LOSS, f"train:{key}:")
+        errors += _check_table(train.get("mixing_augs"), MIXUP, "train:mixing_augs:")
+    errors += _check_table(opt.get("val"), VAL, "val:")
+    logger = opt.get("logger")
+    errors += _check_table(logger, LOGGER, "logger:")
+    if isinstance(logger, dict) and logger.get("wandb") is not None and not isinstance(logger["wandb"], dict):
+        errors.append(f"'logger:wandb' is {logger['wandb']!r}. Fix: remove it (wandb is not supported; use "
+                      "TensorBoard) or write a mapping such as wandb: {project: ~}.")
+    errors += _check_table(opt.get("dist_params"), DIST, "dist_params:")
+    datasets = opt.get("datasets")
+    for phase, dataset in (datasets.items() if isinstance(datasets, dict) else ()):
+        errors += _check_table(dataset, DATASET, f"datasets:{phase}:")
+        if isinstance(dataset, dict) and "use_flip" in dataset and "use_hflip" in dataset \
+                and dataset["use_flip"] != dataset["use_hflip"]:
+            errors.append(f"'datasets:{phase}:use_flip' and 'use_hflip' (BasicSR's name for the same option) "
+                          "disagree. Fix: keep one of them.")
+    if training:
+        errors += _training_requirements(opt)
+    return errors
