@@ -319,8 +319,8 @@ class BaseModel:
         self.use_compile = bool(train_opt.get("compile", False))
         apply_cudnn_benchmark(self.opt, self.device)
         if self.amp_dtype is not None and self.device.type == "cpu":
-            self.logger.info(f"train:amp on the CPU ({cpu_kind()}): the DIRformer attention (norms, matmuls, softmax) runs in "
-                             "fp32, the convolutions in reduced precision.")
+            self.logger.info(f"train:amp on the CPU ({cpu_kind()}): the DIRformer attention (norms, matmuls, "
+                             "softmax) runs in fp32, the convolutions in reduced precision.")
 
     def autocast(self):
         """Mixed-precision context for the training forward (a no-op without ``train.amp``)."""
