@@ -148,27 +148,110 @@ def test_half_precision_attention_does_not_overflow_on_large_activations():
     assert torch.isfinite(out).all()
 
 
-def test_compiled_bf16_attention_is_finite_and_matches_eager(inductor_config):
-    """Regression: without the 256-bit limit, inductor (torch 2.13, AVX-512) turns this into NaN everywhere."""
+@pytest.mark.parametrize("kind,simdlen", [("amx", 256), ("avx512", 256), ("avx2", None), ("other", None)])
+def test_inductor_half_precision_settings_for_every_cpu_kind(kind, simdlen, inductor_config):
+    from DiffIR.models.base_model import avoid_inductor_cpu_half_precision_bug
+
+    cpu = torch.device("cpu")
+    inductor_config.cpp.simdlen = None
+    notice = avoid_inductor_cpu_half_precision_bug(cpu, torch.bfloat16, kind=kind)
+    assert inductor_config.cpp.simdlen == simdlen
+    assert (notice is not None) == (simdlen is not None)
+    if notice:
+        assert {"amx": "AMX", "avx512": "AVX-512"}[kind] in notice
+    inductor_config.cpp.simdlen = None
+    assert avoid_inductor_cpu_half_precision_bug(cpu, None, kind=kind) is None  # fp32: nothing to avoid
+    assert avoid_inductor_cpu_half_precision_bug(torch.device("cuda"), torch.bfloat16, kind=kind) is None
+    inductor_config.cpp.simdlen = 512  # set by the user: kept
+    assert avoid_inductor_cpu_half_precision_bug(cpu, torch.bfloat16, kind=kind) is None
+    assert inductor_config.cpp.simdlen == 512
+
+
+@pytest.mark.parametrize("flags,capability,kind", [
+    ({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}, "AVX512", "amx"),
+    ({"avx2", "avx512f", "avx512_bf16"}, "AVX512", "avx512"),
+    ({"avx2", "avx512f", "amx_tile", "amx_bf16"}, "AVX2", "avx2"),  # ATEN_CPU_CAPABILITY=avx2 wins
+    ({"avx2"}, "AVX2", "avx2"),
+    (set(), "DEFAULT", "other"),
+])
+def test_cpu_kind_from_flags_and_capability(flags, capability, kind):
+    from DiffIR.utils.cpu_features import cpu_kind, describe_cpu
+
+    assert cpu_kind(flags, capability) == kind
+    assert cpu_kind() in ("amx", "avx512", "avx2", "other")
+    assert f"kind {cpu_kind()}" in describe_cpu()
+
+
+def _matmul_dtypes(fn):
+    """The operand dtypes of every (b)mm that ``fn`` dispatches."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.bmm.default, torch.ops.aten.mm.default):
+                self.seen.append((args[0].dtype, args[1].dtype, tuple(args[0].shape)))
+            return func(*args, **(kwargs or {}))
+
+    with Record() as rec:
+        fn()
+    return rec.seen
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attention_runs_in_fp32_under_cpu_autocast(channels_last):
+    """oneDNN's AMX bf16 matmul leaks NaN for K % 32 != 0 (head width 48): no attention matmul may run in bf16."""
+    from DiffIR.archs.dirformer import Attention
+
+    torch.manual_seed(0)
+    att = Attention(16, 2, bias=False, ipr_dim=8)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    att = att.to(memory_format=fmt)
+    x = torch.randn(2, 16, 8, 8).contiguous(memory_format=fmt).requires_grad_()
+    ipr = torch.randn(2, 8)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = att(x, ipr)
+        assert out.dtype == torch.bfloat16  # project_out still runs in reduced precision
+        out.float().square().sum().backward()
+
+    bmms = [s for s in _matmul_dtypes(step) if len(s[2]) == 3]  # the attention's (the ipr Linear is an mm)
+    assert len(bmms) == 6  # 2 forward + 4 backward
+    assert all(a == b == torch.float32 for a, b, _ in bmms), bmms
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_compiled_bf16_attention_trains_finite_and_matches_eager(inductor_config):
+    """A real compiled bf16 forward and backward of the attention on this CPU, with the settings for its kind.
+
+    Regression: without the 256-bit limit, inductor (torch 2.13, an AVX-512 Xeon) turned the forward into NaN.
+    """
     from DiffIR.archs.dirformer import Attention
     from DiffIR.models.base_model import avoid_inductor_cpu_half_precision_bug
+    from DiffIR.utils.cpu_features import cpu_kind
 
     inductor_config.cpp.simdlen = None
     notice = avoid_inductor_cpu_half_precision_bug(torch.device("cpu"), torch.bfloat16)
-    if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        assert notice and inductor_config.cpp.simdlen == 256
-    assert avoid_inductor_cpu_half_precision_bug(torch.device("cpu"), None) is None
+    assert (notice is not None) == (cpu_kind() in ("amx", "avx512"))
     torch.manual_seed(0)
     att = Attention(96, 2, bias=False)
-    x, ipr = torch.randn(1, 96, 64, 64), torch.randn(1, 256)
+    x, ipr = torch.randn(1, 96, 32, 32), torch.randn(1, 256)
+    grads = []
     try:
-        compiled = torch.compile(att)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            eager, out = att(x, ipr), compiled(x, ipr)
+        for fn in (att, torch.compile(att)):
+            att.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = fn(x, ipr)
+            out.float().square().mean().backward()
+            grads.append((out.detach().float(), att.qkv.weight.grad.clone()))
     except Exception as e:  # no C++ compiler on this machine: nothing to regress
         pytest.skip(f"torch.compile unavailable: {type(e).__name__}: {e}")
-    assert torch.isfinite(out).all()
-    torch.testing.assert_close(out.float(), eager.float(), rtol=0.05, atol=0.02)
+    (eager, g_eager), (out, g) = grads
+    assert torch.isfinite(out).all() and torch.isfinite(g).all()
+    torch.testing.assert_close(out, eager, rtol=0.05, atol=0.02)
+    torch.testing.assert_close(g, g_eager, rtol=0.05, atol=0.05 * g_eager.abs().max().item())
 
 
 @pytest.mark.parametrize("batch,heads", [(1, 1), (2, 2)])
@@ -209,3 +292,81 @@ def test_cpu_backward_layout_setting_respects_the_environment(monkeypatch, induc
     assert not inductor_config.force_layout_optimization
     assert "channels-last" in prefer_channels_last_in_inductor_backward(torch.device("cpu"))
     assert inductor_config.force_layout_optimization
+
+
+def test_cudnn_benchmark_option_is_read_and_applied_on_cuda(tmp_path):
+    from DiffIR.models.base_model import apply_cudnn_benchmark, cudnn_benchmark_option
+
+    assert cudnn_benchmark_option({"train": {}}) is True  # BasicSR's default
+    assert cudnn_benchmark_option({"train": {"cudnn_benchmark": False}}) is False
+    assert cudnn_benchmark_option({"cudnn_benchmark": False, "train": {}}) is False  # top-level spelling
+    with pytest.raises(OptionError, match="disagree"):
+        cudnn_benchmark_option({"cudnn_benchmark": True, "train": {"cudnn_benchmark": False}})
+    with pytest.raises(OptionError, match="train:cudnn_benchmark is 'yes'"):
+        cudnn_benchmark_option({"train": {"cudnn_benchmark": "yes"}})
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = True
+        assert apply_cudnn_benchmark({"train": {"cudnn_benchmark": False}}, torch.device("cpu")) is None
+        assert torch.backends.cudnn.benchmark is True  # off CUDA: untouched
+        assert apply_cudnn_benchmark({"train": {"cudnn_benchmark": False}}, torch.device("cuda", 0)) is False
+        assert torch.backends.cudnn.benchmark is False
+        assert apply_cudnn_benchmark({"train": {}}, torch.device("cuda", 0)) is True
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = saved
+    with pytest.raises(OptionError, match="cudnn_benchmark"):
+        _model(tmp_path, cudnn_benchmark=1)  # the model reads it at setup
+
+
+def test_nonfinite_loss_under_speed_options_says_how_to_check(tmp_path):
+    model = _model(tmp_path, amp="bf16", max_nonfinite_steps=5)
+    assert model.backward(torch.tensor(float("nan"))) is False
+    assert "bench_train.py" in model._nonfinite_hint() and "train:amp" in model._nonfinite_hint()
+    assert _model(tmp_path)._nonfinite_hint() == ""
+
+
+def _gpu_check():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_fails_fast_without_cuda(tmp_path, monkeypatch, capsys):
+    gc = _gpu_check()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gc.main(["--out", str(tmp_path / "out")]) == 1
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_gpu_check_arguments_and_tables(tmp_path, monkeypatch):
+    gc = _gpu_check()
+    monkeypatch.setenv("OUT", str(tmp_path))
+    args = gc.parse_args([])
+    assert args.out == str(tmp_path) and args.device == "cuda" and args.demo_iters == 1200
+    assert gc.parse_args(["--out", "x", "--device", "cpu", "--tiny"]).tiny
+    with pytest.raises(SystemExit):
+        gc.parse_args(["--demo-iters", "0"])
+    result = {"batch": 2, "size": 256, "device": "NVIDIA H200", "torch": "2.13.0", "memory": "peak MB", "modes": [
+        {"mode": "fp32", "status": "ok", "detail": "", "img_s": 10.0, "ms": 200.0, "speedup": 1.0, "mem_mb": 9000.0,
+         "wall_s": 9.0, "dloss": 0.0},
+        {"mode": "bf16+compile", "status": "ok", "detail": "", "img_s": 25.0, "ms": 80.0, "speedup": 2.5,
+         "mem_mb": None, "wall_s": 90.0, "dloss": 3e-5},
+        {"mode": "bf16", "status": "non-finite", "detail": "NON-FINITE loss at iteration 2"}]}
+    table = "\n".join(gc.bench_table(result))
+    assert "| bf16+compile | 25.00 | 80 | 2.50× | - | 3.0e-05 | ok |" in table
+    assert "| bf16 | - | - | - | - | - | **NON-FINITE loss at iteration 2** |" in table
+    assert "timed out" in gc.bench_table({"batch": 8, "size": 512, "error": "timed out after 150 s"})[0]
+    log = ("[gpu_check_de..][epoch:  3, iter:     600, lr:(1.000e-03)] [eta: 0:00:10, time (data): 0.041 (0.002)] "
+           "l_pix: 1.0e-02\n[...][epoch:  5, iter:   1,200, lr:(1.000e-05)] [eta: 0:00:00, time (data): 0.040 (0.001)]"
+           "\nValidation DemoVal, iter 1200\n\t # psnr: 28.9500\tBest: 28.9500 @ 1200 iter\t(input: 21.1000)\n")
+    parsed = gc.parse_demo_log(log)
+    assert parsed == {"step_s": 0.04, "data_s": 0.001, "last_iter": 1200, "psnr": 28.95, "psnr_input": 21.1}
+    demo = "\n".join(gc.demo_table({"iters": 1200, "wall_s": 100.0, "status": "ok", **parsed}))
+    assert "| 1200 | 100 | 12.00 | 0.040 | 0.001 | psnr 28.95 (input 21.10) | ok |" in demo

@@ -12,6 +12,7 @@ that produce a per-sample, per-channel scale and shift.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence, Tuple
 
 import torch
@@ -103,6 +104,20 @@ class LayerNorm(nn.Module):
         return self.body(x)
 
 
+def attention_in_fp32(t: torch.Tensor) -> bool:
+    """True under CPU autocast: the attention (L2 norms, both matmuls, softmax) then runs in fp32.
+
+    oneDNN's AMX bf16 matmul (torch 2.13 ships oneDNN 3.12) reads the K tail of its first operand past the valid
+    columns when K is not a multiple of 32 and relies on zero padding of the second to cancel it; garbage there
+    that decodes as NaN/Inf leaks into the output (uxlfoundation/oneDNN#5717, fixed in #5723). Here K is the head
+    width, 48 at the official sizes, in ``attn @ v`` and in three of the four backward matmuls, and the bytes read
+    depend on the allocator, so it strikes compiled graphs (other buffers) more than eager ones. The attention
+    holds a small share of the FLOPs and is the numerically fragile part (norms over H·W, softmax), so it stays in
+    fp32 on every CPU; without autocast (and on GPUs) nothing changes.
+    """
+    return t.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+
+
 def _modulate(x: torch.Tensor, kernel: nn.Module, ipr: torch.Tensor) -> torch.Tensor:
     """Apply the IPR modulation ``x * s + b`` where ``[s, b] = kernel(ipr)`` (plain scale, not ``1 + s``)."""
     c = x.shape[1]
@@ -130,10 +145,18 @@ class Attention(nn.Module):
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=bias)
 
     def forward(self, x: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
         heads = self.num_heads
         x = _modulate(x, self.kernel, ipr)
         qkv = self.qkv_dwconv(self.qkv(x))
+        full_precision = attention_in_fp32(qkv)
+        with torch.autocast("cpu", enabled=False) if full_precision else contextlib.nullcontext():
+            out = self._attend(qkv.float() if full_precision else qkv, heads)
+        return self.project_out(out)
+
+    def _attend(self, qkv: torch.Tensor, heads: int) -> torch.Tensor:
+        """The attention proper: ``qkv`` (B, 3C, H, W) → (B, C, H, W)."""
+        b, c3, h, w = qkv.shape
+        c = c3 // 3
         if qkv.is_contiguous(memory_format=torch.channels_last) and not qkv.is_contiguous():
             # Channels-last: the same maths on (B, H·W, 3C) views of the memory, with the output written in that
             # layout too. Reshaping to (B, 3C, H·W) instead would copy here, and hand the depthwise convolution a
@@ -147,7 +170,7 @@ class Attention(nn.Module):
             # (B, 3C, H, W) -> three (B, heads, C/heads, H*W) views; no copies.
             q, k, v = qkv.reshape(b, 3, heads, c // heads, h * w).unbind(1)
             out = (self._channel_attention(q, k) @ v).reshape(b, c, h, w)
-        return self.project_out(out)
+        return out
 
     def _channel_attention(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Softmax over channels of the cosine similarities over H·W, scaled per head by ``temperature``."""

@@ -17,6 +17,7 @@ from DiffIR.metrics import check_metric_options
 from DiffIR.models.evaluation import check_val_options, evaluate_dataset, publish_previews
 from DiffIR.models.lr_scheduler import build_scheduler, get_scheduler, update_learning_rate
 from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, list_training_states, load_checked, load_file
+from DiffIR.utils.cpu_features import cpu_kind
 from DiffIR.utils.dist import all_finite, all_gather_objects, get_dist_info, local_rank, reduce_mean
 from DiffIR.utils.logger import get_root_logger
 from DiffIR.utils.errors import TrainingStopped
@@ -26,22 +27,39 @@ from DiffIR.utils.registry import OptionError, check_kwargs
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
 
 
-def avoid_inductor_cpu_half_precision_bug(device: torch.device, amp_dtype: Optional[torch.dtype]) -> Optional[str]:
-    """Limit inductor's C++ kernels to 256-bit vectors for half-precision training on AVX-512 CPUs.
+def inductor_cpu_settings(kind: str, amp_dtype: Optional[torch.dtype]) -> Dict[str, Any]:
+    """The ``torch._inductor.config`` settings a compiled half-precision CPU run needs, by :func:`cpu_kind`.
 
-    With torch 2.13, inductor's 512-bit bf16 kernels for the DIRformer's attention (the L2-normalised q/k feeding
-    a transposed matmul, in the channels-last layout it picks for convolutions) compute garbage: every output and
-    the loss come out NaN. 256-bit kernels are correct (tests/test_speed_options.py holds the reproducer).
-    Returns a notice for the log where the setting was changed, else None. A ``simdlen`` the user set is kept.
+    - ``avx512`` and ``amx``: ``cpp.simdlen = 256``. With torch 2.13, inductor's 512-bit bf16 kernels for the
+      DIRformer's attention (L2-normalised q/k feeding a transposed matmul) computed NaN on an AVX-512 Xeon; 256-bit
+      kernels are correct (tests/test_speed_options.py). On AMX CPUs inductor would pick its ``VecAMX`` ISA, 512-bit
+      as well, so the same limit applies; it leaves oneDNN's AMX convolutions and matmuls alone (they are ATen
+      calls, not inductor kernels), so it cannot fix oneDNN's AMX bf16 matmul bug: the attention runs in fp32 under
+      CPU autocast for that (``DiffIR.archs.dirformer.attention_in_fp32``).
+    - ``avx2`` and others: nothing (256-bit or narrower already).
+    """
+    if amp_dtype is None or kind not in ("amx", "avx512"):
+        return {}
+    return {"cpp.simdlen": 256}
+
+
+def avoid_inductor_cpu_half_precision_bug(device: torch.device, amp_dtype: Optional[torch.dtype],
+                                          kind: Optional[str] = None) -> Optional[str]:
+    """Apply :func:`inductor_cpu_settings` for this CPU (``kind`` from :func:`cpu_kind` unless given).
+
+    Returns a notice for the log where a setting was changed, else None. A ``simdlen`` the user set is kept.
     """
     if device.type != "cpu" or amp_dtype is None:
         return None
     import torch._inductor.config as inductor_config
 
-    if inductor_config.cpp.simdlen is not None or not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+    kind = kind or cpu_kind()
+    settings = inductor_cpu_settings(kind, amp_dtype)
+    if not settings or inductor_config.cpp.simdlen is not None:
         return None
-    inductor_config.cpp.simdlen = 256
-    return ("train:compile with train:amp on an AVX-512 CPU: inductor kernels limited to 256-bit vectors "
+    inductor_config.cpp.simdlen = settings["cpp.simdlen"]
+    what = {"amx": "an AMX", "avx512": "an AVX-512"}[kind]
+    return (f"train:compile with train:amp on {what} CPU: inductor kernels limited to 256-bit vectors "
             "(its 512-bit half-precision kernels give NaN outputs for this network in torch 2.13)")
 
 
@@ -63,6 +81,33 @@ def prefer_channels_last_in_inductor_backward(device: torch.device) -> Optional[
         return None
     inductor_config.force_layout_optimization = True
     return "train:compile on the CPU: inductor lays out backward graphs channels-last too (force_layout_optimization)"
+
+
+def cudnn_benchmark_option(opt: Dict[str, Any]) -> bool:
+    """``train:cudnn_benchmark`` (or the top-level ``cudnn_benchmark`` of some BasicSR forks); default true as in
+    BasicSR. Both given with different values, or a value that is not a boolean: :class:`OptionError`."""
+    train_opt = opt.get("train") or {}
+    given = {f"{where}cudnn_benchmark": src["cudnn_benchmark"]
+             for where, src in (("train:", train_opt), ("", opt)) if src.get("cudnn_benchmark") is not None}
+    for key, value in given.items():
+        if not isinstance(value, bool):
+            raise OptionError(f"{key} is {value!r}; use true or false")
+    if len(set(given.values())) > 1:
+        raise OptionError(f"train:cudnn_benchmark and the top-level cudnn_benchmark disagree ({given}); keep one "
+                          "(train:cudnn_benchmark)")
+    return next(iter(given.values()), True)
+
+
+def apply_cudnn_benchmark(opt: Dict[str, Any], device: torch.device) -> Optional[bool]:
+    """Set ``torch.backends.cudnn.benchmark`` from :func:`cudnn_benchmark_option` for a CUDA run; returns the value
+    set (None off CUDA, where the flag means nothing and is left as it is). Autotuning picks the fastest
+    convolution algorithms for the first batch shape; with changing patch sizes (progressive training) each new
+    shape is tuned once, so it pays off after a few iterations."""
+    value = cudnn_benchmark_option(opt)
+    if device.type != "cuda":
+        return None
+    torch.backends.cudnn.benchmark = value
+    return value
 
 
 def repeated_blocks(net: nn.Module) -> List[nn.Module]:
@@ -268,6 +313,10 @@ class BaseModel:
         if self.accum_iter < 1:
             raise OptionError(f"train:accum_iter must be >= 1, got {self.accum_iter}")
         self.use_compile = bool(train_opt.get("compile", False))
+        apply_cudnn_benchmark(self.opt, self.device)
+        if self.amp_dtype is not None and self.device.type == "cpu":
+            self.logger.info(f"train:amp on the CPU ({cpu_kind()}): the DIRformer attention (norms, matmuls, "
+                             "softmax) runs in fp32, the convolutions in reduced precision.")
 
     def autocast(self):
         """Mixed-precision context for the training forward (a no-op without ``train.amp``)."""
@@ -357,7 +406,8 @@ class BaseModel:
             self.nonfinite_total = getattr(self, "nonfinite_total", 0) + 1
             limit = int((self.opt.get("train") or {}).get("max_nonfinite_steps", 10))
             self.logger.warning(f"Non-finite loss ({loss.item()}): step skipped "
-                                f"({self._nonfinite_in_a_row} in a row, {self.nonfinite_total} in total).")
+                                f"({self._nonfinite_in_a_row} in a row, {self.nonfinite_total} in total)."
+                                + self._nonfinite_hint())
             if self._nonfinite_in_a_row >= limit:
                 raise TrainingStopped(
                     f"The loss was non-finite {limit} iterations in a row (train:max_nonfinite_steps): training "
@@ -367,6 +417,17 @@ class BaseModel:
         loss = loss * weight
         (self.scaler.scale(loss) if getattr(self, "scaler", None) is not None else loss).backward()
         return True
+
+    def _nonfinite_hint(self) -> str:
+        """For a non-finite loss under the speed options: how to tell them from a diverging run."""
+        amp, compiled = getattr(self, "amp_dtype", None) is not None, getattr(self, "use_compile", False)
+        if not (amp or compiled):
+            return ""
+        used = " and ".join(k for k, on in (("train:amp", amp), ("train:compile", compiled)) if on)
+        return (f" With {used} on this machine ({self.device.type}"
+                + (f", {cpu_kind()}" if self.device.type == "cpu" else "") + "), compare with "
+                "`python benchmarks/bench_train.py --modes bf16 bf16+compile`; if only those modes are non-finite, "
+                "train without them.")
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """Optional ``train.grad_clip``, then the (GradScaler-aware) optimizer step."""
