@@ -36,7 +36,7 @@ import numpy as np
 
 from DiffIR.data.dgain import implausible_exposure, read_dgain_file
 from DiffIR.data.pairing import MAX_LISTED, PairingError, collect_pairing_problems, format_names
-from DiffIR.utils.hdr_io import ImageIOError, read_hdr, read_image_size, read_ldr
+from DiffIR.utils.hdr_io import ImageIOError, Window, WindowArg, read_hdr, read_image_size, read_ldr
 from DiffIR.utils.misc import atomic_open
 from DiffIR.utils.registry import OptionError
 
@@ -45,6 +45,8 @@ logger = logging.getLogger("DiffIR")
 LEVELS = ("quick", "full", "off")
 SMALL_IMAGE_POLICIES = ("pad", "error")
 CACHE_VERSION = 1
+#: a window function of the image size, as the readers take it
+WindowFn = Callable[[int, int], Optional[Window]]
 
 __all__ = [
     "LEVELS",
@@ -103,18 +105,18 @@ def too_small_message(name: str, hw: Sequence[int], gt_size: int) -> str:
             f"small images), lower gt_size, or remove the pair.")
 
 
-def paired_windows(window: Any, lq_name: str, gt_name: str) -> Tuple[Callable, Callable]:
+def paired_windows(window: WindowArg, lq_name: str, gt_name: str) -> Tuple[WindowFn, WindowFn]:
     """Window functions for reading a pair: the LQ one resolves ``window`` (a tuple, a function of the
     size, or None) once from the LQ size; the GT one checks that the GT has the same size (else the
     size-mismatch error naming both files) and returns the same window."""
     seen: Dict[str, Any] = {}
 
-    def lq_window(h: int, w: int) -> Any:
+    def lq_window(h: int, w: int) -> Optional[Window]:
         seen["hw"] = (h, w)
         seen["win"] = window(h, w) if callable(window) else window
         return seen["win"]
 
-    def gt_window(h: int, w: int) -> Any:
+    def gt_window(h: int, w: int) -> Optional[Window]:
         if "hw" not in seen:
             return lq_window(h, w)
         if (h, w) != seen["hw"]:

@@ -56,9 +56,9 @@ from DiffIR.data.pairing import (DGAIN_EXTENSIONS, GT_EXTENSIONS, LQ_EXTENSIONS,
                                  collect_pairing_problems, collecting_pairing_problems, pair_format_parts,
                                  scan_paired_folders)
 from DiffIR.data.seeding import sample_rng
-from DiffIR.data.transforms import augment_pair, img2tensor, pad_to_size
+from DiffIR.data.transforms import augment_pair, img2tensor, pad_to_size, random_window
 from DiffIR.utils.dist import get_dist_info
-from DiffIR.utils.hdr_io import WindowArg, read_hdr, read_ldr
+from DiffIR.utils.hdr_io import Window, WindowArg, read_hdr, read_ldr
 from DiffIR.utils.registry import DATASET_REGISTRY, OptionError, check_keys
 from DiffIR.utils.tone_mapping import TONE_CURVES as _CURVES
 from DiffIR.utils.tone_mapping import apply_tone_curve, ldr_to_network_input
@@ -324,16 +324,14 @@ class PairedImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.reader)
 
-    def _crop_window(self, rng: np.random.Generator, name: Callable[[], str]) -> Callable[[int, int], Tuple[int, int, int, int]]:
+    def _crop_window(self, rng: np.random.Generator, name: Callable[[], str]) -> Callable[[int, int], Window]:
         """A function of the image size drawing the training window (the draws of ``paired_random_crop``)."""
         gs = int(self.gt_size)
 
-        def window(h: int, w: int) -> Tuple[int, int, int, int]:
+        def window(h: int, w: int) -> Window:
             if (h < gs or w < gs) and self.small_images == "error":
                 raise ValueError(too_small_message(name(), (h, w), gs))
-            top = int(rng.integers(0, max(h, gs) - gs + 1))
-            left = int(rng.integers(0, max(w, gs) - gs + 1))
-            return top, left, min(h, gs), min(w, gs)
+            return random_window(rng, h, w, gs, gs)
 
         return window
 

@@ -55,7 +55,7 @@ import numpy as np
 from DiffIR.data.checks import count_bad_pixels, nonfinite_message, paired_windows, parallel_map, size_mismatch_message
 from DiffIR.data.dgain import parse_dgain_text
 from DiffIR.data.pairing import format_names, pair_format_parts, pair_stems, read_meta_info_file, scan_paired_folders
-from DiffIR.utils.hdr_io import ImageIOError, WindowArg, decode_ldr_bytes, read_hdr
+from DiffIR.utils.hdr_io import ImageIOError, WindowArg, decode_ldr_bytes, read_hdr, resolve_window
 from DiffIR.utils.misc import atomic_open
 from DiffIR.utils.registry import OptionError
 
@@ -199,13 +199,9 @@ def decode_hdr_record(buf: Any, name: str = "<record>", window: WindowArg = None
     """float32 RGB array (or only ``window`` of it) from a stored record; copies only the window's values."""
     dt, h, w, c = _parse_header(buf, name)
     arr = np.frombuffer(buf, dtype=dt, count=h * w * c, offset=HEADER_SIZE).reshape(h, w, c)
-    if window is not None:
-        win = window(h, w) if callable(window) else window
-        if win is not None:
-            top, left, wh, ww = (int(v) for v in win)
-            if top < 0 or left < 0 or wh <= 0 or ww <= 0 or top + wh > h or left + ww > w:
-                raise ValueError(f"crop window (top={top}, left={left}, {wh}x{ww}) lies outside '{name}' of {h}x{w} pixels")
-            arr = arr[top : top + wh, left : left + ww]
+    win = resolve_window(window, h, w, name)
+    if win is not None:
+        arr = win.crop(arr)
     return np.array(arr, dtype=np.float32, order="C")
 
 
@@ -829,10 +825,9 @@ class LmdbPairReader:
             if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[2] != 3:
                 raise ImageIOError(f"GT entry '{rec['gt_path']}' is not an H x W x 3 array "
                                    f"({type(arr).__name__} {getattr(arr, 'shape', '')}). Fix: rebuild the LMDB.")
-            win_gt = gt_window(arr.shape[0], arr.shape[1])
-            if win_gt is not None:
-                t, l, h, w = win_gt
-                arr = arr[t : t + h, l : l + w]
+            win = resolve_window(gt_window, arr.shape[0], arr.shape[1], rec["gt_path"])
+            if win is not None:
+                arr = win.crop(arr)
             out["gt"] = np.ascontiguousarray(arr[..., ::-1], dtype=np.float32)  # the fork stored OpenCV's BGR
         if self.has_dgain:
             out.update(self.read_dgain(index))
