@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, TypeVar
 
 import numpy as np
 
@@ -44,7 +44,8 @@ logger = logging.getLogger("DiffIR")
 
 LEVELS = ("quick", "full", "off")
 SMALL_IMAGE_POLICIES = ("pad", "error")
-CACHE_VERSION = 1
+#: version 2: entries are JSON objects with named fields (version 1 stored positional lists)
+CACHE_VERSION = 2
 #: a window function of the image size, as the readers take it
 WindowFn = Callable[[int, int], Optional[Window]]
 
@@ -55,6 +56,9 @@ __all__ = [
     "UnpairedSetError",
     "CheckReport",
     "CheckCache",
+    "ImageFacts",
+    "DgainFacts",
+    "PixelCounts",
     "default_cache_dir",
     "check_reader",
     "check_options_file",
@@ -126,11 +130,18 @@ def paired_windows(window: WindowArg, lq_name: str, gt_name: str) -> Tuple[Windo
     return lq_window, gt_window
 
 
-def count_bad_pixels(hdr: np.ndarray) -> Tuple[int, int]:
-    """``(number of NaN/Inf values, number of negative values)`` of an HDR array."""
+class PixelCounts(NamedTuple):
+    """The values of an HDR image that training cannot use as they are."""
+
+    nonfinite: int  # NaN/Inf: an error
+    negative: int  # clamped to 0 when loaded: a note
+
+
+def count_bad_pixels(hdr: np.ndarray) -> PixelCounts:
+    """The NaN/Inf and negative values of an HDR array."""
     nonfinite = int(hdr.size - np.count_nonzero(np.isfinite(hdr)))
     negative = int(np.count_nonzero(hdr < 0))
-    return nonfinite, negative
+    return PixelCounts(nonfinite, negative)
 
 
 def check_file_tail(path: str) -> None:
@@ -240,11 +251,33 @@ def default_cache_dir() -> str:
     return os.path.join(base, "diffir-hdr", "dataset_checks")
 
 
+class ImageFacts(NamedTuple):
+    """What the check knows of one image file: its size from the header, its pixels once decoded."""
+
+    height: int
+    width: int
+    scanned: bool = False  # pixels decoded: the counts below are meaningful
+    nonfinite: int = 0
+    negative: int = 0
+
+
+class DgainFacts(NamedTuple):
+    """The values of one dgain entry (kept to warn about implausible ones without reading it again)."""
+
+    dgain: float
+    gamma: float
+
+
+#: the result types a cache entry may hold
+Facts = TypeVar("Facts", ImageFacts, DgainFacts, PixelCounts)
+
+
 class CheckCache:
     """Per-file check results keyed by (size, mtime_ns), one JSON file per set of data roots.
 
-    Entries are lists: ``[size, mtime_ns, *result]``. Saving merges with what other processes wrote
-    meanwhile (under a lock file where the OS has ``fcntl``) and replaces the file atomically.
+    An entry is a JSON object ``{"size", "mtime_ns", <the result's fields>}``; one whose fields do not
+    match the asked result type is a miss. Saving merges with what other processes wrote meanwhile
+    (under a lock file where the OS has ``fcntl``) and replaces the file atomically.
     ``cache_dir=False`` disables the cache.
     """
 
@@ -252,8 +285,8 @@ class CheckCache:
         self.roots = [os.path.realpath(str(r)) for r in roots]
         self.enabled = cache_dir is not False
         self.path: Optional[str] = None
-        self.entries: Dict[str, list] = {}
-        self.changed: Dict[str, list] = {}
+        self.entries: Dict[str, Dict[str, Any]] = {}
+        self.changed: Dict[str, Dict[str, Any]] = {}
         if not self.enabled:
             return
         folder = str(cache_dir) if cache_dir else default_cache_dir()
@@ -261,7 +294,7 @@ class CheckCache:
         self.path = os.path.join(folder, f"{digest}.json")
         self.entries = self._load()
 
-    def _load(self) -> Dict[str, list]:
+    def _load(self) -> Dict[str, Dict[str, Any]]:
         try:
             with open(self.path, "r", encoding="utf-8") as f:
                 data = json.load(f)
@@ -280,14 +313,18 @@ class CheckCache:
         st = os.stat(path)
         return int(st.st_size), int(st.st_mtime_ns)
 
-    def get(self, key: str, st: Tuple[int, int]) -> Optional[list]:
+    def get(self, key: str, st: Tuple[int, int], kind: Type[Facts]) -> Optional[Facts]:
+        """The ``kind`` result stored for ``key`` when the file still has the stat ``st``, else None."""
         e = self.entries.get(key)
-        if e is not None and len(e) >= 2 and e[0] == st[0] and e[1] == st[1]:
-            return e[2:]
-        return None
+        if not isinstance(e, dict) or e.get("size") != st[0] or e.get("mtime_ns") != st[1]:
+            return None
+        try:
+            return kind(**{f: e[f] for f in kind._fields})
+        except KeyError:
+            return None
 
-    def put(self, key: str, st: Tuple[int, int], result: Sequence[Any]) -> None:
-        entry = [st[0], st[1], *result]
+    def put(self, key: str, st: Tuple[int, int], result: Facts) -> None:
+        entry = {"size": st[0], "mtime_ns": st[1], **result._asdict()}
         self.entries[key] = entry
         self.changed[key] = entry
 
@@ -392,32 +429,27 @@ def _cache_key(role: str, path: str) -> str:
     return f"{role}/{os.path.basename(path)}"
 
 
-# cache entry layouts (after [size, mtime_ns]):
-#   image: [h, w, scanned, nonfinite, negative]   (scanned 0/1; the counts are meaningful when scanned)
-#   dgain: [dgain, gamma]
-
-
 def _check_disk(reader: Any, report: CheckReport, level: str, gt_size: Optional[int], small_images: str,
                 cache: CheckCache, shard: Tuple[int, int], threads: int, log: Callable[[str], None]) -> None:
     records: Sequence[Mapping[str, str]] = reader.records
     state: List[Dict[str, Any]] = []
 
-    def image_header(path: str, key: str) -> Tuple[Tuple[int, int], Optional[list], Optional[str]]:
-        """(stat, cached entry or fresh [h, w, 0, 0, 0], error message)"""
+    def image_header(path: str, key: str) -> Tuple[Tuple[int, int], Optional[ImageFacts], Optional[str]]:
+        """(stat, cached or fresh facts, error message)"""
         try:
             st = cache.stat(path)
         except OSError as e:
             return (0, 0), None, f"'{path}': {e.strerror or e}. Fix: check the file's permissions or restore it."
-        hit = cache.get(key, st)
+        hit = cache.get(key, st, ImageFacts)
         if hit is not None:
             report.from_cache += 1
-            return st, list(hit), None
+            return st, hit, None
         try:
             check_file_tail(path)
             h, w = read_image_size(path)
         except (OSError, ValueError) as e:
             return st, None, _error_text(e)
-        entry = [h, w, 0, 0, 0]
+        entry = ImageFacts(h, w)
         cache.put(key, st, entry)
         return st, entry, None
 
@@ -430,10 +462,10 @@ def _check_disk(reader: Any, report: CheckReport, level: str, gt_size: Optional[
             try:
                 dst = cache.stat(dpath)
                 dkey = _cache_key("dgain", dpath)
-                hit = cache.get(dkey, dst)
+                hit = cache.get(dkey, dst, DgainFacts)
                 if hit is None:
                     vals = read_dgain_file(dpath)
-                    hit = [vals["dgain"], vals["gamma"]]
+                    hit = DgainFacts(vals["dgain"], vals["gamma"])
                     cache.put(dkey, dst, hit)
                 else:
                     report.from_cache += 1
@@ -449,7 +481,7 @@ def _check_disk(reader: Any, report: CheckReport, level: str, gt_size: Optional[
                 report.add("unreadable", err)
                 s["bad"] = True
         if s["lq"][1] is not None and s["gt"][1] is not None:
-            lq_hw, gt_hw = tuple(s["lq"][1][:2]), tuple(s["gt"][1][:2])
+            lq_hw, gt_hw = s["lq"][1][:2], s["gt"][1][:2]
             if lq_hw != gt_hw:
                 report.add("size_mismatch", size_mismatch_message(rec["lq_path"], lq_hw, rec["gt_path"], gt_hw))
                 s["bad"] = True
@@ -463,7 +495,7 @@ def _check_disk(reader: Any, report: CheckReport, level: str, gt_size: Optional[
     if level == "full":
         rank, world = shard
         todo = [s for i, s in enumerate(state) if i % world == rank and not s["bad"]
-                and not (s["lq"][1][2] and s["gt"][1][2])]
+                and not (s["lq"][1].scanned and s["gt"][1].scanned)]
         if world > 1:
             report.note = f"rank {rank} of {world} decoded its share"
         progress = _Progress(f"Checking pixels of '{report.where}'", len(todo), log)
@@ -471,13 +503,13 @@ def _check_disk(reader: Any, report: CheckReport, level: str, gt_size: Optional[
         def scan(s: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[Tuple[str, str]], Optional[Tuple[int, int]]]:
             rec = s["rec"]
             try:
-                if not s["lq"][1][2]:
+                if not s["lq"][1].scanned:
                     img = read_ldr(rec["lq_path"])
                     if tuple(img.shape[:2]) != tuple(s["lq"][1][:2]):
                         return s, ("unreadable", f"LDR image '{rec['lq_path']}' decodes to {img.shape[0]}x{img.shape[1]}"
                                                  f" but its header says {s['lq'][1][0]}x{s['lq'][1][1]}. Fix: re-export it."), None
                 gt_counts = None
-                if not s["gt"][1][2]:
+                if not s["gt"][1].scanned:
                     hdr = read_gt(rec["gt_path"])
                     if tuple(hdr.shape[:2]) != tuple(s["gt"][1][:2]):
                         return s, ("unreadable", f"HDR image '{rec['gt_path']}' decodes to {hdr.shape[0]}x{hdr.shape[1]}"
@@ -496,24 +528,24 @@ def _check_disk(reader: Any, report: CheckReport, level: str, gt_size: Optional[
                 continue
             rec = s["rec"]
             st, entry = s["lq"]
-            if not entry[2]:
-                entry[2] = 1
-                cache.put(_cache_key("lq", rec["lq_path"]), st, entry)
+            if not entry.scanned:
+                s["lq"] = (st, entry._replace(scanned=True))
+                cache.put(_cache_key("lq", rec["lq_path"]), *s["lq"])
             st, entry = s["gt"]
             if gt_counts is not None:
-                entry[2:5] = [1, gt_counts[0], gt_counts[1]]
-                cache.put(_cache_key("gt", rec["gt_path"]), st, entry)
+                s["gt"] = (st, entry._replace(scanned=True, nonfinite=gt_counts.nonfinite, negative=gt_counts.negative))
+                cache.put(_cache_key("gt", rec["gt_path"]), *s["gt"])
 
     # report what is known about pixels (this run's scan or the cache)
     for s in state:
         entry = s["gt"][1]
-        if entry is None or not entry[2]:
+        if entry is None or not entry.scanned:
             continue
-        if entry[3]:
+        if entry.nonfinite:
             if not s["bad"]:
-                report.add("nonfinite", nonfinite_message(s["rec"]["gt_path"], entry[3]))
-        elif entry[4]:
-            report.negatives.append((os.path.basename(s["rec"]["gt_path"]), int(entry[4])))
+                report.add("nonfinite", nonfinite_message(s["rec"]["gt_path"], entry.nonfinite))
+        elif entry.negative:
+            report.negatives.append((os.path.basename(s["rec"]["gt_path"]), int(entry.negative)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -556,13 +588,13 @@ def _check_lmdb(reader: Any, report: CheckReport, level: str, gt_size: Optional[
     todo = []
     for i in range(n):
         key = f"lmdb:{reader.paths(i)['gt_path']}"
-        hit = cache.get(key, fp)
+        hit = cache.get(key, fp, PixelCounts)
         if hit is not None:
             report.from_cache += 1
-            if hit[0]:
-                report.add("nonfinite", nonfinite_message(reader.paths(i)["gt_path"], hit[0]))
-            elif hit[1]:
-                report.negatives.append((os.path.basename(reader.paths(i)["gt_path"]), int(hit[1])))
+            if hit.nonfinite:
+                report.add("nonfinite", nonfinite_message(reader.paths(i)["gt_path"], hit.nonfinite))
+            elif hit.negative:
+                report.negatives.append((os.path.basename(reader.paths(i)["gt_path"]), int(hit.negative)))
         elif good[i] and i % world == rank:
             todo.append(i)
     progress = _Progress(f"Checking pixels of '{report.where}'", len(todo), log)
@@ -580,7 +612,7 @@ def _check_lmdb(reader: Any, report: CheckReport, level: str, gt_size: Optional[
         if err is not None:
             report.add("unreadable", err)
             continue
-        cache.put(f"lmdb:{reader.paths(i)['gt_path']}", fp, list(counts))
+        cache.put(f"lmdb:{reader.paths(i)['gt_path']}", fp, counts)
         if counts[0]:
             report.add("nonfinite", nonfinite_message(reader.paths(i)["gt_path"], counts[0]))
         elif counts[1]:
