@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+from dataclasses import replace
 
 import lmdb
 import numpy as np
@@ -14,7 +15,8 @@ import torch
 import yaml
 
 from DiffIR.data import EnlargedSampler, SampleIndex, build_dataloader, build_dataset, build_prefetcher
-from DiffIR.data.checks import CACHE_VERSION, CheckCache, DatasetCheckError, DgainFacts, ImageFacts, check_reader
+from DiffIR.data.checks import (CACHE_VERSION, CheckCache, CheckSettings, DatasetCheckError, DgainFacts, ImageFacts,
+                                check_reader)
 from DiffIR.data.dgain import format_dgain_text
 from DiffIR.data.lmdb_io import (LmdbBuildError, create_lmdb_hdr, decode_hdr_record, encode_hdr_record,
                                  hdr_record_shape)
@@ -331,6 +333,19 @@ def test_check_cache_reads_only_new_or_changed_files(tmp_path):
     with pytest.raises(DatasetCheckError):
         check_reader(build_dataset(_opt(root, check="off")).reader, "full", cache_dir=str(blocker)).raise_if_errors()
     assert CheckCache([str(root)], cache_dir=False).path is None
+
+
+def test_check_settings_are_checked_once_and_run_any_reader(tmp_path):
+    with pytest.raises(OptionError, match="'datasets:val:check' = 'fast' is unknown"):
+        CheckSettings(level="fast", where="datasets:val")
+    with pytest.raises(OptionError, match="small_images' = 'crop' is unknown"):
+        CheckSettings(small_images="crop")
+    root = _make(tmp_path / "d", stems=("a", "b"), size=(12, 20))
+    settings = CheckSettings("quick", gt_size=16, where="datasets:train", cache_dir=False)
+    report = settings.run(build_dataset(_opt(root, check="off")).reader)
+    assert report.ok and report.level == "quick" and report.padded == ["a.exr", "b.exr"]
+    report = replace(settings, small_images="error").run(build_dataset(_opt(root, check="off")).reader)
+    assert not report.ok and "'" + str(root / "gt" / "a.exr") + "' is 12x20" in report.error_text()
 
 
 def test_check_cache_entries_have_named_fields_and_older_formats_are_ignored(tmp_path):

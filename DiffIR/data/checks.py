@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, TypeVar
 
 import numpy as np
@@ -60,6 +61,7 @@ __all__ = [
     "DgainFacts",
     "PixelCounts",
     "default_cache_dir",
+    "CheckSettings",
     "check_reader",
     "check_options_file",
     "size_mismatch_message",
@@ -422,6 +424,82 @@ def _error_text(e: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# settings and one run
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckSettings:
+    """How a data set is checked (see the module docstring for the levels); ``run`` checks a reader.
+
+    ``shard = (rank, world)`` splits the pixel decode over DDP ranks; ``cache_dir`` as in
+    :class:`CheckCache`; ``threads`` defaults to the CPU count (at most 8); ``log`` to the project logger.
+    """
+
+    level: str = "full"
+    gt_size: Optional[int] = None
+    small_images: str = "pad"
+    where: str = "datasets"
+    cache_dir: Any = None
+    shard: Tuple[int, int] = (0, 1)
+    threads: Optional[int] = None
+    log: Optional[Callable[[str], None]] = None
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise OptionError(f"'{self.where}:check' = '{self.level}' is unknown. Fix: use one of {', '.join(LEVELS)}.")
+        if self.small_images not in SMALL_IMAGE_POLICIES:
+            raise OptionError(f"'{self.where}:small_images' = '{self.small_images}' is unknown. Fix: use pad or error.")
+
+    def run(self, reader: Any) -> CheckReport:
+        """Check every pair ``reader`` serves (a disk or LMDB pair reader); ``raise_if_errors()`` stops on problems."""
+        report = CheckReport(self.where, self.level, len(reader))
+        if self.level == "off":
+            return report
+        t0 = time.time()
+        run = _CheckRun(self, reader, report, CheckCache(reader.roots(), self.cache_dir))
+        (_check_lmdb if getattr(reader, "backend", "disk") == "lmdb" else _check_disk)(run)
+        run.cache.save()
+        report.seconds = time.time() - t0
+        return report
+
+
+class _CheckRun:
+    """One check of one reader: its settings, report and cache, and the verdicts both backends share."""
+
+    def __init__(self, settings: CheckSettings, reader: Any, report: CheckReport, cache: CheckCache) -> None:
+        self.settings, self.reader, self.report, self.cache = settings, reader, report, cache
+        self.log = settings.log or logger.info
+        self.threads = settings.threads or _default_threads()
+
+    def mine(self, index: int) -> bool:
+        """Whether this rank decodes pair ``index`` (rank r: pairs r, r + world, ...)."""
+        rank, world = self.settings.shard
+        return index % world == rank
+
+    def progress(self, total: int) -> "_Progress":
+        return _Progress(f"Checking pixels of '{self.report.where}'", total, self.log)
+
+    def sizes_ok(self, lq_name: str, lq_hw: Sequence[int], gt_name: str, gt_hw: Sequence[int]) -> bool:
+        """Report a size mismatch (False: the pair is unusable) or a pair smaller than ``gt_size``."""
+        if tuple(lq_hw) != tuple(gt_hw):
+            self.report.add("size_mismatch", size_mismatch_message(lq_name, lq_hw, gt_name, gt_hw))
+            return False
+        gt_size = self.settings.gt_size
+        if gt_size and (gt_hw[0] < gt_size or gt_hw[1] < gt_size):
+            if self.settings.small_images == "error":
+                self.report.add("too_small", too_small_message(gt_name, gt_hw, gt_size))
+            else:
+                self.report.padded.append(os.path.basename(gt_name))
+        return True
+
+    def note_pixels(self, gt_name: str, counts: PixelCounts) -> None:
+        """NaN/Inf values are an error, negative values a note."""
+        if counts.nonfinite:
+            self.report.add("nonfinite", nonfinite_message(gt_name, counts.nonfinite))
+        elif counts.negative:
+            self.report.negatives.append((os.path.basename(gt_name), int(counts.negative)))
+
+
+# ----------------------------------------------------------------------------------------------
 # disk backend
 # ----------------------------------------------------------------------------------------------
 def _cache_key(role: str, path: str) -> str:
@@ -429,194 +507,212 @@ def _cache_key(role: str, path: str) -> str:
     return f"{role}/{os.path.basename(path)}"
 
 
-def _check_disk(reader: Any, report: CheckReport, level: str, gt_size: Optional[int], small_images: str,
-                cache: CheckCache, shard: Tuple[int, int], threads: int, log: Callable[[str], None]) -> None:
-    records: Sequence[Mapping[str, str]] = reader.records
-    state: List[Dict[str, Any]] = []
+@dataclass
+class _ImageFile:
+    """One image of a pair while it is checked: its cache key and stat, and what is known of it."""
 
-    def image_header(path: str, key: str) -> Tuple[Tuple[int, int], Optional[ImageFacts], Optional[str]]:
-        """(stat, cached or fresh facts, error message)"""
-        try:
-            st = cache.stat(path)
-        except OSError as e:
-            return (0, 0), None, f"'{path}': {e.strerror or e}. Fix: check the file's permissions or restore it."
-        hit = cache.get(key, st, ImageFacts)
-        if hit is not None:
-            report.from_cache += 1
-            return st, hit, None
-        try:
-            check_file_tail(path)
-            h, w = read_image_size(path)
-        except (OSError, ValueError) as e:
-            return st, None, _error_text(e)
-        entry = ImageFacts(h, w)
-        cache.put(key, st, entry)
-        return st, entry, None
+    role: str
+    path: str
+    stat: Tuple[int, int] = (0, 0)
+    facts: Optional[ImageFacts] = None  # None: unreadable
 
-    # quick part: every pair (cheap: stats, headers of new/changed files only)
-    read_gt = read_hdr if getattr(reader, "gt_hdr", True) else read_ldr
-    for rec in records:
-        s: Dict[str, Any] = {"rec": rec, "bad": False}
-        dpath = rec.get("dgain_path")  # None for pair formats without dgain
-        if dpath is not None:
-            try:
-                dst = cache.stat(dpath)
-                dkey = _cache_key("dgain", dpath)
-                hit = cache.get(dkey, dst, DgainFacts)
-                if hit is None:
-                    vals = read_dgain_file(dpath)
-                    hit = DgainFacts(vals["dgain"], vals["gamma"])
-                    cache.put(dkey, dst, hit)
-                else:
-                    report.from_cache += 1
-                report.note_exposure(os.path.basename(dpath), *hit)
-            except (OSError, ValueError) as e:
-                report.add("dgain", _error_text(e))
-                s["bad"] = True
-        for role in ("lq", "gt"):
-            path = rec[f"{role}_path"]
-            st, entry, err = image_header(path, _cache_key(role, path))
-            s[role] = (st, entry)
-            if err is not None:
-                report.add("unreadable", err)
-                s["bad"] = True
-        if s["lq"][1] is not None and s["gt"][1] is not None:
-            lq_hw, gt_hw = s["lq"][1][:2], s["gt"][1][:2]
-            if lq_hw != gt_hw:
-                report.add("size_mismatch", size_mismatch_message(rec["lq_path"], lq_hw, rec["gt_path"], gt_hw))
-                s["bad"] = True
-            elif gt_size and (gt_hw[0] < gt_size or gt_hw[1] < gt_size):
-                if small_images == "error":
-                    report.add("too_small", too_small_message(rec["gt_path"], gt_hw, gt_size))
-                else:
-                    report.padded.append(os.path.basename(rec["gt_path"]))
-        state.append(s)
+    @property
+    def key(self) -> str:
+        return _cache_key(self.role, self.path)
 
-    if level == "full":
-        rank, world = shard
-        todo = [s for i, s in enumerate(state) if i % world == rank and not s["bad"]
-                and not (s["lq"][1].scanned and s["gt"][1].scanned)]
-        if world > 1:
-            report.note = f"rank {rank} of {world} decoded its share"
-        progress = _Progress(f"Checking pixels of '{report.where}'", len(todo), log)
+    def remember(self, cache: CheckCache, facts: ImageFacts) -> None:
+        self.facts = facts
+        cache.put(self.key, self.stat, facts)
 
-        def scan(s: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[Tuple[str, str]], Optional[Tuple[int, int]]]:
-            rec = s["rec"]
-            try:
-                if not s["lq"][1].scanned:
-                    img = read_ldr(rec["lq_path"])
-                    if tuple(img.shape[:2]) != tuple(s["lq"][1][:2]):
-                        return s, ("unreadable", f"LDR image '{rec['lq_path']}' decodes to {img.shape[0]}x{img.shape[1]}"
-                                                 f" but its header says {s['lq'][1][0]}x{s['lq'][1][1]}. Fix: re-export it."), None
-                gt_counts = None
-                if not s["gt"][1].scanned:
-                    hdr = read_gt(rec["gt_path"])
-                    if tuple(hdr.shape[:2]) != tuple(s["gt"][1][:2]):
-                        return s, ("unreadable", f"HDR image '{rec['gt_path']}' decodes to {hdr.shape[0]}x{hdr.shape[1]}"
-                                                 f" but its header says {s['gt'][1][0]}x{s['gt'][1][1]}. Fix: re-export it."), None
-                    gt_counts = count_bad_pixels(hdr)
-            except (OSError, ValueError) as e:
-                return s, ("unreadable", _error_text(e)), None
-            return s, None, gt_counts
 
-        for s, err, gt_counts in parallel_map(scan, todo, threads):
-            progress.step()
-            report.decoded += 1
-            if err is not None:
-                report.add(*err)
-                s["bad"] = True
-                continue
-            rec = s["rec"]
-            st, entry = s["lq"]
-            if not entry.scanned:
-                s["lq"] = (st, entry._replace(scanned=True))
-                cache.put(_cache_key("lq", rec["lq_path"]), *s["lq"])
-            st, entry = s["gt"]
-            if gt_counts is not None:
-                s["gt"] = (st, entry._replace(scanned=True, nonfinite=gt_counts.nonfinite, negative=gt_counts.negative))
-                cache.put(_cache_key("gt", rec["gt_path"]), *s["gt"])
+@dataclass
+class _Pair:
+    rec: Mapping[str, str]
+    lq: _ImageFile
+    gt: _ImageFile
+    bad: bool = False  # a problem was reported: no further checks of this pair
 
-    # report what is known about pixels (this run's scan or the cache)
-    for s in state:
-        entry = s["gt"][1]
-        if entry is None or not entry.scanned:
+
+def _check_disk(run: _CheckRun) -> None:
+    """Headers and dgain entries of every pair; with ``full`` the pixels too (from the cache where it can)."""
+    pairs = [_check_disk_pair(run, rec) for rec in run.reader.records]
+    if run.settings.level == "full":
+        _scan_disk_pixels(run, pairs)
+    for pair in pairs:  # what is known about pixels: this run's scan or the cache
+        gt = pair.gt.facts
+        if gt is not None and gt.scanned and not (gt.nonfinite and pair.bad):
+            run.note_pixels(pair.rec["gt_path"], PixelCounts(gt.nonfinite, gt.negative))
+
+
+def _check_disk_pair(run: _CheckRun, rec: Mapping[str, str]) -> _Pair:
+    """The quick part for one pair: cheap (stats, and headers of new or changed files only)."""
+    pair = _Pair(rec, _ImageFile("lq", rec["lq_path"]), _ImageFile("gt", rec["gt_path"]))
+    dpath = rec.get("dgain_path")  # None for pair formats without dgain
+    if dpath is not None and not _check_dgain_file(run, dpath):
+        pair.bad = True
+    for image in (pair.lq, pair.gt):
+        err = _read_header(run, image)
+        if err is not None:
+            run.report.add("unreadable", err)
+            pair.bad = True
+    lq, gt = pair.lq.facts, pair.gt.facts
+    if lq is not None and gt is not None:
+        if not run.sizes_ok(rec["lq_path"], (lq.height, lq.width), rec["gt_path"], (gt.height, gt.width)):
+            pair.bad = True
+    return pair
+
+
+def _check_dgain_file(run: _CheckRun, path: str) -> bool:
+    """Check one dgain file (cached); False after reporting a problem."""
+    try:
+        st = run.cache.stat(path)
+        key = _cache_key("dgain", path)
+        facts = run.cache.get(key, st, DgainFacts)
+        if facts is None:
+            vals = read_dgain_file(path)
+            facts = DgainFacts(vals["dgain"], vals["gamma"])
+            run.cache.put(key, st, facts)
+        else:
+            run.report.from_cache += 1
+    except (OSError, ValueError) as e:
+        run.report.add("dgain", _error_text(e))
+        return False
+    run.report.note_exposure(os.path.basename(path), facts.dgain, facts.gamma)
+    return True
+
+
+def _read_header(run: _CheckRun, image: _ImageFile) -> Optional[str]:
+    """Fill ``image.stat``/``facts`` from the cache or the file's header; the error message, if any."""
+    try:
+        image.stat = run.cache.stat(image.path)
+    except OSError as e:
+        return f"'{image.path}': {e.strerror or e}. Fix: check the file's permissions or restore it."
+    image.facts = run.cache.get(image.key, image.stat, ImageFacts)
+    if image.facts is not None:
+        run.report.from_cache += 1
+        return None
+    try:
+        check_file_tail(image.path)
+        h, w = read_image_size(image.path)
+    except (OSError, ValueError) as e:
+        return _error_text(e)
+    image.remember(run.cache, ImageFacts(h, w))
+    return None
+
+
+def _scan_disk_pixels(run: _CheckRun, pairs: Sequence[_Pair]) -> None:
+    """Decode this rank's share of the pairs whose pixels are not known yet, and cache what they hold."""
+    todo = [pair for i, pair in enumerate(pairs) if run.mine(i) and not pair.bad
+            and not (pair.lq.facts.scanned and pair.gt.facts.scanned)]
+    rank, world = run.settings.shard
+    if world > 1:
+        run.report.note = f"rank {rank} of {world} decoded its share"
+    read_gt = read_hdr if getattr(run.reader, "gt_hdr", True) else read_ldr
+    progress = run.progress(len(todo))
+    for pair, err, counts in parallel_map(lambda p: _decode_pair(p, read_gt), todo, run.threads):
+        progress.step()
+        run.report.decoded += 1
+        if err is not None:
+            run.report.add("unreadable", err)
+            pair.bad = True
             continue
-        if entry.nonfinite:
-            if not s["bad"]:
-                report.add("nonfinite", nonfinite_message(s["rec"]["gt_path"], entry.nonfinite))
-        elif entry.negative:
-            report.negatives.append((os.path.basename(s["rec"]["gt_path"]), int(entry.negative)))
+        if not pair.lq.facts.scanned:
+            pair.lq.remember(run.cache, pair.lq.facts._replace(scanned=True))
+        if counts is not None:
+            pair.gt.remember(run.cache, pair.gt.facts._replace(scanned=True, **counts._asdict()))
+
+
+def _decode_pair(pair: _Pair, read_gt: Callable[[str], np.ndarray]) -> Tuple[_Pair, Optional[str], Optional[PixelCounts]]:
+    """``(pair, error message, GT pixel counts)``; runs in a worker thread, so it only reads."""
+    counts = None
+    try:
+        if not pair.lq.facts.scanned:
+            err = _decoded_size_error("LDR", pair.lq, read_ldr(pair.lq.path))
+            if err is not None:
+                return pair, err, None
+        if not pair.gt.facts.scanned:
+            hdr = read_gt(pair.gt.path)
+            err = _decoded_size_error("HDR", pair.gt, hdr)
+            if err is not None:
+                return pair, err, None
+            counts = count_bad_pixels(hdr)
+    except (OSError, ValueError) as e:
+        return pair, _error_text(e), None
+    return pair, None, counts
+
+
+def _decoded_size_error(what: str, image: _ImageFile, img: np.ndarray) -> Optional[str]:
+    """A decoded image whose size differs from its header's is damaged."""
+    h, w = img.shape[:2]
+    if (h, w) == (image.facts.height, image.facts.width):
+        return None
+    return (f"{what} image '{image.path}' decodes to {h}x{w} but its header says "
+            f"{image.facts.height}x{image.facts.width}. Fix: re-export it.")
 
 
 # ----------------------------------------------------------------------------------------------
 # LMDB backend
 # ----------------------------------------------------------------------------------------------
-def _check_lmdb(reader: Any, report: CheckReport, level: str, gt_size: Optional[int], small_images: str,
-                cache: CheckCache, shard: Tuple[int, int], threads: int, log: Callable[[str], None]) -> None:
-    n = len(reader)
-    good = [True] * n
-    for i in range(n):
-        names = reader.paths(i)
-        if getattr(reader, "has_dgain", True):
-            try:
-                vals = reader.read_dgain(i)
-                report.note_exposure(names.get("dgain_path", str(i)), vals["dgain"], vals["gamma"])
-            except (OSError, ValueError) as e:
-                report.add("dgain", _error_text(e))
-                good[i] = False
-        lq_hw, gt_hw = reader.header_size(i, "lq"), reader.header_size(i, "gt")
-        if lq_hw is not None and gt_hw is not None:
-            if lq_hw != gt_hw:
-                report.add("size_mismatch", size_mismatch_message(names["lq_path"], lq_hw, names["gt_path"], gt_hw))
-                good[i] = False
-            elif gt_size and (gt_hw[0] < gt_size or gt_hw[1] < gt_size):
-                if small_images == "error":
-                    report.add("too_small", too_small_message(names["gt_path"], gt_hw, gt_size))
-                else:
-                    report.padded.append(os.path.basename(names["gt_path"]))
-    if level != "full":
+def _check_lmdb(run: _CheckRun) -> None:
+    """Sizes from meta_info.txt and every dgain entry; with ``full`` the writer's record or a decode."""
+    good = [_check_lmdb_pair(run, i) for i in range(len(run.reader))]
+    if run.settings.level != "full":
         return
-    validated = reader.validation()
+    validated = run.reader.validation()
     if validated is not None:  # our format: the writer decoded and checked every record
-        report.note = "pixels checked when the LMDB was written"
+        run.report.note = "pixels checked when the LMDB was written"
         for key, count in sorted(validated.get("negatives", {}).items()):
-            report.negatives.append((key, int(count)))
+            run.report.negatives.append((key, int(count)))
         return
-    # legacy (pickled) LMDB: decode each record; the cache is keyed by the databases' own size/mtime
-    rank, world = shard
+    _scan_lmdb_pixels(run, good)
+
+
+def _check_lmdb_pair(run: _CheckRun, index: int) -> bool:
+    """The quick part for one pair; False after reporting a problem that makes the pair unusable."""
+    reader, ok = run.reader, True
+    names = reader.paths(index)
+    if getattr(reader, "has_dgain", True):
+        try:
+            vals = reader.read_dgain(index)
+            run.report.note_exposure(names.get("dgain_path", str(index)), vals["dgain"], vals["gamma"])
+        except (OSError, ValueError) as e:
+            run.report.add("dgain", _error_text(e))
+            ok = False
+    lq_hw, gt_hw = reader.header_size(index, "lq"), reader.header_size(index, "gt")
+    if lq_hw is not None and gt_hw is not None:
+        ok = run.sizes_ok(names["lq_path"], lq_hw, names["gt_path"], gt_hw) and ok
+    return ok
+
+
+def _scan_lmdb_pixels(run: _CheckRun, good: Sequence[bool]) -> None:
+    """Legacy (pickled) LMDB: decode each GT record; the cache is keyed by the databases' own size/mtime."""
+    reader = run.reader
     fp = reader.fingerprint()
     todo = []
-    for i in range(n):
-        key = f"lmdb:{reader.paths(i)['gt_path']}"
-        hit = cache.get(key, fp, PixelCounts)
-        if hit is not None:
-            report.from_cache += 1
-            if hit.nonfinite:
-                report.add("nonfinite", nonfinite_message(reader.paths(i)["gt_path"], hit.nonfinite))
-            elif hit.negative:
-                report.negatives.append((os.path.basename(reader.paths(i)["gt_path"]), int(hit.negative)))
-        elif good[i] and i % world == rank:
+    for i in range(len(reader)):
+        counts = run.cache.get(f"lmdb:{reader.paths(i)['gt_path']}", fp, PixelCounts)
+        if counts is not None:
+            run.report.from_cache += 1
+            run.note_pixels(reader.paths(i)["gt_path"], counts)
+        elif good[i] and run.mine(i):
             todo.append(i)
-    progress = _Progress(f"Checking pixels of '{report.where}'", len(todo), log)
+    progress = run.progress(len(todo))
 
-    def scan(i: int) -> Tuple[int, Optional[str], Optional[Tuple[int, int]]]:
+    def scan(i: int) -> Tuple[int, Optional[str], Optional[PixelCounts]]:
         try:
-            item = reader.read(i)
+            return i, None, count_bad_pixels(reader.read(i)["gt"])
         except (OSError, ValueError) as e:
             return i, _error_text(e), None
-        return i, None, count_bad_pixels(item["gt"])
 
-    for i, err, counts in parallel_map(scan, todo, threads):
+    for i, err, counts in parallel_map(scan, todo, run.threads):
         progress.step()
-        report.decoded += 1
+        run.report.decoded += 1
         if err is not None:
-            report.add("unreadable", err)
+            run.report.add("unreadable", err)
             continue
-        cache.put(f"lmdb:{reader.paths(i)['gt_path']}", fp, counts)
-        if counts[0]:
-            report.add("nonfinite", nonfinite_message(reader.paths(i)["gt_path"], counts[0]))
-        elif counts[1]:
-            report.negatives.append((os.path.basename(reader.paths(i)["gt_path"]), counts[1]))
+        gt_name = reader.paths(i)["gt_path"]
+        run.cache.put(f"lmdb:{gt_name}", fp, counts)
+        run.note_pixels(gt_name, counts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -633,29 +729,8 @@ def check_reader(
     threads: Optional[int] = None,
     log: Optional[Callable[[str], None]] = None,
 ) -> CheckReport:
-    """Check every pair a dataset reader serves (see the module docstring for the levels).
-
-    ``reader`` is a pair reader of :mod:`DiffIR.data.ldr_hdr_paired_dataset` (disk) or
-    :mod:`DiffIR.data.lmdb_io` (LMDB). ``shard = (rank, world)`` splits the pixel decode over
-    DDP ranks. Returns a :class:`CheckReport`; call ``raise_if_errors()`` to stop on problems.
-    """
-    if level not in LEVELS:
-        raise OptionError(f"'{where}:check' = '{level}' is unknown. Fix: use one of {', '.join(LEVELS)}.")
-    if small_images not in SMALL_IMAGE_POLICIES:
-        raise OptionError(f"'{where}:small_images' = '{small_images}' is unknown. Fix: use pad or error.")
-    report = CheckReport(where, level, len(reader))
-    if level == "off":
-        return report
-    t0 = time.time()
-    log = log or logger.info
-    threads = threads or _default_threads()
-    cache = CheckCache(reader.roots(), cache_dir)
-    backend = getattr(reader, "backend", "disk")
-    fn = _check_lmdb if backend == "lmdb" else _check_disk
-    fn(reader, report, level, gt_size, small_images, cache, shard, threads, log)
-    cache.save()
-    report.seconds = time.time() - t0
-    return report
+    """Check every pair a dataset reader serves: ``CheckSettings(...).run(reader)`` in one call."""
+    return CheckSettings(level, gt_size, small_images, where, cache_dir, shard, threads, log).run(reader)
 
 
 def check_options_file(path: str, level: str = "full", phases: Optional[Sequence[str]] = None,
@@ -698,8 +773,9 @@ def check_options_file(path: str, level: str = "full", phases: Optional[Sequence
             all_ok = False
             log(f"Dataset check of '{where}': FAILED before any pair could be read:\n  {_error_text(e)}")
             continue
-        report = check_reader(ds.reader, level, getattr(ds, "gt_size", None), dopt.get("small_images", "pad"),
-                              where, dopt.get("check_cache_dir"), log=log)
+        settings = CheckSettings(level, getattr(ds, "gt_size", None), dopt.get("small_images", "pad"), where,
+                                 dopt.get("check_cache_dir"), log=log)
+        report = settings.run(ds.reader)
         for msg in pairing:
             report.add("pairing", msg)
         log(report.summary())

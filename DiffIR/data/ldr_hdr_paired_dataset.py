@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from DiffIR.data.checks import (LEVELS, SMALL_IMAGE_POLICIES, DatasetCheckError, check_reader, nonfinite_message,
+from DiffIR.data.checks import (LEVELS, SMALL_IMAGE_POLICIES, CheckSettings, DatasetCheckError, nonfinite_message,
                                 paired_windows, size_mismatch_message, too_small_message)
 from DiffIR.data.dgain import read_dgain_file
 from DiffIR.data.lmdb_io import LmdbPairReader
@@ -288,8 +288,9 @@ class PairedImageDataset(Dataset):
         self.check_report = None
         if self.check_level != "off":
             # one error for everything: the pairing problems and the per-file problems of the pairs that exist
-            report = check_reader(self.reader, self.check_level, self.gt_size, self.small_images, where,
-                                  self.check_cache_dir, shard=get_dist_info(), log=_log)
+            settings = CheckSettings(self.check_level, self.gt_size, self.small_images, where, self.check_cache_dir,
+                                     shard=get_dist_info(), log=_log)
+            report = settings.run(self.reader)
             if not reported_above:
                 for msg in pairing:
                     report.add("pairing", msg)
