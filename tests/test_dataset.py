@@ -207,6 +207,22 @@ def test_size_mismatch_names_both_files(tmp_path):
         assert "a.png" in msg and "a.hdr" in msg and f"{H}x{W}" in msg and f"{H}x{W + 2}" in msg, msg
 
 
+def test_generic_paired_dataset_has_its_own_module_and_the_old_import_path_still_works():
+    import ast
+    import importlib
+
+    generic = importlib.import_module("DiffIR.data.paired_image_dataset")
+    hdr = importlib.import_module("DiffIR.data.ldr_hdr_paired_dataset")
+    deblur = importlib.import_module("DiffIR.data.deblur_paired_dataset")
+    assert hdr.PairedImageDataset is generic.PairedImageDataset and hdr.DiskPairReader is generic.DiskPairReader
+    assert issubclass(LDR_HDR_PairedDataset, generic.PairedImageDataset)
+    assert issubclass(deblur.DeblurPairedDataset, generic.PairedImageDataset)
+    # the deblurring dataset knows nothing of the HDR one
+    tree = ast.parse(open(deblur.__file__, encoding="utf-8").read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "DiffIR.data.ldr_hdr_paired_dataset" not in imported and "DiffIR.data.paired_image_dataset" in imported
+
+
 def test_option_errors(tmp_path):
     root = _make_folder(tmp_path, stems=("a",))
     with pytest.raises(OptionError) as ei:
