@@ -730,68 +730,14 @@ class LmdbPairReader:
         if self.has_dgain:
             self.db["dgain"] = str(dataroot_dgain)
         self.allow_pickle = bool(allow_pickle)
-        self.legacy = False
         self.state: Dict[str, Any] = {}
-        keys: Dict[str, Dict[str, str]] = {}
-        self.shapes: Dict[str, Dict[str, Tuple[int, ...]]] = {}
-        states = {}
-        for role, path in self.db.items():
-            option = f"dataroot_{role}"
-            if not os.path.isfile(os.path.join(path, "data.mdb")):
-                what = "does not exist" if not os.path.exists(path) else "is not an LMDB folder (no data.mdb)"
-                raise OptionError(
-                    f"'{where}:{option}' = '{path}' {what}. Fix: build the LMDBs with python scripts/create_lmdb_hdr.py "
-                    f"--lq DIR --gt DIR --dgain DIR --out OUT and point dataroot_lq/gt/dgain at OUT/lq.lmdb, "
-                    f"OUT/gt.lmdb, OUT/dgain.lmdb; or use io_backend: {{type: disk}} with image folders."
-                )
-            states[role] = _read_state(_reader_env(path))
-        kinds_seen = {role: (st or {}).get("kind") for role, st in states.items()}
-        if all(st is None for st in states.values()):
-            self.legacy = True
-        elif any(st is None for st in states.values()):
-            odd = [self.db[r] for r, st in states.items() if st is None]
-            raise OptionError(f"'{where}': {', '.join(odd)} is not an LMDB written by scripts/create_lmdb_hdr.py while the "
-                              f"others are. Fix: point all three dataroots at one build (OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb).")
-        if not self.legacy and not (self.gt_hdr and self.has_dgain):
-            raise OptionError(f"'{where}': '{self.db['gt']}' was written by scripts/create_lmdb_hdr.py and holds HDR "
-                              f"targets with dgain entries, which this dataset does not read. Fix: point it at an LMDB "
-                              f"of this dataset's kind.")
+        states = self._read_states()
+        self.legacy = all(st is None for st in states.values())
         if not self.legacy:
-            for role, st in states.items():
-                if kinds_seen[role] != role:
-                    raise OptionError(
-                        f"'{where}:dataroot_{role}' = '{self.db[role]}' holds the '{kinds_seen[role]}' database. Fix: set "
-                        f"dataroot_{role} to the {role}.lmdb folder of the build."
-                    )
-                if st.get("version") != FORMAT_VERSION:
-                    raise OptionError(f"'{self.db[role]}' is format version {st.get('version')}; this program reads "
-                                      f"version {FORMAT_VERSION}. Fix: rebuild it with scripts/create_lmdb_hdr.py.")
-                if not st.get("complete") or not os.path.isfile(os.path.join(self.db[role], "meta_info.txt")):
-                    raise OptionError(
-                        f"'{self.db[role]}' is an unfinished build (interrupted, or stopped by bad input files). Fix: run "
-                        f"python scripts/create_lmdb_hdr.py again with the same arguments; it resumes and finishes it."
-                    )
-            self.state = states["gt"] or {}
-            self._check_build_ids(states)
+            self._check_own_build(states)
         elif self.gt_hdr or self.has_dgain:  # origin-fork layout: pickled arrays / dicts
-            if not self.allow_pickle:
-                raise OptionError(
-                    f"'{where}': '{self.db['gt']}' is not in this program's LMDB format; it looks like the origin fork's "
-                    f"pickled layout. Reading it unpickles the stored data, which can run code written into the file. "
-                    f"Fix: rebuild it with python scripts/create_lmdb_hdr.py (no pickle), or, only if you trust the "
-                    f"file, set io_backend: {{type: lmdb, allow_pickle: true}}."
-                )
-            msg = (f"'{where}': reading the pickled (origin-fork) LMDBs {', '.join(self.db.values())} because "
-                   f"allow_pickle is true. Unpickling runs code stored in those files: use only LMDBs you built or trust, "
-                   f"and prefer rebuilding them with scripts/create_lmdb_hdr.py.")
-            warnings.warn(msg, stacklevel=2)
-            logger.warning(msg)
-        for role, path in self.db.items():
-            if not os.path.isfile(os.path.join(path, "meta_info.txt")):
-                raise OptionError(f"'{where}:dataroot_{role}' = '{path}' has no meta_info.txt. Fix: rebuild the LMDB.")
-            klist, shapes = _read_meta_info(path, self.legacy)
-            keys[role] = {k: os.path.join(path, k) for k in klist}
-            self.shapes[role] = shapes
+            self._allow_pickled()
+        keys = self._read_meta_infos()
         only = read_meta_info_file(meta_info_file, where) if meta_info_file else None
         labels = (f"dataroot_lq='{self.db['lq']}'", f"dataroot_gt='{self.db['gt']}'",
                   f"dataroot_dgain='{self.db.get('dgain')}'")
@@ -803,6 +749,75 @@ class LmdbPairReader:
             if self.has_dgain:
                 rec["dgain_path"] = os.path.join(self.db["dgain"], q)
             self.records.append(rec)
+
+    def _read_states(self) -> Dict[str, Optional[Dict[str, Any]]]:
+        """The state record of each database (None: not written by create_lmdb_hdr); refuses a missing LMDB."""
+        states = {}
+        for role, path in self.db.items():
+            if not os.path.isfile(os.path.join(path, "data.mdb")):
+                what = "does not exist" if not os.path.exists(path) else "is not an LMDB folder (no data.mdb)"
+                raise OptionError(
+                    f"'{self.where}:dataroot_{role}' = '{path}' {what}. Fix: build the LMDBs with python "
+                    f"scripts/create_lmdb_hdr.py --lq DIR --gt DIR --dgain DIR --out OUT and point dataroot_lq/gt/dgain "
+                    f"at OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb; or use io_backend: {{type: disk}} with image folders."
+                )
+            states[role] = _read_state(_reader_env(path))
+        return states
+
+    def _check_own_build(self, states: Mapping[str, Optional[Mapping[str, Any]]]) -> None:
+        """Our format: one finished build of this program's version, each database in its role."""
+        where = self.where
+        if any(st is None for st in states.values()):
+            odd = [self.db[r] for r, st in states.items() if st is None]
+            raise OptionError(f"'{where}': {', '.join(odd)} is not an LMDB written by scripts/create_lmdb_hdr.py while the "
+                              f"others are. Fix: point all three dataroots at one build (OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb).")
+        if not (self.gt_hdr and self.has_dgain):
+            raise OptionError(f"'{where}': '{self.db['gt']}' was written by scripts/create_lmdb_hdr.py and holds HDR "
+                              f"targets with dgain entries, which this dataset does not read. Fix: point it at an LMDB "
+                              f"of this dataset's kind.")
+        for role, st in states.items():
+            if st.get("kind") != role:
+                raise OptionError(
+                    f"'{where}:dataroot_{role}' = '{self.db[role]}' holds the '{st.get('kind')}' database. Fix: set "
+                    f"dataroot_{role} to the {role}.lmdb folder of the build."
+                )
+            if st.get("version") != FORMAT_VERSION:
+                raise OptionError(f"'{self.db[role]}' is format version {st.get('version')}; this program reads "
+                                  f"version {FORMAT_VERSION}. Fix: rebuild it with scripts/create_lmdb_hdr.py.")
+            if not st.get("complete") or not os.path.isfile(os.path.join(self.db[role], "meta_info.txt")):
+                raise OptionError(
+                    f"'{self.db[role]}' is an unfinished build (interrupted, or stopped by bad input files). Fix: run "
+                    f"python scripts/create_lmdb_hdr.py again with the same arguments; it resumes and finishes it."
+                )
+        self.state = dict(states["gt"] or {})
+        self._check_build_ids(states)
+
+    def _allow_pickled(self) -> None:
+        """The origin fork's pickled LMDBs are read only with ``allow_pickle`` (unpickling runs stored code)."""
+        if not self.allow_pickle:
+            raise OptionError(
+                f"'{self.where}': '{self.db['gt']}' is not in this program's LMDB format; it looks like the origin "
+                f"fork's pickled layout. Reading it unpickles the stored data, which can run code written into the "
+                f"file. Fix: rebuild it with python scripts/create_lmdb_hdr.py (no pickle), or, only if you trust the "
+                f"file, set io_backend: {{type: lmdb, allow_pickle: true}}."
+            )
+        msg = (f"'{self.where}': reading the pickled (origin-fork) LMDBs {', '.join(self.db.values())} because "
+               f"allow_pickle is true. Unpickling runs code stored in those files: use only LMDBs you built or trust, "
+               f"and prefer rebuilding them with scripts/create_lmdb_hdr.py.")
+        warnings.warn(msg, stacklevel=3)  # at the code that builds the reader
+        logger.warning(msg)
+
+    def _read_meta_infos(self) -> Dict[str, Dict[str, str]]:
+        """Each database's keys (``key -> display name``) from its meta_info.txt; keeps the sizes it lists."""
+        keys: Dict[str, Dict[str, str]] = {}
+        self.shapes: Dict[str, Dict[str, Tuple[int, ...]]] = {}
+        for role, path in self.db.items():
+            if not os.path.isfile(os.path.join(path, "meta_info.txt")):
+                raise OptionError(f"'{self.where}:dataroot_{role}' = '{path}' has no meta_info.txt. Fix: rebuild the LMDB.")
+            klist, shapes = _read_meta_info(path, self.legacy)
+            keys[role] = {k: os.path.join(path, k) for k in klist}
+            self.shapes[role] = shapes
+        return keys
 
     def _check_build_ids(self, states: Mapping[str, Mapping[str, Any]]) -> None:
         """Refuse databases of different builds; warn once for older builds that carry no id."""
