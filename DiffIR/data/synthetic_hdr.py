@@ -60,6 +60,8 @@ __all__ = [
     "generate_dataset",
     "ensure_generated_folders",
     "ensure_synthetic_dataset",
+    "synthetic_arg_parser",
+    "size_arg",
     "main",
 ]
 
@@ -609,21 +611,32 @@ def _legacy_names(cfg: Mapping[str, Any], index: int) -> List[str]:
     return [f"im_{i + 1:06d}.{ext}" for i in range(int(cfg.get("num_images", 0)))]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """CLI: generate ``<out>/jpg``, ``<out>/hdr`` (or ``exr``/``npy``) and ``<out>/dgain_info``."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def synthetic_arg_parser(description: str, default_size: int) -> argparse.ArgumentParser:
+    """The command-line options every synthetic generator takes: ``--out``, ``--num-images``, ``--size``,
+    ``--seed``, ``--no-noise`` (add the generator's own; read the size with :func:`size_arg`)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--num-images", type=int, default=24)
-    ap.add_argument("--size", type=int, nargs="+", default=[192], help="S or H W")
+    ap.add_argument("--size", type=int, nargs="+", default=[default_size], help="S or H W")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-noise", action="store_true")
+    return ap
+
+
+def size_arg(values: Sequence[int]) -> SizeLike:
+    """``--size S`` (square) or ``--size H W``."""
+    return values[0] if len(values) == 1 else (int(values[0]), int(values[1]))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """CLI: generate ``<out>/jpg``, ``<out>/hdr`` (or ``exr``/``npy``) and ``<out>/dgain_info``."""
+    ap = synthetic_arg_parser(__doc__.split("\n")[0], default_size=192)
     ap.add_argument("--gt-format", choices=GT_FORMATS, default="hdr")
     ap.add_argument("--ldr-format", choices=LDR_FORMATS, default="jpg")
-    ap.add_argument("--no-noise", action="store_true")
     a = ap.parse_args(argv)
     out = Path(a.out)
-    size = a.size[0] if len(a.size) == 1 else tuple(a.size[:2])
-    made = ensure_synthetic_dataset(out / "jpg", out / "hdr", out / "dgain_info", a.num_images, size, a.seed,
-                                    gt_format=a.gt_format, ldr_format=a.ldr_format, noise=not a.no_noise)
+    made = ensure_synthetic_dataset(out / "jpg", out / "hdr", out / "dgain_info", a.num_images, size_arg(a.size),
+                                    a.seed, gt_format=a.gt_format, ldr_format=a.ldr_format, noise=not a.no_noise)
     if not made:
         print(f"{out}: already complete, nothing to do")
 
