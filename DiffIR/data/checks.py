@@ -5,7 +5,8 @@ Levels (the dataset's ``check`` option; ``scripts/check_dataset.py`` runs ``full
 * ``quick``: pairing (done by the reader), every dgain entry (``dgain``/``gamma`` present, finite,
   > 0), image sizes read from the file headers (LQ and GT of a pair must agree; images smaller than
   ``gt_size`` are padded or refused by ``small_images``), truncated JPEG/PNG/.npy files (their
-  ends are cheap to look at). About 20 s for 100,000 pairs, 6 s once cached (docs/benchmarks.md).
+  ends are cheap to look at); its cost per pair is small and a cached run reads only stats (timings in
+  docs/benchmarks.md).
 * ``full``: ``quick`` plus a decode of every image: unreadable or truncated files, NaN/Inf in an
   HDR (an error), negative HDR values (clamped to 0 in training; reported with a count).
 * ``off``: nothing beyond pairing.
