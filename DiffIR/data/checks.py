@@ -32,7 +32,8 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, TypeVar
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type,
+                    TypeVar)
 
 import numpy as np
 
@@ -623,7 +624,8 @@ def _scan_disk_pixels(run: _CheckRun, pairs: Sequence[_Pair]) -> None:
             pair.gt.remember(run.cache, pair.gt.facts._replace(scanned=True, **counts._asdict()))
 
 
-def _decode_pair(pair: _Pair, read_gt: Callable[[str], np.ndarray]) -> Tuple[_Pair, Optional[str], Optional[PixelCounts]]:
+def _decode_pair(pair: _Pair,
+                 read_gt: Callable[[str], np.ndarray]) -> Tuple[_Pair, Optional[str], Optional[PixelCounts]]:
     """``(pair, error message, GT pixel counts)``; runs in a worker thread, so it only reads."""
     counts = None
     try:

@@ -43,7 +43,8 @@ logger = logging.getLogger("DiffIR")
 
 PREFETCH_MODES = (None, "cpu", "cuda")
 
-__all__ = ["PairedImageDataset", "DiskPairReader", "make_pair_reader", "augmentation_flags", "choice_option", "PREFETCH_MODES"]
+__all__ = ["PairedImageDataset", "DiskPairReader", "make_pair_reader", "augmentation_flags", "choice_option",
+           "PREFETCH_MODES"]
 
 
 def _log(msg: str) -> None:

@@ -242,7 +242,8 @@ def pair_stems(
 
 
 def _pairing_problems(labels: Tuple[str, str, str], filename_tmpl: str, only_source: str, gt_missing: Sequence[str],
-                      gt_no_lq: Sequence[str], lq_no_gt: Sequence[str], no_dgain: Sequence[str]) -> List[Tuple[str, str]]:
+                      gt_no_lq: Sequence[str], lq_no_gt: Sequence[str],
+                      no_dgain: Sequence[str]) -> List[Tuple[str, str]]:
     """``[(problem, its own fix)]``: the fix is shown with each problem when problems are collected."""
     lq_label, gt_label, dg_label = labels
     problems = []

@@ -10,7 +10,8 @@ from DiffIR.utils.hdr_io import Window
 
 NUM_VARIANTS = 8
 
-__all__ = ["NUM_VARIANTS", "pad_to_size", "paired_random_crop", "random_window", "apply_variant", "augment_pair", "img2tensor"]
+__all__ = ["NUM_VARIANTS", "pad_to_size", "paired_random_crop", "random_window", "apply_variant", "augment_pair",
+           "img2tensor"]
 
 
 def _size2(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
