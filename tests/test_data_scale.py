@@ -1,10 +1,12 @@
 """HDR data at scale: LMDB round trip and builds, meta_info_file, dataset checks and their cache,
 per-sample seeding across workers/ranks/epochs, prefetchers, and the two scripts."""
+import json
 import logging
 import os
 import pickle
 import subprocess
 import sys
+from dataclasses import replace
 
 import lmdb
 import numpy as np
@@ -13,7 +15,8 @@ import torch
 import yaml
 
 from DiffIR.data import EnlargedSampler, SampleIndex, build_dataloader, build_dataset, build_prefetcher
-from DiffIR.data.checks import CheckCache, DatasetCheckError, check_reader
+from DiffIR.data.checks import (CACHE_VERSION, CheckCache, CheckSettings, DatasetCheckError, DgainFacts, ImageFacts,
+                                check_reader)
 from DiffIR.data.dgain import format_dgain_text
 from DiffIR.data.lmdb_io import (LmdbBuildError, create_lmdb_hdr, decode_hdr_record, encode_hdr_record,
                                  hdr_record_shape)
@@ -330,6 +333,40 @@ def test_check_cache_reads_only_new_or_changed_files(tmp_path):
     with pytest.raises(DatasetCheckError):
         check_reader(build_dataset(_opt(root, check="off")).reader, "full", cache_dir=str(blocker)).raise_if_errors()
     assert CheckCache([str(root)], cache_dir=False).path is None
+
+
+def test_check_settings_are_checked_once_and_run_any_reader(tmp_path):
+    with pytest.raises(OptionError, match="'datasets:val:check' = 'fast' is unknown"):
+        CheckSettings(level="fast", where="datasets:val")
+    with pytest.raises(OptionError, match="small_images' = 'crop' is unknown"):
+        CheckSettings(small_images="crop")
+    root = _make(tmp_path / "d", stems=("a", "b"), size=(12, 20))
+    settings = CheckSettings("quick", gt_size=16, where="datasets:train", cache_dir=False)
+    report = settings.run(build_dataset(_opt(root, check="off")).reader)
+    assert report.ok and report.level == "quick" and report.padded == ["a.exr", "b.exr"]
+    report = replace(settings, small_images="error").run(build_dataset(_opt(root, check="off")).reader)
+    assert not report.ok and "'" + str(root / "gt" / "a.exr") + "' is 12x20" in report.error_text()
+
+
+def test_check_cache_entries_have_named_fields_and_older_formats_are_ignored(tmp_path):
+    root = _make(tmp_path / "d", stems=("a",))
+    cache_dir = tmp_path / "cache"
+    check_reader(build_dataset(_opt(root, check="off")).reader, "full", cache_dir=str(cache_dir))
+    (path,) = [p for p in cache_dir.iterdir() if p.suffix == ".json"]
+    data = json.loads(path.read_text())
+    gt = data["files"]["gt/a.exr"]
+    assert data["version"] == CACHE_VERSION and gt["height"] == H and gt["width"] == W and gt["scanned"] is True
+    assert gt["nonfinite"] == 0 and data["files"]["dgain/a.txt"]["dgain"] == 1.0
+    cache = CheckCache([str(root / d) for d in ("lq", "gt", "dg")], str(cache_dir))
+    st = CheckCache.stat(str(root / "gt" / "a.exr"))
+    assert cache.get("gt/a.exr", st, ImageFacts) == ImageFacts(H, W, True, 0, 0)
+    assert cache.get("gt/a.exr", st, DgainFacts) is None  # other fields: a miss, not a misread
+    # a cache of the positional version 1 format is ignored (everything decoded again), not misread
+    data["version"] = 1
+    data["files"] = {k: [v["size"], v["mtime_ns"], 1, 1, 1, 0, 0] for k, v in data["files"].items()}
+    path.write_text(json.dumps(data))
+    r = check_reader(build_dataset(_opt(root, check="off")).reader, "full", cache_dir=str(cache_dir))
+    assert r.ok and r.from_cache == 0 and r.decoded == 1
 
 
 # ------------------------------------------------------------------ seeding, sampler, prefetchers

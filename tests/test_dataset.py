@@ -15,8 +15,8 @@ from DiffIR.data.dgain import format_dgain_text, parse_dgain_text, read_dgain_fi
 from DiffIR.data.ldr_hdr_paired_dataset import DatasetCheckError, LDR_HDR_PairedDataset, PairingError
 from DiffIR.data.synthetic_hdr import (MARKER_NAME, ensure_synthetic_dataset, generate_dataset, generate_hdr_scene,
                                        generate_pair)
-from DiffIR.data.transforms import augment_pair, img2tensor, paired_random_crop
-from DiffIR.utils.hdr_io import read_hdr, read_ldr, write_hdr, write_ldr
+from DiffIR.data.transforms import augment_pair, img2tensor, paired_random_crop, random_window
+from DiffIR.utils.hdr_io import Window, read_hdr, read_ldr, resolve_window, write_hdr, write_ldr
 from DiffIR.utils.registry import OptionError
 from DiffIR.utils.tone_mapping import hdr_to_ldr, ldr_to_hdr, log_tone_map
 
@@ -107,6 +107,23 @@ def test_paired_random_crop_same_window_and_padding():
         paired_random_crop(lq, gt[:-1], 8, rng)
 
 
+def test_random_window_is_the_crop_of_paired_random_crop_and_windows_are_bounds_checked():
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    img = np.stack([yy, xx, yy + xx], -1)
+    for seed in range(5):
+        win = random_window(np.random.default_rng(seed), H, W, 16, 12)
+        assert 0 <= win.top <= H - 16 and 0 <= win.left <= W - 12 and (win.height, win.width) == (16, 12)
+        a, _ = paired_random_crop(img, img, (16, 12), np.random.default_rng(seed))
+        np.testing.assert_array_equal(a, win.crop(img))
+    # an axis shorter than the crop: the window covers it from 0 (the caller pads it)
+    assert random_window(np.random.default_rng(0), 10, W, 16, 16)[::2] == (0, 10)
+    assert resolve_window(lambda h, w: (h - 2, w - 3, 2, 3), 8, 9, "x") == Window(6, 6, 2, 3)
+    assert resolve_window(None, 8, 9, "x") is None
+    for bad in ((7, 0, 2, 2), (0, -1, 2, 2), (0, 0, 0, 2)):
+        with pytest.raises(ValueError, match="lies outside image 'x' of 8x9"):
+            resolve_window(bad, 8, 9, "x")
+
+
 def test_augment_pair_applies_one_variant_to_all():
     rng = np.random.default_rng(1)
     img = np.arange(5 * 7 * 3, dtype=np.float32).reshape(5, 7, 3)
@@ -188,6 +205,22 @@ def test_size_mismatch_names_both_files(tmp_path):
         msgs.append(str(ei.value))
     for msg in msgs:
         assert "a.png" in msg and "a.hdr" in msg and f"{H}x{W}" in msg and f"{H}x{W + 2}" in msg, msg
+
+
+def test_generic_paired_dataset_has_its_own_module_and_the_old_import_path_still_works():
+    import ast
+    import importlib
+
+    generic = importlib.import_module("DiffIR.data.paired_image_dataset")
+    hdr = importlib.import_module("DiffIR.data.ldr_hdr_paired_dataset")
+    deblur = importlib.import_module("DiffIR.data.deblur_paired_dataset")
+    assert hdr.PairedImageDataset is generic.PairedImageDataset and hdr.DiskPairReader is generic.DiskPairReader
+    assert issubclass(LDR_HDR_PairedDataset, generic.PairedImageDataset)
+    assert issubclass(deblur.DeblurPairedDataset, generic.PairedImageDataset)
+    # the deblurring dataset knows nothing of the HDR one
+    tree = ast.parse(open(deblur.__file__, encoding="utf-8").read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "DiffIR.data.ldr_hdr_paired_dataset" not in imported and "DiffIR.data.paired_image_dataset" in imported
 
 
 def test_option_errors(tmp_path):

@@ -5,7 +5,8 @@ Levels (the dataset's ``check`` option; ``scripts/check_dataset.py`` runs ``full
 * ``quick``: pairing (done by the reader), every dgain entry (``dgain``/``gamma`` present, finite,
   > 0), image sizes read from the file headers (LQ and GT of a pair must agree; images smaller than
   ``gt_size`` are padded or refused by ``small_images``), truncated JPEG/PNG/.npy files (their
-  ends are cheap to look at). About 20 s for 100,000 pairs, 6 s once cached (docs/benchmarks.md).
+  ends are cheap to look at); its cost per pair is small and a cached run reads only stats (timings in
+  docs/benchmarks.md).
 * ``full``: ``quick`` plus a decode of every image: unreadable or truncated files, NaN/Inf in an
   HDR (an error), negative HDR values (clamped to 0 in training; reported with a count).
 * ``off``: nothing beyond pairing.
@@ -30,13 +31,15 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from dataclasses import dataclass
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type,
+                    TypeVar)
 
 import numpy as np
 
 from DiffIR.data.dgain import implausible_exposure, read_dgain_file
 from DiffIR.data.pairing import MAX_LISTED, PairingError, collect_pairing_problems, format_names
-from DiffIR.utils.hdr_io import ImageIOError, read_hdr, read_image_size, read_ldr
+from DiffIR.utils.hdr_io import ImageIOError, Window, WindowArg, read_hdr, read_image_size, read_ldr
 from DiffIR.utils.misc import atomic_open
 from DiffIR.utils.registry import OptionError
 
@@ -44,7 +47,10 @@ logger = logging.getLogger("DiffIR")
 
 LEVELS = ("quick", "full", "off")
 SMALL_IMAGE_POLICIES = ("pad", "error")
-CACHE_VERSION = 1
+#: version 2: entries are JSON objects with named fields (version 1 stored positional lists)
+CACHE_VERSION = 2
+#: a window function of the image size, as the readers take it
+WindowFn = Callable[[int, int], Optional[Window]]
 
 __all__ = [
     "LEVELS",
@@ -53,7 +59,11 @@ __all__ = [
     "UnpairedSetError",
     "CheckReport",
     "CheckCache",
+    "ImageFacts",
+    "DgainFacts",
+    "PixelCounts",
     "default_cache_dir",
+    "CheckSettings",
     "check_reader",
     "check_options_file",
     "size_mismatch_message",
@@ -103,18 +113,18 @@ def too_small_message(name: str, hw: Sequence[int], gt_size: int) -> str:
             f"small images), lower gt_size, or remove the pair.")
 
 
-def paired_windows(window: Any, lq_name: str, gt_name: str) -> Tuple[Callable, Callable]:
+def paired_windows(window: WindowArg, lq_name: str, gt_name: str) -> Tuple[WindowFn, WindowFn]:
     """Window functions for reading a pair: the LQ one resolves ``window`` (a tuple, a function of the
     size, or None) once from the LQ size; the GT one checks that the GT has the same size (else the
     size-mismatch error naming both files) and returns the same window."""
     seen: Dict[str, Any] = {}
 
-    def lq_window(h: int, w: int) -> Any:
+    def lq_window(h: int, w: int) -> Optional[Window]:
         seen["hw"] = (h, w)
         seen["win"] = window(h, w) if callable(window) else window
         return seen["win"]
 
-    def gt_window(h: int, w: int) -> Any:
+    def gt_window(h: int, w: int) -> Optional[Window]:
         if "hw" not in seen:
             return lq_window(h, w)
         if (h, w) != seen["hw"]:
@@ -124,11 +134,18 @@ def paired_windows(window: Any, lq_name: str, gt_name: str) -> Tuple[Callable, C
     return lq_window, gt_window
 
 
-def count_bad_pixels(hdr: np.ndarray) -> Tuple[int, int]:
-    """``(number of NaN/Inf values, number of negative values)`` of an HDR array."""
+class PixelCounts(NamedTuple):
+    """The values of an HDR image that training cannot use as they are."""
+
+    nonfinite: int  # NaN/Inf: an error
+    negative: int  # clamped to 0 when loaded: a note
+
+
+def count_bad_pixels(hdr: np.ndarray) -> PixelCounts:
+    """The NaN/Inf and negative values of an HDR array."""
     nonfinite = int(hdr.size - np.count_nonzero(np.isfinite(hdr)))
     negative = int(np.count_nonzero(hdr < 0))
-    return nonfinite, negative
+    return PixelCounts(nonfinite, negative)
 
 
 def check_file_tail(path: str) -> None:
@@ -238,11 +255,33 @@ def default_cache_dir() -> str:
     return os.path.join(base, "diffir-hdr", "dataset_checks")
 
 
+class ImageFacts(NamedTuple):
+    """What the check knows of one image file: its size from the header, its pixels once decoded."""
+
+    height: int
+    width: int
+    scanned: bool = False  # pixels decoded: the counts below are meaningful
+    nonfinite: int = 0
+    negative: int = 0
+
+
+class DgainFacts(NamedTuple):
+    """The values of one dgain entry (kept to warn about implausible ones without reading it again)."""
+
+    dgain: float
+    gamma: float
+
+
+#: the result types a cache entry may hold
+Facts = TypeVar("Facts", ImageFacts, DgainFacts, PixelCounts)
+
+
 class CheckCache:
     """Per-file check results keyed by (size, mtime_ns), one JSON file per set of data roots.
 
-    Entries are lists: ``[size, mtime_ns, *result]``. Saving merges with what other processes wrote
-    meanwhile (under a lock file where the OS has ``fcntl``) and replaces the file atomically.
+    An entry is a JSON object ``{"size", "mtime_ns", <the result's fields>}``; one whose fields do not
+    match the asked result type is a miss. Saving merges with what other processes wrote meanwhile
+    (under a lock file where the OS has ``fcntl``) and replaces the file atomically.
     ``cache_dir=False`` disables the cache.
     """
 
@@ -250,8 +289,8 @@ class CheckCache:
         self.roots = [os.path.realpath(str(r)) for r in roots]
         self.enabled = cache_dir is not False
         self.path: Optional[str] = None
-        self.entries: Dict[str, list] = {}
-        self.changed: Dict[str, list] = {}
+        self.entries: Dict[str, Dict[str, Any]] = {}
+        self.changed: Dict[str, Dict[str, Any]] = {}
         if not self.enabled:
             return
         folder = str(cache_dir) if cache_dir else default_cache_dir()
@@ -259,7 +298,7 @@ class CheckCache:
         self.path = os.path.join(folder, f"{digest}.json")
         self.entries = self._load()
 
-    def _load(self) -> Dict[str, list]:
+    def _load(self) -> Dict[str, Dict[str, Any]]:
         try:
             with open(self.path, "r", encoding="utf-8") as f:
                 data = json.load(f)
@@ -278,14 +317,18 @@ class CheckCache:
         st = os.stat(path)
         return int(st.st_size), int(st.st_mtime_ns)
 
-    def get(self, key: str, st: Tuple[int, int]) -> Optional[list]:
+    def get(self, key: str, st: Tuple[int, int], kind: Type[Facts]) -> Optional[Facts]:
+        """The ``kind`` result stored for ``key`` when the file still has the stat ``st``, else None."""
         e = self.entries.get(key)
-        if e is not None and len(e) >= 2 and e[0] == st[0] and e[1] == st[1]:
-            return e[2:]
-        return None
+        if not isinstance(e, dict) or e.get("size") != st[0] or e.get("mtime_ns") != st[1]:
+            return None
+        try:
+            return kind(**{f: e[f] for f in kind._fields})
+        except KeyError:
+            return None
 
-    def put(self, key: str, st: Tuple[int, int], result: Sequence[Any]) -> None:
-        entry = [st[0], st[1], *result]
+    def put(self, key: str, st: Tuple[int, int], result: Facts) -> None:
+        entry = {"size": st[0], "mtime_ns": st[1], **result._asdict()}
         self.entries[key] = entry
         self.changed[key] = entry
 
@@ -383,6 +426,82 @@ def _error_text(e: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# settings and one run
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckSettings:
+    """How a data set is checked (see the module docstring for the levels); ``run`` checks a reader.
+
+    ``shard = (rank, world)`` splits the pixel decode over DDP ranks; ``cache_dir`` as in
+    :class:`CheckCache`; ``threads`` defaults to the CPU count (at most 8); ``log`` to the project logger.
+    """
+
+    level: str = "full"
+    gt_size: Optional[int] = None
+    small_images: str = "pad"
+    where: str = "datasets"
+    cache_dir: Any = None
+    shard: Tuple[int, int] = (0, 1)
+    threads: Optional[int] = None
+    log: Optional[Callable[[str], None]] = None
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise OptionError(f"'{self.where}:check' = '{self.level}' is unknown. Fix: use one of {', '.join(LEVELS)}.")
+        if self.small_images not in SMALL_IMAGE_POLICIES:
+            raise OptionError(f"'{self.where}:small_images' = '{self.small_images}' is unknown. Fix: use pad or error.")
+
+    def run(self, reader: Any) -> CheckReport:
+        """Check every pair ``reader`` serves (a disk or LMDB pair reader); ``raise_if_errors()`` stops on problems."""
+        report = CheckReport(self.where, self.level, len(reader))
+        if self.level == "off":
+            return report
+        t0 = time.time()
+        run = _CheckRun(self, reader, report, CheckCache(reader.roots(), self.cache_dir))
+        (_check_lmdb if getattr(reader, "backend", "disk") == "lmdb" else _check_disk)(run)
+        run.cache.save()
+        report.seconds = time.time() - t0
+        return report
+
+
+class _CheckRun:
+    """One check of one reader: its settings, report and cache, and the verdicts both backends share."""
+
+    def __init__(self, settings: CheckSettings, reader: Any, report: CheckReport, cache: CheckCache) -> None:
+        self.settings, self.reader, self.report, self.cache = settings, reader, report, cache
+        self.log = settings.log or logger.info
+        self.threads = settings.threads or _default_threads()
+
+    def mine(self, index: int) -> bool:
+        """Whether this rank decodes pair ``index`` (rank r: pairs r, r + world, ...)."""
+        rank, world = self.settings.shard
+        return index % world == rank
+
+    def progress(self, total: int) -> "_Progress":
+        return _Progress(f"Checking pixels of '{self.report.where}'", total, self.log)
+
+    def sizes_ok(self, lq_name: str, lq_hw: Sequence[int], gt_name: str, gt_hw: Sequence[int]) -> bool:
+        """Report a size mismatch (False: the pair is unusable) or a pair smaller than ``gt_size``."""
+        if tuple(lq_hw) != tuple(gt_hw):
+            self.report.add("size_mismatch", size_mismatch_message(lq_name, lq_hw, gt_name, gt_hw))
+            return False
+        gt_size = self.settings.gt_size
+        if gt_size and (gt_hw[0] < gt_size or gt_hw[1] < gt_size):
+            if self.settings.small_images == "error":
+                self.report.add("too_small", too_small_message(gt_name, gt_hw, gt_size))
+            else:
+                self.report.padded.append(os.path.basename(gt_name))
+        return True
+
+    def note_pixels(self, gt_name: str, counts: PixelCounts) -> None:
+        """NaN/Inf values are an error, negative values a note."""
+        if counts.nonfinite:
+            self.report.add("nonfinite", nonfinite_message(gt_name, counts.nonfinite))
+        elif counts.negative:
+            self.report.negatives.append((os.path.basename(gt_name), int(counts.negative)))
+
+
+# ----------------------------------------------------------------------------------------------
 # disk backend
 # ----------------------------------------------------------------------------------------------
 def _cache_key(role: str, path: str) -> str:
@@ -390,199 +509,213 @@ def _cache_key(role: str, path: str) -> str:
     return f"{role}/{os.path.basename(path)}"
 
 
-# cache entry layouts (after [size, mtime_ns]):
-#   image: [h, w, scanned, nonfinite, negative]   (scanned 0/1; the counts are meaningful when scanned)
-#   dgain: [dgain, gamma]
+@dataclass
+class _ImageFile:
+    """One image of a pair while it is checked: its cache key and stat, and what is known of it."""
+
+    role: str
+    path: str
+    stat: Tuple[int, int] = (0, 0)
+    facts: Optional[ImageFacts] = None  # None: unreadable
+
+    @property
+    def key(self) -> str:
+        return _cache_key(self.role, self.path)
+
+    def remember(self, cache: CheckCache, facts: ImageFacts) -> None:
+        self.facts = facts
+        cache.put(self.key, self.stat, facts)
 
 
-def _check_disk(reader: Any, report: CheckReport, level: str, gt_size: Optional[int], small_images: str,
-                cache: CheckCache, shard: Tuple[int, int], threads: int, log: Callable[[str], None]) -> None:
-    records: Sequence[Mapping[str, str]] = reader.records
-    state: List[Dict[str, Any]] = []
+@dataclass
+class _Pair:
+    rec: Mapping[str, str]
+    lq: _ImageFile
+    gt: _ImageFile
+    bad: bool = False  # a problem was reported: no further checks of this pair
 
-    def image_header(path: str, key: str) -> Tuple[Tuple[int, int], Optional[list], Optional[str]]:
-        """(stat, cached entry or fresh [h, w, 0, 0, 0], error message)"""
-        try:
-            st = cache.stat(path)
-        except OSError as e:
-            return (0, 0), None, f"'{path}': {e.strerror or e}. Fix: check the file's permissions or restore it."
-        hit = cache.get(key, st)
-        if hit is not None:
-            report.from_cache += 1
-            return st, list(hit), None
-        try:
-            check_file_tail(path)
-            h, w = read_image_size(path)
-        except (OSError, ValueError) as e:
-            return st, None, _error_text(e)
-        entry = [h, w, 0, 0, 0]
-        cache.put(key, st, entry)
-        return st, entry, None
 
-    # quick part: every pair (cheap: stats, headers of new/changed files only)
-    read_gt = read_hdr if getattr(reader, "gt_hdr", True) else read_ldr
-    for rec in records:
-        s: Dict[str, Any] = {"rec": rec, "bad": False}
-        dpath = rec.get("dgain_path")  # None for pair formats without dgain
-        if dpath is not None:
-            try:
-                dst = cache.stat(dpath)
-                dkey = _cache_key("dgain", dpath)
-                hit = cache.get(dkey, dst)
-                if hit is None:
-                    vals = read_dgain_file(dpath)
-                    hit = [vals["dgain"], vals["gamma"]]
-                    cache.put(dkey, dst, hit)
-                else:
-                    report.from_cache += 1
-                report.note_exposure(os.path.basename(dpath), *hit)
-            except (OSError, ValueError) as e:
-                report.add("dgain", _error_text(e))
-                s["bad"] = True
-        for role in ("lq", "gt"):
-            path = rec[f"{role}_path"]
-            st, entry, err = image_header(path, _cache_key(role, path))
-            s[role] = (st, entry)
-            if err is not None:
-                report.add("unreadable", err)
-                s["bad"] = True
-        if s["lq"][1] is not None and s["gt"][1] is not None:
-            lq_hw, gt_hw = tuple(s["lq"][1][:2]), tuple(s["gt"][1][:2])
-            if lq_hw != gt_hw:
-                report.add("size_mismatch", size_mismatch_message(rec["lq_path"], lq_hw, rec["gt_path"], gt_hw))
-                s["bad"] = True
-            elif gt_size and (gt_hw[0] < gt_size or gt_hw[1] < gt_size):
-                if small_images == "error":
-                    report.add("too_small", too_small_message(rec["gt_path"], gt_hw, gt_size))
-                else:
-                    report.padded.append(os.path.basename(rec["gt_path"]))
-        state.append(s)
+def _check_disk(run: _CheckRun) -> None:
+    """Headers and dgain entries of every pair; with ``full`` the pixels too (from the cache where it can)."""
+    pairs = [_check_disk_pair(run, rec) for rec in run.reader.records]
+    if run.settings.level == "full":
+        _scan_disk_pixels(run, pairs)
+    for pair in pairs:  # what is known about pixels: this run's scan or the cache
+        gt = pair.gt.facts
+        if gt is not None and gt.scanned and not (gt.nonfinite and pair.bad):
+            run.note_pixels(pair.rec["gt_path"], PixelCounts(gt.nonfinite, gt.negative))
 
-    if level == "full":
-        rank, world = shard
-        todo = [s for i, s in enumerate(state) if i % world == rank and not s["bad"]
-                and not (s["lq"][1][2] and s["gt"][1][2])]
-        if world > 1:
-            report.note = f"rank {rank} of {world} decoded its share"
-        progress = _Progress(f"Checking pixels of '{report.where}'", len(todo), log)
 
-        def scan(s: Dict[str, Any]) -> Tuple[Dict[str, Any], Optional[Tuple[str, str]], Optional[Tuple[int, int]]]:
-            rec = s["rec"]
-            try:
-                if not s["lq"][1][2]:
-                    img = read_ldr(rec["lq_path"])
-                    if tuple(img.shape[:2]) != tuple(s["lq"][1][:2]):
-                        return s, ("unreadable", f"LDR image '{rec['lq_path']}' decodes to {img.shape[0]}x{img.shape[1]}"
-                                                 f" but its header says {s['lq'][1][0]}x{s['lq'][1][1]}. Fix: re-export it."), None
-                gt_counts = None
-                if not s["gt"][1][2]:
-                    hdr = read_gt(rec["gt_path"])
-                    if tuple(hdr.shape[:2]) != tuple(s["gt"][1][:2]):
-                        return s, ("unreadable", f"HDR image '{rec['gt_path']}' decodes to {hdr.shape[0]}x{hdr.shape[1]}"
-                                                 f" but its header says {s['gt'][1][0]}x{s['gt'][1][1]}. Fix: re-export it."), None
-                    gt_counts = count_bad_pixels(hdr)
-            except (OSError, ValueError) as e:
-                return s, ("unreadable", _error_text(e)), None
-            return s, None, gt_counts
+def _check_disk_pair(run: _CheckRun, rec: Mapping[str, str]) -> _Pair:
+    """The quick part for one pair: cheap (stats, and headers of new or changed files only)."""
+    pair = _Pair(rec, _ImageFile("lq", rec["lq_path"]), _ImageFile("gt", rec["gt_path"]))
+    dpath = rec.get("dgain_path")  # None for pair formats without dgain
+    if dpath is not None and not _check_dgain_file(run, dpath):
+        pair.bad = True
+    for image in (pair.lq, pair.gt):
+        err = _read_header(run, image)
+        if err is not None:
+            run.report.add("unreadable", err)
+            pair.bad = True
+    lq, gt = pair.lq.facts, pair.gt.facts
+    if lq is not None and gt is not None:
+        if not run.sizes_ok(rec["lq_path"], (lq.height, lq.width), rec["gt_path"], (gt.height, gt.width)):
+            pair.bad = True
+    return pair
 
-        for s, err, gt_counts in parallel_map(scan, todo, threads):
-            progress.step()
-            report.decoded += 1
-            if err is not None:
-                report.add(*err)
-                s["bad"] = True
-                continue
-            rec = s["rec"]
-            st, entry = s["lq"]
-            if not entry[2]:
-                entry[2] = 1
-                cache.put(_cache_key("lq", rec["lq_path"]), st, entry)
-            st, entry = s["gt"]
-            if gt_counts is not None:
-                entry[2:5] = [1, gt_counts[0], gt_counts[1]]
-                cache.put(_cache_key("gt", rec["gt_path"]), st, entry)
 
-    # report what is known about pixels (this run's scan or the cache)
-    for s in state:
-        entry = s["gt"][1]
-        if entry is None or not entry[2]:
+def _check_dgain_file(run: _CheckRun, path: str) -> bool:
+    """Check one dgain file (cached); False after reporting a problem."""
+    try:
+        st = run.cache.stat(path)
+        key = _cache_key("dgain", path)
+        facts = run.cache.get(key, st, DgainFacts)
+        if facts is None:
+            vals = read_dgain_file(path)
+            facts = DgainFacts(vals["dgain"], vals["gamma"])
+            run.cache.put(key, st, facts)
+        else:
+            run.report.from_cache += 1
+    except (OSError, ValueError) as e:
+        run.report.add("dgain", _error_text(e))
+        return False
+    run.report.note_exposure(os.path.basename(path), facts.dgain, facts.gamma)
+    return True
+
+
+def _read_header(run: _CheckRun, image: _ImageFile) -> Optional[str]:
+    """Fill ``image.stat``/``facts`` from the cache or the file's header; the error message, if any."""
+    try:
+        image.stat = run.cache.stat(image.path)
+    except OSError as e:
+        return f"'{image.path}': {e.strerror or e}. Fix: check the file's permissions or restore it."
+    image.facts = run.cache.get(image.key, image.stat, ImageFacts)
+    if image.facts is not None:
+        run.report.from_cache += 1
+        return None
+    try:
+        check_file_tail(image.path)
+        h, w = read_image_size(image.path)
+    except (OSError, ValueError) as e:
+        return _error_text(e)
+    image.remember(run.cache, ImageFacts(h, w))
+    return None
+
+
+def _scan_disk_pixels(run: _CheckRun, pairs: Sequence[_Pair]) -> None:
+    """Decode this rank's share of the pairs whose pixels are not known yet, and cache what they hold."""
+    todo = [pair for i, pair in enumerate(pairs) if run.mine(i) and not pair.bad
+            and not (pair.lq.facts.scanned and pair.gt.facts.scanned)]
+    rank, world = run.settings.shard
+    if world > 1:
+        run.report.note = f"rank {rank} of {world} decoded its share"
+    read_gt = read_hdr if getattr(run.reader, "gt_hdr", True) else read_ldr
+    progress = run.progress(len(todo))
+    for pair, err, counts in parallel_map(lambda p: _decode_pair(p, read_gt), todo, run.threads):
+        progress.step()
+        run.report.decoded += 1
+        if err is not None:
+            run.report.add("unreadable", err)
+            pair.bad = True
             continue
-        if entry[3]:
-            if not s["bad"]:
-                report.add("nonfinite", nonfinite_message(s["rec"]["gt_path"], entry[3]))
-        elif entry[4]:
-            report.negatives.append((os.path.basename(s["rec"]["gt_path"]), int(entry[4])))
+        if not pair.lq.facts.scanned:
+            pair.lq.remember(run.cache, pair.lq.facts._replace(scanned=True))
+        if counts is not None:
+            pair.gt.remember(run.cache, pair.gt.facts._replace(scanned=True, **counts._asdict()))
+
+
+def _decode_pair(pair: _Pair,
+                 read_gt: Callable[[str], np.ndarray]) -> Tuple[_Pair, Optional[str], Optional[PixelCounts]]:
+    """``(pair, error message, GT pixel counts)``; runs in a worker thread, so it only reads."""
+    counts = None
+    try:
+        if not pair.lq.facts.scanned:
+            err = _decoded_size_error("LDR", pair.lq, read_ldr(pair.lq.path))
+            if err is not None:
+                return pair, err, None
+        if not pair.gt.facts.scanned:
+            hdr = read_gt(pair.gt.path)
+            err = _decoded_size_error("HDR", pair.gt, hdr)
+            if err is not None:
+                return pair, err, None
+            counts = count_bad_pixels(hdr)
+    except (OSError, ValueError) as e:
+        return pair, _error_text(e), None
+    return pair, None, counts
+
+
+def _decoded_size_error(what: str, image: _ImageFile, img: np.ndarray) -> Optional[str]:
+    """A decoded image whose size differs from its header's is damaged."""
+    h, w = img.shape[:2]
+    if (h, w) == (image.facts.height, image.facts.width):
+        return None
+    return (f"{what} image '{image.path}' decodes to {h}x{w} but its header says "
+            f"{image.facts.height}x{image.facts.width}. Fix: re-export it.")
 
 
 # ----------------------------------------------------------------------------------------------
 # LMDB backend
 # ----------------------------------------------------------------------------------------------
-def _check_lmdb(reader: Any, report: CheckReport, level: str, gt_size: Optional[int], small_images: str,
-                cache: CheckCache, shard: Tuple[int, int], threads: int, log: Callable[[str], None]) -> None:
-    n = len(reader)
-    good = [True] * n
-    for i in range(n):
-        names = reader.paths(i)
-        if getattr(reader, "has_dgain", True):
-            try:
-                vals = reader.read_dgain(i)
-                report.note_exposure(names.get("dgain_path", str(i)), vals["dgain"], vals["gamma"])
-            except (OSError, ValueError) as e:
-                report.add("dgain", _error_text(e))
-                good[i] = False
-        lq_hw, gt_hw = reader.header_size(i, "lq"), reader.header_size(i, "gt")
-        if lq_hw is not None and gt_hw is not None:
-            if lq_hw != gt_hw:
-                report.add("size_mismatch", size_mismatch_message(names["lq_path"], lq_hw, names["gt_path"], gt_hw))
-                good[i] = False
-            elif gt_size and (gt_hw[0] < gt_size or gt_hw[1] < gt_size):
-                if small_images == "error":
-                    report.add("too_small", too_small_message(names["gt_path"], gt_hw, gt_size))
-                else:
-                    report.padded.append(os.path.basename(names["gt_path"]))
-    if level != "full":
+def _check_lmdb(run: _CheckRun) -> None:
+    """Sizes from meta_info.txt and every dgain entry; with ``full`` the writer's record or a decode."""
+    good = [_check_lmdb_pair(run, i) for i in range(len(run.reader))]
+    if run.settings.level != "full":
         return
-    validated = reader.validation()
+    validated = run.reader.validation()
     if validated is not None:  # our format: the writer decoded and checked every record
-        report.note = "pixels checked when the LMDB was written"
+        run.report.note = "pixels checked when the LMDB was written"
         for key, count in sorted(validated.get("negatives", {}).items()):
-            report.negatives.append((key, int(count)))
+            run.report.negatives.append((key, int(count)))
         return
-    # legacy (pickled) LMDB: decode each record; the cache is keyed by the databases' own size/mtime
-    rank, world = shard
+    _scan_lmdb_pixels(run, good)
+
+
+def _check_lmdb_pair(run: _CheckRun, index: int) -> bool:
+    """The quick part for one pair; False after reporting a problem that makes the pair unusable."""
+    reader, ok = run.reader, True
+    names = reader.paths(index)
+    if getattr(reader, "has_dgain", True):
+        try:
+            vals = reader.read_dgain(index)
+            run.report.note_exposure(names.get("dgain_path", str(index)), vals["dgain"], vals["gamma"])
+        except (OSError, ValueError) as e:
+            run.report.add("dgain", _error_text(e))
+            ok = False
+    lq_hw, gt_hw = reader.header_size(index, "lq"), reader.header_size(index, "gt")
+    if lq_hw is not None and gt_hw is not None:
+        ok = run.sizes_ok(names["lq_path"], lq_hw, names["gt_path"], gt_hw) and ok
+    return ok
+
+
+def _scan_lmdb_pixels(run: _CheckRun, good: Sequence[bool]) -> None:
+    """Legacy (pickled) LMDB: decode each GT record; the cache is keyed by the databases' own size/mtime."""
+    reader = run.reader
     fp = reader.fingerprint()
     todo = []
-    for i in range(n):
-        key = f"lmdb:{reader.paths(i)['gt_path']}"
-        hit = cache.get(key, fp)
-        if hit is not None:
-            report.from_cache += 1
-            if hit[0]:
-                report.add("nonfinite", nonfinite_message(reader.paths(i)["gt_path"], hit[0]))
-            elif hit[1]:
-                report.negatives.append((os.path.basename(reader.paths(i)["gt_path"]), int(hit[1])))
-        elif good[i] and i % world == rank:
+    for i in range(len(reader)):
+        counts = run.cache.get(f"lmdb:{reader.paths(i)['gt_path']}", fp, PixelCounts)
+        if counts is not None:
+            run.report.from_cache += 1
+            run.note_pixels(reader.paths(i)["gt_path"], counts)
+        elif good[i] and run.mine(i):
             todo.append(i)
-    progress = _Progress(f"Checking pixels of '{report.where}'", len(todo), log)
+    progress = run.progress(len(todo))
 
-    def scan(i: int) -> Tuple[int, Optional[str], Optional[Tuple[int, int]]]:
+    def scan(i: int) -> Tuple[int, Optional[str], Optional[PixelCounts]]:
         try:
-            item = reader.read(i)
+            return i, None, count_bad_pixels(reader.read(i)["gt"])
         except (OSError, ValueError) as e:
             return i, _error_text(e), None
-        return i, None, count_bad_pixels(item["gt"])
 
-    for i, err, counts in parallel_map(scan, todo, threads):
+    for i, err, counts in parallel_map(scan, todo, run.threads):
         progress.step()
-        report.decoded += 1
+        run.report.decoded += 1
         if err is not None:
-            report.add("unreadable", err)
+            run.report.add("unreadable", err)
             continue
-        cache.put(f"lmdb:{reader.paths(i)['gt_path']}", fp, list(counts))
-        if counts[0]:
-            report.add("nonfinite", nonfinite_message(reader.paths(i)["gt_path"], counts[0]))
-        elif counts[1]:
-            report.negatives.append((os.path.basename(reader.paths(i)["gt_path"]), counts[1]))
+        gt_name = reader.paths(i)["gt_path"]
+        run.cache.put(f"lmdb:{gt_name}", fp, counts)
+        run.note_pixels(gt_name, counts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -599,29 +732,8 @@ def check_reader(
     threads: Optional[int] = None,
     log: Optional[Callable[[str], None]] = None,
 ) -> CheckReport:
-    """Check every pair a dataset reader serves (see the module docstring for the levels).
-
-    ``reader`` is a pair reader of :mod:`DiffIR.data.ldr_hdr_paired_dataset` (disk) or
-    :mod:`DiffIR.data.lmdb_io` (LMDB). ``shard = (rank, world)`` splits the pixel decode over
-    DDP ranks. Returns a :class:`CheckReport`; call ``raise_if_errors()`` to stop on problems.
-    """
-    if level not in LEVELS:
-        raise OptionError(f"'{where}:check' = '{level}' is unknown. Fix: use one of {', '.join(LEVELS)}.")
-    if small_images not in SMALL_IMAGE_POLICIES:
-        raise OptionError(f"'{where}:small_images' = '{small_images}' is unknown. Fix: use pad or error.")
-    report = CheckReport(where, level, len(reader))
-    if level == "off":
-        return report
-    t0 = time.time()
-    log = log or logger.info
-    threads = threads or _default_threads()
-    cache = CheckCache(reader.roots(), cache_dir)
-    backend = getattr(reader, "backend", "disk")
-    fn = _check_lmdb if backend == "lmdb" else _check_disk
-    fn(reader, report, level, gt_size, small_images, cache, shard, threads, log)
-    cache.save()
-    report.seconds = time.time() - t0
-    return report
+    """Check every pair a dataset reader serves: ``CheckSettings(...).run(reader)`` in one call."""
+    return CheckSettings(level, gt_size, small_images, where, cache_dir, shard, threads, log).run(reader)
 
 
 def check_options_file(path: str, level: str = "full", phases: Optional[Sequence[str]] = None,
@@ -664,8 +776,9 @@ def check_options_file(path: str, level: str = "full", phases: Optional[Sequence
             all_ok = False
             log(f"Dataset check of '{where}': FAILED before any pair could be read:\n  {_error_text(e)}")
             continue
-        report = check_reader(ds.reader, level, getattr(ds, "gt_size", None), dopt.get("small_images", "pad"),
-                              where, dopt.get("check_cache_dir"), log=log)
+        settings = CheckSettings(level, getattr(ds, "gt_size", None), dopt.get("small_images", "pad"), where,
+                                 dopt.get("check_cache_dir"), log=log)
+        report = settings.run(ds.reader)
         for msg in pairing:
             report.add("pairing", msg)
         log(report.summary())

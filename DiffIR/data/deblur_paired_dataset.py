@@ -8,7 +8,7 @@ Sources (``io_backend``)::
 
 Pairs are found by stem with BasicSR's ``filename_tmpl`` (the LQ stem is ``filename_tmpl.format(gt_stem)``)
 and ``meta_info_file``. Everything but the domain is
-:class:`~DiffIR.data.ldr_hdr_paired_dataset.PairedImageDataset`, shared with ``LDR_HDR_PairedDataset``:
+:class:`~DiffIR.data.paired_image_dataset.PairedImageDataset`, shared with ``LDR_HDR_PairedDataset``:
 the readers, the checks before training (``check``), the training patch (random ``gt_size`` window,
 reflect-padded when the image is smaller, then ``geometric_augs``) and the error messages. Items are RGB
 float32 ``3 x H x W`` tensors in ``[0, 1]`` (no mean/std normalisation, as the official option files),
@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Mapping
 
 import numpy as np
 
-from DiffIR.data.ldr_hdr_paired_dataset import PairedImageDataset
+from DiffIR.data.paired_image_dataset import PairedImageDataset
 from DiffIR.data.paired_common import LDR_PAIRS
 from DiffIR.data.transforms import img2tensor
 from DiffIR.utils.registry import DATASET_REGISTRY

@@ -47,6 +47,8 @@ import struct
 import time
 import uuid
 import warnings
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -55,7 +57,7 @@ import numpy as np
 from DiffIR.data.checks import count_bad_pixels, nonfinite_message, paired_windows, parallel_map, size_mismatch_message
 from DiffIR.data.dgain import parse_dgain_text
 from DiffIR.data.pairing import format_names, pair_format_parts, pair_stems, read_meta_info_file, scan_paired_folders
-from DiffIR.utils.hdr_io import ImageIOError, WindowArg, decode_ldr_bytes, read_hdr
+from DiffIR.utils.hdr_io import ImageIOError, WindowArg, decode_ldr_bytes, read_hdr, resolve_window
 from DiffIR.utils.misc import atomic_open
 from DiffIR.utils.registry import OptionError
 
@@ -199,13 +201,9 @@ def decode_hdr_record(buf: Any, name: str = "<record>", window: WindowArg = None
     """float32 RGB array (or only ``window`` of it) from a stored record; copies only the window's values."""
     dt, h, w, c = _parse_header(buf, name)
     arr = np.frombuffer(buf, dtype=dt, count=h * w * c, offset=HEADER_SIZE).reshape(h, w, c)
-    if window is not None:
-        win = window(h, w) if callable(window) else window
-        if win is not None:
-            top, left, wh, ww = (int(v) for v in win)
-            if top < 0 or left < 0 or wh <= 0 or ww <= 0 or top + wh > h or left + ww > w:
-                raise ValueError(f"crop window (top={top}, left={left}, {wh}x{ww}) lies outside '{name}' of {h}x{w} pixels")
-            arr = arr[top : top + wh, left : left + ww]
+    win = resolve_window(window, h, w, name)
+    if win is not None:
+        arr = win.crop(arr)
     return np.array(arr, dtype=np.float32, order="C")
 
 
@@ -370,6 +368,16 @@ def _negative_counts(env: Any) -> Dict[str, int]:
     return out
 
 
+#: one source pair: (GT stem, LQ stem, the pairing's record of its three files)
+_Item = Tuple[str, str, Mapping[str, str]]
+#: what the writer reports per kind of bad pair
+_PROBLEM_TITLES = {"unreadable": "unreadable or truncated image(s)", "size_mismatch": "pair(s) of different sizes",
+                   "nonfinite": "HDR image(s) with NaN/Inf", "dgain": "bad dgain file(s)",
+                   "range": "HDR image(s) beyond the float16 range"}
+#: a batch is committed at this many pairs' bytes at the latest (keeps a transaction's memory bounded)
+_BATCH_BYTES = 256 << 20
+
+
 def create_lmdb_hdr(
     dataroot_lq: str,
     dataroot_gt: str,
@@ -397,228 +405,301 @@ def create_lmdb_hdr(
     """
     if gt_dtype not in GT_DTYPES:
         raise OptionError(f"--gt-dtype must be one of {', '.join(GT_DTYPES)}, got {gt_dtype!r}")
-    where = "create_lmdb_hdr"
-    for flag, folder in (("--lq", dataroot_lq), ("--gt", dataroot_gt), ("--dgain", dataroot_dgain)):
-        if not os.path.isdir(folder):
-            what = "does not exist" if not os.path.exists(folder) else "is not a folder"
-            raise OptionError(f"{flag} '{folder}' {what}. Fix: pass the folder of the "
-                              f"{dict(lq='LDR images', gt='HDR images', dgain='dgain .txt files')[flag[2:]]}.")
-    records = scan_paired_folders(dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where, meta_info_file)
-    items = [(os.path.splitext(os.path.basename(r["gt_path"]))[0], os.path.splitext(os.path.basename(r["lq_path"]))[0], r)
-             for r in records]
-    config = {
-        "sources": {"lq": os.path.abspath(dataroot_lq), "gt": os.path.abspath(dataroot_gt),
-                    "dgain": os.path.abspath(dataroot_dgain)},
-        "gt_dtype": gt_dtype,
-        "filename_tmpl": filename_tmpl,
-        "meta_info_file": os.path.abspath(meta_info_file) if meta_info_file else None,
-    }
-    paths = lmdb_paths(out_dir)
+    build = _Build.from_sources(dataroot_lq, dataroot_gt, dataroot_dgain, out_dir, gt_dtype, filename_tmpl,
+                                meta_info_file, log)
     try:
-        return _build(items, config, paths, out_dir, gt_dtype, batch_items, initial_map_size, threads, progress, log)
+        os.makedirs(out_dir, exist_ok=True)
+        try:
+            finished = _inspect(build)
+            if finished is not None:
+                return finished
+            plan = _plan(build, initial_map_size)
+            t0 = time.time()
+            written, problems = _write(build, plan, batch_items, threads, progress)
+            _raise_problems(build, problems, len(plan.done) + written)
+            return _finish(build, written, len(plan.done), time.time() - t0)
+        finally:
+            for env in build.envs.values():
+                env.close()
     except OSError as e:  # a full disk outside LMDB's own writes (folders, meta_info.txt)
         if e.errno in _DISK_FULL_ERRNOS:
             raise disk_full_error(str(out_dir), str(e)) from None
         raise
 
 
-def _build(items: List[Tuple[str, str, Mapping[str, str]]], config: Dict[str, Any], paths: Dict[str, str],
-           out_dir: str, gt_dtype: str, batch_items: int, initial_map_size: int, threads: Optional[int],
-           progress: bool, log: Callable[[str], None]) -> Dict[str, Any]:
-    """The body of :func:`create_lmdb_hdr` once the sources are paired."""
-    os.makedirs(out_dir, exist_ok=True)
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
 
-    # -- what is there already?
-    present = {k: os.path.exists(os.path.join(p, "data.mdb")) for k, p in paths.items()}
-    for k, p in paths.items():
-        if os.path.exists(p) and not os.path.isdir(p):
-            raise LmdbBuildError(f"'{p}' exists and is not a folder. Fix: choose another --out or remove it.")
-        if os.path.isdir(p) and not present[k] and any(os.scandir(p)):
-            raise LmdbBuildError(f"'{p}' exists and holds files but no LMDB. Fix: choose another --out or empty it.")
-    envs: Dict[str, Any] = {}
+
+@dataclass
+class _Build:
+    """One run of the writer: the paired sources, the configuration it records, and the open databases."""
+
+    out_dir: str
+    items: List[_Item]
+    config: Dict[str, Any]
+    log: Callable[[str], None]
+    paths: Dict[str, str] = field(default_factory=dict)
+    envs: Dict[str, Any] = field(default_factory=dict)
+    states: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # of the databases already there
+    build_id: str = ""
+
+    @classmethod
+    def from_sources(cls, dataroot_lq: str, dataroot_gt: str, dataroot_dgain: str, out_dir: str, gt_dtype: str,
+                     filename_tmpl: str, meta_info_file: Optional[str], log: Callable[[str], None]) -> "_Build":
+        """Pair the three source folders (refusing missing ones) and record what the build is made of."""
+        for flag, folder in (("--lq", dataroot_lq), ("--gt", dataroot_gt), ("--dgain", dataroot_dgain)):
+            if not os.path.isdir(folder):
+                what = "does not exist" if not os.path.exists(folder) else "is not a folder"
+                raise OptionError(f"{flag} '{folder}' {what}. Fix: pass the folder of the "
+                                  f"{dict(lq='LDR images', gt='HDR images', dgain='dgain .txt files')[flag[2:]]}.")
+        records = scan_paired_folders(dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, "create_lmdb_hdr",
+                                      meta_info_file)
+        items = [(_stem(r["gt_path"]), _stem(r["lq_path"]), r) for r in records]
+        config = {
+            "sources": {"lq": os.path.abspath(dataroot_lq), "gt": os.path.abspath(dataroot_gt),
+                        "dgain": os.path.abspath(dataroot_dgain)},
+            "gt_dtype": gt_dtype,
+            "filename_tmpl": filename_tmpl,
+            "meta_info_file": os.path.abspath(meta_info_file) if meta_info_file else None,
+        }
+        return cls(out_dir, items, config, log, lmdb_paths(out_dir))
+
+    @property
+    def gt_dtype(self) -> str:
+        return self.config["gt_dtype"]
+
+    def summary(self, written: int, skipped: int, negatives: Mapping[str, int]) -> Dict[str, Any]:
+        return {"out": str(self.out_dir), "pairs": len(self.items), "written": written, "skipped": skipped,
+                "negatives": dict(negatives), "complete": True}
+
+
+# -- inspect: what is in OUT already, and may this build add to it? ----------------------------------
+def _inspect(b: _Build) -> Optional[Dict[str, Any]]:
+    """Open the databases already in ``OUT`` and refuse anything this build must not mix into.
+
+    Returns the summary when ``OUT`` already holds exactly this build, complete (nothing to do).
+    """
+    present = [k for k in KINDS if _holds_lmdb(b.paths[k])]
+    for k in present:
+        b.envs[k] = _open_env(b.paths[k], 1 << 20)
+        b.states[k] = _own_state(b, k)
+    held_ids = {b.states[k].get("build_id") for k in present}
+    if len(held_ids) > 1:
+        shown = ", ".join(f"{b.paths[k]} ({b.states[k].get('build_id') or 'no build id'})" for k in present)
+        raise LmdbBuildError(f"'{b.out_dir}' holds LMDBs of different builds: {shown}. Refusing to add to them. "
+                             f"Fix: write to another --out, or delete '{b.out_dir}' to rebuild.")
+    b.build_id = next(iter(held_ids)) if held_ids and None not in held_ids else uuid.uuid4().hex
+    complete = [k for k in present if b.states[k].get("complete")]
+    if present and len(present) < len(KINDS) and complete:
+        missing = [b.paths[k] for k in KINDS if k not in present]
+        raise LmdbBuildError(f"'{b.out_dir}' is incomplete: {', '.join(missing)} is missing next to the complete "
+                             f"{', '.join(b.paths[k] for k in present)}. Fix: delete '{b.out_dir}' and build it again.")
+    if len(complete) < len(KINDS):
+        return None
+    have_keys, wanted = _existing_keys(b.envs["gt"]), {g.encode("utf-8") for g, _, _ in b.items}
+    if have_keys == wanted:
+        b.log(f"'{b.out_dir}' is already complete ({len(b.items)} pairs); nothing to do.")
+        return b.summary(0, len(b.items), b.states["gt"].get("negatives", {}))
+    raise LmdbBuildError(
+        f"'{b.out_dir}' already holds a complete LMDB of {len(have_keys)} pairs, but the folders now give "
+        f"{len(b.items)} pairs ({len(wanted - have_keys)} new, {len(have_keys - wanted)} no longer present). "
+        f"Refusing to change a finished set. Fix: write to another --out, or delete '{b.out_dir}' to rebuild."
+    )
+
+
+def _holds_lmdb(path: str) -> bool:
+    """Whether ``path`` holds an LMDB; refuses a file, or a folder of other files, where one is to go."""
+    present = os.path.exists(os.path.join(path, "data.mdb"))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise LmdbBuildError(f"'{path}' exists and is not a folder. Fix: choose another --out or remove it.")
+    if os.path.isdir(path) and not present and any(os.scandir(path)):
+        raise LmdbBuildError(f"'{path}' exists and holds files but no LMDB. Fix: choose another --out or empty it.")
+    return present
+
+
+def _own_state(b: _Build, kind: str) -> Dict[str, Any]:
+    """The state record of the open ``kind`` database, which must be this build's kind, version and config."""
+    path, state = b.paths[kind], _read_state(b.envs[kind])
+    if state is None:
+        raise LmdbBuildError(f"'{path}' is an LMDB that this program did not write (no {FORMAT_NAME} state record; "
+                             f"e.g. an origin-fork LMDB). Fix: choose another --out, or delete it to rebuild.")
+    if state.get("kind") != kind or state.get("version") != FORMAT_VERSION:
+        raise LmdbBuildError(f"'{path}' holds a '{state.get('kind')}' LMDB (version {state.get('version')}), "
+                             f"not '{kind}' v{FORMAT_VERSION}. Fix: choose another --out.")
+    if state.get("config") != b.config:
+        old = state.get("config") or {}
+        diff = [f"{f}: {old.get(f)!r} -> {b.config[f]!r}" for f in b.config if old.get(f) != b.config[f]]
+        raise LmdbBuildError(
+            f"'{b.out_dir}' already holds an LMDB built with other sources or options ({'; '.join(diff)}). "
+            f"Refusing to mix them. Fix: write to another --out, or delete '{b.out_dir}' to rebuild."
+        )
+    return state
+
+
+# -- plan: start or resume -------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    done: List[_Item]  # stored in all three databases already
+    todo: List[_Item]
+    stale: Dict[str, List[bytes]]  # keys per database that the sources no longer give, deleted with the first batch
+
+
+def _base_state(b: _Build) -> Dict[str, Any]:
+    return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": b.config, "complete": False,
+            "build_id": b.build_id}
+
+
+def _plan(b: _Build, initial_map_size: int) -> _Plan:
+    """Create the missing databases (marked incomplete) and split the pairs into stored and to write."""
+    for k, p in b.paths.items():
+        if k not in b.envs:
+            os.makedirs(p, exist_ok=True)
+            b.envs[k] = _open_env(p, initial_map_size)
+            _put_batch(b.envs[k], [], state={**_base_state(b), "kind": k})
+    have = {k: _existing_keys(b.envs[k]) for k in KINDS}
+    gt_wanted = {g.encode("utf-8") for g, _, _ in b.items}
+    lq_wanted = {q.encode("utf-8") for _, q, _ in b.items}
+    stale = {"gt": have["gt"] - gt_wanted, "lq": have["lq"] - lq_wanted, "dgain": have["dgain"] - lq_wanted}
+    stale["gt"] |= {NEG_PREFIX + k for k in stale["gt"]}
+    done = [(g, q, r) for g, q, r in b.items if g.encode("utf-8") in have["gt"]
+            and q.encode("utf-8") in have["lq"] and q.encode("utf-8") in have["dgain"]]
+    done_set = {g for g, _, _ in done}
+    todo = [it for it in b.items if it[0] not in done_set]
+    if done:
+        b.log(f"Resuming '{b.out_dir}': {len(done)} of {len(b.items)} pairs are already stored; writing {len(todo)}.")
+    return _Plan(done, todo, {k: sorted(v) for k, v in stale.items()})
+
+
+# -- write: decode and check each pair, commit in batches -------------------------------------------
+def _load_pair(item: _Item, gt_dtype: str) -> Tuple[_Item, Optional[Tuple[str, str]], Optional[Dict[str, Any]]]:
+    """``(item, (problem kind, message), records to store)``: one pair read and checked (in a worker thread)."""
+    _, _, rec = item
     try:
-        states: Dict[str, Optional[Dict[str, Any]]] = {}
-        for k, p in paths.items():
-            if present[k]:
-                envs[k] = _open_env(p, 1 << 20)
-                states[k] = _read_state(envs[k])
-                if states[k] is None:
-                    raise LmdbBuildError(
-                        f"'{p}' is an LMDB that this program did not write (no {FORMAT_NAME} state record; e.g. an "
-                        f"origin-fork LMDB). Fix: choose another --out, or delete it to rebuild."
-                    )
-                if states[k].get("kind") != k or states[k].get("version") != FORMAT_VERSION:
-                    raise LmdbBuildError(f"'{p}' holds a '{states[k].get('kind')}' LMDB (version {states[k].get('version')}), "
-                                         f"not '{k}' v{FORMAT_VERSION}. Fix: choose another --out.")
-                if states[k].get("config") != config:
-                    old = states[k].get("config") or {}
-                    diff = [f"{f}: {old.get(f)!r} -> {config[f]!r}" for f in config if old.get(f) != config[f]]
-                    raise LmdbBuildError(
-                        f"'{out_dir}' already holds an LMDB built with other sources or options ({'; '.join(diff)}). "
-                        f"Refusing to mix them. Fix: write to another --out, or delete '{out_dir}' to rebuild."
-                    )
-        held_ids = {states[k].get("build_id") for k in KINDS if present[k]}
-        if len(held_ids) > 1:
-            shown = ", ".join(f"{paths[k]} ({states[k].get('build_id') or 'no build id'})" for k in KINDS if present[k])
-            raise LmdbBuildError(f"'{out_dir}' holds LMDBs of different builds: {shown}. Refusing to add to them. "
-                                 f"Fix: write to another --out, or delete '{out_dir}' to rebuild.")
-        build_id = next(iter(held_ids)) if held_ids and None not in held_ids else uuid.uuid4().hex
-        if any(present.values()) and not all(present.values()):
-            missing = [paths[k] for k in KINDS if not present[k]]
-            done_db = [paths[k] for k in KINDS if present[k]]
-            if any(states[k].get("complete") for k in KINDS if present[k]):
-                raise LmdbBuildError(f"'{out_dir}' is incomplete: {', '.join(missing)} is missing next to the complete "
-                                     f"{', '.join(done_db)}. Fix: delete '{out_dir}' and build it again.")
-        wanted = {g.encode("utf-8") for g, _, _ in items}
-        if all(present.values()) and all(states[k].get("complete") for k in KINDS):
-            have_keys = _existing_keys(envs["gt"])
-            if have_keys == wanted:
-                log(f"'{out_dir}' is already complete ({len(items)} pairs); nothing to do.")
-                return {"out": str(out_dir), "pairs": len(items), "written": 0, "skipped": len(items),
-                        "negatives": states["gt"].get("negatives", {}), "complete": True}
-            new = len(wanted - have_keys)
-            gone = len(have_keys - wanted)
-            raise LmdbBuildError(
-                f"'{out_dir}' already holds a complete LMDB of {len(have_keys)} pairs, but the folders now give "
-                f"{len(items)} pairs ({new} new, {gone} no longer present). Refusing to change a finished set. "
-                f"Fix: write to another --out, or delete '{out_dir}' to rebuild."
-            )
+        lq_bytes = Path(rec["lq_path"]).read_bytes()
+        lq = decode_ldr_bytes(lq_bytes, name=rec["lq_path"])
+        hdr = read_hdr(rec["gt_path"])
+    except (OSError, ValueError) as e:
+        return item, ("unreadable", str(e)), None
+    if lq.shape[:2] != hdr.shape[:2]:
+        return item, ("size_mismatch", size_mismatch_message(rec["lq_path"], lq.shape, rec["gt_path"], hdr.shape)), None
+    try:
+        dg_bytes = Path(rec["dgain_path"]).read_bytes()
+        parse_dgain_text(dg_bytes, source=rec["dgain_path"])
+    except (OSError, ValueError) as e:
+        return item, ("dgain", str(e)), None
+    counts = count_bad_pixels(hdr)
+    if counts.nonfinite:
+        return item, ("nonfinite", nonfinite_message(rec["gt_path"], counts.nonfinite)), None
+    if gt_dtype == "float16" and hdr.size and float(np.abs(hdr).max()) > FLOAT16_MAX:
+        return item, ("range", f"HDR '{rec['gt_path']}' has values up to {float(np.abs(hdr).max()):.6g}, beyond "
+                               f"float16's {FLOAT16_MAX:.0f}. Fix: build with --gt-dtype float32."), None
+    return item, None, {"lq": lq_bytes, "gt": encode_hdr_record(hdr, gt_dtype), "dgain": dg_bytes,
+                        "negative": counts.negative}
 
-        # -- start or resume
-        base_state = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config, "complete": False,
-                      "build_id": build_id}
-        for k, p in paths.items():
-            if k not in envs:
-                os.makedirs(p, exist_ok=True)
-                envs[k] = _open_env(p, initial_map_size)
-                _put_batch(envs[k], [], state={**base_state, "kind": k})
-        key_sets = {k: _existing_keys(envs[k]) for k in KINDS}
-        lq_wanted = {q.encode("utf-8") for _, q, _ in items}
-        stale = {"gt": key_sets["gt"] - wanted, "lq": key_sets["lq"] - lq_wanted, "dgain": key_sets["dgain"] - lq_wanted}
-        stale["gt"] |= {NEG_PREFIX + k for k in stale["gt"]}
-        done = [(g, q, r) for g, q, r in items if g.encode("utf-8") in key_sets["gt"]
-                and q.encode("utf-8") in key_sets["lq"] and q.encode("utf-8") in key_sets["dgain"]]
-        done_set = {g for g, _, _ in done}
-        todo = [it for it in items if it[0] not in done_set]
-        if done:
-            log(f"Resuming '{out_dir}': {len(done)} of {len(items)} pairs are already stored; writing {len(todo)}.")
 
-        # -- write
-        problems: Dict[str, List[str]] = {"unreadable": [], "size_mismatch": [], "nonfinite": [], "dgain": [], "range": []}
+class _Batches:
+    """Records collected into batches, each committed to the three databases (gt first).
 
-        def load(item: Tuple[str, str, Mapping[str, str]]):
-            g, q, rec = item
-            try:
-                lq_bytes = Path(rec["lq_path"]).read_bytes()
-                lq = decode_ldr_bytes(lq_bytes, name=rec["lq_path"])
-                hdr = read_hdr(rec["gt_path"])
-            except (OSError, ValueError) as e:
-                return item, ("unreadable", str(e)), None
-            if lq.shape[:2] != hdr.shape[:2]:
-                return item, ("size_mismatch", size_mismatch_message(rec["lq_path"], lq.shape, rec["gt_path"], hdr.shape)), None
-            try:
-                dg_bytes = Path(rec["dgain_path"]).read_bytes()
-                parse_dgain_text(dg_bytes, source=rec["dgain_path"])
-            except (OSError, ValueError) as e:
-                return item, ("dgain", str(e)), None
-            nonfinite, negative = count_bad_pixels(hdr)
-            if nonfinite:
-                return item, ("nonfinite", nonfinite_message(rec["gt_path"], nonfinite)), None
-            if gt_dtype == "float16" and hdr.size and float(np.abs(hdr).max()) > FLOAT16_MAX:
-                return item, ("range", f"HDR '{rec['gt_path']}' has values up to {float(np.abs(hdr).max()):.6g}, beyond "
-                                       f"float16's {FLOAT16_MAX:.0f}. Fix: build with --gt-dtype float32."), None
-            return item, None, {"lq": lq_bytes, "gt": encode_hdr_record(hdr, gt_dtype), "dgain": dg_bytes,
-                                "negative": negative}
+    A pair counts as stored once all three databases have it, so a crash between the commits only costs
+    writing that batch again. The first commit also deletes the plan's stale keys.
+    """
 
-        bar = None
-        if progress:
-            from tqdm import tqdm
+    def __init__(self, envs: Mapping[str, Any], stale: Mapping[str, Sequence[bytes]], batch_items: int) -> None:
+        self.envs, self.stale, self.batch_items = envs, stale, batch_items
+        self.records: Dict[str, List[Tuple[bytes, bytes]]] = {k: [] for k in KINDS}
+        self.bytes = 0
+        self.first = True
 
-            bar = tqdm(total=len(items), initial=len(done), unit="pair", desc=f"LMDB {os.path.basename(str(out_dir))}",
-                       dynamic_ncols=True)
-        batch: Dict[str, List[Tuple[bytes, bytes]]] = {k: [] for k in KINDS}
-        batch_bytes = 0
-        written = 0
-        first = True
+    def add(self, gt_stem: str, lq_stem: str, out: Mapping[str, Any]) -> None:
+        gk, qk = gt_stem.encode("utf-8"), lq_stem.encode("utf-8")
+        self.records["gt"] += [(gk, out["gt"]), (NEG_PREFIX + gk, str(int(out["negative"])).encode("ascii"))]
+        self.records["lq"].append((qk, out["lq"]))
+        self.records["dgain"].append((qk, out["dgain"]))
+        self.bytes += len(out["gt"]) + len(out["lq"])
+        if len(self.records["lq"]) >= self.batch_items or self.bytes >= _BATCH_BYTES:
+            self.flush()
 
-        def flush() -> None:
-            nonlocal batch, batch_bytes, first
-            if not any(batch.values()) and not first:
-                return
-            # gt first (with the negative counts of its pairs), then lq, dgain; a pair counts as stored
-            # once all three have it, so a crash between the commits only costs re-writing the batch
-            _put_batch(envs["gt"], batch["gt"], sorted(stale["gt"]) if first else ())
-            _put_batch(envs["lq"], batch["lq"], sorted(stale["lq"]) if first else ())
-            _put_batch(envs["dgain"], batch["dgain"], sorted(stale["dgain"]) if first else ())
-            batch = {k: [] for k in KINDS}
-            batch_bytes = 0
-            first = False
+    def flush(self) -> None:
+        if not any(self.records.values()) and not self.first:
+            return
+        for k in ("gt", "lq", "dgain"):
+            _put_batch(self.envs[k], self.records[k], self.stale[k] if self.first else ())
+        self.records = {k: [] for k in KINDS}
+        self.bytes = 0
+        self.first = False
 
-        t0 = time.time()
-        for (g, q, rec), err, out in parallel_map(load, todo, threads or max(1, min(8, os.cpu_count() or 1))):
-            if bar is not None:
-                bar.update(1)
-            if err is not None:
-                problems[err[0]].append(err[1])
-                continue
-            gk, qk = g.encode("utf-8"), q.encode("utf-8")
-            batch["gt"].append((gk, out["gt"]))
-            batch["lq"].append((qk, out["lq"]))
-            batch["dgain"].append((qk, out["dgain"]))
-            batch["gt"].append((NEG_PREFIX + gk, str(int(out["negative"])).encode("ascii")))
-            batch_bytes += len(out["gt"]) + len(out["lq"])
-            written += 1
-            if len(batch["lq"]) >= batch_items or batch_bytes >= (256 << 20):
-                flush()
-        flush()
+
+def _write(b: _Build, plan: _Plan, batch_items: int, threads: Optional[int],
+           progress: bool) -> Tuple[int, Dict[str, List[str]]]:
+    """Store every pair of the plan that passes its checks; ``(pairs written, problems by kind)``."""
+    problems: Dict[str, List[str]] = {k: [] for k in _PROBLEM_TITLES}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(b.items), initial=len(plan.done), unit="pair",
+                   desc=f"LMDB {os.path.basename(str(b.out_dir))}", dynamic_ncols=True)
+    batches = _Batches(b.envs, plan.stale, batch_items)
+    written = 0
+    load = partial(_load_pair, gt_dtype=b.gt_dtype)
+    for (g, q, _), err, out in parallel_map(load, plan.todo, threads or max(1, min(8, os.cpu_count() or 1))):
         if bar is not None:
-            bar.close()
+            bar.update(1)
+        if err is not None:
+            problems[err[0]].append(err[1])
+            continue
+        batches.add(g, q, out)
+        written += 1
+    batches.flush()
+    if bar is not None:
+        bar.close()
+    return written, problems
 
-        n_problems = sum(len(v) for v in problems.values())
-        if n_problems:
-            titles = {"unreadable": "unreadable or truncated image(s)", "size_mismatch": "pair(s) of different sizes",
-                      "nonfinite": "HDR image(s) with NaN/Inf", "dgain": "bad dgain file(s)",
-                      "range": "HDR image(s) beyond the float16 range"}
-            text = "\n".join(f"  {len(v)} {titles[k]}:\n    " + "\n    ".join(v[:20])
-                             + (f"\n    ... and {len(v) - 20} more" if len(v) > 20 else "")
-                             for k, v in problems.items() if v)
-            raise LmdbBuildError(
-                f"{n_problems} of {len(items)} pairs could not be stored in '{out_dir}':\n{text}\n"
-                f"The other {len(done) + written} pairs are stored; the LMDB stays marked incomplete (readers refuse it). "
-                f"Fix these files and run the same command again: only the missing pairs are written."
-            )
 
-        # -- finish: meta_info first, then the complete flag (a reader needs both)
-        metas: Dict[str, List[str]] = {k: [] for k in KINDS}
-        with envs["gt"].begin(buffers=True) as txn:
-            for g, q, rec in items:
-                shp = hdr_record_shape(txn.get(g.encode("utf-8")), g)
-                shape = f"({shp[0]},{shp[1]},{shp[2]})"
-                ext = os.path.splitext(rec["lq_path"])[1].lower().lstrip(".")
-                metas["lq"].append(f"{q} {shape} {ext}")
-                metas["gt"].append(f"{g} {shape} {gt_dtype}")
-                metas["dgain"].append(f"{q} () txt")
-        for k in KINDS:
-            _write_meta_info(paths[k], metas[k])
-        negatives = {g: n for g, n in _negative_counts(envs["gt"]).items() if n > 0}
-        summary = {"pairs": len(items), "negatives": negatives, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                   "validated": True}
-        for k in KINDS:
-            _put_batch(envs[k], [], state={**base_state, "kind": k, "complete": True, **summary})
-        for k, env in envs.items():
-            try:
-                env.sync(True)
-            except _lmdb().Error as e:
-                raise _write_error(paths[k], e, 0) from None
-        dt = time.time() - t0
-        log(f"Wrote {written} pairs to '{out_dir}' ({len(items)} in all, gt {gt_dtype}) in {dt:.1f}s."
-            + (f" {len(negatives)} HDR image(s) have negative values (stored as they are; training clamps them to 0): "
-               f"{format_names(sorted(negatives))}" if negatives else ""))
-        return {"out": str(out_dir), "pairs": len(items), "written": written, "skipped": len(done),
-                "negatives": negatives, "complete": True}
-    finally:
-        for env in envs.values():
-            env.close()
+def _raise_problems(b: _Build, problems: Mapping[str, List[str]], stored: int) -> None:
+    """Every pair that could not be stored, in one error; the build stays incomplete and resumable."""
+    n_problems = sum(len(v) for v in problems.values())
+    if not n_problems:
+        return
+    text = "\n".join(f"  {len(v)} {_PROBLEM_TITLES[k]}:\n    " + "\n    ".join(v[:20])
+                     + (f"\n    ... and {len(v) - 20} more" if len(v) > 20 else "")
+                     for k, v in problems.items() if v)
+    raise LmdbBuildError(
+        f"{n_problems} of {len(b.items)} pairs could not be stored in '{b.out_dir}':\n{text}\n"
+        f"The other {stored} pairs are stored; the LMDB stays marked incomplete (readers refuse it). "
+        f"Fix these files and run the same command again: only the missing pairs are written."
+    )
+
+
+# -- finish: meta_info first, then the complete flag (a reader needs both) ----------------------------
+def _finish(b: _Build, written: int, skipped: int, seconds: float) -> Dict[str, Any]:
+    """Write the meta_info.txt files, mark the three databases complete, and sync them to disk."""
+    metas: Dict[str, List[str]] = {k: [] for k in KINDS}
+    with b.envs["gt"].begin(buffers=True) as txn:
+        for g, q, rec in b.items:
+            shp = hdr_record_shape(txn.get(g.encode("utf-8")), g)
+            shape = f"({shp[0]},{shp[1]},{shp[2]})"
+            ext = os.path.splitext(rec["lq_path"])[1].lower().lstrip(".")
+            metas["lq"].append(f"{q} {shape} {ext}")
+            metas["gt"].append(f"{g} {shape} {b.gt_dtype}")
+            metas["dgain"].append(f"{q} () txt")
+    for k in KINDS:
+        _write_meta_info(b.paths[k], metas[k])
+    negatives = {g: n for g, n in _negative_counts(b.envs["gt"]).items() if n > 0}
+    done = {"pairs": len(b.items), "negatives": negatives, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "validated": True}
+    for k in KINDS:
+        _put_batch(b.envs[k], [], state={**_base_state(b), "kind": k, "complete": True, **done})
+    for k, env in b.envs.items():
+        try:
+            env.sync(True)
+        except _lmdb().Error as e:
+            raise _write_error(b.paths[k], e, 0) from None
+    b.log(f"Wrote {written} pairs to '{b.out_dir}' ({len(b.items)} in all, gt {b.gt_dtype}) in {seconds:.1f}s."
+          + (f" {len(negatives)} HDR image(s) have negative values (stored as they are; training clamps them to 0): "
+             f"{format_names(sorted(negatives))}" if negatives else ""))
+    return b.summary(written, skipped, negatives)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -649,68 +730,14 @@ class LmdbPairReader:
         if self.has_dgain:
             self.db["dgain"] = str(dataroot_dgain)
         self.allow_pickle = bool(allow_pickle)
-        self.legacy = False
         self.state: Dict[str, Any] = {}
-        keys: Dict[str, Dict[str, str]] = {}
-        self.shapes: Dict[str, Dict[str, Tuple[int, ...]]] = {}
-        states = {}
-        for role, path in self.db.items():
-            option = f"dataroot_{role}"
-            if not os.path.isfile(os.path.join(path, "data.mdb")):
-                what = "does not exist" if not os.path.exists(path) else "is not an LMDB folder (no data.mdb)"
-                raise OptionError(
-                    f"'{where}:{option}' = '{path}' {what}. Fix: build the LMDBs with python scripts/create_lmdb_hdr.py "
-                    f"--lq DIR --gt DIR --dgain DIR --out OUT and point dataroot_lq/gt/dgain at OUT/lq.lmdb, "
-                    f"OUT/gt.lmdb, OUT/dgain.lmdb; or use io_backend: {{type: disk}} with image folders."
-                )
-            states[role] = _read_state(_reader_env(path))
-        kinds_seen = {role: (st or {}).get("kind") for role, st in states.items()}
-        if all(st is None for st in states.values()):
-            self.legacy = True
-        elif any(st is None for st in states.values()):
-            odd = [self.db[r] for r, st in states.items() if st is None]
-            raise OptionError(f"'{where}': {', '.join(odd)} is not an LMDB written by scripts/create_lmdb_hdr.py while the "
-                              f"others are. Fix: point all three dataroots at one build (OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb).")
-        if not self.legacy and not (self.gt_hdr and self.has_dgain):
-            raise OptionError(f"'{where}': '{self.db['gt']}' was written by scripts/create_lmdb_hdr.py and holds HDR "
-                              f"targets with dgain entries, which this dataset does not read. Fix: point it at an LMDB "
-                              f"of this dataset's kind.")
+        states = self._read_states()
+        self.legacy = all(st is None for st in states.values())
         if not self.legacy:
-            for role, st in states.items():
-                if kinds_seen[role] != role:
-                    raise OptionError(
-                        f"'{where}:dataroot_{role}' = '{self.db[role]}' holds the '{kinds_seen[role]}' database. Fix: set "
-                        f"dataroot_{role} to the {role}.lmdb folder of the build."
-                    )
-                if st.get("version") != FORMAT_VERSION:
-                    raise OptionError(f"'{self.db[role]}' is format version {st.get('version')}; this program reads "
-                                      f"version {FORMAT_VERSION}. Fix: rebuild it with scripts/create_lmdb_hdr.py.")
-                if not st.get("complete") or not os.path.isfile(os.path.join(self.db[role], "meta_info.txt")):
-                    raise OptionError(
-                        f"'{self.db[role]}' is an unfinished build (interrupted, or stopped by bad input files). Fix: run "
-                        f"python scripts/create_lmdb_hdr.py again with the same arguments; it resumes and finishes it."
-                    )
-            self.state = states["gt"] or {}
-            self._check_build_ids(states)
+            self._check_own_build(states)
         elif self.gt_hdr or self.has_dgain:  # origin-fork layout: pickled arrays / dicts
-            if not self.allow_pickle:
-                raise OptionError(
-                    f"'{where}': '{self.db['gt']}' is not in this program's LMDB format; it looks like the origin fork's "
-                    f"pickled layout. Reading it unpickles the stored data, which can run code written into the file. "
-                    f"Fix: rebuild it with python scripts/create_lmdb_hdr.py (no pickle), or, only if you trust the "
-                    f"file, set io_backend: {{type: lmdb, allow_pickle: true}}."
-                )
-            msg = (f"'{where}': reading the pickled (origin-fork) LMDBs {', '.join(self.db.values())} because "
-                   f"allow_pickle is true. Unpickling runs code stored in those files: use only LMDBs you built or trust, "
-                   f"and prefer rebuilding them with scripts/create_lmdb_hdr.py.")
-            warnings.warn(msg, stacklevel=2)
-            logger.warning(msg)
-        for role, path in self.db.items():
-            if not os.path.isfile(os.path.join(path, "meta_info.txt")):
-                raise OptionError(f"'{where}:dataroot_{role}' = '{path}' has no meta_info.txt. Fix: rebuild the LMDB.")
-            klist, shapes = _read_meta_info(path, self.legacy)
-            keys[role] = {k: os.path.join(path, k) for k in klist}
-            self.shapes[role] = shapes
+            self._allow_pickled()
+        keys = self._read_meta_infos()
         only = read_meta_info_file(meta_info_file, where) if meta_info_file else None
         labels = (f"dataroot_lq='{self.db['lq']}'", f"dataroot_gt='{self.db['gt']}'",
                   f"dataroot_dgain='{self.db.get('dgain')}'")
@@ -722,6 +749,75 @@ class LmdbPairReader:
             if self.has_dgain:
                 rec["dgain_path"] = os.path.join(self.db["dgain"], q)
             self.records.append(rec)
+
+    def _read_states(self) -> Dict[str, Optional[Dict[str, Any]]]:
+        """The state record of each database (None: not written by create_lmdb_hdr); refuses a missing LMDB."""
+        states = {}
+        for role, path in self.db.items():
+            if not os.path.isfile(os.path.join(path, "data.mdb")):
+                what = "does not exist" if not os.path.exists(path) else "is not an LMDB folder (no data.mdb)"
+                raise OptionError(
+                    f"'{self.where}:dataroot_{role}' = '{path}' {what}. Fix: build the LMDBs with python "
+                    f"scripts/create_lmdb_hdr.py --lq DIR --gt DIR --dgain DIR --out OUT and point dataroot_lq/gt/dgain "
+                    f"at OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb; or use io_backend: {{type: disk}} with image folders."
+                )
+            states[role] = _read_state(_reader_env(path))
+        return states
+
+    def _check_own_build(self, states: Mapping[str, Optional[Mapping[str, Any]]]) -> None:
+        """Our format: one finished build of this program's version, each database in its role."""
+        where = self.where
+        if any(st is None for st in states.values()):
+            odd = [self.db[r] for r, st in states.items() if st is None]
+            raise OptionError(f"'{where}': {', '.join(odd)} is not an LMDB written by scripts/create_lmdb_hdr.py while the "
+                              f"others are. Fix: point all three dataroots at one build (OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb).")
+        if not (self.gt_hdr and self.has_dgain):
+            raise OptionError(f"'{where}': '{self.db['gt']}' was written by scripts/create_lmdb_hdr.py and holds HDR "
+                              f"targets with dgain entries, which this dataset does not read. Fix: point it at an LMDB "
+                              f"of this dataset's kind.")
+        for role, st in states.items():
+            if st.get("kind") != role:
+                raise OptionError(
+                    f"'{where}:dataroot_{role}' = '{self.db[role]}' holds the '{st.get('kind')}' database. Fix: set "
+                    f"dataroot_{role} to the {role}.lmdb folder of the build."
+                )
+            if st.get("version") != FORMAT_VERSION:
+                raise OptionError(f"'{self.db[role]}' is format version {st.get('version')}; this program reads "
+                                  f"version {FORMAT_VERSION}. Fix: rebuild it with scripts/create_lmdb_hdr.py.")
+            if not st.get("complete") or not os.path.isfile(os.path.join(self.db[role], "meta_info.txt")):
+                raise OptionError(
+                    f"'{self.db[role]}' is an unfinished build (interrupted, or stopped by bad input files). Fix: run "
+                    f"python scripts/create_lmdb_hdr.py again with the same arguments; it resumes and finishes it."
+                )
+        self.state = dict(states["gt"] or {})
+        self._check_build_ids(states)
+
+    def _allow_pickled(self) -> None:
+        """The origin fork's pickled LMDBs are read only with ``allow_pickle`` (unpickling runs stored code)."""
+        if not self.allow_pickle:
+            raise OptionError(
+                f"'{self.where}': '{self.db['gt']}' is not in this program's LMDB format; it looks like the origin "
+                f"fork's pickled layout. Reading it unpickles the stored data, which can run code written into the "
+                f"file. Fix: rebuild it with python scripts/create_lmdb_hdr.py (no pickle), or, only if you trust the "
+                f"file, set io_backend: {{type: lmdb, allow_pickle: true}}."
+            )
+        msg = (f"'{self.where}': reading the pickled (origin-fork) LMDBs {', '.join(self.db.values())} because "
+               f"allow_pickle is true. Unpickling runs code stored in those files: use only LMDBs you built or trust, "
+               f"and prefer rebuilding them with scripts/create_lmdb_hdr.py.")
+        warnings.warn(msg, stacklevel=3)  # at the code that builds the reader
+        logger.warning(msg)
+
+    def _read_meta_infos(self) -> Dict[str, Dict[str, str]]:
+        """Each database's keys (``key -> display name``) from its meta_info.txt; keeps the sizes it lists."""
+        keys: Dict[str, Dict[str, str]] = {}
+        self.shapes: Dict[str, Dict[str, Tuple[int, ...]]] = {}
+        for role, path in self.db.items():
+            if not os.path.isfile(os.path.join(path, "meta_info.txt")):
+                raise OptionError(f"'{self.where}:dataroot_{role}' = '{path}' has no meta_info.txt. Fix: rebuild the LMDB.")
+            klist, shapes = _read_meta_info(path, self.legacy)
+            keys[role] = {k: os.path.join(path, k) for k in klist}
+            self.shapes[role] = shapes
+        return keys
 
     def _check_build_ids(self, states: Mapping[str, Mapping[str, Any]]) -> None:
         """Refuse databases of different builds; warn once for older builds that carry no id."""
@@ -829,10 +925,9 @@ class LmdbPairReader:
             if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.shape[2] != 3:
                 raise ImageIOError(f"GT entry '{rec['gt_path']}' is not an H x W x 3 array "
                                    f"({type(arr).__name__} {getattr(arr, 'shape', '')}). Fix: rebuild the LMDB.")
-            win_gt = gt_window(arr.shape[0], arr.shape[1])
-            if win_gt is not None:
-                t, l, h, w = win_gt
-                arr = arr[t : t + h, l : l + w]
+            win = resolve_window(gt_window, arr.shape[0], arr.shape[1], rec["gt_path"])
+            if win is not None:
+                arr = win.crop(arr)
             out["gt"] = np.ascontiguousarray(arr[..., ::-1], dtype=np.float32)  # the fork stored OpenCV's BGR
         if self.has_dgain:
             out.update(self.read_dgain(index))

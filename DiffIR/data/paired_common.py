@@ -2,7 +2,7 @@
 
 :class:`PairFormat` tells the pairing (:mod:`DiffIR.data.pairing`), the ``io_backend`` readers and the
 dataset checks which files form a pair; the datasets themselves share
-:class:`~DiffIR.data.ldr_hdr_paired_dataset.PairedImageDataset`.
+:class:`~DiffIR.data.paired_image_dataset.PairedImageDataset`.
 """
 from __future__ import annotations
 

@@ -215,7 +215,6 @@ def pair_stems(
     not listed are ignored.
     """
     check_filename_tmpl(filename_tmpl, where)
-    lq_label, gt_label, dg_label = labels
     out: List[Tuple[str, str]] = []
     gt_missing: List[str] = []
     gt_no_lq: List[str] = []
@@ -237,7 +236,17 @@ def pair_stems(
         out.append((g, q))
     lq_no_gt = [] if only is not None else sorted(os.path.basename(lq[q]) for q in lq if q not in used_lq)
 
-    problems = []  # (problem, its own fix for the collected form)
+    problems = _pairing_problems(labels, filename_tmpl, only_source, gt_missing, gt_no_lq, lq_no_gt, no_dgain)
+    _report_pairing_problems(problems, where, dg is not None, bool(gt_missing))
+    return out
+
+
+def _pairing_problems(labels: Tuple[str, str, str], filename_tmpl: str, only_source: str, gt_missing: Sequence[str],
+                      gt_no_lq: Sequence[str], lq_no_gt: Sequence[str],
+                      no_dgain: Sequence[str]) -> List[Tuple[str, str]]:
+    """``[(problem, its own fix)]``: the fix is shown with each problem when problems are collected."""
+    lq_label, gt_label, dg_label = labels
+    problems = []
     if gt_missing:
         problems.append((
             f"{len(gt_missing)} stem(s) listed in meta_info_file='{only_source}' are not in {gt_label}: {format_names(gt_missing)}",
@@ -253,6 +262,11 @@ def pair_stems(
     if no_dgain:
         problems.append((f"{len(no_dgain)} pair(s) have no dgain file in {dg_label}: {format_names(no_dgain)}",
                          "add the dgain files or remove these pairs"))
+    return problems
+
+
+def _report_pairing_problems(problems: Sequence[Tuple[str, str]], where: str, has_dgain: bool, meta_info: bool) -> None:
+    """Hand the problems to an enclosing :func:`collect_pairing_problems`, or raise them as one error."""
     sink = _SINK.get()
     if problems and sink is not None:
         sink.extend(f"{p}. Fix: {fix}." for p, fix in problems)
@@ -260,10 +274,9 @@ def pair_stems(
         raise PairingError(
             f"Unpaired files for '{where}':\n  " + "\n  ".join(p for p, _ in problems)
             + "\nFix: add the missing files or remove the unpaired ones (every stem needs an LQ image, a GT image"
-            + (" and a dgain entry)" if dg is not None else ")")
-            + (", or correct the meta_info_file." if gt_missing else ".")
+            + (" and a dgain entry)" if has_dgain else ")")
+            + (", or correct the meta_info_file." if meta_info else ".")
         )
-    return out
 
 
 def scan_paired_folders(

@@ -15,7 +15,6 @@ writes ``<out>/target`` and ``<out>/input``.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from DiffIR.data.synthetic_hdr import ensure_generated_folders, generate_hdr_scene, synthesize_ldr
+from DiffIR.data.synthetic_hdr import (ensure_generated_folders, generate_hdr_scene, size_arg, synthesize_ldr,
+                                      synthetic_arg_parser)
 from DiffIR.utils.hdr_io import write_ldr
 
 PathLike = Union[str, os.PathLike]
@@ -145,17 +145,11 @@ def ensure_synthetic_deblur_dataset(
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """CLI: generate ``<out>/target`` (sharp) and ``<out>/input`` (blurred)."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--num-images", type=int, default=24)
-    ap.add_argument("--size", type=int, nargs="+", default=[128], help="S or H W")
-    ap.add_argument("--seed", type=int, default=0)
+    ap = synthetic_arg_parser(__doc__.split("\n")[0], default_size=128)
     ap.add_argument("--max-blur", type=int, default=15, help="longest blur path in pixels")
-    ap.add_argument("--no-noise", action="store_true")
     a = ap.parse_args(argv)
     out = Path(a.out)
-    size = a.size[0] if len(a.size) == 1 else tuple(a.size[:2])
-    if not ensure_synthetic_deblur_dataset(out / "target", out / "input", a.num_images, size, a.seed,
+    if not ensure_synthetic_deblur_dataset(out / "target", out / "input", a.num_images, size_arg(a.size), a.seed,
                                            a.max_blur, not a.no_noise):
         print(f"{out}: already complete, nothing to do")
 

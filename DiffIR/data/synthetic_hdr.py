@@ -60,6 +60,8 @@ __all__ = [
     "generate_dataset",
     "ensure_generated_folders",
     "ensure_synthetic_dataset",
+    "synthetic_arg_parser",
+    "size_arg",
     "main",
 ]
 
@@ -96,12 +98,22 @@ def generate_hdr_scene(rng: np.random.Generator, h: int, w: int, hdr_max: float 
     """A random outdoor-like HDR scene, float32 ``h x w x 3`` RGB in ``[1e-3, hdr_max]``.
 
     Designed for ``hdr_max = 1000`` (light sources peak at 800-1000, i.e. 0.8-1.0 x ``hdr_max``).
+    The parts are drawn from ``rng`` in a fixed order (sky and ground, buildings, shadows, lights),
+    so a seed always gives the same scene.
     """
     s = float(hdr_max) / 1000.0
-    yy = np.arange(h, dtype=np.float32)[:, None]
-    xx = np.arange(w, dtype=np.float32)[None, :]
+    img, solid, horizon, illum, albedo = _sky_and_ground(rng, h, w, s)
+    for _ in range(int(rng.integers(2, 7))):
+        _add_building(rng, img, solid, albedo, horizon, illum, s)
+    _add_shadows(rng, img, solid, horizon)
+    _add_lights(rng, img, s)
+    return np.clip(img, 1e-3, float(hdr_max)).astype(np.float32)
 
-    # --- sky above a wavy horizon
+
+def _sky_and_ground(rng: np.random.Generator, h: int, w: int,
+                    s: float) -> Tuple[np.ndarray, np.ndarray, float, float, np.ndarray]:
+    """Sky above a wavy horizon, textured ground below: ``(image, solid mask, horizon row, illumination, albedo)``."""
+    yy = np.arange(h, dtype=np.float32)[:, None]
     horizon = rng.uniform(0.35, 0.65) * h
     wave = cv2.resize(rng.random((1, 7), dtype=np.float32), (w, 1), interpolation=cv2.INTER_CUBIC)[0]
     hline = (np.float32(horizon) + (wave - np.float32(0.5)) * np.float32(0.12 * h)).astype(np.float32)
@@ -114,41 +126,48 @@ def generate_hdr_scene(rng: np.random.Generator, h: int, w: int, hdr_max: float 
     sky_tint = (np.array([0.65, 0.85, 1.2]) * rng.uniform(0.9, 1.1, 3)).astype(np.float32)
     img = sky_lum[:, :, None] * sky_tint
 
-    # --- ground: fractal albedo x illumination x tint
+    # ground: fractal albedo x illumination x tint
     albedo = np.float32(0.05) + np.float32(0.55) * fractal_noise(rng, h, w, octaves=int(rng.integers(4, 7)))
     illum = _loguniform(rng, 5.0, 300.0) * s
     ground_tint = rng.uniform(0.7, 1.1, 3).astype(np.float32)
     ground = albedo[:, :, None] * (np.float32(illum) * ground_tint)
     img = np.where(sky_mask[:, :, None], img, ground).astype(np.float32)
     solid = ~sky_mask
+    return img, solid, horizon, illum, albedo
 
-    # --- buildings with emissive windows
-    for _ in range(int(rng.integers(2, 7))):
-        bw = int(rng.uniform(0.06, 0.2) * w) + 2
-        x0 = int(rng.integers(0, max(1, w - bw)))
-        x1 = min(w, x0 + bw)
-        top = int(max(0.05 * h, horizon - rng.uniform(0.1, 0.45) * h))
-        bottom = int(min(h, horizon + rng.uniform(0.05, 0.25) * h))
-        if bottom - top < 4 or x1 - x0 < 4:
-            continue
-        facade = np.float32(rng.uniform(0.05, 0.35) * illum) * rng.uniform(0.8, 1.05, 3).astype(np.float32)
-        tex = np.float32(0.7) + np.float32(0.6) * albedo[top:bottom, x0:x1, None]
-        block = tex * facade
-        cw, ch = int(rng.integers(6, 14)), int(rng.integers(8, 16))
-        ly = np.arange(bottom - top)[:, None]
-        lx = np.arange(x1 - x0)[None, :]
-        in_win = ((ly % ch) < int(ch * 0.6)) & ((lx % cw) < int(cw * 0.55)) & (ly >= 2) & (lx >= 1)
-        rows, cols = (bottom - top) // ch + 1, (x1 - x0) // cw + 1
-        lit_p = rng.uniform(0.2, 0.6)
-        lit = rng.random((rows, cols)) < lit_p
-        level = rng.uniform(300, 1000, (rows, cols)).astype(np.float32) * np.float32(s)
-        win_val = np.where(lit, level, np.float32(0.02 * illum)).astype(np.float32)[ly // ch, lx // cw]
-        warm = np.array([1.0, 0.85, 0.6], np.float32) * rng.uniform(0.9, 1.0, 3).astype(np.float32)
-        block = np.where(in_win[:, :, None], win_val[:, :, None] * warm, block)
-        img[top:bottom, x0:x1] = block
-        solid[top:bottom, x0:x1] = True
 
-    # --- hard shadows (convex quads) on solid surfaces
+def _add_building(rng: np.random.Generator, img: np.ndarray, solid: np.ndarray, albedo: np.ndarray, horizon: float,
+                  illum: float, s: float) -> None:
+    """One building with emissive windows, drawn into ``img`` (and marked in ``solid``)."""
+    h, w = solid.shape
+    bw = int(rng.uniform(0.06, 0.2) * w) + 2
+    x0 = int(rng.integers(0, max(1, w - bw)))
+    x1 = min(w, x0 + bw)
+    top = int(max(0.05 * h, horizon - rng.uniform(0.1, 0.45) * h))
+    bottom = int(min(h, horizon + rng.uniform(0.05, 0.25) * h))
+    if bottom - top < 4 or x1 - x0 < 4:
+        return
+    facade = np.float32(rng.uniform(0.05, 0.35) * illum) * rng.uniform(0.8, 1.05, 3).astype(np.float32)
+    tex = np.float32(0.7) + np.float32(0.6) * albedo[top:bottom, x0:x1, None]
+    block = tex * facade
+    cw, ch = int(rng.integers(6, 14)), int(rng.integers(8, 16))
+    ly = np.arange(bottom - top)[:, None]
+    lx = np.arange(x1 - x0)[None, :]
+    in_win = ((ly % ch) < int(ch * 0.6)) & ((lx % cw) < int(cw * 0.55)) & (ly >= 2) & (lx >= 1)
+    rows, cols = (bottom - top) // ch + 1, (x1 - x0) // cw + 1
+    lit_p = rng.uniform(0.2, 0.6)
+    lit = rng.random((rows, cols)) < lit_p
+    level = rng.uniform(300, 1000, (rows, cols)).astype(np.float32) * np.float32(s)
+    win_val = np.where(lit, level, np.float32(0.02 * illum)).astype(np.float32)[ly // ch, lx // cw]
+    warm = np.array([1.0, 0.85, 0.6], np.float32) * rng.uniform(0.9, 1.0, 3).astype(np.float32)
+    block = np.where(in_win[:, :, None], win_val[:, :, None] * warm, block)
+    img[top:bottom, x0:x1] = block
+    solid[top:bottom, x0:x1] = True
+
+
+def _add_shadows(rng: np.random.Generator, img: np.ndarray, solid: np.ndarray, horizon: float) -> None:
+    """Hard shadows (convex quads) on solid surfaces."""
+    h, w = solid.shape
     for _ in range(int(rng.integers(1, 4))):
         cx, cy = rng.uniform(0, w), rng.uniform(horizon, h)
         rad = rng.uniform(0.1, 0.35) * min(h, w)
@@ -160,7 +179,12 @@ def generate_hdr_scene(rng: np.random.Generator, h: int, w: int, hdr_max: float 
         sel = (mask > 0) & solid
         img[sel] *= factor
 
-    # --- light sources with halos
+
+def _add_lights(rng: np.random.Generator, img: np.ndarray, s: float) -> None:
+    """Light sources with halos."""
+    h, w = img.shape[:2]
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    xx = np.arange(w, dtype=np.float32)[None, :]
     for _ in range(int(rng.integers(1, 4))):
         cy, cx = rng.uniform(0, 0.8 * h), rng.uniform(0, w)
         r = rng.uniform(2, 10)
@@ -171,8 +195,6 @@ def generate_hdr_scene(rng: np.random.Generator, h: int, w: int, hdr_max: float 
         img += halo[:, :, None] * tint
         disc = d <= np.float32(r)
         img[disc] = np.float32(peak) * tint
-
-    return np.clip(img, 1e-3, float(hdr_max)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -449,87 +471,98 @@ def ensure_generated_folders(
             f"synthetic generation needs {len(targets)} different folders for {', '.join(labels)}; got "
             f"{', '.join(str(t) for t in targets)}"
         )
-
-    def usable() -> bool:
-        states = [_folder_state(t) for t in targets]
-        kinds = [s for s, _ in states]
-        if all(k == "user" for k in kinds):
-            return True
-        if all(k == "ours" for k in kinds):
-            ids = {(m or {}).get("generation_id") for _, m in states}
-            cfgs = [(m or {}).get("config") for _, m in states]
-            if len(ids) == 1 and None not in ids and all(c == config for c in cfgs):
-                return True
-        users = [f"{lab}={t}" for lab, t, k in zip(labels, targets, kinds) if k == "user"]
-        if users:
-            others = [f"{lab}={t} ({k})" for lab, t, k in zip(labels, targets, kinds) if k != "user"]
-            raise FileExistsError(
-                f"Cannot generate the synthetic data set: {', '.join(users)} already hold files that the "
-                f"generator did not make, while {', '.join(others)} would need generating. Fix: point all "
-                f"dataroots at empty/new folders, or remove the 'synthetic' option to use your own data."
-            )
-        return False
-
-    def owned_files() -> List[Tuple[Optional[Dict[str, Any]], List[str]]]:
-        """Per target: (its marker, the files the generator wrote there); refuses foreign files."""
-        out: List[Tuple[Optional[Dict[str, Any]], List[str]]] = []
-        problems = []
-        for i, (lab, t) in enumerate(zip(labels, targets)):
-            kind, marker = _folder_state(t)
-            if kind != "ours":
-                out.append((None, []))
-                continue
-            names = (lambda cfg, i=i: legacy_names(cfg, i)) if legacy_names is not None else None
-            owned, foreign = _owned_files(t, marker, names)
-            if foreign:
-                more = f", ... (+{len(foreign) - 10} more)" if len(foreign) > 10 else ""
-                problems.append(f"{lab}={t}: {', '.join(foreign[:10])}{more}")
-            out.append((marker, owned))
-        if problems:
-            raise FileExistsError(
-                "Cannot regenerate the synthetic data set (its 'synthetic:' options changed, or an earlier "
-                "generation was interrupted): these folders hold files the generator did not write, which it "
-                "will not delete or mix with generated data:\n  " + "\n  ".join(problems)
-                + "\nFix: move those files elsewhere, or choose other dataroots for the synthetic set "
-                  "(or restore the previous 'synthetic:' options)."
-            )
-        return out
-
-    if usable():
+    if _usable(targets, labels, config):
         return False
     anchor = targets[lock_index]
-    lock = anchor.parent / f".{anchor.name}.synthetic.lock"
-    with _file_lock(lock):
-        if usable():  # another process finished while we waited
+    with _file_lock(anchor.parent / f".{anchor.name}.synthetic.lock"):
+        if _usable(targets, labels, config):  # another process finished while we waited
             return False
-        old = owned_files()  # refuse before generating anything
+        old = _generated_files(targets, labels, legacy_names)  # refuse before generating anything
         for t in targets:  # leftovers of an interrupted run (we hold the lock, so none is in progress)
             if t.parent.is_dir():
                 for e in t.parent.glob(f".{t.name}.partial-*"):
                     _remove_partial(e)
-        gid = uuid.uuid4().hex[:12]
         if log is not None:
             log(f"Generating {description} into " + ", ".join(f"{lab}={t}" for lab, t in zip(labels, targets)))
-        tmps = [t.parent / f".{t.name}.partial-{gid}" for t in targets]
-        try:
-            generate(tmps)
-            for t, tmp, (old_marker, old_owned) in zip(targets, tmps, old):
-                files = {e.name: e.stat().st_size for e in sorted(tmp.iterdir(), key=lambda p: p.name) if e.is_file()}
-                marker = {"generation_id": gid, "config": config, "files": files}
-                if _folder_state(t)[0] == "missing":
-                    _write_marker(tmp, marker)
-                    os.rename(tmp, t)
-                else:
-                    _replace_in_place(t, tmp, old_marker, old_owned, marker)
-        finally:
-            for p in tmps:
-                if p.exists():
-                    _remove_partial(p)
-    if not usable():  # pragma: no cover - defensive
+        _generate_and_install(targets, config, generate, old)
+    if not _usable(targets, labels, config):  # pragma: no cover - defensive
         raise RuntimeError(f"synthetic data generation into {targets} did not complete")
     if log is not None:
         log(f"{description[:1].upper()}{description[1:]} is ready.")
     return True
+
+
+def _usable(targets: Sequence[Path], labels: Sequence[str], config: Mapping[str, Any]) -> bool:
+    """True for a complete generation with ``config`` or user data in every folder; refuses a mix of user
+    data and folders that would need generating."""
+    states = [_folder_state(t) for t in targets]
+    kinds = [s for s, _ in states]
+    if all(k == "user" for k in kinds):
+        return True
+    if all(k == "ours" for k in kinds):
+        ids = {(m or {}).get("generation_id") for _, m in states}
+        cfgs = [(m or {}).get("config") for _, m in states]
+        if len(ids) == 1 and None not in ids and all(c == config for c in cfgs):
+            return True
+    users = [f"{lab}={t}" for lab, t, k in zip(labels, targets, kinds) if k == "user"]
+    if users:
+        others = [f"{lab}={t} ({k})" for lab, t, k in zip(labels, targets, kinds) if k != "user"]
+        raise FileExistsError(
+            f"Cannot generate the synthetic data set: {', '.join(users)} already hold files that the "
+            f"generator did not make, while {', '.join(others)} would need generating. Fix: point all "
+            f"dataroots at empty/new folders, or remove the 'synthetic' option to use your own data."
+        )
+    return False
+
+
+def _generated_files(targets: Sequence[Path], labels: Sequence[str],
+                     legacy_names: Optional[Callable[[Mapping[str, Any], int], Sequence[str]]],
+                     ) -> List[Tuple[Optional[Dict[str, Any]], List[str]]]:
+    """Per target: (its marker, the files the generator wrote there); refuses folders with foreign files."""
+    out: List[Tuple[Optional[Dict[str, Any]], List[str]]] = []
+    problems = []
+    for i, (lab, t) in enumerate(zip(labels, targets)):
+        kind, marker = _folder_state(t)
+        if kind != "ours":
+            out.append((None, []))
+            continue
+        names = (lambda cfg, i=i: legacy_names(cfg, i)) if legacy_names is not None else None
+        owned, foreign = _owned_files(t, marker, names)
+        if foreign:
+            more = f", ... (+{len(foreign) - 10} more)" if len(foreign) > 10 else ""
+            problems.append(f"{lab}={t}: {', '.join(foreign[:10])}{more}")
+        out.append((marker, owned))
+    if problems:
+        raise FileExistsError(
+            "Cannot regenerate the synthetic data set (its 'synthetic:' options changed, or an earlier "
+            "generation was interrupted): these folders hold files the generator did not write, which it "
+            "will not delete or mix with generated data:\n  " + "\n  ".join(problems)
+            + "\nFix: move those files elsewhere, or choose other dataroots for the synthetic set "
+              "(or restore the previous 'synthetic:' options)."
+        )
+    return out
+
+
+def _generate_and_install(targets: Sequence[Path], config: Mapping[str, Any], generate: Callable[[List[Path]], None],
+                          old: Sequence[Tuple[Optional[Mapping[str, Any]], Sequence[str]]]) -> None:
+    """Generate into hidden temporary folders, then rename each into place (or move its files into the
+    existing folder, replacing only what the earlier generation ``old`` wrote); never leaves a partial folder."""
+    gid = uuid.uuid4().hex[:12]
+    tmps = [t.parent / f".{t.name}.partial-{gid}" for t in targets]
+    try:
+        generate(tmps)
+        for t, tmp, (old_marker, old_owned) in zip(targets, tmps, old):
+            files = {e.name: e.stat().st_size for e in sorted(tmp.iterdir(), key=lambda p: p.name) if e.is_file()}
+            marker = {"generation_id": gid, "config": config, "files": files}
+            if _folder_state(t)[0] == "missing":
+                _write_marker(tmp, marker)
+                os.rename(tmp, t)
+            else:
+                _replace_in_place(t, tmp, old_marker, old_owned, marker)
+    finally:
+        for p in tmps:
+            if p.exists():
+                _remove_partial(p)
 
 
 def ensure_synthetic_dataset(
@@ -578,21 +611,32 @@ def _legacy_names(cfg: Mapping[str, Any], index: int) -> List[str]:
     return [f"im_{i + 1:06d}.{ext}" for i in range(int(cfg.get("num_images", 0)))]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """CLI: generate ``<out>/jpg``, ``<out>/hdr`` (or ``exr``/``npy``) and ``<out>/dgain_info``."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def synthetic_arg_parser(description: str, default_size: int) -> argparse.ArgumentParser:
+    """The command-line options every synthetic generator takes: ``--out``, ``--num-images``, ``--size``,
+    ``--seed``, ``--no-noise`` (add the generator's own; read the size with :func:`size_arg`)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--num-images", type=int, default=24)
-    ap.add_argument("--size", type=int, nargs="+", default=[192], help="S or H W")
+    ap.add_argument("--size", type=int, nargs="+", default=[default_size], help="S or H W")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-noise", action="store_true")
+    return ap
+
+
+def size_arg(values: Sequence[int]) -> SizeLike:
+    """``--size S`` (square) or ``--size H W``."""
+    return values[0] if len(values) == 1 else (int(values[0]), int(values[1]))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """CLI: generate ``<out>/jpg``, ``<out>/hdr`` (or ``exr``/``npy``) and ``<out>/dgain_info``."""
+    ap = synthetic_arg_parser(__doc__.split("\n")[0], default_size=192)
     ap.add_argument("--gt-format", choices=GT_FORMATS, default="hdr")
     ap.add_argument("--ldr-format", choices=LDR_FORMATS, default="jpg")
-    ap.add_argument("--no-noise", action="store_true")
     a = ap.parse_args(argv)
     out = Path(a.out)
-    size = a.size[0] if len(a.size) == 1 else tuple(a.size[:2])
-    made = ensure_synthetic_dataset(out / "jpg", out / "hdr", out / "dgain_info", a.num_images, size, a.seed,
-                                    gt_format=a.gt_format, ldr_format=a.ldr_format, noise=not a.no_noise)
+    made = ensure_synthetic_dataset(out / "jpg", out / "hdr", out / "dgain_info", a.num_images, size_arg(a.size),
+                                    a.seed, gt_format=a.gt_format, ldr_format=a.ldr_format, noise=not a.no_noise)
     if not made:
         print(f"{out}: already complete, nothing to do")
 

@@ -6,9 +6,12 @@ from typing import List, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from DiffIR.utils.hdr_io import Window
+
 NUM_VARIANTS = 8
 
-__all__ = ["NUM_VARIANTS", "pad_to_size", "paired_random_crop", "apply_variant", "augment_pair", "img2tensor"]
+__all__ = ["NUM_VARIANTS", "pad_to_size", "paired_random_crop", "random_window", "apply_variant", "augment_pair",
+           "img2tensor"]
 
 
 def _size2(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
@@ -51,13 +54,20 @@ def paired_random_crop(
     ch, cw = _size2(size)
     lq = pad_to_size(lq, ch, cw)
     gt = pad_to_size(gt, ch, cw)
-    h, w = lq.shape[:2]
-    top = int(rng.integers(0, h - ch + 1))
-    left = int(rng.integers(0, w - cw + 1))
-    return (
-        np.ascontiguousarray(lq[top : top + ch, left : left + cw]),
-        np.ascontiguousarray(gt[top : top + ch, left : left + cw]),
-    )
+    win = random_window(rng, lq.shape[0], lq.shape[1], ch, cw)
+    return np.ascontiguousarray(win.crop(lq)), np.ascontiguousarray(win.crop(gt))
+
+
+def random_window(rng: np.random.Generator, height: int, width: int, crop_h: int, crop_w: int) -> Window:
+    """A uniformly drawn ``crop_h x crop_w`` window of a ``height x width`` image (top first, then left).
+
+    Along an axis shorter than the crop the window starts at 0 and covers the whole axis: the caller
+    reflect-pads that window up to the crop size (:func:`pad_to_size`), which gives the same patch as
+    padding first and cropping after, without converting the pixels outside the window.
+    """
+    top = int(rng.integers(0, max(height, crop_h) - crop_h + 1))
+    left = int(rng.integers(0, max(width, crop_w) - crop_w + 1))
+    return Window(top, left, min(height, crop_h), min(width, crop_w))
 
 
 def apply_variant(img: np.ndarray, k: int) -> np.ndarray:

@@ -35,7 +35,7 @@ import io
 import os
 import struct
 from pathlib import Path
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 import cv2
 import numpy as np
@@ -43,10 +43,34 @@ import numpy as np
 from DiffIR.utils.misc import atomic_write_bytes
 
 PathLike = Union[str, os.PathLike]
-#: ``(top, left, height, width)`` of a crop
-Window = Tuple[int, int, int, int]
+
+
+class Window(NamedTuple):
+    """``(top, left, height, width)`` of a crop.
+
+    A tuple, so that callers may pass a plain ``(top, left, height, width)`` wherever a window is taken.
+    """
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    @property
+    def bottom(self) -> int:
+        return self.top + self.height
+
+    @property
+    def right(self) -> int:
+        return self.left + self.width
+
+    def crop(self, img: np.ndarray) -> np.ndarray:
+        """The window's view of an ``H x W [x C]`` array (no copy)."""
+        return img[self.top : self.bottom, self.left : self.right]
+
+
 #: a crop, or a function of the decoded image's ``(height, width)`` returning one (or None: whole image)
-WindowArg = Optional[Union[Window, Callable[[int, int], Optional[Window]]]]
+WindowArg = Optional[Union[Tuple[int, int, int, int], Callable[[int, int], Optional[Tuple[int, int, int, int]]]]]
 
 HDR_EXTENSIONS = (".hdr", ".pic", ".exr", ".npy")
 LDR_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -65,6 +89,7 @@ __all__ = [
     "read_image_size",
     "Window",
     "WindowArg",
+    "resolve_window",
 ]
 
 
@@ -115,18 +140,28 @@ def _normalise_channels(img: np.ndarray, name: str, allow_alpha: bool) -> np.nda
     return np.ascontiguousarray(img, dtype=np.float32)
 
 
+def resolve_window(window: WindowArg, height: int, width: int, name: str) -> Optional[Window]:
+    """The crop ``window`` asks of the ``height x width`` image ``name`` (None: the whole image).
+
+    ``window`` is a ``(top, left, height, width)`` tuple or a function of the image size returning one.
+    Every reader resolves its crop here, so a window outside the image is refused with one message.
+    """
+    win = window(height, width) if callable(window) else window
+    if win is None:
+        return None
+    win = Window(*(int(v) for v in win))
+    if win.top < 0 or win.left < 0 or win.height <= 0 or win.width <= 0 or win.bottom > height or win.right > width:
+        raise ValueError(f"crop window (top={win.top}, left={win.left}, {win.height}x{win.width}) lies outside "
+                         f"image '{name}' of {height}x{width} pixels")
+    return win
+
+
 def _apply_window(img: np.ndarray, window: WindowArg, name: str) -> np.ndarray:
     """The ``window`` view of ``img`` (no copy); ``window`` may be a function of ``(height, width)``."""
     if window is None:
         return img
-    h, w = int(img.shape[0]), int(img.shape[1])
-    win = window(h, w) if callable(window) else window
-    if win is None:
-        return img
-    top, left, wh, ww = (int(v) for v in win)
-    if top < 0 or left < 0 or wh <= 0 or ww <= 0 or top + wh > h or left + ww > w:
-        raise ValueError(f"crop window (top={top}, left={left}, {wh}x{ww}) lies outside image '{name}' of {h}x{w} pixels")
-    return img[top : top + wh, left : left + ww]
+    win = resolve_window(window, int(img.shape[0]), int(img.shape[1]), name)
+    return img if win is None else win.crop(img)
 
 
 def _once(window: WindowArg) -> WindowArg:
@@ -160,12 +195,10 @@ def _exr_channels_to_rgb(channels: dict, name: str, window: WindowArg = None) ->
     planes = {k: v.pixels for k, v in channels.items()}
     if window is not None and planes:
         first = np.asarray(next(iter(planes.values())))
-        if callable(window):
-            win = window(int(first.shape[0]), int(first.shape[1]))
-        else:
-            win = window
-        planes = {k: (_apply_window(np.asarray(v), win, name) if np.asarray(v).shape[:2] == first.shape[:2] else v)
-                  for k, v in planes.items()}
+        win = resolve_window(window, int(first.shape[0]), int(first.shape[1]), name)
+        if win is not None:
+            planes = {k: (win.crop(np.asarray(v)) if np.asarray(v).shape[:2] == first.shape[:2] else v)
+                      for k, v in planes.items()}
     names = sorted(planes)
 
     def stack(r: str, g: str, b: str) -> np.ndarray:
@@ -268,17 +301,13 @@ def _decode_radiance(data: bytes, name: str, window: WindowArg) -> Optional[np.n
         layout = _radiance_layout(data[:65536], name)
         if layout is not None:
             h, w, start, end = layout
-            win = window(h, w) if callable(window) else window
+            win = resolve_window(window, h, w, name)
             if win is None:
                 return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-            top, left, wh, ww = (int(v) for v in win)
-            if top < 0 or left < 0 or wh <= 0 or ww <= 0 or top + wh > h or left + ww > w:
-                raise ValueError(f"crop window (top={top}, left={left}, {wh}x{ww}) lies outside image '{name}' "
-                                 f"of {h}x{w} pixels")
-            if top + wh < h:
-                data = data[:start] + f"-Y {top + wh} +X {w}".encode("ascii") + data[end:]
+            if win.bottom < h:
+                data = data[:start] + f"-Y {win.bottom} +X {w}".encode("ascii") + data[end:]
             img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-            return None if img is None else img[top : top + wh, left : left + ww]
+            return None if img is None else win.crop(img)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     return _apply_window(img, window, name) if img is not None else None
 
