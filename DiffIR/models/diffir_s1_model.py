@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 from collections import OrderedDict
 from typing import Any, Dict, Optional
 
@@ -44,7 +43,6 @@ class DiffIRS1Model(BaseModel):
             raise OptionError("DiffIRS1Model needs a 'network_g' section")
         self.net_g = self.model_to_device(build_network(opt["network_g"], "network_g"))
         self.print_network(self.net_g)
-        self._takes_cond = "cond" in inspect.signature(self.get_bare_model(self.net_g).forward).parameters
         path = opt.get("path") or {}
         self._pretrain_path = path.get("pretrain_network_g")
         if self._pretrain_path:
@@ -92,9 +90,7 @@ class DiffIRS1Model(BaseModel):
 
     def _forward(self, net, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None):
         cond = self.cond if cond is None else cond
-        if self._takes_cond:
-            return net(lq, gt, cond=cond)
-        return net(lq, gt)
+        return net(lq, gt, cond=cond)
 
     def compute_losses(self, output: torch.Tensor, gt: torch.Tensor):
         """Sum of the configured losses (in fp32) and the per-loss values for the log."""
