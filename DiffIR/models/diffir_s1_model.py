@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -13,6 +13,9 @@ from DiffIR.models.base_model import BaseModel
 from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.img_util import pad_to_multiple
 from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
+
+#: (target, estimate) of a prior loss: stage 2's teacher IPR and the student's final IPR
+PriorPair = Tuple[torch.Tensor, torch.Tensor]
 
 
 class MixingAugment:
@@ -88,12 +91,16 @@ class DiffIRS1Model(BaseModel):
         if self.is_train and self.mixing is not None and self.net_g.training:
             self.lq, self.gt, self.cond = self.mixing(self.lq, self.gt, self.cond)
 
-    def _forward(self, net, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None):
-        cond = self.cond if cond is None else cond
-        return net(lq, gt, cond=cond)
+    def _forward(self, net: Callable[..., Any], lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor]
+                 ) -> Tuple[torch.Tensor, Optional[PriorPair]]:
+        """Training forward: the restored batch and the (target, estimate) prior pair :meth:`compute_losses`
+        compares; stage 1 has no prior target (its prior is built from the GT), so the pair is None."""
+        out, _ = net(lq, gt, cond=cond)
+        return out, None
 
-    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor):
-        """Sum of the configured losses (in fp32) and the per-loss values for the log."""
+    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor, priors: Optional[PriorPair] = None
+                       ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Sum of the configured image losses (in fp32) and the per-loss values for the log."""
         output = output.float()
         total = 0
         loss_dict = OrderedDict()
@@ -117,8 +124,8 @@ class DiffIRS1Model(BaseModel):
         for i, sl in enumerate(chunks):
             cond = self.cond[sl] if self.cond is not None else None
             with self.no_sync(self.net_g, i == len(chunks) - 1), self.autocast():
-                out, _ = self._forward(self.train_forward, self.lq[sl], self.gt[sl], cond)
-            total, loss_dict = self.compute_losses(out, self.gt[sl])
+                out, priors = self._forward(self.train_forward, self.lq[sl], self.gt[sl], cond)
+            total, loss_dict = self.compute_losses(out, self.gt[sl], priors)
             if not self.backward(total, 1.0 / len(chunks)):
                 stepped = False
                 break
@@ -158,7 +165,7 @@ class DiffIRS1Model(BaseModel):
                 self.output = tiled_forward(lambda lq: net.G(lq, ipr), self.lq, tile=tile, overlap=overlap,
                                             multiple=window)
             else:
-                self.output = tiled_forward(lambda lq, gt: self._forward(net, lq, gt), self.lq, self.gt, tile=tile,
+                self.output = tiled_forward(lambda lq, gt: net(lq, gt, cond=self.cond), self.lq, self.gt, tile=tile,
                                             overlap=overlap, multiple=window)
         net.train(was_training)
 

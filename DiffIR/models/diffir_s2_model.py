@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from DiffIR.archs import build_network
 from DiffIR.losses.kd_loss import KDLoss
-from DiffIR.models.diffir_s1_model import DiffIRS1Model
+from DiffIR.models.diffir_s1_model import DiffIRS1Model, PriorPair
 from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.checkpoint import CheckpointMismatch, extract_state_dict, load_file
 from DiffIR.utils.dist import get_dist_info, reduce_mean
@@ -142,7 +142,6 @@ class DiffIRS2Model(DiffIRS1Model):
                              "the official DiffIRS2Model.")
         self.schedulers = []
         self._active_optimizer = self.optimizer_g
-        self._kd_pair: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
     @staticmethod
     def _read_recipe(train_opt: Dict[str, Any]) -> Dict[str, float]:
@@ -272,25 +271,23 @@ class DiffIRS2Model(DiffIRS1Model):
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def _forward(self, net: nn.Module, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None
-                 ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def _forward(self, net: Callable[..., Any], lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor]
+                 ) -> Tuple[torch.Tensor, Optional[PriorPair]]:
         """Phase-B training forward for the stage-1 loop: the teacher's IPR takes the place of the GT input.
 
-        The (teacher, student) IPR pair is kept for :meth:`compute_losses`, which the loop calls next.
+        Returns the restored batch and the (teacher, student) IPR pair that :meth:`compute_losses` distils.
         """
-        cond = self.cond if cond is None else cond
         target = self.teacher_ipr(lq, gt, cond)
         out, estimates = net(lq, target, cond=cond)
-        self._kd_pair = (target, estimates[-1])
-        return out, estimates
+        return out, (target, estimates[-1])
 
-    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor, priors: Optional[PriorPair] = None
+                       ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """Image losses (stage 1) + the KD L1 of the final IPR; the KL term is logged only (official)."""
+        if priors is None:
+            raise RuntimeError("stage 2's compute_losses needs the (teacher, student) IPR pair that _forward returns")
         total, loss_dict = super().compute_losses(output, gt)
-        if self._kd_pair is None:
-            raise RuntimeError("compute_losses needs the IPR pair of the preceding training forward")
-        target, student = self._kd_pair
-        self._kd_pair = None
+        target, student = priors
         kl, l1 = self.cri_kd(target, student.float())
         n_kd, n_abs = self._kd_names()
         loss_dict[n_kd], loss_dict[n_abs] = kl, l1
