@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -16,6 +16,8 @@ from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
 
 #: (target, estimate) of a prior loss: stage 2's teacher IPR and the student's final IPR
 PriorPair = Tuple[torch.Tensor, torch.Tensor]
+#: what :meth:`DiffIRS1Model.train_step` needs of one micro-batch: (detached output or None, loss, losses to log)
+ChunkLosses = Tuple[Optional[torch.Tensor], torch.Tensor, Dict[str, torch.Tensor]]
 
 
 class MixingAugment:
@@ -117,31 +119,50 @@ class DiffIRS1Model(BaseModel):
         return total, loss_dict
 
     def optimize_parameters(self, current_iter: int) -> None:
-        self.optimizer_g.zero_grad(set_to_none=True)
-        chunks = self.micro_batches(self.lq.shape[0])
-        outputs, logged = [], OrderedDict()
-        stepped = True
+        outputs = self.train_step(self.optimizer_g, self.micro_batches(self.lq.shape[0]), self._restoration_losses)
+        self.output = self.lq if outputs is None else torch.cat(outputs)
+
+    def _restoration_losses(self, sl: slice, last: bool) -> ChunkLosses:
+        """Forward and losses of the micro-batch ``sl``; DDP all-reduces the gradients after the ``last`` one."""
+        lq, gt, cond = self.chunk(sl)
+        with self.no_sync(self.net_g, last), self.autocast():
+            out, priors = self._forward(self.train_forward, lq, gt, cond)
+        total, loss_dict = self.compute_losses(out, gt, priors)
+        return out.detach(), total, loss_dict
+
+    def chunk(self, sl: slice) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """The (lq, gt, cond) rows ``sl`` of the fed batch."""
+        return self.lq[sl], self.gt[sl], None if self.cond is None else self.cond[sl]
+
+    def train_step(self, optimizer: torch.optim.Optimizer, chunks: List[slice],
+                   losses: Callable[[slice, bool], ChunkLosses],
+                   before_step: Optional[Callable[[], None]] = None) -> Optional[List[Optional[torch.Tensor]]]:
+        """One optimizer step: the gradients of ``losses`` summed over ``chunks`` (micro-batches, each weighted
+        ``1/len(chunks)``), ``before_step``, the step, the log of the averaged losses and the EMA update.
+
+        ``losses(sl, last)`` returns (detached output or None, loss to back-propagate, losses to log). A non-finite
+        loss skips the whole step (:meth:`BaseModel.backward` counts it and stops a diverging run): the gradients
+        are dropped and the log shows that chunk's losses. Returns the chunks' outputs, None for a skipped step.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        outputs: List[Optional[torch.Tensor]] = []
+        logged: Dict[str, torch.Tensor] = OrderedDict()
         for i, sl in enumerate(chunks):
-            cond = self.cond[sl] if self.cond is not None else None
-            with self.no_sync(self.net_g, i == len(chunks) - 1), self.autocast():
-                out, priors = self._forward(self.train_forward, self.lq[sl], self.gt[sl], cond)
-            total, loss_dict = self.compute_losses(out, self.gt[sl], priors)
+            out, total, loss_dict = losses(sl, i == len(chunks) - 1)
             if not self.backward(total, 1.0 / len(chunks)):
-                stepped = False
-                break
-            outputs.append(out.detach())
+                optimizer.zero_grad(set_to_none=True)
+                self.log_dict = self.reduce_loss_dict(loss_dict)
+                return None
+            outputs.append(out)
             for k, v in loss_dict.items():
                 logged[k] = logged.get(k, 0) + v.detach() / len(chunks)
-        if stepped:
-            self.step(self.optimizer_g)
-            self.output = torch.cat(outputs)
-        else:
-            self.optimizer_g.zero_grad(set_to_none=True)
-            self.output = self.lq
-            logged = loss_dict
+        if before_step is not None:
+            before_step()
+        self.step(optimizer)
         self.log_dict = self.reduce_loss_dict(logged)
-        if stepped and self.ema_decay > 0:
+        if self.ema_decay > 0:
             self.model_ema(self.ema_decay)
+        return outputs
 
     @torch.no_grad()
     def test(self) -> None:

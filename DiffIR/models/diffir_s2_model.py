@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from DiffIR.archs import build_network
 from DiffIR.losses.kd_loss import KDLoss
-from DiffIR.models.diffir_s1_model import DiffIRS1Model, PriorPair
+from DiffIR.models.diffir_s1_model import ChunkLosses, DiffIRS1Model, PriorPair
 from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.checkpoint import CheckpointMismatch, extract_state_dict, load_file
 from DiffIR.utils.dist import get_dist_info, reduce_mean
@@ -231,33 +231,29 @@ class DiffIRS2Model(DiffIRS1Model):
         else:
             super().optimize_parameters(current_iter)  # the stage-1 loop, through _forward/compute_losses below
 
-    def _kd_names(self) -> Tuple[str, str]:
-        i = self.get_bare_model(self.net_g).timesteps - 1  # the supervised (last) reverse step, official names
-        return f"l_kd_{i}", f"l_abs_{i}"
+    def _kd_losses(self, target: torch.Tensor, student: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """The KD L1 of the final IPR (the loss) and, for the log, the KL and L1 terms under the official names."""
+        kl, l1 = self.cri_kd(target, student.float())
+        i = self.get_bare_model(self.net_g).timesteps - 1  # the supervised (last) reverse step
+        return l1, OrderedDict([(f"l_kd_{i}", kl), (f"l_abs_{i}", l1)])
 
     def _optimize_prior(self) -> None:
         """Phase A: only the diffusion branch runs (no DIRformer); loss = KD L1 of the final IPR.
 
         The bare network is called (its DIRformer gets no gradient, which a DDP wrapper would wait for), so under
-        DDP the prior's gradients are averaged here. The whole batch is processed at once (this branch is small).
+        DDP the prior's gradients are averaged before the step. The whole batch is processed at once (this branch
+        is small, so ``train.accum_iter`` does not apply).
         """
-        bare = self.get_bare_model(self.net_g)
-        target = self.teacher_ipr(self.lq, self.gt, self.cond)
-        self.optimizer_e.zero_grad(set_to_none=True)
-        with self.autocast():
-            _, estimates = bare(self.lq, target, cond=self.cond, prior_only=True)
-        kl, l1 = self.cri_kd(target, estimates[-1].float())
-        stepped = self.backward(l1)
-        if stepped:
-            self._average_prior_grads()
-            self.step(self.optimizer_e)
-        else:
-            self.optimizer_e.zero_grad(set_to_none=True)
+        self.train_step(self.optimizer_e, [slice(None)], self._prior_losses, before_step=self._average_prior_grads)
         self.output = None  # no image is restored in this phase
-        n_kd, n_abs = self._kd_names()
-        self.log_dict = self.reduce_loss_dict(OrderedDict([(n_kd, kl.detach()), (n_abs, l1.detach())]))
-        if stepped and self.ema_decay > 0:
-            self.model_ema(self.ema_decay)
+
+    def _prior_losses(self, sl: slice, last: bool) -> ChunkLosses:
+        lq, gt, cond = self.chunk(sl)
+        target = self.teacher_ipr(lq, gt, cond)
+        with self.autocast():
+            _, estimates = self.get_bare_model(self.net_g)(lq, target, cond=cond, prior_only=True)
+        l1, logged = self._kd_losses(target, estimates[-1])
+        return None, l1, logged
 
     def _average_prior_grads(self) -> None:
         if get_dist_info()[1] == 1:
@@ -287,10 +283,8 @@ class DiffIRS2Model(DiffIRS1Model):
         if priors is None:
             raise RuntimeError("stage 2's compute_losses needs the (teacher, student) IPR pair that _forward returns")
         total, loss_dict = super().compute_losses(output, gt)
-        target, student = priors
-        kl, l1 = self.cri_kd(target, student.float())
-        n_kd, n_abs = self._kd_names()
-        loss_dict[n_kd], loss_dict[n_abs] = kl, l1
+        l1, kd_log = self._kd_losses(*priors)
+        loss_dict.update(kd_log)
         return total + l1, loss_dict
 
     def get_current_learning_rate(self) -> List[float]:
