@@ -37,7 +37,7 @@ from DiffIR.archs import build_network
 from DiffIR.losses.kd_loss import KDLoss
 from DiffIR.models.diffir_s1_model import ChunkLosses, DiffIRS1Model, PriorPair
 from DiffIR.models.tiling import tiled_forward
-from DiffIR.utils.checkpoint import CheckpointMismatch, extract_state_dict, load_file
+from DiffIR.utils.checkpoint import CheckpointMismatch, extract_state_dict
 from DiffIR.utils.dist import get_dist_info, reduce_mean
 from DiffIR.utils.img_util import pad_to_multiple
 from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
@@ -98,14 +98,29 @@ class DiffIRS2Model(DiffIRS1Model):
     needs_gt_for_inference = False
 
     def __init__(self, opt: Dict[str, Any]) -> None:
-        path_opt = opt.get("path") or {}
-        weights = path_opt.get("pretrain_network_g")
-        if weights and not opt.get("is_train"):  # testing a stage-1 file would run with a random prior
-            state = extract_state_dict(load_file(weights, "network checkpoint"), path_opt.get("param_key_g", "params"),
-                                       weights)
-            if is_stage1_state(state):
-                raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"path:pretrain_network_g '{weights}'"))
-        super().__init__(opt)
+        # Several networks may load from one file: the official configuration names the stage-1 checkpoint as both
+        # path:pretrain_network_g (student and its EMA copy) and path:pretrain_network_S1 (teacher). Each file is read
+        # once while the model is built (read_network_file) and let go afterwards.
+        self._files: Optional[Dict[str, Any]] = {}
+        try:
+            path_opt = opt.get("path") or {}
+            weights = path_opt.get("pretrain_network_g")
+            if weights and not opt.get("is_train"):  # testing a stage-1 file would run with a random prior
+                state = extract_state_dict(self.read_network_file(weights), path_opt.get("param_key_g", "params"),
+                                           weights)
+                if is_stage1_state(state):
+                    raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"path:pretrain_network_g '{weights}'"))
+            super().__init__(opt)
+        finally:
+            self._files = None
+
+    def read_network_file(self, path: str) -> Any:
+        """The checkpoint at ``path``, read from disk once while the model is built."""
+        if self._files is None:
+            return super().read_network_file(path)
+        if path not in self._files:
+            self._files[path] = super().read_network_file(path)
+        return self._files[path]
 
     # ----------------------------------------------------------------------------------------- setup
     def init_training_settings(self) -> None:
