@@ -1,11 +1,13 @@
 """DiffIR stage 1: CPEN sees LQ and GT, DIRformer restores; L1 (+ optional perceptual) loss, EMA."""
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import OrderedDict
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
+import torch.nn as nn
 
 from DiffIR.archs import build_network
 from DiffIR.losses import build_loss
@@ -57,6 +59,7 @@ class DiffIRS1Model(BaseModel):
             self.init_training_settings()
 
     def init_training_settings(self) -> None:
+        """EMA copy, training forward (compiled with train.compile), losses from every ``*_opt``, optimizer."""
         train_opt = self.opt["train"]
         self.net_g.train()
         self.ema_decay = float(train_opt.get("ema_decay", 0) or 0)
@@ -76,7 +79,8 @@ class DiffIRS1Model(BaseModel):
         if not self.losses:
             raise OptionError("train has no loss: add e.g. 'pixel_opt: {type: L1Loss, loss_weight: 1.0}'")
         mix = train_opt.get("mixing_augs") or {}
-        self.mixing = MixingAugment(mix.get("mixup_beta", 1.2), mix.get("use_identity", True)) if mix.get("mixup") else None
+        self.mixing = (MixingAugment(mix.get("mixup_beta", 1.2), mix.get("use_identity", True)) if mix.get("mixup")
+                       else None)
         if "optim_g" not in train_opt:
             raise OptionError("train needs 'optim_g', e.g. {type: Adam, lr: 2e-4}")
         params = [p for p in self.net_g.parameters() if p.requires_grad]
@@ -119,6 +123,7 @@ class DiffIRS1Model(BaseModel):
         return total, loss_dict
 
     def optimize_parameters(self, current_iter: int) -> None:
+        """One step on the fed batch, in ``train.accum_iter`` micro-batches; the input stands in for a skipped step."""
         outputs = self.train_step(self.optimizer_g, self.micro_batches(self.lq.shape[0]), self._restoration_losses)
         self.output = self.lq if outputs is None else torch.cat(outputs)
 
@@ -174,13 +179,8 @@ class DiffIRS1Model(BaseModel):
         if self.gt is None:
             raise RuntimeError("DiffIR stage 1 builds its prior from the HDR ground truth, so every test image needs "
                                "a GT. For LDR-only inference use a stage-2 model.")
-        net = self.net_g_ema if getattr(self, "net_g_ema", None) is not None else self.get_bare_model(self.net_g)
-        was_training = net.training
-        net.eval()
-        val_opt = self.opt.get("val") or {}
-        window = int(val_opt.get("window_size") or 8)
-        tile, overlap = val_opt.get("tile_size"), int(val_opt.get("tile_overlap", 32))
-        with self.eager_inference():
+        window, tile, overlap = self.tiling()
+        with self.inference_network() as net:
             if tile and hasattr(net, "extract_ipr") and hasattr(net, "G"):
                 ipr = net.extract_ipr(pad_to_multiple(self.lq, window), pad_to_multiple(self.gt, window), self.cond)
                 self.output = tiled_forward(lambda lq: net.G(lq, ipr), self.lq, tile=tile, overlap=overlap,
@@ -188,7 +188,23 @@ class DiffIRS1Model(BaseModel):
             else:
                 self.output = tiled_forward(lambda lq, gt: net(lq, gt, cond=self.cond), self.lq, self.gt, tile=tile,
                                             overlap=overlap, multiple=window)
-        net.train(was_training)
+
+    @contextlib.contextmanager
+    def inference_network(self) -> Iterator[nn.Module]:
+        """The network to test with (the EMA copy when there is one) in eval mode, eager; its mode is restored."""
+        net = self.net_g_ema if getattr(self, "net_g_ema", None) is not None else self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        try:
+            with self.eager_inference():
+                yield net
+        finally:
+            net.train(was_training)
+
+    def tiling(self) -> Tuple[int, Optional[int], int]:
+        """``val``'s window_size (default 8), tile_size (None: the whole image) and tile_overlap (default 32)."""
+        val_opt = self.opt.get("val") or {}
+        return int(val_opt.get("window_size") or 8), val_opt.get("tile_size"), int(val_opt.get("tile_overlap", 32))
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:
         out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())

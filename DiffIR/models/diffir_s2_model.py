@@ -42,7 +42,8 @@ from DiffIR.utils.dist import get_dist_info, reduce_mean
 from DiffIR.utils.img_util import pad_to_multiple
 from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
 
-__all__ = ["DiffIRS2Model", "RECIPE_KEYS", "STAGE1_WEIGHTS_MESSAGE", "is_stage1_state", "restore_ldr_only", "seeded_rng"]
+__all__ = ["DiffIRS2Model", "RECIPE_KEYS", "STAGE1_WEIGHTS_MESSAGE", "is_stage1_state", "restore_ldr_only",
+           "seeded_rng"]
 
 STAGE1_WEIGHTS_MESSAGE = (
     "{what} is a DiffIR stage-1 (DiffIRS1) model. Stage 1 builds its prior from the HDR ground truth, so it cannot "
@@ -103,16 +104,19 @@ class DiffIRS2Model(DiffIRS1Model):
         # once while the model is built (read_network_file) and let go afterwards.
         self._files: Optional[Dict[str, Any]] = {}
         try:
-            path_opt = opt.get("path") or {}
-            weights = path_opt.get("pretrain_network_g")
-            if weights and not opt.get("is_train"):  # testing a stage-1 file would run with a random prior
-                state = extract_state_dict(self.read_network_file(weights), path_opt.get("param_key_g", "params"),
-                                           weights)
-                if is_stage1_state(state):
-                    raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"path:pretrain_network_g '{weights}'"))
+            if not opt.get("is_train"):
+                self._refuse_stage1_weights(opt.get("path") or {})
             super().__init__(opt)
         finally:
             self._files = None
+
+    def _refuse_stage1_weights(self, path_opt: Dict[str, Any]) -> None:
+        """Testing with stage-1 weights would run with a random prior: refuse them before loading."""
+        weights = path_opt.get("pretrain_network_g")
+        if weights:
+            state = extract_state_dict(self.read_network_file(weights), path_opt.get("param_key_g", "params"), weights)
+            if is_stage1_state(state):
+                raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"path:pretrain_network_g '{weights}'"))
 
     def read_network_file(self, path: str) -> Any:
         """The checkpoint at ``path``, read from disk once while the model is built."""
@@ -133,21 +137,11 @@ class DiffIRS2Model(DiffIRS1Model):
             self._init_student_from_teacher()
         super().init_training_settings()
 
-        kd = self.losses.pop("kd_opt", None)
-        if kd is None:
-            raise OptionError("DiffIRS2Model needs 'train:kd_opt' (the distillation loss on the prior), e.g. "
-                              "kd_opt: {type: KDLoss, loss_weight: 1, temperature: 0.15}")
-        if not isinstance(kd, KDLoss):
-            raise OptionError(f"'train:kd_opt:type' must be KDLoss (it returns the KL and L1 terms), got "
-                              f"{type(kd).__name__}")
-        self.cri_kd = kd
-        if not self.losses:
-            raise OptionError("DiffIRS2Model needs an image loss besides kd_opt for its second phase, e.g. "
-                              "pixel_opt: {type: L1Loss, loss_weight: 1.0}")
+        self.cri_kd = self._take_kd_loss()
         bare = self.get_bare_model(self.net_g)
         self._prior_params = [p for n, p in bare.named_parameters() if not n.startswith("G.") and p.requires_grad]
         self.optimizer_e = self.build_optimizer(train_opt["optim_g"], self._prior_params)
-        self.optimizers.append(self.optimizer_e)  # [optimizer_g, optimizer_e], the official order
+        self.optimizers.append(self.optimizer_e)  # [optimizer_g, optimizer_e]: training states in the official order
         self.setup_schedulers()  # checks train:scheduler and records every group's initial_lr (BasicSR warm-up)
         if train_opt.get("scheduler") or int(train_opt.get("warmup_iter", -1) or -1) > 0:
             # The official model attaches the scheduler to both optimizers and then overwrites the learning rate
@@ -157,6 +151,20 @@ class DiffIRS2Model(DiffIRS1Model):
                              "the official DiffIRS2Model.")
         self.schedulers = []
         self._active_optimizer = self.optimizer_g
+
+    def _take_kd_loss(self) -> KDLoss:
+        """``train:kd_opt``, taken out of the image losses that stage 1 built from every ``*_opt``."""
+        kd = self.losses.pop("kd_opt", None)
+        if kd is None:
+            raise OptionError("DiffIRS2Model needs 'train:kd_opt' (the distillation loss on the prior), e.g. "
+                              "kd_opt: {type: KDLoss, loss_weight: 1, temperature: 0.15}")
+        if not isinstance(kd, KDLoss):
+            raise OptionError(f"'train:kd_opt:type' must be KDLoss (it returns the KL and L1 terms), got "
+                              f"{type(kd).__name__}")
+        if not self.losses:
+            raise OptionError("DiffIRS2Model needs an image loss besides kd_opt for its second phase, e.g. "
+                              "pixel_opt: {type: L1Loss, loss_weight: 1.0}")
+        return kd
 
     @staticmethod
     def _read_recipe(train_opt: Dict[str, Any]) -> Dict[str, float]:
@@ -185,8 +193,8 @@ class DiffIRS2Model(DiffIRS1Model):
         path_opt = self.opt.get("path") or {}
         path = path_opt.get("pretrain_network_S1")
         if not path:
-            raise OptionError("DiffIRS2Model training needs 'path:pretrain_network_S1': the trained stage-1 checkpoint, "
-                              "e.g. experiments/train_DiffIRS1_hdr/models/net_g_latest.pth")
+            raise OptionError("DiffIRS2Model training needs 'path:pretrain_network_S1': the trained stage-1 "
+                              "checkpoint, e.g. experiments/train_DiffIRS1_hdr/models/net_g_latest.pth")
         teacher = build_network(self.opt["network_S1"], "network_S1")
         if not hasattr(teacher, "extract_ipr"):
             raise OptionError(f"'network_S1:type' must be a stage-1 network (DiffIRS1), got {type(teacher).__name__}")
@@ -314,16 +322,10 @@ class DiffIRS2Model(DiffIRS1Model):
 
         The start noise is seeded with ``manual_seed`` for every image (reproducible scores).
         """
-        net = self.net_g_ema if getattr(self, "net_g_ema", None) is not None else self.get_bare_model(self.net_g)
-        was_training = net.training
-        net.eval()
-        val_opt = self.opt.get("val") or {}
-        with self.eager_inference():
-            self.output = restore_ldr_only(
-                net, self.lq, self.cond,
-                window=int(val_opt.get("window_size") or 8), tile=val_opt.get("tile_size"),
-                overlap=int(val_opt.get("tile_overlap", 32)), seed=int(self.opt.get("manual_seed") or 0))
-        net.train(was_training)
+        window, tile, overlap = self.tiling()
+        with self.inference_network() as net:
+            self.output = restore_ldr_only(net, self.lq, self.cond, window=window, tile=tile, overlap=overlap,
+                                           seed=int(self.opt.get("manual_seed") or 0))
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:
         """As stage 1; during phase A (no restored image) only the input, so no training preview is drawn."""
