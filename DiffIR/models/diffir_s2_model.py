@@ -271,6 +271,7 @@ class DiffIRS2Model(DiffIRS1Model):
         self.output = None  # no image is restored in this phase
 
     def _prior_losses(self, sl: slice, last: bool) -> ChunkLosses:
+        """Phase A's forward and KD losses of the rows ``sl`` (no output image: the DIRformer does not run)."""
         lq, gt, cond = self.chunk(sl)
         target = self.teacher_ipr(lq, gt, cond)
         with self.autocast():
@@ -279,6 +280,7 @@ class DiffIRS2Model(DiffIRS1Model):
         return None, l1, logged
 
     def _average_prior_grads(self) -> None:
+        """Under DDP, average the prior branch's gradients over ranks (phase A bypasses the DDP wrapper)."""
         if get_dist_info()[1] == 1:
             return
         grads = [p.grad for p in self._prior_params if p.grad is not None]
