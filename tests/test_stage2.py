@@ -350,6 +350,24 @@ def test_option_errors_before_training(s1_checkpoint: Path, tmp_path: Path) -> N
         build_model(opt)  # testing stage-1 weights in a stage-2 model would run with a random prior
 
 
+def test_stage1_checkpoint_is_read_once(s1_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    """The official configuration names the stage-1 file for the student, its EMA copy and the teacher."""
+    import DiffIR.models.base_model as base_model
+
+    reads = []
+    real = base_model.load_file
+    monkeypatch.setattr(base_model, "load_file", lambda path, *a: reads.append(path) or real(path, *a))
+    opt = _model_opt(s1_checkpoint, tmp_path)
+    opt["path"].update(pretrain_network_g=str(s1_checkpoint), param_key_g="params_ema", strict_load_g=False)
+    model = build_model(opt)
+    assert reads == [str(s1_checkpoint)]
+    s1 = load_file(str(s1_checkpoint))["params_ema"]
+    for net in (model.net_g, model.net_g_ema, model.net_g_S1):
+        assert torch.equal(net.state_dict()["G.output.weight"], s1["G.output.weight"])
+    model.load_network(model.net_g_ema, str(s1_checkpoint), False, "params_ema")  # after building: read again
+    assert len(reads) == 2
+
+
 def _ddp_worker(rank: int, world: int, port: int, s1: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

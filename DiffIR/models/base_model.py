@@ -157,7 +157,7 @@ class BaseModel:
     def load_network(self, net: nn.Module, path: str, strict: bool = True, param_key: Optional[str] = "params") -> None:
         """Load a BasicSR checkpoint; non-strict loads skip (and report) missing or mis-shaped keys."""
         net = self.get_bare_model(net)
-        state = extract_state_dict(load_file(path, "network checkpoint"), param_key, path)
+        state = extract_state_dict(self.read_network_file(path), param_key, path)
         self.logger.info(f"Loading {net.__class__.__name__} from {path} [{param_key}] (strict={strict})")
         own = net.state_dict()
         if not strict:
@@ -506,3 +506,8 @@ class BaseModel:
             if tb_logger is not None:
                 tb_logger.add_scalar(f"metrics/{dataset_name}/{name}", value, current_iter)
         self.logger.info(msg)
+
+    # ----------------------------------------------------------------------------- network files
+    def read_network_file(self, path: str) -> Any:
+        """The checkpoint :meth:`load_network` reads; stage 2 overrides it to read a file once for several networks."""
+        return load_file(path, "network checkpoint")

@@ -1,12 +1,13 @@
 """DiffIR stage 1: CPEN sees LQ and GT, DIRformer restores; L1 (+ optional perceptual) loss, EMA."""
 from __future__ import annotations
 
+import contextlib
 import copy
-import inspect
 from collections import OrderedDict
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
+import torch.nn as nn
 
 from DiffIR.archs import build_network
 from DiffIR.losses import build_loss
@@ -14,6 +15,11 @@ from DiffIR.models.base_model import BaseModel
 from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.img_util import pad_to_multiple
 from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
+
+#: (target, estimate) of a prior loss: stage 2's teacher IPR and the student's final IPR
+PriorPair = Tuple[torch.Tensor, torch.Tensor]
+#: what :meth:`DiffIRS1Model.train_step` needs of one micro-batch: (detached output or None, loss, losses to log)
+ChunkLosses = Tuple[Optional[torch.Tensor], torch.Tensor, Dict[str, torch.Tensor]]
 
 
 class MixingAugment:
@@ -44,7 +50,6 @@ class DiffIRS1Model(BaseModel):
             raise OptionError("DiffIRS1Model needs a 'network_g' section")
         self.net_g = self.model_to_device(build_network(opt["network_g"], "network_g"))
         self.print_network(self.net_g)
-        self._takes_cond = "cond" in inspect.signature(self.get_bare_model(self.net_g).forward).parameters
         path = opt.get("path") or {}
         self._pretrain_path = path.get("pretrain_network_g")
         if self._pretrain_path:
@@ -54,6 +59,7 @@ class DiffIRS1Model(BaseModel):
             self.init_training_settings()
 
     def init_training_settings(self) -> None:
+        """EMA copy, training forward (compiled with train.compile), losses from every ``*_opt``, optimizer."""
         train_opt = self.opt["train"]
         self.net_g.train()
         self.ema_decay = float(train_opt.get("ema_decay", 0) or 0)
@@ -73,7 +79,8 @@ class DiffIRS1Model(BaseModel):
         if not self.losses:
             raise OptionError("train has no loss: add e.g. 'pixel_opt: {type: L1Loss, loss_weight: 1.0}'")
         mix = train_opt.get("mixing_augs") or {}
-        self.mixing = MixingAugment(mix.get("mixup_beta", 1.2), mix.get("use_identity", True)) if mix.get("mixup") else None
+        self.mixing = (MixingAugment(mix.get("mixup_beta", 1.2), mix.get("use_identity", True)) if mix.get("mixup")
+                       else None)
         if "optim_g" not in train_opt:
             raise OptionError("train needs 'optim_g', e.g. {type: Adam, lr: 2e-4}")
         params = [p for p in self.net_g.parameters() if p.requires_grad]
@@ -90,14 +97,16 @@ class DiffIRS1Model(BaseModel):
         if self.is_train and self.mixing is not None and self.net_g.training:
             self.lq, self.gt, self.cond = self.mixing(self.lq, self.gt, self.cond)
 
-    def _forward(self, net, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None):
-        cond = self.cond if cond is None else cond
-        if self._takes_cond:
-            return net(lq, gt, cond=cond)
-        return net(lq, gt)
+    def _forward(self, net: Callable[..., Any], lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor]
+                 ) -> Tuple[torch.Tensor, Optional[PriorPair]]:
+        """Training forward: the restored batch and the (target, estimate) prior pair :meth:`compute_losses`
+        compares; stage 1 has no prior target (its prior is built from the GT), so the pair is None."""
+        out, _ = net(lq, gt, cond=cond)
+        return out, None
 
-    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor):
-        """Sum of the configured losses (in fp32) and the per-loss values for the log."""
+    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor, priors: Optional[PriorPair] = None
+                       ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Sum of the configured image losses (in fp32) and the per-loss values for the log."""
         output = output.float()
         total = 0
         loss_dict = OrderedDict()
@@ -114,31 +123,51 @@ class DiffIRS1Model(BaseModel):
         return total, loss_dict
 
     def optimize_parameters(self, current_iter: int) -> None:
-        self.optimizer_g.zero_grad(set_to_none=True)
-        chunks = self.micro_batches(self.lq.shape[0])
-        outputs, logged = [], OrderedDict()
-        stepped = True
+        """One step on the fed batch, in ``train.accum_iter`` micro-batches; the input stands in for a skipped step."""
+        outputs = self.train_step(self.optimizer_g, self.micro_batches(self.lq.shape[0]), self._restoration_losses)
+        self.output = self.lq if outputs is None else torch.cat(outputs)
+
+    def _restoration_losses(self, sl: slice, last: bool) -> ChunkLosses:
+        """Forward and losses of the micro-batch ``sl``; DDP all-reduces the gradients after the ``last`` one."""
+        lq, gt, cond = self.chunk(sl)
+        with self.no_sync(self.net_g, last), self.autocast():
+            out, priors = self._forward(self.train_forward, lq, gt, cond)
+        total, loss_dict = self.compute_losses(out, gt, priors)
+        return out.detach(), total, loss_dict
+
+    def chunk(self, sl: slice) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """The (lq, gt, cond) rows ``sl`` of the fed batch."""
+        return self.lq[sl], self.gt[sl], None if self.cond is None else self.cond[sl]
+
+    def train_step(self, optimizer: torch.optim.Optimizer, chunks: List[slice],
+                   losses: Callable[[slice, bool], ChunkLosses],
+                   before_step: Optional[Callable[[], None]] = None) -> Optional[List[Optional[torch.Tensor]]]:
+        """One optimizer step: the gradients of ``losses`` summed over ``chunks`` (micro-batches, each weighted
+        ``1/len(chunks)``), ``before_step``, the step, the log of the averaged losses and the EMA update.
+
+        ``losses(sl, last)`` returns (detached output or None, loss to back-propagate, losses to log). A non-finite
+        loss skips the whole step (:meth:`BaseModel.backward` counts it and stops a diverging run): the gradients
+        are dropped and the log shows that chunk's losses. Returns the chunks' outputs, None for a skipped step.
+        """
+        optimizer.zero_grad(set_to_none=True)
+        outputs: List[Optional[torch.Tensor]] = []
+        logged: Dict[str, torch.Tensor] = OrderedDict()
         for i, sl in enumerate(chunks):
-            cond = self.cond[sl] if self.cond is not None else None
-            with self.no_sync(self.net_g, i == len(chunks) - 1), self.autocast():
-                out, _ = self._forward(self.train_forward, self.lq[sl], self.gt[sl], cond)
-            total, loss_dict = self.compute_losses(out, self.gt[sl])
+            out, total, loss_dict = losses(sl, i == len(chunks) - 1)
             if not self.backward(total, 1.0 / len(chunks)):
-                stepped = False
-                break
-            outputs.append(out.detach())
+                optimizer.zero_grad(set_to_none=True)
+                self.log_dict = self.reduce_loss_dict(loss_dict)
+                return None
+            outputs.append(out)
             for k, v in loss_dict.items():
                 logged[k] = logged.get(k, 0) + v.detach() / len(chunks)
-        if stepped:
-            self.step(self.optimizer_g)
-            self.output = torch.cat(outputs)
-        else:
-            self.optimizer_g.zero_grad(set_to_none=True)
-            self.output = self.lq
-            logged = loss_dict
+        if before_step is not None:
+            before_step()
+        self.step(optimizer)
         self.log_dict = self.reduce_loss_dict(logged)
-        if stepped and self.ema_decay > 0:
+        if self.ema_decay > 0:
             self.model_ema(self.ema_decay)
+        return outputs
 
     @torch.no_grad()
     def test(self) -> None:
@@ -150,21 +179,32 @@ class DiffIRS1Model(BaseModel):
         if self.gt is None:
             raise RuntimeError("DiffIR stage 1 builds its prior from the HDR ground truth, so every test image needs "
                                "a GT. For LDR-only inference use a stage-2 model.")
-        net = self.net_g_ema if getattr(self, "net_g_ema", None) is not None else self.get_bare_model(self.net_g)
-        was_training = net.training
-        net.eval()
-        val_opt = self.opt.get("val") or {}
-        window = int(val_opt.get("window_size") or 8)
-        tile, overlap = val_opt.get("tile_size"), int(val_opt.get("tile_overlap", 32))
-        with self.eager_inference():
+        window, tile, overlap = self.tiling()
+        with self.inference_network() as net:
             if tile and hasattr(net, "extract_ipr") and hasattr(net, "G"):
                 ipr = net.extract_ipr(pad_to_multiple(self.lq, window), pad_to_multiple(self.gt, window), self.cond)
                 self.output = tiled_forward(lambda lq: net.G(lq, ipr), self.lq, tile=tile, overlap=overlap,
                                             multiple=window)
             else:
-                self.output = tiled_forward(lambda lq, gt: self._forward(net, lq, gt), self.lq, self.gt, tile=tile,
+                self.output = tiled_forward(lambda lq, gt: net(lq, gt, cond=self.cond), self.lq, self.gt, tile=tile,
                                             overlap=overlap, multiple=window)
-        net.train(was_training)
+
+    @contextlib.contextmanager
+    def inference_network(self) -> Iterator[nn.Module]:
+        """The network to test with (the EMA copy when there is one) in eval mode, eager; its mode is restored."""
+        net = self.net_g_ema if getattr(self, "net_g_ema", None) is not None else self.get_bare_model(self.net_g)
+        was_training = net.training
+        net.eval()
+        try:
+            with self.eager_inference():
+                yield net
+        finally:
+            net.train(was_training)
+
+    def tiling(self) -> Tuple[int, Optional[int], int]:
+        """``val``'s window_size (default 8), tile_size (None: the whole image) and tile_overlap (default 32)."""
+        val_opt = self.opt.get("val") or {}
+        return int(val_opt.get("window_size") or 8), val_opt.get("tile_size"), int(val_opt.get("tile_overlap", 32))
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:
         out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())

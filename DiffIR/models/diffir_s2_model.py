@@ -28,21 +28,22 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
 from DiffIR.archs import build_network
 from DiffIR.losses.kd_loss import KDLoss
-from DiffIR.models.diffir_s1_model import DiffIRS1Model
+from DiffIR.models.diffir_s1_model import ChunkLosses, DiffIRS1Model, PriorPair
 from DiffIR.models.tiling import tiled_forward
-from DiffIR.utils.checkpoint import CheckpointMismatch, extract_state_dict, load_file
+from DiffIR.utils.checkpoint import CheckpointMismatch, extract_state_dict
 from DiffIR.utils.dist import get_dist_info, reduce_mean
 from DiffIR.utils.img_util import pad_to_multiple
 from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
 
-__all__ = ["DiffIRS2Model", "RECIPE_KEYS", "STAGE1_WEIGHTS_MESSAGE", "is_stage1_state", "restore_ldr_only", "seeded_rng"]
+__all__ = ["DiffIRS2Model", "RECIPE_KEYS", "STAGE1_WEIGHTS_MESSAGE", "is_stage1_state", "restore_ldr_only",
+           "seeded_rng"]
 
 STAGE1_WEIGHTS_MESSAGE = (
     "{what} is a DiffIR stage-1 (DiffIRS1) model. Stage 1 builds its prior from the HDR ground truth, so it cannot "
@@ -98,14 +99,32 @@ class DiffIRS2Model(DiffIRS1Model):
     needs_gt_for_inference = False
 
     def __init__(self, opt: Dict[str, Any]) -> None:
-        path_opt = opt.get("path") or {}
+        # Several networks may load from one file: the official configuration names the stage-1 checkpoint as both
+        # path:pretrain_network_g (student and its EMA copy) and path:pretrain_network_S1 (teacher). Each file is read
+        # once while the model is built (read_network_file) and let go afterwards.
+        self._files: Optional[Dict[str, Any]] = {}
+        try:
+            if not opt.get("is_train"):
+                self._refuse_stage1_weights(opt.get("path") or {})
+            super().__init__(opt)
+        finally:
+            self._files = None
+
+    def _refuse_stage1_weights(self, path_opt: Dict[str, Any]) -> None:
+        """Testing with stage-1 weights would run with a random prior: refuse them before loading."""
         weights = path_opt.get("pretrain_network_g")
-        if weights and not opt.get("is_train"):  # testing a stage-1 file would run with a random prior
-            state = extract_state_dict(load_file(weights, "network checkpoint"), path_opt.get("param_key_g", "params"),
-                                       weights)
+        if weights:
+            state = extract_state_dict(self.read_network_file(weights), path_opt.get("param_key_g", "params"), weights)
             if is_stage1_state(state):
                 raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"path:pretrain_network_g '{weights}'"))
-        super().__init__(opt)
+
+    def read_network_file(self, path: str) -> Any:
+        """The checkpoint at ``path``, read from disk once while the model is built."""
+        if self._files is None:
+            return super().read_network_file(path)
+        if path not in self._files:
+            self._files[path] = super().read_network_file(path)
+        return self._files[path]
 
     # ----------------------------------------------------------------------------------------- setup
     def init_training_settings(self) -> None:
@@ -118,21 +137,11 @@ class DiffIRS2Model(DiffIRS1Model):
             self._init_student_from_teacher()
         super().init_training_settings()
 
-        kd = self.losses.pop("kd_opt", None)
-        if kd is None:
-            raise OptionError("DiffIRS2Model needs 'train:kd_opt' (the distillation loss on the prior), e.g. "
-                              "kd_opt: {type: KDLoss, loss_weight: 1, temperature: 0.15}")
-        if not isinstance(kd, KDLoss):
-            raise OptionError(f"'train:kd_opt:type' must be KDLoss (it returns the KL and L1 terms), got "
-                              f"{type(kd).__name__}")
-        self.cri_kd = kd
-        if not self.losses:
-            raise OptionError("DiffIRS2Model needs an image loss besides kd_opt for its second phase, e.g. "
-                              "pixel_opt: {type: L1Loss, loss_weight: 1.0}")
+        self.cri_kd = self._take_kd_loss()
         bare = self.get_bare_model(self.net_g)
         self._prior_params = [p for n, p in bare.named_parameters() if not n.startswith("G.") and p.requires_grad]
         self.optimizer_e = self.build_optimizer(train_opt["optim_g"], self._prior_params)
-        self.optimizers.append(self.optimizer_e)  # [optimizer_g, optimizer_e], the official order
+        self.optimizers.append(self.optimizer_e)  # [optimizer_g, optimizer_e]: training states in the official order
         self.setup_schedulers()  # checks train:scheduler and records every group's initial_lr (BasicSR warm-up)
         if train_opt.get("scheduler") or int(train_opt.get("warmup_iter", -1) or -1) > 0:
             # The official model attaches the scheduler to both optimizers and then overwrites the learning rate
@@ -142,7 +151,20 @@ class DiffIRS2Model(DiffIRS1Model):
                              "the official DiffIRS2Model.")
         self.schedulers = []
         self._active_optimizer = self.optimizer_g
-        self._kd_pair: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+    def _take_kd_loss(self) -> KDLoss:
+        """``train:kd_opt``, taken out of the image losses that stage 1 built from every ``*_opt``."""
+        kd = self.losses.pop("kd_opt", None)
+        if kd is None:
+            raise OptionError("DiffIRS2Model needs 'train:kd_opt' (the distillation loss on the prior), e.g. "
+                              "kd_opt: {type: KDLoss, loss_weight: 1, temperature: 0.15}")
+        if not isinstance(kd, KDLoss):
+            raise OptionError(f"'train:kd_opt:type' must be KDLoss (it returns the KL and L1 terms), got "
+                              f"{type(kd).__name__}")
+        if not self.losses:
+            raise OptionError("DiffIRS2Model needs an image loss besides kd_opt for its second phase, e.g. "
+                              "pixel_opt: {type: L1Loss, loss_weight: 1.0}")
+        return kd
 
     @staticmethod
     def _read_recipe(train_opt: Dict[str, Any]) -> Dict[str, float]:
@@ -171,8 +193,8 @@ class DiffIRS2Model(DiffIRS1Model):
         path_opt = self.opt.get("path") or {}
         path = path_opt.get("pretrain_network_S1")
         if not path:
-            raise OptionError("DiffIRS2Model training needs 'path:pretrain_network_S1': the trained stage-1 checkpoint, "
-                              "e.g. experiments/train_DiffIRS1_hdr/models/net_g_latest.pth")
+            raise OptionError("DiffIRS2Model training needs 'path:pretrain_network_S1': the trained stage-1 "
+                              "checkpoint, e.g. experiments/train_DiffIRS1_hdr/models/net_g_latest.pth")
         teacher = build_network(self.opt["network_S1"], "network_S1")
         if not hasattr(teacher, "extract_ipr"):
             raise OptionError(f"'network_S1:type' must be a stage-1 network (DiffIRS1), got {type(teacher).__name__}")
@@ -232,35 +254,33 @@ class DiffIRS2Model(DiffIRS1Model):
         else:
             super().optimize_parameters(current_iter)  # the stage-1 loop, through _forward/compute_losses below
 
-    def _kd_names(self) -> Tuple[str, str]:
-        i = self.get_bare_model(self.net_g).timesteps - 1  # the supervised (last) reverse step, official names
-        return f"l_kd_{i}", f"l_abs_{i}"
+    def _kd_losses(self, target: torch.Tensor, student: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """The KD L1 of the final IPR (the loss) and, for the log, the KL and L1 terms under the official names."""
+        kl, l1 = self.cri_kd(target, student.float())
+        i = self.get_bare_model(self.net_g).timesteps - 1  # the supervised (last) reverse step
+        return l1, OrderedDict([(f"l_kd_{i}", kl), (f"l_abs_{i}", l1)])
 
     def _optimize_prior(self) -> None:
         """Phase A: only the diffusion branch runs (no DIRformer); loss = KD L1 of the final IPR.
 
         The bare network is called (its DIRformer gets no gradient, which a DDP wrapper would wait for), so under
-        DDP the prior's gradients are averaged here. The whole batch is processed at once (this branch is small).
+        DDP the prior's gradients are averaged before the step. The whole batch is processed at once (this branch
+        is small, so ``train.accum_iter`` does not apply).
         """
-        bare = self.get_bare_model(self.net_g)
-        target = self.teacher_ipr(self.lq, self.gt, self.cond)
-        self.optimizer_e.zero_grad(set_to_none=True)
-        with self.autocast():
-            _, estimates = bare(self.lq, target, cond=self.cond, prior_only=True)
-        kl, l1 = self.cri_kd(target, estimates[-1].float())
-        stepped = self.backward(l1)
-        if stepped:
-            self._average_prior_grads()
-            self.step(self.optimizer_e)
-        else:
-            self.optimizer_e.zero_grad(set_to_none=True)
+        self.train_step(self.optimizer_e, [slice(None)], self._prior_losses, before_step=self._average_prior_grads)
         self.output = None  # no image is restored in this phase
-        n_kd, n_abs = self._kd_names()
-        self.log_dict = self.reduce_loss_dict(OrderedDict([(n_kd, kl.detach()), (n_abs, l1.detach())]))
-        if stepped and self.ema_decay > 0:
-            self.model_ema(self.ema_decay)
+
+    def _prior_losses(self, sl: slice, last: bool) -> ChunkLosses:
+        """Phase A's forward and KD losses of the rows ``sl`` (no output image: the DIRformer does not run)."""
+        lq, gt, cond = self.chunk(sl)
+        target = self.teacher_ipr(lq, gt, cond)
+        with self.autocast():
+            _, estimates = self.get_bare_model(self.net_g)(lq, target, cond=cond, prior_only=True)
+        l1, logged = self._kd_losses(target, estimates[-1])
+        return None, l1, logged
 
     def _average_prior_grads(self) -> None:
+        """Under DDP, average the prior branch's gradients over ranks (phase A bypasses the DDP wrapper)."""
         if get_dist_info()[1] == 1:
             return
         grads = [p.grad for p in self._prior_params if p.grad is not None]
@@ -272,28 +292,24 @@ class DiffIRS2Model(DiffIRS1Model):
             g.copy_(flat[offset:offset + g.numel()].view_as(g))
             offset += g.numel()
 
-    def _forward(self, net: nn.Module, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None
-                 ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def _forward(self, net: Callable[..., Any], lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor]
+                 ) -> Tuple[torch.Tensor, Optional[PriorPair]]:
         """Phase-B training forward for the stage-1 loop: the teacher's IPR takes the place of the GT input.
 
-        The (teacher, student) IPR pair is kept for :meth:`compute_losses`, which the loop calls next.
+        Returns the restored batch and the (teacher, student) IPR pair that :meth:`compute_losses` distils.
         """
-        cond = self.cond if cond is None else cond
         target = self.teacher_ipr(lq, gt, cond)
         out, estimates = net(lq, target, cond=cond)
-        self._kd_pair = (target, estimates[-1])
-        return out, estimates
+        return out, (target, estimates[-1])
 
-    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor, priors: Optional[PriorPair] = None
+                       ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         """Image losses (stage 1) + the KD L1 of the final IPR; the KL term is logged only (official)."""
+        if priors is None:
+            raise RuntimeError("stage 2's compute_losses needs the (teacher, student) IPR pair that _forward returns")
         total, loss_dict = super().compute_losses(output, gt)
-        if self._kd_pair is None:
-            raise RuntimeError("compute_losses needs the IPR pair of the preceding training forward")
-        target, student = self._kd_pair
-        self._kd_pair = None
-        kl, l1 = self.cri_kd(target, student.float())
-        n_kd, n_abs = self._kd_names()
-        loss_dict[n_kd], loss_dict[n_abs] = kl, l1
+        l1, kd_log = self._kd_losses(*priors)
+        loss_dict.update(kd_log)
         return total + l1, loss_dict
 
     def get_current_learning_rate(self) -> List[float]:
@@ -308,16 +324,10 @@ class DiffIRS2Model(DiffIRS1Model):
 
         The start noise is seeded with ``manual_seed`` for every image (reproducible scores).
         """
-        net = self.net_g_ema if getattr(self, "net_g_ema", None) is not None else self.get_bare_model(self.net_g)
-        was_training = net.training
-        net.eval()
-        val_opt = self.opt.get("val") or {}
-        with self.eager_inference():
-            self.output = restore_ldr_only(
-                net, self.lq, self.cond,
-                window=int(val_opt.get("window_size") or 8), tile=val_opt.get("tile_size"),
-                overlap=int(val_opt.get("tile_overlap", 32)), seed=int(self.opt.get("manual_seed") or 0))
-        net.train(was_training)
+        window, tile, overlap = self.tiling()
+        with self.inference_network() as net:
+            self.output = restore_ldr_only(net, self.lq, self.cond, window=window, tile=tile, overlap=overlap,
+                                           seed=int(self.opt.get("manual_seed") or 0))
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:
         """As stage 1; during phase A (no restored image) only the input, so no training preview is drawn."""
