@@ -25,6 +25,7 @@ from DiffIR.utils.logger import Messages, dict2str, get_env_info, get_root_logge
 from DiffIR.utils.misc import atomic_write_bytes, mkdir_and_rename, set_random_seed
 from DiffIR.utils.options import parse_options
 from DiffIR.utils.registry import OptionError
+from DiffIR.utils.runlock import hold_run_lock, holds_run_locks
 
 __all__ = ["test_pipeline", "check_test_options", "results_table", "format_table"]
 __test__ = False  # a pipeline named like a test module (BasicSR's name), not a test: pytest must not collect it
@@ -120,6 +121,7 @@ def _write_results(opt: Dict[str, Any], results: Dict[str, EvalResult], rows: Li
     return {"csv": csv_path, "json": json_path}
 
 
+@holds_run_locks
 def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """Parse options, check them, evaluate every test set; returns ``{results, csv, json, results_root}``."""
     opt, args = parse_options(root_path, is_train=False, argv=argv)
@@ -131,6 +133,7 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
     msg = Messages((opt.get("logger") or {}).get("language", "zh"))
 
     path = opt["path"]
+    hold_run_lock(path["results_root"], "results", get_root_logger().warning)  # results/NAME.lock: one test run per name
     mkdir_and_rename(path["results_root"])
     log_file = osp.join(path["log"], f"test_{opt['name']}_{time.strftime('%Y%m%d_%H%M%S')}.log")
     logger = get_root_logger(log_file=log_file)
