@@ -242,3 +242,31 @@ def test_disk_full_while_saving_a_checkpoint_ends_the_run_cleanly(tmp_path, monk
     assert load_file(str(exp / "training_states" / "3.state"))["iter"] == 3
     assert not glob.glob(str(exp / "**" / ".tmp_*"), recursive=True)
     assert not (tmp_path / "experiments" / "full.lock").exists()
+
+
+def test_test_py_refuses_a_results_folder_in_use(tmp_path):
+    from DiffIR.test_pipeline import test_pipeline
+    from test_evaluation import _test_yml, _weights
+
+    yml = _test_yml(tmp_path, _weights(tmp_path), name="busy_test")
+    results = tmp_path / "results" / "busy_test"
+    results.mkdir(parents=True)
+    holder = RunLock(str(results), "results")
+    holder.acquire()
+    try:
+        with pytest.raises(RunInUse, match="results busy_test is in use by pid"):
+            test_pipeline(str(tmp_path), ["-opt", yml])
+        assert sorted(p.name for p in results.parent.iterdir()) == ["busy_test", "busy_test.lock"]  # not archived
+    finally:
+        holder.release()
+
+
+def test_archives_made_in_the_same_second_get_distinct_names(tmp_path):
+    target = tmp_path / "exp"
+    for i in range(3):
+        target.mkdir(exist_ok=True)
+        (target / f"run{i}.txt").write_text(str(i))
+        misc.mkdir_and_rename(str(target))
+    archived = sorted(p for p in tmp_path.iterdir() if p.name != "exp")
+    assert len(archived) == 3 and sorted(f.name for p in archived for f in p.iterdir()) == ["run0.txt", "run1.txt",
+                                                                                           "run2.txt"]
