@@ -27,6 +27,7 @@ from DiffIR.utils.logger import Messages, begin_run_log, dict2str, get_env_info,
 from DiffIR.utils.misc import atomic_write_bytes, mkdir_and_rename, set_random_seed
 from DiffIR.utils.options import parse_options
 from DiffIR.utils.registry import OptionError
+from DiffIR.utils.runlock import hold_run_lock, holds_run_locks
 
 __all__ = ["test_pipeline", "check_test_options", "check_test_outputs", "results_table", "format_table"]
 __test__ = False  # a pipeline named like a test module (BasicSR's name), not a test: pytest must not collect it
@@ -158,6 +159,7 @@ def _write_results(opt: Dict[str, Any], results: Dict[str, EvalResult], rows: Li
     return {"csv": csv_path, "json": json_path}
 
 
+@holds_run_locks
 def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str, Any]:
     """Parse options, check them, evaluate every test set; returns ``{results, csv, json, results_root}``."""
     opt, args = parse_options(root_path, is_train=False, argv=argv)
@@ -170,6 +172,7 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
 
     path = opt["path"]
     check_test_outputs(opt)
+    hold_run_lock(path["results_root"], "results", get_root_logger().warning)  # results/NAME.lock: one test run per name
     # data and model first: a problem with either must not archive an earlier results folder of this name
     logger = begin_run_log()  # records are kept until the log file exists
     loaders = []

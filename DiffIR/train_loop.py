@@ -17,13 +17,14 @@ from DiffIR.models import build_model
 from DiffIR.models.evaluation import preview_domains, preview_row
 from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import list_training_states, load_file
-from DiffIR.utils.dist import barrier, get_dist_info, init_dist
+from DiffIR.utils.dist import any_rank, barrier, get_dist_info, init_dist
 from DiffIR.utils.img_util import make_preview_grid
 from DiffIR.utils.logger import (MessageLogger, Messages, begin_run_log, dict2str, get_env_info, get_root_logger,
                                  init_tb_logger)
 from DiffIR.utils.misc import format_duration, mkdir_and_rename, remove_stale_temp_files, set_random_seed
 from DiffIR.utils.options import dump_options, parse_options
-from DiffIR.utils.errors import Preempted, PreemptionFlag
+from DiffIR.utils.errors import DataError, DiskFullError, Preempted, PreemptionFlag, worker_error_message
+from DiffIR.utils.runlock import hold_run_lock, holds_run_locks
 from DiffIR.utils.registry import OptionError
 
 ScheduleFactory = Callable[[Dict[str, Any]], Any]
@@ -139,6 +140,79 @@ def _log_preview(tb_logger, model, current_iter: int, dataset) -> None:
     tb_logger.add_image("train/input_output_gt", make_preview_grid(rows), current_iter)
 
 
+def _lock_experiment(opt: Dict[str, Any], logger) -> None:
+    """Rank 0 holds ``experiments/NAME.lock`` for the run's life (a second run with the name refuses, exit 2)
+    before anything in the folder is read, archived or written; the other ranks wait at the barrier."""
+    if get_dist_info()[0] == 0:
+        hold_run_lock(opt["path"]["experiments_root"], "experiment", logger.warning)
+
+
+def _checkpoint_note(path: Dict[str, Any], current_iter: int) -> str:
+    """Where the newest complete checkpoint is (for the disk-full message), with its size as a guide."""
+    for it, state_path in list_training_states(path["training_states"]):
+        if it == current_iter:
+            continue
+        net_path = osp.join(path["models"], f"net_g_{it}.pth")
+        size = sum(osp.getsize(p) for p in (state_path, net_path) if osp.isfile(p)) / 2**20
+        return (f" A checkpoint needs about {size:.0f} MB (the previous one); the previous checkpoint {state_path} "
+                f"(with {net_path}) is intact: after freeing space, continue with --auto_resume.")
+    return " No checkpoint of this run was saved yet."
+
+
+def _save_checkpoint(model, path: Dict[str, Any], epoch: int, current_iter: int,
+                     extra: Optional[Dict[str, Any]] = None) -> None:
+    """``model.save``; a full disk ends the run with one message naming the file and the intact checkpoint."""
+    try:
+        model.save(epoch, current_iter, extra)
+    except DiskFullError as e:
+        raise DiskFullError(str(e) + _checkpoint_note(path, current_iter)) from None
+
+
+def _stop_requested(preempted: PreemptionFlag) -> bool:
+    """The signal flag, agreed over ranks (a signal may reach the ranks in different iterations)."""
+    return any_rank(preempted.is_set())
+
+
+def _preempted(preempted: PreemptionFlag, msg: Messages, path: Dict[str, Any], current_iter: int) -> Preempted:
+    if preempted.exit_code == 130:
+        text = msg("interrupted", iter=current_iter, path=osp.join(path["training_states"], f"{current_iter}.state"))
+    else:
+        text = msg("preempted", iter=current_iter)
+    return Preempted(text, preempted.exit_code)
+
+
+def _batches_or_data_error(batches, save_state: Callable[[], str]):
+    """Yield ``batches``; a bad data file met while loading saves a state first, then ends with its message.
+
+    Such a file slipped past the up-front dataset check (e.g. replaced since the cached check). Under DataLoader
+    workers torch wraps the dataset's error in "Caught ... in DataLoader worker"; the message is unwrapped.
+    """
+    it = iter(batches)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (OSError, ValueError) as e:
+            text = worker_error_message(e)
+            raise DataError(f"{text}\n{save_state()} Fix or replace the file (python check_dataset.py -opt ... "
+                            "lists every problem), then continue with --auto_resume.") from None
+        yield batch
+
+
+def _save_before_data_error(model, path: Dict[str, Any], epoch: int, current_iter: int, iter_in_epoch: int) -> str:
+    """Save the state of the last completed iteration (unless saved already); says what was kept."""
+    state_path = osp.join(path["training_states"], f"{current_iter}.state")
+    if current_iter == 0:
+        return "No iteration was completed, so there is nothing to save."
+    if not osp.isfile(state_path):
+        if get_dist_info()[1] > 1:  # the save is collective: the other ranks cannot join it from here
+            return f"Training stopped at iteration {current_iter}; the newest saved checkpoint is kept."
+        _save_checkpoint(model, path, epoch, current_iter, {"iter_in_epoch": iter_in_epoch})
+    return f"The training state of iteration {current_iter} is saved ({state_path})."
+
+
+@holds_run_locks
 def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[str]] = None,
           default_language: str = "zh") -> Dict[str, Any]:
     """Parse options, build data/model, run the loop. Returns the last validation results per val set."""
@@ -160,6 +234,7 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
 
     path = opt["path"]
     logger = begin_run_log()  # records are kept until the log file exists
+    _lock_experiment(opt, logger)
     # Everything that can be wrong with the options, data or checkpoints is found before the experiment
     # folder is touched: a typo must not archive or half-create an experiment. Option values were checked by
     # parse_options; the components (network, losses, optimizer, scheduler, metrics) are checked by building the
@@ -226,13 +301,14 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
     start_time = time.time()
     results: Dict[str, Any] = {}
     epoch, skip = start_epoch, resume_skip
-    with PreemptionFlag() as preempted:
+    with PreemptionFlag(msg("interrupt_notice")) as preempted:
         while current_iter < total_iters:
             sampler.set_epoch(epoch, start=skip * sampler_batch)
             iter_in_epoch = skip
             skip = 0
             data_start = iter_start = time.time()
-            for batch in accumulate_batches(prefetcher, accum):
+            for batch in _batches_or_data_error(accumulate_batches(prefetcher, accum), lambda: _save_before_data_error(
+                    model, path, epoch, current_iter, iter_in_epoch)):
                 data_time = time.time() - data_start
                 current_iter += 1
                 iter_in_epoch += 1
@@ -247,11 +323,12 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
                     msg_logger(log_vars)
                 if tb_logger is not None and current_iter % image_freq == 0:
                     _log_preview(tb_logger, model, current_iter, train_loader.dataset)
-                if current_iter % save_freq == 0 or preempted.is_set():
+                stop = _stop_requested(preempted)
+                if current_iter % save_freq == 0 or stop:
                     logger.info(msg("saving", iter=current_iter))
-                    model.save(epoch, current_iter, {"iter_in_epoch": iter_in_epoch})
-                if preempted.is_set():
-                    raise Preempted(msg("preempted", iter=current_iter))
+                    _save_checkpoint(model, path, epoch, current_iter, {"iter_in_epoch": iter_in_epoch})
+                if stop:
+                    raise _preempted(preempted, msg, path, current_iter)
                 if val_freq and val_loaders and current_iter % val_freq == 0:
                     for loader in val_loaders:
                         results[loader.dataset.opt.get("name")] = model.validation(
@@ -264,7 +341,7 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
 
     logger.info(msg("end_training", time=format_duration(time.time() - start_time)))
     logger.info(msg("save_latest"))
-    model.save(epoch, -1)
+    _save_checkpoint(model, path, epoch, -1)
     validated_now = bool(val_freq) and current_iter % val_freq == 0 and resume_iter != current_iter
     for loader in val_loaders:
         name = loader.dataset.opt.get("name")

@@ -18,6 +18,7 @@ import importlib
 import logging
 import math
 import random
+import signal
 from functools import partial
 from pathlib import Path
 from typing import Any, Dict, Iterator, Mapping, Optional
@@ -81,6 +82,10 @@ def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> No
     worker_seed = (num_workers * rank + worker_id + int(seed)) % (2 ** 32)
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+    # A terminal's Ctrl-C reaches the whole process group; the main process saves a state and stops, and a worker
+    # ending first would turn that into "DataLoader worker exited unexpectedly". (SIGTERM stays: it is how the
+    # main process ends leftover workers at exit.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_dataloader(

@@ -6,12 +6,13 @@ import sys
 import traceback
 from typing import Any, Callable
 
-from DiffIR.utils.errors import Preempted, TrainingStopped
+from DiffIR.utils.errors import Preempted, TrainingStopped, worker_error_message
 from DiffIR.utils.registry import OptionError
 
 
 def run_cli(main: Callable[[], Any]) -> int:
-    """Run ``main`` and map failures to exit codes: 2 options/files/data, 3 training stopped, 143 pre-empted.
+    """Run ``main`` and map failures to exit codes: 2 options/files/data (a lock held by another run, a full
+    disk), 3 training stopped, 143 pre-empted (SIGTERM) and 130 interrupted (Ctrl-C) after saving a state.
 
     Set ``DIFFIR_TRACEBACK=1`` to see the full traceback of such an error.
     """
@@ -19,11 +20,13 @@ def run_cli(main: Callable[[], Any]) -> int:
         main()
     except Preempted as e:
         print(f"\n{e}", file=sys.stderr, flush=True)
-        return 143
+        return e.exit_code
     except (OptionError, OSError, ValueError, TrainingStopped) as e:
         if os.environ.get("DIFFIR_TRACEBACK"):
             traceback.print_exc()
-        print(f"\nERROR: {e}\n(set DIFFIR_TRACEBACK=1 for the full traceback)", file=sys.stderr, flush=True)
+        # a DataLoader worker's error reads "Caught X in DataLoader worker ... Traceback": keep its own message
+        print(f"\nERROR: {worker_error_message(e)}\n(set DIFFIR_TRACEBACK=1 for the full traceback)", file=sys.stderr,
+              flush=True)
         return 3 if isinstance(e, TrainingStopped) else 2
     except KeyboardInterrupt:
         print("\nInterrupted.", file=sys.stderr)

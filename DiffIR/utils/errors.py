@@ -1,9 +1,11 @@
 """Errors that end a run with a message for people (see DiffIR.utils.cli), and the pre-emption signal flag."""
 from __future__ import annotations
 
+import os
+import re
 import signal
 import threading
-from typing import Any
+from typing import Any, Optional
 
 
 class TrainingStopped(RuntimeError):
@@ -11,28 +13,87 @@ class TrainingStopped(RuntimeError):
 
 
 class Preempted(TrainingStopped):
-    """SIGTERM arrived (cluster pre-emption); a training state was saved before stopping."""
+    """SIGTERM (cluster pre-emption) or Ctrl-C arrived; a training state was saved before stopping.
+
+    ``exit_code`` is the shell's code for the signal: 143 for SIGTERM, 130 for SIGINT (Ctrl-C).
+    """
+
+    def __init__(self, message: str, exit_code: int = 143) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class DataError(ValueError):
+    """A data file turned out unreadable or wrong while training (after the up-front dataset check)."""
+
+
+class DiskFullError(OSError):
+    """The disk filled up while a file was written; the file it would have replaced is intact."""
+
+
+class RunInUse(OSError):
+    """Another live process holds the lock of this experiment (or results) folder."""
+
+
+_WORKER_HEADER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
+def worker_error_message(exc: BaseException) -> str:
+    """The original message of an exception a DataLoader worker raised (or ``str(exc)`` for any other).
+
+    torch re-raises a worker's exception in the main process as the same type whose message is
+    "Caught X in DataLoader worker process N. Original Traceback ...": the useful sentence (the file
+    and the fix) is the last line of that traceback, ``[module.]X: message``.
+    """
+    text = str(exc)
+    head = _WORKER_HEADER.match(text)
+    if not head:
+        return text
+    last = None
+    for last in re.finditer(rf"^(?:[\w.]+\.)?{re.escape(head.group(1))}: ", text, flags=re.MULTILINE):
+        pass
+    return text[last.end():].strip() if last else text
 
 
 class PreemptionFlag:
-    """Context manager turning SIGTERM into a flag the loop checks after each iteration.
+    """Context manager turning SIGTERM and SIGINT (Ctrl-C) into a flag the loop checks after each iteration.
 
-    The loop then saves a training state and stops, so a pre-empted job resumes with ``--auto_resume``.
-    Only installed in the main thread (signal handlers cannot be set elsewhere).
+    The loop then saves a training state and stops, so the run continues with ``--auto_resume``. A second
+    Ctrl-C aborts at once (KeyboardInterrupt; atomic writes keep every file whole). Only installed in the
+    main thread (signal handlers cannot be set elsewhere).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, interrupt_notice: str = "") -> None:
         self._event = threading.Event()
-        self._previous: Any = None
+        self._previous: dict = {}
+        self.interrupt_notice = interrupt_notice
+        self.signum: Optional[int] = None
 
     def is_set(self) -> bool:
         return self._event.is_set()
 
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, as a shell reports a process ended by that signal."""
+        return 128 + int(self.signum or signal.SIGTERM)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT and self._event.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: abort without waiting for the save
+        if self.signum is None:
+            self.signum = signum
+        if signum == signal.SIGINT and self.interrupt_notice:
+            os.write(2, f"\n{self.interrupt_notice}\n".encode("utf-8", "replace"))
+        self._event.set()
+
     def __enter__(self) -> "PreemptionFlag":
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, lambda *_: self._event.set())
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. `nohup`/`&` jobs ignore SIGINT: keep that
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}

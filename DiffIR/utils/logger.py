@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
+import sys
 import time
 from typing import Any, Dict, Optional
 
@@ -39,6 +39,8 @@ MESSAGES: Dict[str, Dict[str, str]] = {
         "device": "训练设备: {device}",
         "cpu_malloc": "CPU 训练: glibc malloc 保留已释放的内存供下一步复用 (大批次时每步快数倍, 内存峰值略高)",
         "preempted": "收到 SIGTERM: 已在第 {iter} 次迭代保存训练状态并停止. 用 --auto_resume 继续.",
+        "interrupted": "收到 Ctrl-C (SIGINT): 已在第 {iter} 次迭代保存训练状态和网络 ({path}) 并停止. 继续训练: 同样的命令加 --auto_resume.",
+        "interrupt_notice": "收到 Ctrl-C: 当前迭代结束后保存训练状态再停止 (再按一次 Ctrl-C 立即中止, 不保存).",
         "test_device": "测试设备: {device}",
         "test_set": "测试集 {name}: {n} 张图像",
         "test_results": "测试结果 (每个测试集的平均值; input 行 = 网络输入, 即 LDR 的逆色调映射):",
@@ -75,6 +77,8 @@ MESSAGES: Dict[str, Dict[str, str]] = {
         "device": "Training device: {device}",
         "cpu_malloc": "CPU training: glibc malloc keeps freed memory for the next step (large steps several times faster, slightly higher peak memory)",
         "preempted": "SIGTERM received: training state saved at iter {iter}; stopped. Continue with --auto_resume.",
+        "interrupted": "Ctrl-C (SIGINT) received: training state and network saved at iter {iter} ({path}); stopped. Continue with the same command plus --auto_resume.",
+        "interrupt_notice": "Ctrl-C: saving a training state after the current iteration, then stopping (press Ctrl-C again to abort without saving).",
         "test_device": "Test device: {device}",
         "test_set": "Test set {name}: {n} images",
         "test_results": "Test results (mean per set; 'input' rows = the network input, i.e. the inverse tone-mapped LDR):",
@@ -116,6 +120,22 @@ class _BufferHandler(logging.Handler):
             self.records.append(record)
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr``, not the one of the first run in this process (it may be gone since:
+    a test's captured stream, a replaced console)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def get_root_logger(log_level: int = logging.INFO, log_file: Optional[str] = None) -> logging.Logger:
     """The project logger: console on every rank (errors only off rank 0), plus ``log_file`` on rank 0.
 
@@ -126,7 +146,7 @@ def get_root_logger(log_level: int = logging.INFO, log_file: Optional[str] = Non
     rank, _ = get_dist_info()
     fmt = logging.Formatter("%(asctime)s %(levelname)s: %(message)s")
     if not _initialized:
-        handler = logging.StreamHandler()
+        handler = _ConsoleHandler()
         handler.setFormatter(fmt)
         logger.addHandler(handler)
         logger.propagate = False

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
+import shutil
 import tempfile
 import time
 from typing import IO, Any, Iterator, List, Optional
 
 import numpy as np
 import torch
+
+from DiffIR.utils.errors import DiskFullError
 
 
 def set_random_seed(seed: int) -> None:
@@ -23,9 +27,17 @@ def get_time_str() -> str:
 
 
 def mkdir_and_rename(path: str) -> None:
-    """Create ``path``; an existing folder is kept as ``path_archived_<time>`` instead of being mixed into."""
+    """Create ``path``; an existing folder is kept as ``path_archived_<time>`` instead of being mixed into.
+
+    A second archive within the same second gets a ``_2``, ``_3`` ... suffix (a rename onto an existing empty
+    folder would silently replace it). The caller holds the folder's run lock (DiffIR.utils.runlock).
+    """
     if os.path.exists(path):
-        new_name = f"{path}_archived_{get_time_str()}"
+        base = new_name = f"{path}_archived_{get_time_str()}"
+        n = 1
+        while os.path.exists(new_name):
+            n += 1
+            new_name = f"{base}_{n}"
         print(f"Path already exists. Rename it to {new_name}", flush=True)
         os.rename(path, new_name)
     os.makedirs(path, exist_ok=True)
@@ -111,10 +123,40 @@ def atomic_open(path: str, mode: str = "wb", auto_mkdir: bool = True, **kwargs: 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        full = _disk_full_cause(e)
+        if full is not None:
+            raise _disk_full_error(path, folder) from full
         raise
+
+
+# --- disk full: one message for every atomic write (kept apart from atomic_open's body on purpose) ---
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _disk_full_cause(exc: BaseException) -> Optional[OSError]:
+    """The ENOSPC/EDQUOT error behind ``exc``: torch.save turns the write's OSError into a RuntimeError whose
+    context is the OSError, so the chain is searched too."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _disk_full_error(path: str, folder: str) -> "DiskFullError":
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MB free there now"
+    except OSError:
+        free = "free space unknown"
+    kept = f"the previous {path} is intact" if os.path.exists(path) else "no partial file was left"
+    err = DiskFullError(f"disk full while writing {path} ({free}); free space in {folder} and run again ({kept}).")
+    err.errno = errno.ENOSPC
+    return err
 
 
 def remove_stale_temp_files(folder: str) -> List[str]:

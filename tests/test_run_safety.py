@@ -1,0 +1,272 @@
+"""The life of a run: one run per experiment name (lock), Ctrl-C saves, a bad file or a full disk mid-run saves or
+keeps a checkpoint and ends with one message, and DataLoader worker errors read as the project's message."""
+import errno
+import glob
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset
+
+import DiffIR.utils.misc as misc
+from DiffIR.models.diffir_s1_model import DiffIRS1Model
+from DiffIR.train_pipeline_hdr import train_pipeline
+from DiffIR.utils.checkpoint import atomic_save, list_training_states, load_file
+from DiffIR.utils.cli import run_cli
+from DiffIR.utils.errors import DiskFullError, PreemptionFlag, RunInUse, worker_error_message
+from DiffIR.utils.hdr_io import ImageIOError
+from DiffIR.utils.runlock import RunLock
+
+from conftest import ROOT
+from test_resume_safety import _named, _run, cleanup  # noqa: F401 - fixture
+from test_training import _log_text, _options
+
+
+def _yml(tmp_path, name, total_iter, workers=0, **logger):
+    yml = _options(tmp_path, name=name, total_iter=total_iter)
+    opt = yaml.safe_load(yml.read_text())
+    opt["logger"].update(use_tb_logger=False, **logger)
+    opt["val"]["val_freq"] = 1000
+    opt["datasets"]["train"]["num_worker_per_gpu"] = workers
+    yml.write_text(yaml.safe_dump(opt))
+    return yml
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# ------------------------------------------------------------------------------------------- experiment lock
+def test_second_run_with_the_same_name_refuses_before_archiving(tmp_path, capsys):
+    exp = tmp_path / "experiments" / "busy"
+    exp.mkdir(parents=True)
+    (exp / "mine.txt").write_text("a running run's file")
+    yml = _yml(tmp_path, "busy", 1)
+    holder = RunLock(str(exp))  # another open file description: conflicts like another process would
+    assert holder.acquire() is None
+    try:
+        rc = run_cli(lambda: train_pipeline(str(tmp_path), ["-opt", str(yml)]))
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert re.search(rf"experiment busy is in use by pid {os.getpid()} on host {re.escape(socket.gethostname())} "
+                         r"since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d; wait for it, or use another name", err), err
+        assert "Traceback" not in err
+        assert (exp / "mine.txt").read_text() == "a running run's file"  # nothing archived or written
+        assert sorted(p.name for p in (tmp_path / "experiments").iterdir()) == ["busy", "busy.lock"]
+        with pytest.raises(RunInUse, match="results busy is in use"):  # the same lock class guards results/NAME
+            RunLock(str(tmp_path / "experiments" / "busy"), "results").acquire()
+    finally:
+        holder.release()
+    assert not (tmp_path / "experiments" / "busy.lock").exists()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over_and_released_on_error(tmp_path):
+    lock = tmp_path / "experiments" / "stale.lock"
+    lock.parent.mkdir(parents=True)
+    pid = _dead_pid()
+    lock.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "since": "2020-01-01 00:00:00"}))
+    yml = _yml(tmp_path, "stale", 1)
+    train_pipeline(str(tmp_path), ["-opt", str(yml)])
+    log = _log_text(tmp_path, "stale")
+    assert f"Took over the lock of experiment stale ({lock}) left by pid {pid} on host" in log
+    assert not lock.exists()  # released at the end
+    # an error after the lock was taken releases it too
+    with pytest.raises(Exception, match="batch_size_per_gpu"):
+        train_pipeline(str(tmp_path), ["-opt", str(yml), "--force_yml", "datasets:train:batch_size_per_gpu=99"])
+    assert not lock.exists()
+
+
+def test_lock_holder_killed_by_the_kernel_frees_the_lock(tmp_path):
+    """flock dies with its process (kill -9 included); the next run takes the left file over."""
+    folder = tmp_path / "experiments" / "k9"
+    code = (f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from DiffIR.utils.runlock import RunLock; "
+            f"RunLock({str(folder)!r}).acquire(); print('locked', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(RunInUse, match=f"experiment k9 is in use by pid {proc.pid} on host"):
+            RunLock(str(folder)).acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+    lock = RunLock(str(folder))
+    assert f"left by pid {proc.pid} on host" in lock.acquire()
+    lock.release()
+    assert not os.path.exists(lock.path)
+
+
+# ------------------------------------------------------------------------------------------- Ctrl-C
+def test_preemption_flag_first_ctrl_c_sets_the_flag_second_aborts():
+    with PreemptionFlag("notice") as flag:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert flag.is_set() and flag.exit_code == 130
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with PreemptionFlag() as flag:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert flag.is_set() and flag.exit_code == 143
+
+
+def test_ctrl_c_saves_state_exits_130_and_resumes(tmp_path, cleanup):  # noqa: F811
+    yml, exp = _named(tmp_path, "ctrlc", 10000, save_checkpoint_freq=10000, print_freq=1)
+    opt = yaml.safe_load(yml.read_text())
+    opt["datasets"]["train"]["num_worker_per_gpu"] = 1  # Ctrl-C reaches the workers too (the whole process group)
+    yml.write_text(yaml.safe_dump(opt))
+    cleanup.append(exp)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train_hdr.py"), "-opt", str(yml)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while not glob.glob(str(exp / "train_*.log")) or "iter:" not in open(glob.glob(str(exp / "train_*.log"))[0]).read():
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    states = list_training_states(str(exp / "training_states"))
+    assert len(states) == 1
+    it = states[0][0]
+    assert load_file(states[0][1])["iter"] == it and (exp / "models" / f"net_g_{it}.pth").is_file()
+    assert f"收到 Ctrl-C (SIGINT): 已在第 {it} 次迭代保存训练状态和网络" in err and "--auto_resume" in err
+    assert "Traceback" not in err and "DataLoader worker" not in err
+    assert not (exp.parent / f"{exp.name}.lock").exists()
+    assert "训练图像数量: 4" in err and "世界大小(GPU数量): 1" in err  # the summary on the console (launcher none)
+    proc = _run(yml, "--auto_resume", "--force_yml", f"train:total_iter={it + 1}")
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    assert f"恢复: 第 {it} 次迭代" in err and (exp / "models" / "net_g_latest.pth").is_file()
+
+
+# ------------------------------------------------------------------------------------------- bad data mid-run
+class _Bad(Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        raise ImageIOError(f"Cannot decode LQ image '/data/im_{i}.jpg': not a JPEG.\nFix: re-export it.")
+
+
+def test_worker_error_reads_as_the_datasets_message():
+    with pytest.raises(ImageIOError) as info:
+        next(iter(DataLoader(_Bad(), num_workers=1)))
+    assert str(info.value).startswith("Caught ImageIOError in DataLoader worker process 0")
+    assert worker_error_message(info.value) == "Cannot decode LQ image '/data/im_0.jpg': not a JPEG.\nFix: re-export it."
+    assert worker_error_message(ValueError("plain")) == "plain"
+
+
+def test_corrupt_file_mid_training_saves_state_then_stops(tmp_path, monkeypatch, capsys):
+    yml = _yml(tmp_path, "corrupt", 6, workers=1, save_checkpoint_freq=1000)
+    opt = yaml.safe_load(yml.read_text())
+    lq_dir = opt["datasets"]["train"]["dataroot_lq"]
+    orig = DiffIRS1Model.optimize_parameters
+
+    def step(self, current_iter):
+        orig(self, current_iter)
+        if current_iter == 2:  # after the dataset check passed: the files are replaced by garbage
+            for path in glob.glob(os.path.join(lq_dir, "*")):
+                with open(path, "wb") as f:
+                    f.write(b"garbage, not a JPEG")
+
+    monkeypatch.setattr(DiffIRS1Model, "optimize_parameters", step)
+    rc = run_cli(lambda: train_pipeline(str(tmp_path), ["-opt", str(yml)]))
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert re.search(re.escape(lq_dir) + r"/\S+\.jpg", err), err  # the project's message naming the file
+    assert "DataLoader worker" not in err and "Traceback" not in err and "Caught" not in err
+    exp = tmp_path / "experiments" / "corrupt"
+    assert "training state of iteration 2 is saved" in err and "--auto_resume" in err
+    assert [it for it, _ in list_training_states(str(exp / "training_states"))] == [2]
+    assert load_file(str(exp / "training_states" / "2.state"))["iter"] == 2
+    assert (exp / "models" / "net_g_2.pth").is_file()
+    assert not (tmp_path / "experiments" / "corrupt.lock").exists()
+
+
+# ------------------------------------------------------------------------------------------- disk full
+def _full_disk_for(monkeypatch, marker):
+    """atomic_open's temporary file for names containing ``marker`` is /dev/full: the kernel's real ENOSPC."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    real = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        fd, tmp = real(*args, **kwargs)
+        if marker in os.path.basename(tmp):
+            os.close(fd)
+            fd = os.open("/dev/full", os.O_WRONLY)
+        return fd, tmp
+
+    monkeypatch.setattr(misc.tempfile, "mkstemp", mkstemp)
+
+
+def test_disk_full_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pth"
+    atomic_save({"w": torch.ones(3)}, str(path))
+    _full_disk_for(monkeypatch, "ckpt.pth")
+    with pytest.raises(DiskFullError, match=rf"disk full while writing {re.escape(str(path))} \(\d+ MB free there "
+                                            rf"now\); free space in {re.escape(str(tmp_path))} and run again \(the "
+                                            r"previous .*ckpt.pth is intact\)") as info:
+        atomic_save({"w": torch.zeros(100000)}, str(path))
+    assert info.value.errno == errno.ENOSPC
+    assert torch.equal(load_file(str(path))["w"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["ckpt.pth"]  # no temporary file left
+    with pytest.raises(DiskFullError, match="no partial file was left"):
+        misc.atomic_write_bytes(str(tmp_path / "new_ckpt.pth"), b"x" * 100000)
+
+
+def test_disk_full_while_saving_a_checkpoint_ends_the_run_cleanly(tmp_path, monkeypatch, capsys):
+    yml = _yml(tmp_path, "full", 6, save_checkpoint_freq=3)
+    _full_disk_for(monkeypatch, "net_g_6.pth")
+    rc = run_cli(lambda: train_pipeline(str(tmp_path), ["-opt", str(yml)]))
+    err = capsys.readouterr().err
+    exp = tmp_path / "experiments" / "full"
+    assert rc == 2, err
+    assert f"disk full while writing {exp / 'models' / 'net_g_6.pth'}" in err
+    assert f"free space in {exp / 'models'}" in err
+    assert f"the previous checkpoint {exp / 'training_states' / '3.state'}" in err and "is intact" in err
+    assert "--auto_resume" in err and "Traceback" not in err
+    assert load_file(str(exp / "training_states" / "3.state"))["iter"] == 3
+    assert not glob.glob(str(exp / "**" / ".tmp_*"), recursive=True)
+    assert not (tmp_path / "experiments" / "full.lock").exists()
+
+
+def test_test_py_refuses_a_results_folder_in_use(tmp_path):
+    from DiffIR.test_pipeline import test_pipeline
+    from test_evaluation import _test_yml, _weights
+
+    yml = _test_yml(tmp_path, _weights(tmp_path), name="busy_test")
+    results = tmp_path / "results" / "busy_test"
+    results.mkdir(parents=True)
+    holder = RunLock(str(results), "results")
+    holder.acquire()
+    try:
+        with pytest.raises(RunInUse, match="results busy_test is in use by pid"):
+            test_pipeline(str(tmp_path), ["-opt", yml])
+        assert sorted(p.name for p in results.parent.iterdir()) == ["busy_test", "busy_test.lock"]  # not archived
+    finally:
+        holder.release()
+
+
+def test_archives_made_in_the_same_second_get_distinct_names(tmp_path):
+    target = tmp_path / "exp"
+    for i in range(3):
+        target.mkdir(exist_ok=True)
+        (target / f"run{i}.txt").write_text(str(i))
+        misc.mkdir_and_rename(str(target))
+    archived = sorted(p for p in tmp_path.iterdir() if p.name != "exp")
+    assert len(archived) == 3 and sorted(f.name for p in archived for f in p.iterdir()) == ["run0.txt", "run1.txt",
+                                                                                           "run2.txt"]
