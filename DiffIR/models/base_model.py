@@ -129,6 +129,16 @@ class BaseModel:
         self.best_metric_results: Dict[str, Dict[str, Dict[str, float]]] = {}
         self._baseline_cache: Dict[str, Dict[str, float]] = {}
         self.logger = get_root_logger()
+        self.net_g_ema: Optional[nn.Module] = None  # set by subclasses when train:ema_decay > 0
+        # Speed options off: a model for inference keeps these; a training model reads train:* below.
+        self.amp_dtype: Optional[torch.dtype] = None
+        self.scaler: Optional[torch.amp.GradScaler] = None
+        self.channels_last = False
+        self.accum_iter = 1
+        self.use_compile = False
+        self.compiled_blocks: List[nn.Module] = []
+        self._nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
         check_metric_options((opt.get("val") or {}).get("metrics") or {})
         check_val_options(opt.get("val"))
         if self.is_train:
@@ -137,7 +147,7 @@ class BaseModel:
     # ----------------------------------------------------------------------------- networks
     def model_to_device(self, net: nn.Module) -> nn.Module:
         net = net.to(self.device)
-        if getattr(self, "channels_last", False):
+        if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         if self.opt.get("dist"):
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -243,7 +253,7 @@ class BaseModel:
             "schedulers": [s.state_dict() for s in self.schedulers],
             "rng": rng,
             "world_size": len(rng),
-            **({"scaler": self.scaler.state_dict()} if getattr(self, "scaler", None) is not None else {}),
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             **(extra or {}),
         }
         atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
@@ -279,7 +289,7 @@ class BaseModel:
                 sch.load_state_dict(s)
             for w in caught:
                 self.logger.warning(f"train:scheduler: {w.message}")
-        if getattr(self, "scaler", None) is not None and "scaler" in state:
+        if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         rng = state.get("rng")
         if isinstance(rng, list) and rng:
@@ -320,14 +330,14 @@ class BaseModel:
 
     def autocast(self):
         """Mixed-precision context for the training forward (a no-op without ``train.amp``)."""
-        if getattr(self, "amp_dtype", None) is None:
+        if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def to_input(self, t: torch.Tensor) -> torch.Tensor:
         """Move an input batch to the device (channels-last when that option is on)."""
         t = t.to(self.device, non_blocking=True)
-        if getattr(self, "channels_last", False) and t.dim() == 4:
+        if self.channels_last and t.dim() == 4:
             t = t.contiguous(memory_format=torch.channels_last)
         return t
 
@@ -341,14 +351,14 @@ class BaseModel:
         without the declaration are compiled whole. Checkpoint keys stay plain either way. Where compilation is
         unsupported, training continues eagerly with a notice.
         """
-        if not getattr(self, "use_compile", False):
+        if not self.use_compile:
             return net
         blocks = repeated_blocks(self.get_bare_model(net))
         try:
             import torch._dynamo
 
             torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
-            for notice in (avoid_inductor_cpu_half_precision_bug(self.device, getattr(self, "amp_dtype", None)),
+            for notice in (avoid_inductor_cpu_half_precision_bug(self.device, self.amp_dtype),
                            prefer_channels_last_in_inductor_backward(self.device)):
                 if notice:
                     self.logger.info(notice)
@@ -379,13 +389,13 @@ class BaseModel:
         Their graphs are built for training (grad mode, patch shapes); whole validation images in eval mode would
         only add graphs, one compilation per new image size.
         """
-        if getattr(self, "compiled_blocks", None):
+        if self.compiled_blocks:
             return torch.compiler.set_stance("force_eager")
         return contextlib.nullcontext()
 
     def micro_batches(self, n: int) -> List[slice]:
         """Split a batch of ``n`` into ``train.accum_iter`` micro-batches for gradient accumulation."""
-        k = min(getattr(self, "accum_iter", 1), n)
+        k = min(self.accum_iter, n)
         bounds = [round(i * n / k) for i in range(k + 1)]
         return [slice(bounds[i], bounds[i + 1]) for i in range(k)]
 
@@ -402,8 +412,8 @@ class BaseModel:
         :class:`TrainingStopped`, leaving the last good checkpoint untouched.
         """
         if not all_finite(loss):
-            self._nonfinite_in_a_row = getattr(self, "_nonfinite_in_a_row", 0) + 1
-            self.nonfinite_total = getattr(self, "nonfinite_total", 0) + 1
+            self._nonfinite_in_a_row += 1
+            self.nonfinite_total += 1
             limit = int((self.opt.get("train") or {}).get("max_nonfinite_steps", 10))
             self.logger.warning(f"Non-finite loss ({loss.item()}): step skipped "
                                 f"({self._nonfinite_in_a_row} in a row, {self.nonfinite_total} in total)."
@@ -415,12 +425,12 @@ class BaseModel:
                     "set train:grad_clip, or check the data (scripts/check_dataset.py).")
             return False
         loss = loss * weight
-        (self.scaler.scale(loss) if getattr(self, "scaler", None) is not None else loss).backward()
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return True
 
     def _nonfinite_hint(self) -> str:
         """For a non-finite loss under the speed options: how to tell them from a diverging run."""
-        amp, compiled = getattr(self, "amp_dtype", None) is not None, getattr(self, "use_compile", False)
+        amp, compiled = self.amp_dtype is not None, self.use_compile
         if not (amp or compiled):
             return ""
         used = " and ".join(k for k, on in (("train:amp", amp), ("train:compile", compiled)) if on)
@@ -433,15 +443,14 @@ class BaseModel:
         """Optional ``train.grad_clip``, then the (GradScaler-aware) optimizer step."""
         self._nonfinite_in_a_row = 0
         clip = (self.opt.get("train") or {}).get("grad_clip")
-        scaler = getattr(self, "scaler", None)
         if clip:
-            if scaler is not None:
-                scaler.unscale_(optimizer)
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)
             params = [p for g in optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, float(clip))
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
         else:
             optimizer.step()
 

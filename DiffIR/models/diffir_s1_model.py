@@ -150,7 +150,7 @@ class DiffIRS1Model(BaseModel):
         if self.gt is None:
             raise RuntimeError("DiffIR stage 1 builds its prior from the HDR ground truth, so every test image needs "
                                "a GT. For LDR-only inference use a stage-2 model.")
-        net = self.net_g_ema if getattr(self, "net_g_ema", None) is not None else self.get_bare_model(self.net_g)
+        net = self.net_g_ema if self.net_g_ema is not None else self.get_bare_model(self.net_g)
         was_training = net.training
         net.eval()
         val_opt = self.opt.get("val") or {}
