@@ -171,11 +171,3 @@ class DiffIRS1Model(BaseModel):
         if self.gt is not None:
             out["gt"] = self.gt.detach().cpu()
         return out
-
-    def save(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
-        """Network file first, then the training state that refers to it (called on every rank)."""
-        if self.ema_decay > 0:
-            self.save_network([self.net_g, self.net_g_ema], "net_g", current_iter, ["params", "params_ema"])
-        else:
-            self.save_network([self.net_g], "net_g", current_iter, ["params"])
-        self.save_training_state(epoch, current_iter, extra)
