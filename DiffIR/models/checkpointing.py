@@ -53,10 +53,12 @@ class CheckpointingMixin:
             extra = sorted(set(state) - set(own))
             wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
             for k in wrong:
-                self.logger.warning(f"Skip '{k}': shape {tuple(state[k].shape)} in file, {tuple(own[k].shape)} in network")
+                self.logger.warning(f"Skip '{k}': shape {tuple(state[k].shape)} in file, "
+                                    f"{tuple(own[k].shape)} in network")
                 state.pop(k)
             if missing:
-                self.logger.warning(f"{len(missing)} network keys not in the file (kept as initialised), e.g. {missing[:3]}")
+                self.logger.warning(f"{len(missing)} network keys not in the file (kept as initialised), "
+                                    f"e.g. {missing[:3]}")
             if extra:
                 self.logger.warning(f"{len(extra)} file keys not in the network (ignored), e.g. {extra[:3]}")
         load_checked(net, state, path, param_key, strict)  # another architecture → CheckpointError, exit status 2
@@ -137,10 +139,12 @@ class CheckpointingMixin:
             restore_rng_state(rng[rank % len(rng)])
 
     def _report_optimizer_changes(self, yaml_groups: List[Dict[str, Any]], loaded: List[Dict[str, Any]]) -> None:
+        """Warn about optimizer settings the YAML changed since the state was saved: the saved ones win on resume."""
         for i, (new, old) in enumerate(zip(yaml_groups, loaded)):
             for key in ("initial_lr", "betas", "weight_decay", "eps", "momentum"):
                 if key in new and key in old and tuple(np.atleast_1d(new[key])) != tuple(np.atleast_1d(old[key])):
                     name = "lr" if key == "initial_lr" else key
                     self.logger.warning(f"train:optim_g:{name} is {new[key]} in the options but {old[key]} in the "
                                         f"training state (param group {i}); the resumed run keeps {old[key]}. Start a "
-                                        "new experiment (or load the weights with path.pretrain_network_g) to change it.")
+                                        "new experiment (or load the weights with path.pretrain_network_g) to change "
+                                        "it.")

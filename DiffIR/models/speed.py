@@ -21,11 +21,12 @@ def inductor_cpu_settings(kind: str, amp_dtype: Optional[torch.dtype]) -> Dict[s
     """The ``torch._inductor.config`` settings a compiled half-precision CPU run needs, by :func:`cpu_kind`.
 
     - ``avx512`` and ``amx``: ``cpp.simdlen = 256``. With torch 2.13, inductor's 512-bit bf16 kernels for the
-      DIRformer's attention (L2-normalised q/k feeding a transposed matmul) computed NaN on an AVX-512 Xeon; 256-bit
-      kernels are correct (tests/test_speed_options.py). On AMX CPUs inductor would pick its ``VecAMX`` ISA, 512-bit
-      as well, so the same limit applies; it leaves oneDNN's AMX convolutions and matmuls alone (they are ATen
-      calls, not inductor kernels), so it cannot fix oneDNN's AMX bf16 matmul bug: the attention runs in fp32 under
-      CPU autocast for that (``DiffIR.archs.dirformer.attention_in_fp32``).
+      DIRformer's attention (L2-normalised q/k feeding a transposed matmul) computed NaN on an AVX-512 CPU; 256-bit
+      kernels are correct (reproducer in tests/test_speed_options.py, findings in docs/benchmarks.md). On AMX
+      CPUs inductor would pick its ``VecAMX`` ISA, 512-bit as well, so the same limit applies; it leaves oneDNN's
+      AMX convolutions and matmuls alone (they are ATen calls, not inductor kernels), so it cannot fix oneDNN's
+      AMX bf16 matmul bug: the attention runs in fp32 under CPU autocast for that
+      (``DiffIR.archs.dirformer.attention_in_fp32``).
     - ``avx2`` and others: nothing (256-bit or narrower already).
     """
     if amp_dtype is None or kind not in ("amx", "avx512"):
@@ -57,11 +58,10 @@ def prefer_channels_last_in_inductor_backward(device: torch.device) -> Optional[
     """Let inductor lay out *backward* graphs for oneDNN on the CPU, as it already does forward graphs.
 
     Inductor's layout optimisation (channels-last buffers around convolutions) only switches on for graphs that
-    contain a forward convolution. A backward graph holds convolution-backward ops only, so its fused kernels wrote
-    channels-first or transposed buffers that were then copied to channels-last before every oneDNN convolution
-    backward: a compiled level-1 block was no faster than eager. Forced, the same block runs 1.3–1.4× eager
-    (docs/benchmarks.md). Returns a notice for the log where the setting was changed; an environment override
-    (``TORCHINDUCTOR_FORCE_LAYOUT_OPT``) is kept.
+    contain a forward convolution. A backward graph holds convolution-backward ops only, so its fused kernels write
+    channels-first or transposed buffers that are then copied to channels-last before every oneDNN convolution
+    backward, which takes away most of what compiling gains (figures in docs/benchmarks.md). Returns a notice for
+    the log where the setting was changed; an environment override (``TORCHINDUCTOR_FORCE_LAYOUT_OPT``) is kept.
     """
     if device.type != "cpu" or "TORCHINDUCTOR_FORCE_LAYOUT_OPT" in os.environ:
         return None
@@ -113,10 +113,10 @@ def compile_for_training(net: nn.Module, blocks: List[nn.Module], device: torch.
 
     Regional compilation: where the network declares ``repeated_blocks`` (the DIRformer's transformer block),
     each such block is compiled in place, one static-shape graph per feature shape, shared by all blocks of
-    that shape; the rest runs eagerly. Against compiling the whole network this takes about a fifth of the
-    compile time and, on the CPU, ran faster (1.40× against 1.21× fp32 eager, docs/benchmarks.md). Networks
-    without the declaration are compiled whole. Checkpoint keys stay plain either way. Where compilation is
-    unsupported, training continues eagerly with a notice: ``(net, [])``.
+    that shape; the rest runs eagerly. It compiles in a fraction of the time the whole network takes, and its
+    steps ran faster on the CPU (docs/benchmarks.md). Networks without the declaration are compiled whole.
+    Checkpoint keys stay plain either way. Where compilation is unsupported, training continues eagerly with a
+    notice: ``(net, [])``.
     """
     try:
         import torch._dynamo
@@ -136,8 +136,7 @@ def compile_for_training(net: nn.Module, blocks: List[nn.Module], device: torch.
         for block in blocks:
             block.compile(dynamic=False)
         logger.info(f"train:compile: {len(blocks)} {type(blocks[0]).__name__} modules compiled in place, one "
-                    "graph per feature shape, on the first iterations and again when the patch or batch size "
-                    "changes (under a minute on a 2-core CPU at the seed size).")
+                    "graph per feature shape, on the first iterations and again when the patch or batch size changes.")
         return net, blocks
     except Exception as e:  # noqa: BLE001 - reported, then eager
         for block in blocks:
