@@ -150,7 +150,7 @@ def test_half_precision_attention_does_not_overflow_on_large_activations():
 
 @pytest.mark.parametrize("kind,simdlen", [("amx", 256), ("avx512", 256), ("avx2", None), ("other", None)])
 def test_inductor_half_precision_settings_for_every_cpu_kind(kind, simdlen, inductor_config):
-    from DiffIR.models.base_model import avoid_inductor_cpu_half_precision_bug
+    from DiffIR.models.speed import avoid_inductor_cpu_half_precision_bug
 
     cpu = torch.device("cpu")
     inductor_config.cpp.simdlen = None
@@ -229,7 +229,7 @@ def test_compiled_bf16_attention_trains_finite_and_matches_eager(inductor_config
     Regression: without the 256-bit limit, inductor (torch 2.13, an AVX-512 Xeon) turned the forward into NaN.
     """
     from DiffIR.archs.dirformer import Attention
-    from DiffIR.models.base_model import avoid_inductor_cpu_half_precision_bug
+    from DiffIR.models.speed import avoid_inductor_cpu_half_precision_bug
     from DiffIR.utils.cpu_features import cpu_kind
 
     inductor_config.cpp.simdlen = None
@@ -281,7 +281,7 @@ def test_channels_last_attention_is_the_same_maths_and_stays_channels_last(batch
 
 
 def test_cpu_backward_layout_setting_respects_the_environment(monkeypatch, inductor_config):
-    from DiffIR.models.base_model import prefer_channels_last_in_inductor_backward
+    from DiffIR.models.speed import prefer_channels_last_in_inductor_backward
 
     inductor_config.force_layout_optimization = False
     monkeypatch.setenv("TORCHINDUCTOR_FORCE_LAYOUT_OPT", "0")
@@ -295,7 +295,7 @@ def test_cpu_backward_layout_setting_respects_the_environment(monkeypatch, induc
 
 
 def test_cudnn_benchmark_option_is_read_and_applied_on_cuda(tmp_path):
-    from DiffIR.models.base_model import apply_cudnn_benchmark, cudnn_benchmark_option
+    from DiffIR.models.speed import apply_cudnn_benchmark, cudnn_benchmark_option
 
     assert cudnn_benchmark_option({"train": {}}) is True  # BasicSR's default
     assert cudnn_benchmark_option({"train": {"cudnn_benchmark": False}}) is False

@@ -1,122 +1,34 @@
-"""What every training model shares: devices, DDP, optimizers, schedulers, EMA, checkpoints, validation."""
+"""What every training model shares: devices, DDP, optimizers, schedulers, EMA, speed options, validation.
+
+Checkpoints (saving, pruning, resume) come from :class:`~DiffIR.models.checkpointing.CheckpointingMixin`.
+"""
 from __future__ import annotations
 
 import contextlib
-import os
 import os.path as osp
-import warnings
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from DiffIR.metrics import check_metric_options
+from DiffIR.models.checkpointing import CheckpointingMixin
 from DiffIR.models.evaluation import check_val_options, evaluate_dataset, publish_previews
 from DiffIR.models.lr_scheduler import build_scheduler, get_scheduler, update_learning_rate
-from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, list_training_states, load_checked, load_file
+from DiffIR.models.speed import apply_cudnn_benchmark, compile_for_training, repeated_blocks
 from DiffIR.utils.cpu_features import cpu_kind
-from DiffIR.utils.dist import all_finite, all_gather_objects, get_dist_info, local_rank, reduce_mean
+from DiffIR.utils.dist import all_finite, get_dist_info, local_rank, reduce_mean
 from DiffIR.utils.logger import get_root_logger
 from DiffIR.utils.errors import TrainingStopped
-from DiffIR.utils.misc import capture_rng_state, restore_rng_state, select_device
+from DiffIR.utils.misc import select_device
 from DiffIR.utils.registry import OptionError, check_kwargs
 
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
 
 
-def inductor_cpu_settings(kind: str, amp_dtype: Optional[torch.dtype]) -> Dict[str, Any]:
-    """The ``torch._inductor.config`` settings a compiled half-precision CPU run needs, by :func:`cpu_kind`.
-
-    - ``avx512`` and ``amx``: ``cpp.simdlen = 256``. With torch 2.13, inductor's 512-bit bf16 kernels for the
-      DIRformer's attention (L2-normalised q/k feeding a transposed matmul) computed NaN on an AVX-512 Xeon; 256-bit
-      kernels are correct (tests/test_speed_options.py). On AMX CPUs inductor would pick its ``VecAMX`` ISA, 512-bit
-      as well, so the same limit applies; it leaves oneDNN's AMX convolutions and matmuls alone (they are ATen
-      calls, not inductor kernels), so it cannot fix oneDNN's AMX bf16 matmul bug: the attention runs in fp32 under
-      CPU autocast for that (``DiffIR.archs.dirformer.attention_in_fp32``).
-    - ``avx2`` and others: nothing (256-bit or narrower already).
-    """
-    if amp_dtype is None or kind not in ("amx", "avx512"):
-        return {}
-    return {"cpp.simdlen": 256}
-
-
-def avoid_inductor_cpu_half_precision_bug(device: torch.device, amp_dtype: Optional[torch.dtype],
-                                          kind: Optional[str] = None) -> Optional[str]:
-    """Apply :func:`inductor_cpu_settings` for this CPU (``kind`` from :func:`cpu_kind` unless given).
-
-    Returns a notice for the log where a setting was changed, else None. A ``simdlen`` the user set is kept.
-    """
-    if device.type != "cpu" or amp_dtype is None:
-        return None
-    import torch._inductor.config as inductor_config
-
-    kind = kind or cpu_kind()
-    settings = inductor_cpu_settings(kind, amp_dtype)
-    if not settings or inductor_config.cpp.simdlen is not None:
-        return None
-    inductor_config.cpp.simdlen = settings["cpp.simdlen"]
-    what = {"amx": "an AMX", "avx512": "an AVX-512"}[kind]
-    return (f"train:compile with train:amp on {what} CPU: inductor kernels limited to 256-bit vectors "
-            "(its 512-bit half-precision kernels give NaN outputs for this network in torch 2.13)")
-
-
-def prefer_channels_last_in_inductor_backward(device: torch.device) -> Optional[str]:
-    """Let inductor lay out *backward* graphs for oneDNN on the CPU, as it already does forward graphs.
-
-    Inductor's layout optimisation (channels-last buffers around convolutions) only switches on for graphs that
-    contain a forward convolution. A backward graph holds convolution-backward ops only, so its fused kernels wrote
-    channels-first or transposed buffers that were then copied to channels-last before every oneDNN convolution
-    backward: a compiled level-1 block was no faster than eager. Forced, the same block runs 1.3–1.4× eager
-    (docs/benchmarks.md). Returns a notice for the log where the setting was changed; an environment override
-    (``TORCHINDUCTOR_FORCE_LAYOUT_OPT``) is kept.
-    """
-    if device.type != "cpu" or "TORCHINDUCTOR_FORCE_LAYOUT_OPT" in os.environ:
-        return None
-    import torch._inductor.config as inductor_config
-
-    if inductor_config.force_layout_optimization:
-        return None
-    inductor_config.force_layout_optimization = True
-    return "train:compile on the CPU: inductor lays out backward graphs channels-last too (force_layout_optimization)"
-
-
-def cudnn_benchmark_option(opt: Dict[str, Any]) -> bool:
-    """``train:cudnn_benchmark`` (or the top-level ``cudnn_benchmark`` of some BasicSR forks); default true as in
-    BasicSR. Both given with different values, or a value that is not a boolean: :class:`OptionError`."""
-    train_opt = opt.get("train") or {}
-    given = {f"{where}cudnn_benchmark": src["cudnn_benchmark"]
-             for where, src in (("train:", train_opt), ("", opt)) if src.get("cudnn_benchmark") is not None}
-    for key, value in given.items():
-        if not isinstance(value, bool):
-            raise OptionError(f"{key} is {value!r}; use true or false")
-    if len(set(given.values())) > 1:
-        raise OptionError(f"train:cudnn_benchmark and the top-level cudnn_benchmark disagree ({given}); keep one "
-                          "(train:cudnn_benchmark)")
-    return next(iter(given.values()), True)
-
-
-def apply_cudnn_benchmark(opt: Dict[str, Any], device: torch.device) -> Optional[bool]:
-    """Set ``torch.backends.cudnn.benchmark`` from :func:`cudnn_benchmark_option` for a CUDA run; returns the value
-    set (None off CUDA, where the flag means nothing and is left as it is). Autotuning picks the fastest
-    convolution algorithms for the first batch shape; with changing patch sizes (progressive training) each new
-    shape is tuned once, so it pays off after a few iterations."""
-    value = cudnn_benchmark_option(opt)
-    if device.type != "cuda":
-        return None
-    torch.backends.cudnn.benchmark = value
-    return value
-
-
-def repeated_blocks(net: nn.Module) -> List[nn.Module]:
-    """The modules whose type a submodule of ``net`` lists in its ``repeated_blocks`` attribute (in module order)."""
-    types = tuple({t for m in net.modules() for t in getattr(m, "repeated_blocks", ())})
-    return [m for m in net.modules() if types and isinstance(m, types)]
-
-
-class BaseModel:
+class BaseModel(CheckpointingMixin):
     """BasicSR-compatible model base. Subclasses build ``net_g`` and implement feed/optimize/test."""
 
     def __init__(self, opt: Dict[str, Any]) -> None:
@@ -129,6 +41,16 @@ class BaseModel:
         self.best_metric_results: Dict[str, Dict[str, Dict[str, float]]] = {}
         self._baseline_cache: Dict[str, Dict[str, float]] = {}
         self.logger = get_root_logger()
+        self.net_g_ema: Optional[nn.Module] = None  # set by subclasses when train:ema_decay > 0
+        # Speed options off: a model for inference keeps these; a training model reads train:* below.
+        self.amp_dtype: Optional[torch.dtype] = None
+        self.scaler: Optional[torch.amp.GradScaler] = None
+        self.channels_last = False
+        self.accum_iter = 1
+        self.use_compile = False
+        self.compiled_blocks: List[nn.Module] = []
+        self._nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
         check_metric_options((opt.get("val") or {}).get("metrics") or {})
         check_val_options(opt.get("val"))
         if self.is_train:
@@ -137,7 +59,7 @@ class BaseModel:
     # ----------------------------------------------------------------------------- networks
     def model_to_device(self, net: nn.Module) -> nn.Module:
         net = net.to(self.device)
-        if getattr(self, "channels_last", False):
+        if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         if self.opt.get("dist"):
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -153,34 +75,6 @@ class BaseModel:
         bare = self.get_bare_model(net)
         n = sum(p.numel() for p in bare.parameters())
         self.logger.info(f"Network: {bare.__class__.__name__}, with parameters: {n:,d}")
-
-    def load_network(self, net: nn.Module, path: str, strict: bool = True, param_key: Optional[str] = "params") -> None:
-        """Load a BasicSR checkpoint; non-strict loads skip (and report) missing or mis-shaped keys."""
-        net = self.get_bare_model(net)
-        state = extract_state_dict(self.read_network_file(path), param_key, path)
-        self.logger.info(f"Loading {net.__class__.__name__} from {path} [{param_key}] (strict={strict})")
-        own = net.state_dict()
-        if not strict:
-            missing = sorted(set(own) - set(state))
-            extra = sorted(set(state) - set(own))
-            wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
-            for k in wrong:
-                self.logger.warning(f"Skip '{k}': shape {tuple(state[k].shape)} in file, {tuple(own[k].shape)} in network")
-                state.pop(k)
-            if missing:
-                self.logger.warning(f"{len(missing)} network keys not in the file (kept as initialised), e.g. {missing[:3]}")
-            if extra:
-                self.logger.warning(f"{len(extra)} file keys not in the network (ignored), e.g. {extra[:3]}")
-        load_checked(net, state, path, param_key, strict)  # another architecture → CheckpointError, exit status 2
-
-    def save_network(self, nets: List[nn.Module], label: str, current_iter: Any, param_keys: List[str]) -> None:
-        if get_dist_info()[0] != 0:
-            return
-        name = "latest" if current_iter == -1 else current_iter
-        path = osp.join(self.opt["path"]["models"], f"{label}_{name}.pth")
-        payload = {k: {kk: v.detach().cpu() for kk, v in self.get_bare_model(n).state_dict().items()}
-                   for n, k in zip(nets, param_keys)}
-        atomic_save(payload, path)
 
     # ----------------------------------------------------------------------------- EMA
     @torch.no_grad()
@@ -224,81 +118,6 @@ class BaseModel:
     def get_current_learning_rate(self) -> List[float]:
         return [g["lr"] for g in self.optimizers[0].param_groups]
 
-    # ----------------------------------------------------------------------------- state
-    def save_training_state(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
-        """``training_states/ITER.state``: optimizers, schedulers, counters and every rank's RNG states.
-
-        Collective under DDP (all ranks call it; rank 0 writes). Plain tensors and numbers only, so it loads
-        with ``weights_only=True``.
-        """
-        if current_iter == -1:
-            return
-        rng = all_gather_objects(capture_rng_state())
-        if get_dist_info()[0] != 0:
-            return
-        state = {
-            "epoch": epoch,
-            "iter": current_iter,
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "schedulers": [s.state_dict() for s in self.schedulers],
-            "rng": rng,
-            "world_size": len(rng),
-            **({"scaler": self.scaler.state_dict()} if getattr(self, "scaler", None) is not None else {}),
-            **(extra or {}),
-        }
-        atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
-        self._prune_checkpoints(current_iter)
-
-    def _prune_checkpoints(self, current_iter: int) -> None:
-        """With ``logger.keep_last_n``, delete all but the newest n network/state pairs (never the new one)."""
-        keep = (self.opt.get("logger") or {}).get("keep_last_n")
-        if not keep:
-            return
-        states = list_training_states(self.opt["path"]["training_states"])
-        for it, state_path in states[int(keep):]:
-            if it == current_iter:
-                continue
-            os.remove(state_path)
-            for name in os.listdir(self.opt["path"]["models"]):
-                if name.endswith(f"_{it}.pth"):
-                    os.remove(osp.join(self.opt["path"]["models"], name))
-
-    def resume_training(self, state: Dict[str, Any]) -> None:
-        """Restore optimizers, schedulers and this rank's RNG; report YAML changes that the state overrides."""
-        if len(state["optimizers"]) != len(self.optimizers) or len(state["schedulers"]) != len(self.schedulers):
-            raise OptionError("The training state's optimizers/schedulers do not match this model's options (was "
-                              "train.scheduler added or removed since the state was saved?). Restore the options or "
-                              "start a new experiment.")
-        for o, s in zip(self.optimizers, state["optimizers"]):
-            yaml_groups = [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]
-            o.load_state_dict(s)
-            self._report_optimizer_changes(yaml_groups, o.param_groups)
-        for sch, s in zip(self.schedulers, state["schedulers"]):
-            with warnings.catch_warnings(record=True) as caught:  # changed scheduler options: into the log
-                warnings.simplefilter("always")
-                sch.load_state_dict(s)
-            for w in caught:
-                self.logger.warning(f"train:scheduler: {w.message}")
-        if getattr(self, "scaler", None) is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        rng = state.get("rng")
-        if isinstance(rng, list) and rng:
-            rank, world = get_dist_info()
-            if len(rng) != world:
-                self.logger.warning(f"The training state was saved by {len(rng)} process(es), this run has {world}: "
-                                    "random streams are re-derived, so the run is not bit-identical to an "
-                                    "uninterrupted one.")
-            restore_rng_state(rng[rank % len(rng)])
-
-    def _report_optimizer_changes(self, yaml_groups: List[Dict[str, Any]], loaded: List[Dict[str, Any]]) -> None:
-        for i, (new, old) in enumerate(zip(yaml_groups, loaded)):
-            for key in ("initial_lr", "betas", "weight_decay", "eps", "momentum"):
-                if key in new and key in old and tuple(np.atleast_1d(new[key])) != tuple(np.atleast_1d(old[key])):
-                    name = "lr" if key == "initial_lr" else key
-                    self.logger.warning(f"train:optim_g:{name} is {new[key]} in the options but {old[key]} in the "
-                                        f"training state (param group {i}); the resumed run keeps {old[key]}. Start a "
-                                        "new experiment (or load the weights with path.pretrain_network_g) to change it.")
-
     # ----------------------------------------------------------------------------- speed options
     def setup_speed_options(self) -> None:
         """``train.amp`` (bf16|fp16|none), ``train.compile``, ``train.channels_last``, ``train.accum_iter``."""
@@ -320,58 +139,27 @@ class BaseModel:
 
     def autocast(self):
         """Mixed-precision context for the training forward (a no-op without ``train.amp``)."""
-        if getattr(self, "amp_dtype", None) is None:
+        if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def to_input(self, t: torch.Tensor) -> torch.Tensor:
         """Move an input batch to the device (channels-last when that option is on)."""
         t = t.to(self.device, non_blocking=True)
-        if getattr(self, "channels_last", False) and t.dim() == 4:
+        if self.channels_last and t.dim() == 4:
             t = t.contiguous(memory_format=torch.channels_last)
         return t
 
     def prepare_training_network(self, net: nn.Module) -> nn.Module:
-        """The callable used for training forwards: ``net`` itself, with ``train.compile`` compiled regionally.
-
-        Regional compilation: where the network declares ``repeated_blocks`` (the DIRformer's transformer block),
-        each such block is compiled in place, one static-shape graph per feature shape, shared by all blocks of
-        that shape; the rest runs eagerly. Against compiling the whole network this takes about a fifth of the
-        compile time and, on the CPU, ran faster (1.40× against 1.21× fp32 eager, docs/benchmarks.md). Networks
-        without the declaration are compiled whole. Checkpoint keys stay plain either way. Where compilation is
-        unsupported, training continues eagerly with a notice.
-        """
-        if not getattr(self, "use_compile", False):
+        """The callable used for training forwards: ``net`` itself, or with ``train.compile`` compiled
+        (:func:`~DiffIR.models.speed.compile_for_training`: regionally where the network declares
+        ``repeated_blocks``)."""
+        if not self.use_compile:
             return net
         blocks = repeated_blocks(self.get_bare_model(net))
-        try:
-            import torch._dynamo
-
-            torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly
-            for notice in (avoid_inductor_cpu_half_precision_bug(self.device, getattr(self, "amp_dtype", None)),
-                           prefer_channels_last_in_inductor_backward(self.device)):
-                if notice:
-                    self.logger.info(notice)
-            if not blocks:
-                compiled = torch.compile(net)
-                self.logger.info("train:compile: the network is compiled on its first iterations (this takes minutes).")
-                return compiled
-            # Static shapes: a dynamic-shape graph of this block fails to compile in torch 2.13 (and would then run
-            # eagerly). The progressive pipeline's patch and batch sizes need more graphs than dynamo's default 8.
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            for block in blocks:
-                block.compile(dynamic=False)
-            self.compiled_blocks = blocks
-            self.logger.info(f"train:compile: {len(blocks)} {type(blocks[0]).__name__} modules compiled in place, one "
-                             "graph per feature shape, on the first iterations and again when the patch or batch size "
-                             "changes (under a minute on a 2-core CPU at the seed size).")
-            return net
-        except Exception as e:  # noqa: BLE001 - reported, then eager
-            for block in blocks:
-                block._compiled_call_impl = None  # undo a partial nn.Module.compile
-            self.compiled_blocks = []
-            self.logger.warning(f"train:compile is not supported here ({type(e).__name__}: {e}); training eagerly.")
-            return net
+        train_forward, self.compiled_blocks = compile_for_training(net, blocks, self.device, self.amp_dtype,
+                                                                   self.logger)
+        return train_forward
 
     def eager_inference(self) -> contextlib.AbstractContextManager:
         """Context for validation/test forwards: compiled blocks run eagerly there.
@@ -379,13 +167,13 @@ class BaseModel:
         Their graphs are built for training (grad mode, patch shapes); whole validation images in eval mode would
         only add graphs, one compilation per new image size.
         """
-        if getattr(self, "compiled_blocks", None):
+        if self.compiled_blocks:
             return torch.compiler.set_stance("force_eager")
         return contextlib.nullcontext()
 
     def micro_batches(self, n: int) -> List[slice]:
         """Split a batch of ``n`` into ``train.accum_iter`` micro-batches for gradient accumulation."""
-        k = min(getattr(self, "accum_iter", 1), n)
+        k = min(self.accum_iter, n)
         bounds = [round(i * n / k) for i in range(k + 1)]
         return [slice(bounds[i], bounds[i + 1]) for i in range(k)]
 
@@ -402,8 +190,8 @@ class BaseModel:
         :class:`TrainingStopped`, leaving the last good checkpoint untouched.
         """
         if not all_finite(loss):
-            self._nonfinite_in_a_row = getattr(self, "_nonfinite_in_a_row", 0) + 1
-            self.nonfinite_total = getattr(self, "nonfinite_total", 0) + 1
+            self._nonfinite_in_a_row += 1
+            self.nonfinite_total += 1
             limit = int((self.opt.get("train") or {}).get("max_nonfinite_steps", 10))
             self.logger.warning(f"Non-finite loss ({loss.item()}): step skipped "
                                 f"({self._nonfinite_in_a_row} in a row, {self.nonfinite_total} in total)."
@@ -415,12 +203,12 @@ class BaseModel:
                     "set train:grad_clip, or check the data (scripts/check_dataset.py).")
             return False
         loss = loss * weight
-        (self.scaler.scale(loss) if getattr(self, "scaler", None) is not None else loss).backward()
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return True
 
     def _nonfinite_hint(self) -> str:
         """For a non-finite loss under the speed options: how to tell them from a diverging run."""
-        amp, compiled = getattr(self, "amp_dtype", None) is not None, getattr(self, "use_compile", False)
+        amp, compiled = self.amp_dtype is not None, self.use_compile
         if not (amp or compiled):
             return ""
         used = " and ".join(k for k, on in (("train:amp", amp), ("train:compile", compiled)) if on)
@@ -433,15 +221,14 @@ class BaseModel:
         """Optional ``train.grad_clip``, then the (GradScaler-aware) optimizer step."""
         self._nonfinite_in_a_row = 0
         clip = (self.opt.get("train") or {}).get("grad_clip")
-        scaler = getattr(self, "scaler", None)
         if clip:
-            if scaler is not None:
-                scaler.unscale_(optimizer)
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)
             params = [p for g in optimizer.param_groups for p in g["params"]]
             torch.nn.utils.clip_grad_norm_(params, float(clip))
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
         else:
             optimizer.step()
 
@@ -506,8 +293,3 @@ class BaseModel:
             if tb_logger is not None:
                 tb_logger.add_scalar(f"metrics/{dataset_name}/{name}", value, current_iter)
         self.logger.info(msg)
-
-    # ----------------------------------------------------------------------------- network files
-    def read_network_file(self, path: str) -> Any:
-        """The checkpoint :meth:`load_network` reads; stage 2 overrides it to read a file once for several networks."""
-        return load_file(path, "network checkpoint")

@@ -192,7 +192,7 @@ class DiffIRS1Model(BaseModel):
     @contextlib.contextmanager
     def inference_network(self) -> Iterator[nn.Module]:
         """The network to test with (the EMA copy when there is one) in eval mode, eager; its mode is restored."""
-        net = self.net_g_ema if getattr(self, "net_g_ema", None) is not None else self.get_bare_model(self.net_g)
+        net = self.net_g_ema if self.net_g_ema is not None else self.get_bare_model(self.net_g)
         was_training = net.training
         net.eval()
         try:
@@ -211,11 +211,3 @@ class DiffIRS1Model(BaseModel):
         if self.gt is not None:
             out["gt"] = self.gt.detach().cpu()
         return out
-
-    def save(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
-        """Network file first, then the training state that refers to it (called on every rank)."""
-        if self.ema_decay > 0:
-            self.save_network([self.net_g, self.net_g_ema], "net_g", current_iter, ["params", "params_ema"])
-        else:
-            self.save_network([self.net_g], "net_g", current_iter, ["params"])
-        self.save_training_state(epoch, current_iter, extra)

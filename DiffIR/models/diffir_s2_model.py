@@ -103,6 +103,8 @@ class DiffIRS2Model(DiffIRS1Model):
         # path:pretrain_network_g (student and its EMA copy) and path:pretrain_network_S1 (teacher). Each file is read
         # once while the model is built (read_network_file) and let go afterwards.
         self._files: Optional[Dict[str, Any]] = {}
+        self._active_optimizer: Optional[torch.optim.Optimizer] = None  # the optimizer of the current phase
+        self.output: Optional[torch.Tensor] = None
         try:
             if not opt.get("is_train"):
                 self._refuse_stage1_weights(opt.get("path") or {})
@@ -314,7 +316,7 @@ class DiffIRS2Model(DiffIRS1Model):
 
     def get_current_learning_rate(self) -> List[float]:
         """The learning rate of the optimizer that stepped last (the prior's in phase A, the whole network's after)."""
-        opt = getattr(self, "_active_optimizer", None) or self.optimizers[0]
+        opt = self._active_optimizer or self.optimizers[0]
         return [g["lr"] for g in opt.param_groups]
 
     # ----------------------------------------------------------------------------------------- inference
@@ -331,6 +333,6 @@ class DiffIRS2Model(DiffIRS1Model):
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:
         """As stage 1; during phase A (no restored image) only the input, so no training preview is drawn."""
-        if getattr(self, "output", None) is None:
+        if self.output is None:
             return OrderedDict(lq=self.lq.detach().cpu())
         return super().get_current_visuals()

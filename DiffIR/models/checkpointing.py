@@ -1,0 +1,154 @@
+"""What a training model writes and reads back, in one place: network checkpoints, training states, pruning, resume.
+
+The files keep BasicSR's layout and keys: ``models/net_g_ITER.pth`` (``params``, plus ``params_ema`` with EMA;
+``net_g_latest.pth`` at the end) and ``training_states/ITER.state``. The file I/O under them (atomic writes, safe
+reads, the checks that a checkpoint fits a network) is :mod:`DiffIR.utils.checkpoint`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import os.path as osp
+import warnings
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, list_training_states, load_checked, load_file
+from DiffIR.utils.dist import all_gather_objects, get_dist_info
+from DiffIR.utils.misc import capture_rng_state, restore_rng_state
+from DiffIR.utils.registry import OptionError
+
+
+class CheckpointingMixin:
+    """Saving, loading and resuming for :class:`~DiffIR.models.base_model.BaseModel`, which provides the attributes
+    below (``get_bare_model`` too)."""
+
+    opt: Dict[str, Any]
+    logger: logging.Logger
+    net_g: nn.Module
+    net_g_ema: Optional[nn.Module]
+    optimizers: List[torch.optim.Optimizer]
+    schedulers: List[Any]
+    scaler: Optional[torch.amp.GradScaler]
+
+    def save(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
+        """Network file first, then the training state that refers to it (called on every rank)."""
+        if self.net_g_ema is not None:
+            self.save_network([self.net_g, self.net_g_ema], "net_g", current_iter, ["params", "params_ema"])
+        else:
+            self.save_network([self.net_g], "net_g", current_iter, ["params"])
+        self.save_training_state(epoch, current_iter, extra)
+
+    def read_network_file(self, path: str) -> Any:
+        """The checkpoint :meth:`load_network` reads; stage 2 overrides it to read a file once for several networks."""
+        return load_file(path, "network checkpoint")
+
+    def load_network(self, net: nn.Module, path: str, strict: bool = True, param_key: Optional[str] = "params") -> None:
+        """Load a BasicSR checkpoint; non-strict loads skip (and report) missing or mis-shaped keys."""
+        net = self.get_bare_model(net)
+        state = extract_state_dict(self.read_network_file(path), param_key, path)
+        self.logger.info(f"Loading {net.__class__.__name__} from {path} [{param_key}] (strict={strict})")
+        own = net.state_dict()
+        if not strict:
+            missing = sorted(set(own) - set(state))
+            extra = sorted(set(state) - set(own))
+            wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
+            for k in wrong:
+                self.logger.warning(f"Skip '{k}': shape {tuple(state[k].shape)} in file, "
+                                    f"{tuple(own[k].shape)} in network")
+                state.pop(k)
+            if missing:
+                self.logger.warning(f"{len(missing)} network keys not in the file (kept as initialised), "
+                                    f"e.g. {missing[:3]}")
+            if extra:
+                self.logger.warning(f"{len(extra)} file keys not in the network (ignored), e.g. {extra[:3]}")
+        load_checked(net, state, path, param_key, strict)  # another architecture → CheckpointError, exit status 2
+
+    def save_network(self, nets: List[nn.Module], label: str, current_iter: Any, param_keys: List[str]) -> None:
+        """``models/LABEL_ITER.pth`` (``LABEL_latest.pth`` for -1): each net's CPU state_dict under its key; rank 0."""
+        if get_dist_info()[0] != 0:
+            return
+        name = "latest" if current_iter == -1 else current_iter
+        path = osp.join(self.opt["path"]["models"], f"{label}_{name}.pth")
+        payload = {k: {kk: v.detach().cpu() for kk, v in self.get_bare_model(n).state_dict().items()}
+                   for n, k in zip(nets, param_keys)}
+        atomic_save(payload, path)
+
+    def save_training_state(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
+        """``training_states/ITER.state``: optimizers, schedulers, counters and every rank's RNG states.
+
+        Collective under DDP (all ranks call it; rank 0 writes). Plain tensors and numbers only, so it loads
+        with ``weights_only=True``.
+        """
+        if current_iter == -1:
+            return
+        rng = all_gather_objects(capture_rng_state())
+        if get_dist_info()[0] != 0:
+            return
+        state = {
+            "epoch": epoch,
+            "iter": current_iter,
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "rng": rng,
+            "world_size": len(rng),
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+            **(extra or {}),
+        }
+        atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
+        self._prune_checkpoints(current_iter)
+
+    def _prune_checkpoints(self, current_iter: int) -> None:
+        """With ``logger.keep_last_n``, delete all but the newest n network/state pairs (never the new one)."""
+        keep = (self.opt.get("logger") or {}).get("keep_last_n")
+        if not keep:
+            return
+        states = list_training_states(self.opt["path"]["training_states"])
+        for it, state_path in states[int(keep):]:
+            if it == current_iter:
+                continue
+            os.remove(state_path)
+            for name in os.listdir(self.opt["path"]["models"]):
+                if name.endswith(f"_{it}.pth"):
+                    os.remove(osp.join(self.opt["path"]["models"], name))
+
+    def resume_training(self, state: Dict[str, Any]) -> None:
+        """Restore optimizers, schedulers and this rank's RNG; report YAML changes that the state overrides."""
+        if len(state["optimizers"]) != len(self.optimizers) or len(state["schedulers"]) != len(self.schedulers):
+            raise OptionError("The training state's optimizers/schedulers do not match this model's options (was "
+                              "train.scheduler added or removed since the state was saved?). Restore the options or "
+                              "start a new experiment.")
+        for o, s in zip(self.optimizers, state["optimizers"]):
+            yaml_groups = [{k: v for k, v in g.items() if k != "params"} for g in o.param_groups]
+            o.load_state_dict(s)
+            self._report_optimizer_changes(yaml_groups, o.param_groups)
+        for sch, s in zip(self.schedulers, state["schedulers"]):
+            with warnings.catch_warnings(record=True) as caught:  # changed scheduler options: into the log
+                warnings.simplefilter("always")
+                sch.load_state_dict(s)
+            for w in caught:
+                self.logger.warning(f"train:scheduler: {w.message}")
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state.get("rng")
+        if isinstance(rng, list) and rng:
+            rank, world = get_dist_info()
+            if len(rng) != world:
+                self.logger.warning(f"The training state was saved by {len(rng)} process(es), this run has {world}: "
+                                    "random streams are re-derived, so the run is not bit-identical to an "
+                                    "uninterrupted one.")
+            restore_rng_state(rng[rank % len(rng)])
+
+    def _report_optimizer_changes(self, yaml_groups: List[Dict[str, Any]], loaded: List[Dict[str, Any]]) -> None:
+        """Warn about optimizer settings the YAML changed since the state was saved: the saved ones win on resume."""
+        for i, (new, old) in enumerate(zip(yaml_groups, loaded)):
+            for key in ("initial_lr", "betas", "weight_decay", "eps", "momentum"):
+                if key in new and key in old and tuple(np.atleast_1d(new[key])) != tuple(np.atleast_1d(old[key])):
+                    name = "lr" if key == "initial_lr" else key
+                    self.logger.warning(f"train:optim_g:{name} is {new[key]} in the options but {old[key]} in the "
+                                        f"training state (param group {i}); the resumed run keeps {old[key]}. Start a "
+                                        "new experiment (or load the weights with path.pretrain_network_g) to change "
+                                        "it.")
