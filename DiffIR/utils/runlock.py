@@ -8,6 +8,7 @@ a dead holder is taken over with a warning. Where the file system has no ``flock
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -57,6 +58,7 @@ class RunLock:
         self.what = what
         self.name = os.path.basename(self.folder)
         self._fd: Optional[int] = None
+        self._made_parent = False  # experiments/ (or results/) was created for the lock: removed again if left empty
 
     def _in_use(self, holder: Dict[str, Any], extra: str = "") -> RunInUse:
         return RunInUse(f"{self.what} {self.name} is in use by {_describe(holder)}; wait for it, or use another "
@@ -88,7 +90,14 @@ class RunLock:
 
     def acquire(self) -> Optional[str]:
         """Take the lock; the warning text when a dead holder's file was taken over, else None."""
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        parent = os.path.dirname(self.path)
+        self._made_parent = not os.path.isdir(parent)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"Cannot set up the {self.what} folder '{self.folder}': {e.strerror or e} "
+                          f"({e.filename or parent}). Make {parent} a writable folder, or run from a copy of the "
+                          "project where you can write.") from None
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -147,6 +156,10 @@ class RunLock:
             pass
         finally:
             os.close(fd)  # closing frees the flock
+        if self._made_parent and not os.listdir(os.path.dirname(self.path)):
+            # a run refused before it wrote anything leaves no trace (the folder may be refilled concurrently)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(self.path))
 
 
 _held: List[RunLock] = []
