@@ -18,7 +18,8 @@ from DiffIR.train_loop import warn_archived_states
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.option_schema import coerce_numbers
 from DiffIR.utils.options import apply_overrides, finalize_options, load_yaml, parse_options
-from DiffIR.utils.registry import OptionError, check_kwargs
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import check_kwargs
 
 from conftest import REFERENCE, ROOT
 from test_dataset import _make_folder, _opt

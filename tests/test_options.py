@@ -5,7 +5,8 @@ import torch
 import yaml
 
 from DiffIR.utils.options import apply_overrides, finalize_options, load_yaml, parse_options, validate_options
-from DiffIR.utils.registry import ARCH_REGISTRY, OptionError, Registry, build_from_registry
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import ARCH_REGISTRY, Registry, build_from_registry
 
 from conftest import REFERENCE, ROOT
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from DiffIR.models import build_model
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 from test_training import TINY_NET
 

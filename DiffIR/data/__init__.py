@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from DiffIR.data.prefetcher import CPUPrefetcher, CUDAPrefetcher, build_prefetcher
 from DiffIR.data.seeding import SampleIndex
-from DiffIR.utils.registry import DATASET_REGISTRY, OptionError, check_keys
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import DATASET_REGISTRY, check_keys
 
 __all__ = ["build_dataset", "build_dataloader", "EnlargedSampler", "SampleIndex", "worker_init_fn",
            "build_prefetcher", "CPUPrefetcher", "CUDAPrefetcher", "DATASET_REGISTRY"]

@@ -44,7 +44,8 @@ from DiffIR.data.paired_image_dataset import DiskPairReader, PairedImageDataset,
 from DiffIR.data.pairing import (DGAIN_EXTENSIONS, GT_EXTENSIONS, LQ_EXTENSIONS, MAX_LISTED, PairingError,
                                  scan_paired_folders)
 from DiffIR.data.transforms import img2tensor
-from DiffIR.utils.registry import DATASET_REGISTRY, OptionError
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import DATASET_REGISTRY
 from DiffIR.utils.tone_mapping import TONE_CURVES as _CURVES
 from DiffIR.utils.tone_mapping import apply_tone_curve, ldr_to_network_input
 

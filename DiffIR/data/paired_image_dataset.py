@@ -37,7 +37,8 @@ from DiffIR.data.seeding import sample_rng
 from DiffIR.data.transforms import augment_pair, pad_to_size, random_window
 from DiffIR.utils.dist import get_dist_info
 from DiffIR.utils.hdr_io import Window, WindowArg, read_hdr, read_ldr
-from DiffIR.utils.registry import OptionError, check_keys
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import check_keys
 
 logger = logging.getLogger("DiffIR")
 

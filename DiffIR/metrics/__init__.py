@@ -8,7 +8,8 @@ import functools
 from typing import Any, Callable, Dict
 
 from DiffIR.metrics import hdr_metrics, psnr_ssim  # noqa: F401  (registers the functions)
-from DiffIR.utils.registry import METRIC_REGISTRY, OptionError, check_kwargs
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import METRIC_REGISTRY, check_kwargs
 
 
 def check_metric_options(metrics: Dict[str, Dict[str, Any]]) -> None:

@@ -3,7 +3,8 @@ from typing import Any, Dict
 
 from DiffIR.models import diffir_s1_model  # noqa: F401  (registers the classes)
 from DiffIR.models import diffir_s2_model  # noqa: F401  (registers the classes)
-from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import MODEL_REGISTRY
 
 
 def build_model(opt: Dict[str, Any]):

@@ -21,9 +21,9 @@ from DiffIR.models.speed import apply_cudnn_benchmark, compile_for_training, rep
 from DiffIR.utils.cpu_features import cpu_kind
 from DiffIR.utils.dist import all_finite, get_dist_info, local_rank, reduce_mean
 from DiffIR.utils.logger import get_root_logger
-from DiffIR.utils.errors import TrainingStopped
+from DiffIR.utils.errors import OptionError, TrainingStopped
 from DiffIR.utils.misc import select_device
-from DiffIR.utils.registry import OptionError, check_kwargs
+from DiffIR.utils.registry import check_kwargs
 
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from DiffIR.metrics import calculate_metric, metric_domain
 from DiffIR.utils.hdr_io import write_hdr, write_ldr
 from DiffIR.utils.img_util import make_preview_grid, tensor2img
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import display_tone_map, inverse_linear_tone_map, inverse_log_tone_map
 
 __all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "output_suffix", "evaluate_dataset",

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from DiffIR.utils.cpu_features import cpu_kind
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 
 def inductor_cpu_settings(kind: str, amp_dtype: Optional[torch.dtype]) -> Dict[str, Any]:

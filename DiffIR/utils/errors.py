@@ -8,6 +8,10 @@ import threading
 from typing import Any, Optional
 
 
+class OptionError(ValueError):
+    """A configuration mistake, reported with the offending key and how to fix it."""
+
+
 class TrainingStopped(RuntimeError):
     """Training cannot continue sensibly (e.g. the loss diverged); the last good checkpoint is kept."""
 

@@ -12,7 +12,7 @@ import yaml
 
 from DiffIR.utils.logger import get_root_logger
 from DiffIR.utils.option_schema import coerce_numbers, value_errors
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 # Keys each section understands. Sections holding components (networks, datasets, losses, optimizer,
 # scheduler, metrics) are checked by the component's own builder against its signature instead.

@@ -6,6 +6,8 @@ import inspect
 import re
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
+from DiffIR.utils.errors import OptionError
+
 
 class Registry:
     """A named table of classes/functions filled by ``@REGISTRY.register()``.
@@ -51,10 +53,6 @@ DATASET_REGISTRY = Registry("dataset")
 MODEL_REGISTRY = Registry("model")
 LOSS_REGISTRY = Registry("loss")
 METRIC_REGISTRY = Registry("metric")
-
-
-class OptionError(ValueError):
-    """A configuration mistake, reported with the offending key and how to fix it."""
 
 
 def check_keys(keys: Iterable[str], accepted: Sequence[str], where: str, what: str) -> None:
