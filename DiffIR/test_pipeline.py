@@ -47,10 +47,7 @@ def check_test_options(opt: Dict[str, Any], file: str = "<options>") -> None:
     if not phases:
         raise OptionError(f"{file} has no test set: add 'datasets: {{test_1: {{...}}}}' (or val_1, ...) with the "
                           "LDR/GT folders to evaluate")
-    try:
-        cls = MODEL_REGISTRY.get(opt["model_type"])
-    except KeyError as e:
-        raise OptionError(f"'model_type': {e.args[0]}") from None
+    cls = MODEL_REGISTRY.get(opt.get("model_type"), "model_type")
     if getattr(cls, "needs_gt_for_inference", False):
         for phase in phases:
             if not opt["datasets"][phase].get("dataroot_gt"):

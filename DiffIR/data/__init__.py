@@ -54,12 +54,7 @@ def build_dataset(opt: Dict[str, Any]) -> Dataset:
     if not isinstance(opt, Mapping):
         raise OptionError(f"a dataset option must be a mapping, got {type(opt).__name__}")
     where = _where(opt)
-    if "type" not in opt:
-        raise OptionError(f"'{where}' needs a 'type' key naming one of: {', '.join(DATASET_REGISTRY.keys())}")
-    try:
-        cls = DATASET_REGISTRY.get(opt["type"])
-    except KeyError as e:
-        raise OptionError(f"'{where}:type': {e.args[0]}. Fix: set type to a registered dataset name.") from None
+    cls = DATASET_REGISTRY.get_type(opt, where)
     accepted = getattr(cls, "OPTION_KEYS", None)
     if accepted is not None:
         check_keys(opt, accepted, where, cls.__name__)

@@ -18,7 +18,6 @@ The datasets themselves (``LDR_HDR_PairedDataset``, ``DeblurPairedDataset``) add
 """
 from __future__ import annotations
 
-import difflib
 import logging
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -38,7 +37,7 @@ from DiffIR.data.transforms import augment_pair, pad_to_size, random_window
 from DiffIR.utils.dist import get_dist_info
 from DiffIR.utils.hdr_io import Window, WindowArg, read_hdr, read_ldr
 from DiffIR.utils.errors import OptionError
-from DiffIR.utils.registry import check_keys
+from DiffIR.utils.registry import check_keys, lookup
 
 logger = logging.getLogger("DiffIR")
 
@@ -122,12 +121,8 @@ def make_pair_reader(io_backend: Optional[Mapping[str, Any]], dataroot_lq: str, 
     if io_backend is not None and not isinstance(io_backend, Mapping):
         raise OptionError(f"'{where}:io_backend' must be a mapping like {{type: disk}}, got {io_backend!r}.")
     backend = dict(io_backend or {"type": "disk"})
-    btype = backend.pop("type", "disk")
-    if btype not in _READERS:
-        close = difflib.get_close_matches(str(btype), list(_READERS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise OptionError(f"'{where}:io_backend:type' = '{btype}' is unknown{hint}. Fix: use one of {', '.join(_READERS)}.")
-    return _READERS[btype](dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where,
+    reader = lookup(_READERS, backend.pop("type", "disk"), "io_backend type", f"{where}:io_backend:type")
+    return reader(dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where,
                            meta_info_file=meta_info_file, pair_format=pair_format, **backend)
 
 
