@@ -20,7 +20,7 @@ import torch
 
 from DiffIR.data.paired_common import PROGRESSIVE_KEYS
 from DiffIR.utils.logger import LOGGER_NAME, Messages
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 __all__ = ["FixedBatchSchedule", "ProgressiveBatchSchedule", "PROGRESSIVE_KEYS"]
 

@@ -47,7 +47,7 @@ from DiffIR.utils.checkpoint import (SAFETENSORS_EXT, extract_state_dict, load_c
                                      read_safetensors_metadata, save_safetensors)
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.options import load_yaml
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input
 
 __all__ = ["build_arg_parser", "find_network_options", "load_stage2_network", "export_safetensors",

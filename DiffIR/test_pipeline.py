@@ -26,7 +26,7 @@ from DiffIR.models.evaluation import (EvalResult, check_val_options, evaluate_da
 from DiffIR.utils.logger import Messages, begin_run_log, dict2str, get_env_info, get_root_logger
 from DiffIR.utils.misc import atomic_write_bytes, mkdir_and_rename, set_random_seed
 from DiffIR.utils.options import parse_options
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.runlock import hold_run_lock, holds_run_locks
 
 __all__ = ["test_pipeline", "check_test_options", "check_test_outputs", "results_table", "format_table"]
@@ -47,10 +47,7 @@ def check_test_options(opt: Dict[str, Any], file: str = "<options>") -> None:
     if not phases:
         raise OptionError(f"{file} has no test set: add 'datasets: {{test_1: {{...}}}}' (or val_1, ...) with the "
                           "LDR/GT folders to evaluate")
-    try:
-        cls = MODEL_REGISTRY.get(opt["model_type"])
-    except KeyError as e:
-        raise OptionError(f"'model_type': {e.args[0]}") from None
+    cls = MODEL_REGISTRY.get(opt.get("model_type"), "model_type")
     if getattr(cls, "needs_gt_for_inference", False):
         for phase in phases:
             if not opt["datasets"][phase].get("dataroot_gt"):

@@ -23,9 +23,8 @@ from DiffIR.utils.logger import (MessageLogger, Messages, begin_run_log, dict2st
                                  init_tb_logger)
 from DiffIR.utils.misc import format_duration, mkdir_and_rename, remove_stale_temp_files, set_random_seed
 from DiffIR.utils.options import dump_options, parse_options
-from DiffIR.utils.errors import DataError, DiskFullError, Preempted, PreemptionFlag, worker_error_message
+from DiffIR.utils.errors import DataError, DiskFullError, OptionError, Preempted, PreemptionFlag, worker_error_message
 from DiffIR.utils.runlock import hold_run_lock, holds_run_locks
-from DiffIR.utils.registry import OptionError
 
 ScheduleFactory = Callable[[Dict[str, Any]], Any]
 

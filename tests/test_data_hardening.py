@@ -28,7 +28,7 @@ from DiffIR.data.pairing import PairingError
 from DiffIR.data.synthetic_deblur import ensure_synthetic_deblur_dataset
 from DiffIR.data.synthetic_hdr import MARKER_NAME, ensure_synthetic_dataset
 from DiffIR.utils.hdr_io import read_hdr, write_hdr, write_ldr
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import hdr_to_ldr
 
 from conftest import ROOT

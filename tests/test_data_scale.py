@@ -23,7 +23,7 @@ from DiffIR.data.lmdb_io import (LmdbBuildError, create_lmdb_hdr, decode_hdr_rec
 from DiffIR.data.pairing import PairingError
 from DiffIR.data.prefetcher import CPUPrefetcher, CUDAPrefetcher
 from DiffIR.utils.hdr_io import read_hdr, write_hdr, write_ldr
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import hdr_to_ldr
 
 from conftest import ROOT

@@ -17,7 +17,7 @@ from DiffIR.data.synthetic_hdr import (MARKER_NAME, ensure_synthetic_dataset, ge
                                        generate_pair)
 from DiffIR.data.transforms import augment_pair, img2tensor, paired_random_crop, random_window
 from DiffIR.utils.hdr_io import Window, read_hdr, read_ldr, resolve_window, write_hdr, write_ldr
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import hdr_to_ldr, ldr_to_hdr, log_tone_map
 
 H, W = 40, 48

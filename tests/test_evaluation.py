@@ -20,7 +20,7 @@ from DiffIR.models.tiling import tiled_forward
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import atomic_save
 from DiffIR.utils.hdr_io import read_hdr
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import log_tone_map
 
 from conftest import ROOT

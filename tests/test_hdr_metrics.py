@@ -6,7 +6,7 @@ import pytest
 
 from DiffIR.metrics import calculate_metric, check_metric_options, metric_domain
 from DiffIR.metrics.pu21 import PU21_PARAMS, pu21_decode, pu21_encode
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 
 @pytest.fixture(scope="module")

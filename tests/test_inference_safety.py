@@ -29,7 +29,7 @@ from DiffIR.utils.checkpoint import CheckpointError, atomic_save, load_file
 from DiffIR.utils.cli import run_cli
 from DiffIR.utils.hdr_io import read_hdr, read_ldr, write_hdr
 from DiffIR.utils.misc import atomic_write_bytes
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 from conftest import ROOT
 

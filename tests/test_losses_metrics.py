@@ -8,7 +8,7 @@ import torch
 from DiffIR.losses import build_loss
 from DiffIR.metrics import calculate_metric, check_metric_options
 from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, list_training_states, load_file
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 
 def test_pixel_losses_values_and_weight():

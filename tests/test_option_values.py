@@ -18,7 +18,8 @@ from DiffIR.train_loop import warn_archived_states
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.option_schema import coerce_numbers
 from DiffIR.utils.options import apply_overrides, finalize_options, load_yaml, parse_options
-from DiffIR.utils.registry import OptionError, check_kwargs
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import check_kwargs
 
 from conftest import REFERENCE, ROOT
 from test_dataset import _make_folder, _opt
@@ -292,3 +293,25 @@ def test_test_run_with_bad_data_keeps_the_previous_results_folder(tmp_path):
         tp.test_pipeline(str(tmp_path), ["-opt", yml])
     assert (results / "metrics.csv").read_text() == "earlier results\n"
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["again"]
+
+
+def test_val_and_dataset_values_are_checked_once_in_the_schema(tmp_path):
+    """The ``val`` tiling/format checks run with the option file's other checks (all listed at once); a dataset or
+    model built without the option parser runs the same schema check."""
+    from DiffIR.data import build_dataset
+    from DiffIR.utils.option_schema import check_val_options
+
+    text = _errors(dict(BASE, val={"tile_size": 100, "save_format": "png", "num_preview_images": None}), tmp_path)
+    for words in ("'val:tile_size' must be a positive multiple of 8", "'val:save_format' is 'png'",
+                  "'val:num_preview_images' is ~ (empty). Fix: use an integer >= 0"):
+        assert words in text, words
+    with pytest.raises(OptionError, match="'val:suffix'.*path separator"):
+        check_val_options({"suffix": "a/b"})
+    root = tmp_path / "set"
+    _make_folder(root, stems=("a",))
+    with pytest.raises(OptionError, match=r"'datasets:train:hdr_max' is 0\. Fix: use a number > 0"):
+        build_dataset(_opt(root, phase="train", hdr_max=0))
+    with pytest.raises(OptionError, match=r"'datasets:train:gt_size' is -8\. Fix: use a multiple of 8"):
+        build_dataset(_opt(root, phase="train", gt_size=-8))
+    with pytest.raises(OptionError, match=r"'datasets:val:num_prefetch_queue' is 0\."):
+        build_dataset(_opt(root, num_prefetch_queue=0))

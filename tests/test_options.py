@@ -5,7 +5,8 @@ import torch
 import yaml
 
 from DiffIR.utils.options import apply_overrides, finalize_options, load_yaml, parse_options, validate_options
-from DiffIR.utils.registry import ARCH_REGISTRY, OptionError, Registry, build_from_registry
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import ARCH_REGISTRY, Registry, build_from_registry, lookup
 
 from conftest import REFERENCE, ROOT
 
@@ -76,6 +77,21 @@ def test_registry_unknown_name_lists_registered():
     reg.register(int, name="a")
     with pytest.raises(KeyError):
         reg.register(float, name="a")
+
+
+def test_one_lookup_names_the_key_the_closest_name_and_every_name():
+    """Registries and plain tables (schedulers, optimizers, readers) fail the same way: an OptionError (exit 2 in
+    the entry scripts) that code looking names up like a mapping can also catch as a KeyError."""
+    table = {"MultiStepLR": 1, "CosineAnnealingLR": 2}
+    with pytest.raises(OptionError) as e:
+        lookup(table, "MultiStepLr", "scheduler", "train:scheduler:type")
+    assert str(e.value) == ("'train:scheduler:type' = 'MultiStepLr' is not a known scheduler (did you mean "
+                            "'MultiStepLR'?). Fix: use one of: CosineAnnealingLR, MultiStepLR.")
+    assert isinstance(e.value, KeyError)
+    with pytest.raises(OptionError, match=r"'\[1\]' is not a known scheduler\. Fix"):  # unhashable YAML value
+        lookup(table, [1], "scheduler")
+    with pytest.raises(OptionError, match="'network_g' needs a 'type' key naming one of: .*DiffIRS1"):
+        ARCH_REGISTRY.get_type({"dim": 8}, "network_g")
 
 
 def test_derived_paths_given_in_the_file_are_reported_not_silently_replaced(tmp_path):

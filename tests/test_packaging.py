@@ -17,7 +17,7 @@ import torch
 from packaging.requirements import Requirement
 
 from DiffIR import cli_entry
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 try:
     import tomllib

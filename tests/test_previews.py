@@ -13,7 +13,7 @@ from DiffIR.models.evaluation import (PREVIEW_ERROR_SCALE, ToneDomain, error_map
                                       preview_row, publish_previews)
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.img_util import make_preview_grid
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import display_tone_map
 
 from test_evaluation import _loader, _model, _test_yml, _weights

@@ -13,7 +13,7 @@ import yaml
 from DiffIR.batch_schedule import FixedBatchSchedule, ProgressiveBatchSchedule
 from DiffIR.data import build_dataloader, build_dataset
 from DiffIR.utils.logger import MESSAGES, Messages
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 from conftest import ROOT
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from DiffIR.models import build_model
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 from test_training import TINY_NET
 
@@ -302,7 +302,7 @@ def test_cudnn_benchmark_option_is_read_and_applied_on_cuda(tmp_path):
     assert cudnn_benchmark_option({"cudnn_benchmark": False, "train": {}}) is False  # top-level spelling
     with pytest.raises(OptionError, match="disagree"):
         cudnn_benchmark_option({"cudnn_benchmark": True, "train": {"cudnn_benchmark": False}})
-    with pytest.raises(OptionError, match="train:cudnn_benchmark is 'yes'"):
+    with pytest.raises(OptionError, match="'train:cudnn_benchmark' is 'yes'"):
         cudnn_benchmark_option({"train": {"cudnn_benchmark": "yes"}})
     saved = torch.backends.cudnn.benchmark
     try:

@@ -32,7 +32,7 @@ from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import CheckpointError, load_file
 from DiffIR.utils.hdr_io import read_hdr, read_ldr
 from DiffIR.utils.options import finalize_options, load_yaml
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 from conftest import REFERENCE, ROOT
 

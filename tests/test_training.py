@@ -10,7 +10,7 @@ import yaml
 
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import load_file
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 from conftest import ROOT
 

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from DiffIR.data.prefetcher import CPUPrefetcher, CUDAPrefetcher, build_prefetcher
 from DiffIR.data.seeding import SampleIndex
-from DiffIR.utils.registry import DATASET_REGISTRY, OptionError, check_keys
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import DATASET_REGISTRY, check_keys
 
 __all__ = ["build_dataset", "build_dataloader", "EnlargedSampler", "SampleIndex", "worker_init_fn",
            "build_prefetcher", "CPUPrefetcher", "CUDAPrefetcher", "DATASET_REGISTRY"]
@@ -53,12 +54,7 @@ def build_dataset(opt: Dict[str, Any]) -> Dataset:
     if not isinstance(opt, Mapping):
         raise OptionError(f"a dataset option must be a mapping, got {type(opt).__name__}")
     where = _where(opt)
-    if "type" not in opt:
-        raise OptionError(f"'{where}' needs a 'type' key naming one of: {', '.join(DATASET_REGISTRY.keys())}")
-    try:
-        cls = DATASET_REGISTRY.get(opt["type"])
-    except KeyError as e:
-        raise OptionError(f"'{where}:type': {e.args[0]}. Fix: set type to a registered dataset name.") from None
+    cls = DATASET_REGISTRY.get_type(opt, where)
     accepted = getattr(cls, "OPTION_KEYS", None)
     if accepted is not None:
         check_keys(opt, accepted, where, cls.__name__)

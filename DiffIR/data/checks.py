@@ -41,7 +41,7 @@ from DiffIR.data.dgain import implausible_exposure, read_dgain_file
 from DiffIR.data.pairing import MAX_LISTED, PairingError, collect_pairing_problems, format_names
 from DiffIR.utils.hdr_io import ImageIOError, Window, WindowArg, read_hdr, read_image_size, read_ldr
 from DiffIR.utils.misc import atomic_open
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 logger = logging.getLogger("DiffIR")
 

@@ -44,7 +44,7 @@ from DiffIR.data.paired_image_dataset import DiskPairReader, PairedImageDataset,
 from DiffIR.data.pairing import (DGAIN_EXTENSIONS, GT_EXTENSIONS, LQ_EXTENSIONS, MAX_LISTED, PairingError,
                                  scan_paired_folders)
 from DiffIR.data.transforms import img2tensor
-from DiffIR.utils.registry import DATASET_REGISTRY, OptionError
+from DiffIR.utils.registry import DATASET_REGISTRY
 from DiffIR.utils.tone_mapping import TONE_CURVES as _CURVES
 from DiffIR.utils.tone_mapping import apply_tone_curve, ldr_to_network_input
 
@@ -82,9 +82,7 @@ class LDR_HDR_PairedDataset(PairedImageDataset):
     OPTION_KEYS = PairedImageDataset.OPTION_KEYS + ("dataroot_dgain", "hdr_max", "tone_curve", "lq_linearize")
 
     def _read_domain_options(self, opt: Mapping[str, Any], where: str) -> None:
-        self.hdr_max = float(opt.get("hdr_max", 1000.0))
-        if not self.hdr_max > 0:
-            raise OptionError(f"'{where}:hdr_max' must be > 0, got {opt.get('hdr_max')}.")
+        self.hdr_max = float(opt.get("hdr_max", 1000.0))  # checked with the other values (option_schema.DATASET)
         self.tone_curve = choice_option(opt, "tone_curve", TONE_CURVES, "log", where)
         self.lq_linearize = bool(opt.get("lq_linearize", True))
 

@@ -59,7 +59,7 @@ from DiffIR.data.dgain import parse_dgain_text
 from DiffIR.data.pairing import format_names, pair_format_parts, pair_stems, read_meta_info_file, scan_paired_folders
 from DiffIR.utils.hdr_io import ImageIOError, WindowArg, decode_ldr_bytes, read_hdr, resolve_window
 from DiffIR.utils.misc import atomic_open
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 logger = logging.getLogger("DiffIR")
 

@@ -18,7 +18,6 @@ The datasets themselves (``LDR_HDR_PairedDataset``, ``DeblurPairedDataset``) add
 """
 from __future__ import annotations
 
-import difflib
 import logging
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -36,8 +35,10 @@ from DiffIR.data.pairing import (PairingError, collect_pairing_problems, collect
 from DiffIR.data.seeding import sample_rng
 from DiffIR.data.transforms import augment_pair, pad_to_size, random_window
 from DiffIR.utils.dist import get_dist_info
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import Window, WindowArg, read_hdr, read_ldr
-from DiffIR.utils.registry import OptionError, check_keys
+from DiffIR.utils.option_schema import check_dataset_values
+from DiffIR.utils.registry import check_keys, lookup
 
 logger = logging.getLogger("DiffIR")
 
@@ -121,12 +122,8 @@ def make_pair_reader(io_backend: Optional[Mapping[str, Any]], dataroot_lq: str, 
     if io_backend is not None and not isinstance(io_backend, Mapping):
         raise OptionError(f"'{where}:io_backend' must be a mapping like {{type: disk}}, got {io_backend!r}.")
     backend = dict(io_backend or {"type": "disk"})
-    btype = backend.pop("type", "disk")
-    if btype not in _READERS:
-        close = difflib.get_close_matches(str(btype), list(_READERS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise OptionError(f"'{where}:io_backend:type' = '{btype}' is unknown{hint}. Fix: use one of {', '.join(_READERS)}.")
-    return _READERS[btype](dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where,
+    reader = lookup(_READERS, backend.pop("type", "disk"), "io_backend type", f"{where}:io_backend:type")
+    return reader(dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where,
                            meta_info_file=meta_info_file, pair_format=pair_format, **backend)
 
 
@@ -217,6 +214,7 @@ class PairedImageDataset(Dataset):
 
     def _read_options(self, opt: Mapping[str, Any], where: str) -> None:
         """Check and keep the options that do not touch the data."""
+        check_dataset_values(opt, where)
         if int(opt.get("scale", 1) or 1) != 1:
             raise OptionError(f"'{where}:scale' = {opt.get('scale')}: {self.PAIR_FORMAT.what} pairs have the same size. Fix: set scale: 1.")
         self._read_domain_options(opt, where)
@@ -226,15 +224,11 @@ class PairedImageDataset(Dataset):
         if opt.get("prefetch_mode") not in PREFETCH_MODES:
             raise OptionError(f"'{where}:prefetch_mode' = {opt.get('prefetch_mode')!r} is unknown. "
                               f"Fix: use ~ (none), cpu or cuda.")
-        npq = opt.get("num_prefetch_queue", 1)
-        if not isinstance(npq, int) or npq < 1:
-            raise OptionError(f"'{where}:num_prefetch_queue' must be an integer >= 1, got {npq!r}.")
         self.gt_size: Optional[int] = None
         if self.is_train:
-            gs = opt.get("gt_size")
-            if gs is None or int(gs) <= 0:
-                raise OptionError(f"'{where}:gt_size' must be a positive patch size for training (got {gs}). Fix: e.g. gt_size: 256.")
-            self.gt_size = int(gs)
+            if opt.get("gt_size") is None:
+                raise OptionError(f"'{where}:gt_size' must be a positive patch size for training (got None). Fix: e.g. gt_size: 256.")
+            self.gt_size = int(opt["gt_size"])
         self.aug_flip, self.aug_rot = augmentation_flags(opt)
 
     def _open_reader(self, opt: Mapping[str, Any], where: str) -> Any:

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 LQ_EXTENSIONS = (".jpg", ".jpeg", ".png")
 GT_EXTENSIONS = (".hdr", ".exr", ".npy")

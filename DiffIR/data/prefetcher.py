@@ -19,7 +19,7 @@ from typing import Any, Iterator, Mapping, Optional, Union
 
 import torch
 
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 __all__ = ["CPUPrefetcher", "CUDAPrefetcher", "build_prefetcher"]
 

@@ -7,7 +7,8 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from DiffIR.utils.registry import LOSS_REGISTRY, OptionError
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import LOSS_REGISTRY
 
 # Layer names of VGG19's ``features`` in order; "conv3_4" etc. index into it (BasicSR naming).
 _VGG19_NAMES = [

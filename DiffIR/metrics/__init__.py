@@ -8,19 +8,15 @@ import functools
 from typing import Any, Callable, Dict
 
 from DiffIR.metrics import hdr_metrics, psnr_ssim  # noqa: F401  (registers the functions)
-from DiffIR.utils.registry import METRIC_REGISTRY, OptionError, check_kwargs
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import METRIC_REGISTRY, check_kwargs
 
 
 def check_metric_options(metrics: Dict[str, Dict[str, Any]]) -> None:
     """Fail before training on an unknown metric ``type`` or argument."""
     for name, opt in (metrics or {}).items():
         where = f"val:metrics:{name}"
-        if not isinstance(opt, dict) or "type" not in opt:
-            raise OptionError(f"'{where}' needs a 'type' (one of: {', '.join(METRIC_REGISTRY.keys())})")
-        try:
-            fn = METRIC_REGISTRY.get(opt["type"])
-        except KeyError as e:
-            raise OptionError(f"'{where}:type': {e.args[0]}") from None
+        fn = METRIC_REGISTRY.get_type(opt, where)
         check_kwargs(fn, {k: v for k, v in opt.items() if k not in ("type", "better")}, where)
         for key, valid in (getattr(fn, "option_choices", None) or {}).items():
             if key in opt and opt[key] not in valid:

@@ -3,14 +3,11 @@ from typing import Any, Dict
 
 from DiffIR.models import diffir_s1_model  # noqa: F401  (registers the classes)
 from DiffIR.models import diffir_s2_model  # noqa: F401  (registers the classes)
-from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
+from DiffIR.utils.registry import MODEL_REGISTRY
 
 
 def build_model(opt: Dict[str, Any]):
-    try:
-        cls = MODEL_REGISTRY.get(opt["model_type"])
-    except KeyError as e:
-        raise OptionError(f"'model_type': {e.args[0]}") from None
+    cls = MODEL_REGISTRY.get(opt.get("model_type"), "model_type")
     model = cls(opt)
     model.logger.info(f"Model [{cls.__name__}] is created.")
     return model

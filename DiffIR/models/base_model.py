@@ -21,9 +21,9 @@ from DiffIR.models.speed import apply_cudnn_benchmark, compile_for_training, rep
 from DiffIR.utils.cpu_features import cpu_kind
 from DiffIR.utils.dist import all_finite, get_dist_info, local_rank, reduce_mean
 from DiffIR.utils.logger import get_root_logger
-from DiffIR.utils.errors import TrainingStopped
+from DiffIR.utils.errors import OptionError, TrainingStopped
 from DiffIR.utils.misc import select_device
-from DiffIR.utils.registry import OptionError, check_kwargs
+from DiffIR.utils.registry import check_kwargs, lookup
 
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
 
@@ -88,10 +88,7 @@ class BaseModel(CheckpointingMixin):
     # ----------------------------------------------------------------------------- optim / schedule
     def build_optimizer(self, opt: Dict[str, Any], params, where: str = "train:optim_g") -> torch.optim.Optimizer:
         opt = dict(opt)
-        name = opt.pop("type", None)
-        if name not in _OPTIMIZERS:
-            raise OptionError(f"'{where}:type' is {name!r}; supported optimizers: {', '.join(_OPTIMIZERS)}")
-        cls = _OPTIMIZERS[name]
+        cls = lookup(_OPTIMIZERS, opt.pop("type", None), "optimizer", f"{where}:type")
         check_kwargs(cls, opt, where)
         if "betas" in opt:
             opt["betas"] = tuple(opt["betas"])
@@ -104,10 +101,7 @@ class BaseModel(CheckpointingMixin):
                 g.setdefault("initial_lr", g["lr"])
         if not sched_opt:
             return
-        try:
-            cls = get_scheduler(sched_opt.get("type"))
-        except KeyError as e:
-            raise OptionError(f"'train:scheduler:type': {e.args[0]}") from None
+        cls = get_scheduler(sched_opt.get("type"), "train:scheduler:type")
         check_kwargs(cls, {k: v for k, v in sched_opt.items() if k != "type"}, "train:scheduler")
         self.schedulers = [build_scheduler(o, sched_opt) for o in self.optimizers]
 

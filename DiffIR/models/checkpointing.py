@@ -19,7 +19,7 @@ import torch.nn as nn
 from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, list_training_states, load_checked, load_file
 from DiffIR.utils.dist import all_gather_objects, get_dist_info
 from DiffIR.utils.misc import capture_rng_state, restore_rng_state
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError
 
 
 class CheckpointingMixin:

@@ -14,7 +14,8 @@ from DiffIR.losses import build_loss
 from DiffIR.models.base_model import BaseModel
 from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.img_util import pad_to_multiple
-from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import MODEL_REGISTRY
 
 #: (target, estimate) of a prior loss: stage 2's teacher IPR and the student's final IPR
 PriorPair = Tuple[torch.Tensor, torch.Tensor]

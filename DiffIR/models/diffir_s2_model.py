@@ -40,7 +40,8 @@ from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.checkpoint import CheckpointMismatch, extract_state_dict
 from DiffIR.utils.dist import get_dist_info, reduce_mean
 from DiffIR.utils.img_util import pad_to_multiple
-from DiffIR.utils.registry import MODEL_REGISTRY, OptionError
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.registry import MODEL_REGISTRY
 
 __all__ = ["DiffIRS2Model", "RECIPE_KEYS", "STAGE1_WEIGHTS_MESSAGE", "is_stage1_state", "restore_ldr_only",
            "seeded_rng"]

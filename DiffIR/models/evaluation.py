@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from DiffIR.metrics import calculate_metric, metric_domain
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import write_hdr, write_ldr
 from DiffIR.utils.img_util import make_preview_grid, tensor2img
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.option_schema import SAVE_FORMATS, check_val_options
 from DiffIR.utils.tone_mapping import display_tone_map, inverse_linear_tone_map, inverse_log_tone_map
 
 __all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "output_suffix", "evaluate_dataset",
@@ -42,7 +43,6 @@ __all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "out
 
 logger = logging.getLogger("DiffIR")
 
-SAVE_FORMATS = ("hdr", "exr", "npy")
 _INVERSE_CURVES = {"log": inverse_log_tone_map, "linear": inverse_linear_tone_map}
 
 
@@ -89,31 +89,6 @@ class EvalResult:
     per_image: List[Dict[str, Any]] = field(default_factory=list)
     saved: List[str] = field(default_factory=list)
     previews: List[List[torch.Tensor]] = field(default_factory=list)  # rows of display panels (preview_row)
-
-
-def check_val_options(val_opt: Optional[Mapping[str, Any]]) -> None:
-    """Reject bad ``val`` values (tiling, output format) before any work, naming the key."""
-    val_opt = val_opt or {}
-    window = val_opt.get("window_size") or 8
-    if not isinstance(window, int) or window < 1:
-        raise OptionError(f"'val:window_size' must be a positive integer (the network's size multiple), got {window!r}")
-    tile = val_opt.get("tile_size")
-    if tile is not None:
-        if not isinstance(tile, int) or tile <= 0 or tile % window:
-            raise OptionError(f"'val:tile_size' must be a positive multiple of {window} (val:window_size) or ~ for "
-                              f"whole-image inference, got {tile!r}; e.g. tile_size: 512")
-        overlap = val_opt.get("tile_overlap", 32)
-        if not isinstance(overlap, int) or overlap < 0 or overlap > tile - window:
-            raise OptionError(f"'val:tile_overlap' must be an integer in [0, tile_size - {window}] = [0, {tile - window}], "
-                              f"got {overlap!r} (default 32); e.g. tile_overlap: {min(32, tile // 4)}")
-    fmt = val_opt.get("save_format", "hdr")
-    if fmt not in SAVE_FORMATS:
-        raise OptionError(f"'val:save_format' is {fmt!r}; use one of: {', '.join(SAVE_FORMATS)}")
-    _check_preview_option(val_opt)
-    suffix = val_opt.get("suffix")
-    if suffix is not None and any(c in str(suffix) for c in ("/", "\\", "\0")):
-        raise OptionError(f"'val:suffix' is {suffix!r}: it is appended to output file names, so it cannot hold a "
-                          "path separator; e.g. suffix: test (or ~ for the run name, '' for none)")
 
 
 def output_suffix(val_opt: Optional[Mapping[str, Any]], default: str) -> str:
@@ -244,13 +219,6 @@ a factor of about 2 in 1 + radiance) is the top of the colour map; the scale is 
 iterations compare."""
 PREVIEW_PANEL_SIZE = 512
 """Longest side of each preview panel in pixels; larger images are shrunk (area averaging), never enlarged."""
-
-
-def _check_preview_option(val_opt: Mapping[str, Any]) -> None:
-    n = val_opt.get("num_preview_images", 4)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise OptionError(f"'val:num_preview_images' must be an integer >= 0 (0: no preview grids), got {n!r}; "
-                          "e.g. num_preview_images: 4")
 
 
 def preview_domains(dataset: Any) -> Tuple[Optional[ToneDomain], Optional[ToneDomain]]:

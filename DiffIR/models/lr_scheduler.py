@@ -45,7 +45,6 @@ the overwrite and :func:`update_learning_rate` reproduces the whole BasicSR call
 from __future__ import annotations
 
 import bisect
-import difflib
 import math
 import warnings
 from collections import Counter
@@ -54,6 +53,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, MultiStepLR
+
+from DiffIR.utils.registry import lookup
 
 __all__ = [
     "MultiStepRestartLR",
@@ -486,15 +487,10 @@ SCHEDULERS: Dict[str, Type[LRScheduler]] = {
 }
 
 
-def get_scheduler(name: str) -> Type[LRScheduler]:
-    """Scheduler class for a YAML ``type`` name; ``KeyError`` lists the known names otherwise."""
-    try:
-        return SCHEDULERS[name]
-    except KeyError:
-        known = sorted(SCHEDULERS)
-        close = difflib.get_close_matches(str(name), known, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise KeyError(f"Unknown scheduler type '{name}'.{hint} Known: {', '.join(known)}") from None
+def get_scheduler(name: str, where: Optional[str] = None) -> Type[LRScheduler]:
+    """Scheduler class for a YAML ``type`` name; an unknown one fails by :func:`~DiffIR.utils.registry.lookup` (a
+    ``KeyError`` and an ``OptionError`` naming the option key ``where``)."""
+    return lookup(SCHEDULERS, name, "scheduler", where)
 
 
 def build_scheduler(optimizer: Optimizer, opt: Mapping[str, Any]) -> LRScheduler:

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from DiffIR.utils.cpu_features import cpu_kind
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.option_schema import cudnn_benchmark_errors, raise_errors
 
 
 def inductor_cpu_settings(kind: str, amp_dtype: Optional[torch.dtype]) -> Dict[str, Any]:
@@ -76,16 +76,9 @@ def prefer_channels_last_in_inductor_backward(device: torch.device) -> Optional[
 def cudnn_benchmark_option(opt: Dict[str, Any]) -> bool:
     """``train:cudnn_benchmark`` (or the top-level ``cudnn_benchmark`` of some BasicSR forks); default true as in
     BasicSR. Both given with different values, or a value that is not a boolean: :class:`OptionError`."""
-    train_opt = opt.get("train") or {}
-    given = {f"{where}cudnn_benchmark": src["cudnn_benchmark"]
-             for where, src in (("train:", train_opt), ("", opt)) if src.get("cudnn_benchmark") is not None}
-    for key, value in given.items():
-        if not isinstance(value, bool):
-            raise OptionError(f"{key} is {value!r}; use true or false")
-    if len(set(given.values())) > 1:
-        raise OptionError(f"train:cudnn_benchmark and the top-level cudnn_benchmark disagree ({given}); keep one "
-                          "(train:cudnn_benchmark)")
-    return next(iter(given.values()), True)
+    raise_errors(cudnn_benchmark_errors(opt))
+    given = [src.get("cudnn_benchmark") for src in (opt.get("train") or {}, opt)]
+    return next((v for v in given if v is not None), True)
 
 
 def apply_cudnn_benchmark(opt: Dict[str, Any], device: torch.device) -> Optional[bool]:

@@ -6,8 +6,7 @@ import sys
 import traceback
 from typing import Any, Callable
 
-from DiffIR.utils.errors import Preempted, TrainingStopped, worker_error_message
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError, Preempted, TrainingStopped, worker_error_message
 
 
 def run_cli(main: Callable[[], Any]) -> int:

@@ -1,11 +1,26 @@
 """Errors that end a run with a message for people (see DiffIR.utils.cli), and the pre-emption signal flag."""
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import signal
 import threading
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
+
+
+class OptionError(ValueError):
+    """A configuration mistake, reported with the offending key and how to fix it."""
+
+
+def did_you_mean(name: Any, choices: Iterable[Any]) -> str:
+    """`` (did you mean 'x'?)`` for the choice closest to a misspelt ``name``, else ``''``.
+
+    A typo in a YAML key or ``type:`` is the most common configuration error, so every "unknown" message
+    carries this hint.
+    """
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class TrainingStopped(RuntimeError):

@@ -3,7 +3,9 @@
 Keys are checked by :mod:`DiffIR.utils.options`; this module checks what they hold, so that a wrong value stops the
 run before a dataset is read or an experiment folder is created, with every problem listed, each naming its key
 and the fix. Component sections (``network_*``, the scheduler, metrics) are checked against their constructor's
-signature by :func:`DiffIR.utils.registry.check_kwargs` instead.
+signature by :func:`DiffIR.utils.registry.check_kwargs` instead. Objects that can be built without the option
+parser (datasets, models) call the section's check here (:func:`check_dataset_values`, :func:`check_val_options`,
+:func:`cudnn_benchmark_errors`) rather than keeping a copy of it.
 
 Numbers written as text: PyYAML follows YAML 1.1, which reads ``5e-4``, ``1e-4`` or ``3e5`` (an exponent without a
 dot or without a sign) as *strings*. Users write numbers that way, so :func:`coerce_numbers` turns every string
@@ -18,13 +20,17 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.logger import MESSAGES
 
 __all__ = ["Value", "TOP", "TRAIN", "OPTIM", "LOSS", "MIXUP", "VAL", "LOGGER", "DIST", "DATASET", "parse_number",
-           "coerce_numbers", "name_error", "value_errors", "PATCH_MULTIPLE"]
+           "coerce_numbers", "name_error", "value_errors", "raise_errors", "check_val_options", "check_dataset_values",
+           "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS"]
 
 #: the DIRformer halves a training patch three times, so ``gt_size`` must be a multiple of 2³
 PATCH_MULTIPLE = 8
+#: ``val:save_format``: the file type of the linear HDR outputs
+SAVE_FORMATS = ("hdr", "exr", "npy")
 
 _NUMBER = re.compile(r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
 #: keys whose values are text even when they look like numbers (names, paths, templates)
@@ -80,8 +86,9 @@ class Value:
     """What one option key holds: ``kind`` (int, float, bool or str) and its allowed range.
 
     ``lo``/``hi`` are inclusive bounds, ``above``/``below`` exclusive ones; ``multiple`` asks for a multiple;
-    ``choices`` lists the allowed strings. ``~`` (None) always means "the default" (``default``, documentation
-    of what the program uses then). ``example`` is shown in the fix.
+    ``choices`` lists the allowed strings. ``~`` (None) means "the default" (``default``, documentation of what
+    the program uses then) unless ``nullable`` is false, for a key whose reader has no use for ``~``. A flag
+    takes 0/1 as false/true unless ``exact``. ``example`` is shown in the fix.
     """
 
     kind: type
@@ -93,6 +100,8 @@ class Value:
     choices: Tuple[str, ...] = ()
     default: Any = None
     example: str = ""
+    nullable: bool = True
+    exact: bool = False
 
     def describe(self) -> str:
         """The allowed values in words, e.g. ``an integer >= 1`` or ``a number in [0, 1)``."""
@@ -115,13 +124,13 @@ class Value:
 
     def check(self, value: Any, key: str) -> Tuple[Any, Optional[str]]:
         """``(value as the program uses it, error or None)``; numeric text becomes a number."""
-        if value is None:
-            return None, None
         fix = f" Fix: use {self.describe()}" + (f", e.g. {self.example}." if self.example else ".")
+        if value is None:
+            return None, (None if self.nullable else f"'{key}' is ~ (empty).{fix}")
         if self.kind is bool:
             if isinstance(value, bool):
                 return value, None
-            if isinstance(value, int) and value in (0, 1):
+            if isinstance(value, int) and value in (0, 1) and not self.exact:
                 return bool(value), None
             quoted = " (without quotes)" if isinstance(value, str) else ""
             return value, f"'{key}' is {value!r}, not true or false. Fix: write true or false{quoted}."
@@ -159,7 +168,6 @@ TOP: Dict[str, Value] = {
     "manual_seed": _int(0, "manual_seed: 0", hi=2 ** 31 - 1),  # seed + rank must stay a valid numpy seed
     "scale": _int(1, "scale: 1"),
     "find_unused_parameters": _FLAG,
-    "cudnn_benchmark": _FLAG,
 }
 TRAIN: Dict[str, Value] = {
     "total_iter": _int(1, "total_iter: 300000"),
@@ -193,7 +201,7 @@ MIXUP: Dict[str, Value] = {"mixup": _FLAG, "mixup_beta": _num("mixup_beta: 1.2",
 VAL: Dict[str, Value] = {
     "val_freq": _int(1, "val_freq: 5000 (~: validate only at the end)"),
     "save_img": _FLAG, "pbar": _FLAG, "baseline": _FLAG, "save_preview": _FLAG,
-    "num_preview_images": _int(0, "num_preview_images: 4"),
+    "num_preview_images": _int(0, "num_preview_images: 4", default=4, nullable=False),
 }
 LOGGER: Dict[str, Value] = {
     "print_freq": _int(1, "print_freq: 100", default=100),
@@ -228,6 +236,82 @@ def _check_table(section: Any, table: Mapping[str, Value], where: str) -> List[s
             if error:
                 errors.append(error)
     return errors
+
+
+def raise_errors(errors: List[str]) -> None:
+    """Raise one :class:`OptionError` holding every message of ``errors`` (nothing when it is empty)."""
+    if len(errors) == 1:
+        raise OptionError(errors[0])
+    if errors:
+        raise OptionError("Invalid options:\n  - " + "\n  - ".join(errors))
+
+
+def _disagree(first: Any, first_key: str, second: Any, second_key: str, same: str) -> List[str]:
+    """BasicSR spells some options two ways; both given with different values cannot both be obeyed."""
+    if not (isinstance(first, dict) and isinstance(second, dict)):
+        return []
+    a, b = first.get(first_key.rsplit(":", 1)[-1]), second.get(second_key.rsplit(":", 1)[-1])
+    if a is None or b is None or a == b:
+        return []
+    return [f"'{first_key}' ({a!r}) and '{second_key}' ({b!r}, {same}) disagree. Fix: keep one of them (e.g. '{first_key}')."]
+
+
+def cudnn_benchmark_errors(opt: Dict[str, Any]) -> List[str]:
+    """``train:cudnn_benchmark`` and the top-level ``cudnn_benchmark`` of some BasicSR forks: flags that agree."""
+    train = opt.get("train")
+    errors = (_check_table(train, {"cudnn_benchmark": Value(bool, exact=True)}, "train:")
+              + _check_table(opt, {"cudnn_benchmark": _FLAG}, ""))
+    return errors or _disagree(train, "train:cudnn_benchmark", opt, "cudnn_benchmark", "the top-level spelling")
+
+
+def _tiling_errors(val: Mapping[str, Any]) -> List[str]:
+    """``window_size``, ``tile_size`` and ``tile_overlap`` depend on each other (tiles are network-size multiples
+    and must leave a stride)."""
+    window = val.get("window_size") or 8
+    if not isinstance(window, int) or window < 1:
+        return [f"'val:window_size' must be a positive integer (the network's size multiple), got {window!r}"]
+    tile = val.get("tile_size")
+    if tile is None:
+        return []
+    if not isinstance(tile, int) or tile <= 0 or tile % window:
+        return [f"'val:tile_size' must be a positive multiple of {window} (val:window_size) or ~ for whole-image "
+                f"inference, got {tile!r}; e.g. tile_size: 512"]
+    overlap = val.get("tile_overlap", 32)
+    if not isinstance(overlap, int) or overlap < 0 or overlap > tile - window:
+        return [f"'val:tile_overlap' must be an integer in [0, tile_size - {window}] = [0, {tile - window}], got "
+                f"{overlap!r} (default 32); e.g. tile_overlap: {min(32, tile // 4)}"]
+    return []
+
+
+def _val_errors(val: Any) -> List[str]:
+    """The ``val`` section: the table, tiling, the output format and the file-name suffix."""
+    if not isinstance(val, dict):
+        return []
+    errors = _check_table(val, VAL, "val:") + _tiling_errors(val)
+    fmt = val.get("save_format", "hdr")
+    if fmt not in SAVE_FORMATS:
+        errors.append(f"'val:save_format' is {fmt!r}; use one of: {', '.join(SAVE_FORMATS)}")
+    suffix = val.get("suffix")
+    if suffix is not None and any(c in str(suffix) for c in ("/", "\\", "\0")):
+        errors.append(f"'val:suffix' is {suffix!r}: it is appended to output file names, so it cannot hold a path "
+                      "separator; e.g. suffix: test (or ~ for the run name, '' for none)")
+    return errors
+
+
+def check_val_options(val_opt: Optional[Dict[str, Any]]) -> None:
+    """Every bad ``val`` value as one :class:`OptionError` (for a model or test run built without the parser)."""
+    raise_errors(_val_errors(val_opt or {}))
+
+
+def _dataset_errors(dataset: Any, where: str) -> List[str]:
+    return _check_table(dataset, DATASET, f"{where}:") + _disagree(
+        dataset, f"{where}:use_flip", dataset, f"{where}:use_hflip", "BasicSR's name for the same option")
+
+
+def check_dataset_values(opt: Dict[str, Any], where: str) -> None:
+    """Every bad value of one ``datasets:<phase>`` section as one :class:`OptionError` (for a dataset built
+    directly); numeric text becomes a number in place."""
+    raise_errors(_dataset_errors(opt, where))
 
 
 def name_error(name: Any) -> Optional[str]:
@@ -299,7 +383,7 @@ def value_errors(opt: Dict[str, Any], training: bool = False) -> List[str]:
             if key.endswith("_opt") and key != "optim_g":
                 errors += _check_table(loss, LOSS, f"train:{key}:")
         errors += _check_table(train.get("mixing_augs"), MIXUP, "train:mixing_augs:")
-    errors += _check_table(opt.get("val"), VAL, "val:")
+    errors += _val_errors(opt.get("val")) + cudnn_benchmark_errors(opt)
     logger = opt.get("logger")
     errors += _check_table(logger, LOGGER, "logger:")
     if isinstance(logger, dict) and logger.get("wandb") is not None and not isinstance(logger["wandb"], dict):
@@ -308,11 +392,7 @@ def value_errors(opt: Dict[str, Any], training: bool = False) -> List[str]:
     errors += _check_table(opt.get("dist_params"), DIST, "dist_params:")
     datasets = opt.get("datasets")
     for phase, dataset in (datasets.items() if isinstance(datasets, dict) else ()):
-        errors += _check_table(dataset, DATASET, f"datasets:{phase}:")
-        if isinstance(dataset, dict) and "use_flip" in dataset and "use_hflip" in dataset \
-                and dataset["use_flip"] != dataset["use_hflip"]:
-            errors.append(f"'datasets:{phase}:use_flip' and 'use_hflip' (BasicSR's name for the same option) "
-                          "disagree. Fix: keep one of them.")
+        errors += _dataset_errors(dataset, f"datasets:{phase}")
     if training:
         errors += _training_requirements(opt)
     return errors

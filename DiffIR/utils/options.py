@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import os.path as osp
 from typing import Any, Dict, Iterable, List, Optional, Tuple
@@ -12,7 +11,7 @@ import yaml
 
 from DiffIR.utils.logger import get_root_logger
 from DiffIR.utils.option_schema import coerce_numbers, value_errors
-from DiffIR.utils.registry import OptionError
+from DiffIR.utils.errors import OptionError, did_you_mean
 
 # Keys each section understands. Sections holding components (networks, datasets, losses, optimizer,
 # scheduler, metrics) are checked by the component's own builder against its signature instead.
@@ -45,9 +44,7 @@ def _unknown(keys: Iterable[str], known: Iterable[str], where: str, file: str,
     for k in keys:
         if k in known or k.startswith(prefixes) or k.endswith(suffixes) or (where == "" and k.startswith("network_")):
             continue
-        close = difflib.get_close_matches(k, sorted(known), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        errors.append(f"unknown key '{where}{k}'{hint}")
+        errors.append(f"unknown key '{where}{k}'{did_you_mean(k, sorted(known))}")
     return errors
 
 

@@ -1,18 +1,35 @@
-"""Name → class registries, so YAML ``type:`` fields pick implementations."""
+"""Name → class registries, so YAML ``type:`` fields pick implementations, and the one look-up by name."""
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, TypeVar
+
+from DiffIR.utils.errors import OptionError, did_you_mean
+
+T = TypeVar("T")
+
+
+class UnknownNameError(OptionError, KeyError):
+    """A name that is not in a registry or table: an :class:`OptionError` for people (the entry scripts print it
+    and exit 2), and a ``KeyError`` for code that looks names up like a mapping."""
+
+    __str__ = BaseException.__str__  # KeyError would quote the message
+
+
+def lookup(table: Mapping[str, T], name: Any, what: str, where: Optional[str] = None) -> T:
+    """``table[name]``, or an :class:`UnknownNameError` naming the option key ``where``, the closest known name and
+    every known name."""
+    known = sorted(table)
+    if name not in known:  # a list membership test: a YAML value may be unhashable
+        subject = f"'{where}' = '{name}'" if where else f"'{name}'"
+        raise UnknownNameError(f"{subject} is not a known {what}{did_you_mean(name, known)}. "
+                               f"Fix: use one of: {', '.join(known)}.")
+    return table[name]
 
 
 class Registry:
-    """A named table of classes/functions filled by ``@REGISTRY.register()``.
-
-    Looking up an unknown name raises a ``KeyError`` that lists every registered name and the closest
-    match, because a typo in a YAML ``type:`` is the most common configuration error.
-    """
+    """A named table of classes/functions filled by ``@REGISTRY.register()``; unknown names fail by :func:`lookup`."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -28,13 +45,15 @@ class Registry:
 
         return deco(obj) if obj is not None else deco
 
-    def get(self, name: str) -> Any:
-        if name not in self._obj_map:
-            known = sorted(self._obj_map)
-            close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise KeyError(f"No {self._name} named '{name}'.{hint} Registered {self._name}s: {', '.join(known)}")
-        return self._obj_map[name]
+    def get(self, name: str, where: Optional[str] = None) -> Any:
+        """The entry registered as ``name``; ``where`` is the option key named when it is unknown."""
+        return lookup(self._obj_map, name, self._name, where)
+
+    def get_type(self, opt: Any, where: str) -> Any:
+        """The entry named by ``opt['type']`` of the option section ``where`` (an :class:`OptionError` without one)."""
+        if not isinstance(opt, Mapping) or "type" not in opt:
+            raise OptionError(f"'{where}' needs a 'type' key naming one of: {', '.join(self.keys())}")
+        return self.get(opt["type"], f"{where}:type")
 
     def __contains__(self, name: str) -> bool:
         return name in self._obj_map
@@ -53,18 +72,11 @@ LOSS_REGISTRY = Registry("loss")
 METRIC_REGISTRY = Registry("metric")
 
 
-class OptionError(ValueError):
-    """A configuration mistake, reported with the offending key and how to fix it."""
-
-
 def check_keys(keys: Iterable[str], accepted: Sequence[str], where: str, what: str) -> None:
     """Raise :class:`OptionError` naming each of ``keys`` not in ``accepted`` (with the closest valid key)."""
     unknown = [k for k in keys if k not in accepted]
     if unknown:
-        msgs = []
-        for k in unknown:
-            close = difflib.get_close_matches(str(k), list(accepted), n=1)
-            msgs.append(f"'{where}:{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        msgs = [f"'{where}:{k}'{did_you_mean(k, accepted)}" for k in unknown]
         raise OptionError(
             f"Unknown option key {', '.join(msgs)} for {what}. "
             f"Accepted keys: {', '.join(accepted)}. Fix or remove the key in your YAML file."
@@ -113,12 +125,7 @@ def build_from_registry(registry: Registry, opt: Dict[str, Any], where: str, **e
 
     ``where`` is the option path used in messages (e.g. ``network_g``).
     """
-    if not isinstance(opt, dict) or "type" not in opt:
-        raise OptionError(f"'{where}' needs a 'type' key naming one of: {', '.join(registry.keys())}")
+    cls = registry.get_type(opt, where)
     kwargs = {k: v for k, v in opt.items() if k != "type"}
-    try:
-        cls = registry.get(opt["type"])
-    except KeyError as e:
-        raise OptionError(f"'{where}:type': {e.args[0]}") from None
     check_kwargs(cls, kwargs, where)
     return cls(**kwargs, **extra)
