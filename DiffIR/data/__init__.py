@@ -118,7 +118,8 @@ def build_dataloader(
         if n_items < bs:
             raise OptionError(
                 f"'{where}': batch size {bs} is larger than the items per epoch ({n_items}) and drop_last is on, "
-                f"so no batch would be produced. Fix: lower batch_size_per_gpu or add data."
+                f"so no batch would be produced. Fix: lower batch_size_per_gpu, add data or raise "
+                f"dataset_enlarge_ratio."
             )
         args: Dict[str, Any] = dict(
             dataset=dataset,
