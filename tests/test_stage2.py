@@ -352,11 +352,11 @@ def test_option_errors_before_training(s1_checkpoint: Path, tmp_path: Path) -> N
 
 def test_stage1_checkpoint_is_read_once(s1_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
     """The official configuration names the stage-1 file for the student, its EMA copy and the teacher."""
-    import DiffIR.models.base_model as base_model
+    import DiffIR.models.checkpointing as checkpointing  # where the model reads network files
 
     reads = []
-    real = base_model.load_file
-    monkeypatch.setattr(base_model, "load_file", lambda path, *a: reads.append(path) or real(path, *a))
+    real = checkpointing.load_file
+    monkeypatch.setattr(checkpointing, "load_file", lambda path, *a: reads.append(path) or real(path, *a))
     opt = _model_opt(s1_checkpoint, tmp_path)
     opt["path"].update(pretrain_network_g=str(s1_checkpoint), param_key_g="params_ema", strict_load_g=False)
     model = build_model(opt)
