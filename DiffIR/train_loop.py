@@ -1,4 +1,9 @@
-"""The training loop shared by every pipeline. A pipeline only supplies its batch schedule."""
+"""The training loop shared by every pipeline. A pipeline only supplies its batch schedule.
+
+:func:`train` is :func:`set_up_run` (options, checks, model, data, experiment folder, resume), :func:`run_loop`
+(epochs of :func:`_train_step` / :func:`_after_step`) and :func:`finish_run` (latest checkpoint, final
+validation); the three share one :class:`TrainingRun`.
+"""
 from __future__ import annotations
 
 import glob
