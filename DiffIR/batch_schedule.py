@@ -1,11 +1,14 @@
 """How batches are shaped over training: the one thing in which the two pipelines differ.
 
-* :class:`FixedBatchSchedule` (HDR pipeline, ``train_hdr.py``): the loader's batch, unchanged.
+* :class:`FixedBatchSchedule`: the loader's batch, unchanged (``train_hdr.py``, and ``train.py`` without the
+  progressive keys).
 * :class:`ProgressiveBatchSchedule` (deblurring pipeline, ``train.py``): the official DiffIR / Restormer
   progressive patch training. The loader always delivers ``batch_size_per_gpu`` patches of ``gt_size``;
   the stage of an iteration is found from the cumulative ``iters`` boundaries, and that stage's
   ``mini_batch_sizes[k]`` samples (drawn without replacement) and one random ``gt_sizes[k]`` window
   (same offset for every sample and for LQ/GT) are kept.
+
+:func:`schedule_from_options` is the one place that picks between them.
 """
 from __future__ import annotations
 
@@ -22,30 +25,28 @@ from DiffIR.data.paired_common import PROGRESSIVE_KEYS
 from DiffIR.utils.logger import LOGGER_NAME, Messages
 from DiffIR.utils.errors import OptionError
 
-__all__ = ["FixedBatchSchedule", "ProgressiveBatchSchedule", "PROGRESSIVE_KEYS"]
+__all__ = ["FixedBatchSchedule", "ProgressiveBatchSchedule", "PROGRESSIVE_KEYS", "schedule_from_options"]
 
 _WHERE = "datasets:train"
 
 
 class FixedBatchSchedule:
-    """Every iteration uses the loader's batch and patch size unchanged (the HDR pipeline)."""
+    """Every iteration uses the loader's batch and patch size unchanged (one stage)."""
+
+    num_stages = 1
 
     def __init__(self, batch_size: int, gt_size: Optional[int], total_iter: int) -> None:
         self.batch_size = batch_size
         self.gt_size = gt_size
         self.total_iter = total_iter
 
-    @classmethod
-    def from_options(cls, opt: Dict[str, Any]) -> "FixedBatchSchedule":
-        """Refuses the progressive keys: this pipeline would silently ignore them."""
-        train = opt["datasets"]["train"]
-        given = [k for k in PROGRESSIVE_KEYS if train.get(k) is not None]
-        if given:
-            raise OptionError(
-                f"'{_WHERE}:{given[0]}' ({', '.join(given)}) configures progressive training, which this pipeline "
-                f"(fixed batch and patch size) does not do. Fix: run train.py for progressive training, or remove "
-                f"{', '.join(given)} from datasets:train.")
-        return cls(int(train["batch_size_per_gpu"]), train.get("gt_size"), int(opt["train"]["total_iter"]))
+    @staticmethod
+    def from_options(opt: Dict[str, Any]) -> "FixedBatchSchedule":
+        """``train_hdr.py``'s schedule: it refuses the progressive keys rather than ignore them."""
+        return schedule_from_options(opt, progressive=False)
+
+    def sizes_at(self, current_iter: int) -> Tuple[int, Optional[int]]:
+        return self.batch_size, self.gt_size
 
     def __call__(self, batch: Dict[str, Any], current_iter: int) -> Dict[str, Any]:
         return batch
@@ -53,6 +54,32 @@ class FixedBatchSchedule:
     def summary(self, msg: Messages) -> str:
         return (f"{msg('hdr_config')}\n\t{msg('batch_size')}: {self.batch_size}"
                 f"\n\t{msg('image_size')}: {self.gt_size}\n\t{msg('total_iters')}: {self.total_iter}")
+
+
+def schedule_from_options(opt: Dict[str, Any], progressive: bool = True) -> Any:
+    """The batch schedule ``datasets:train`` asks for: progressive when it sets the progressive keys, else fixed.
+
+    ``progressive=False`` (``train_hdr.py``) refuses the keys: that pipeline would silently ignore them.
+    """
+    train = opt["datasets"]["train"]
+    given = [k for k in PROGRESSIVE_KEYS if train.get(k) is not None]
+    if not given:
+        return FixedBatchSchedule(int(train["batch_size_per_gpu"]), train.get("gt_size"),
+                                  int(opt["train"]["total_iter"]))
+    if not progressive:
+        raise OptionError(
+            f"'{_WHERE}:{given[0]}' ({', '.join(given)}) configures progressive training, which this pipeline "
+            f"(fixed batch and patch size) does not do. Fix: run train.py for progressive training, or remove "
+            f"{', '.join(given)} from datasets:train.")
+    if len(given) != len(PROGRESSIVE_KEYS):
+        missing = [k for k in PROGRESSIVE_KEYS if k not in given]
+        raise OptionError(f"'{_WHERE}' sets {', '.join(given)} but not {', '.join(missing)}: progressive training "
+                          f"needs all of {', '.join(PROGRESSIVE_KEYS)}. Fix: add {', '.join(missing)}.")
+    if train.get("gt_size") is None:
+        raise OptionError(f"'{_WHERE}:gt_size' is missing: progressive training crops its patches from the "
+                          "gt_size patches of the loader. Fix: set gt_size to the largest patch size, e.g. 512.")
+    return ProgressiveBatchSchedule(train["batch_size_per_gpu"], train["gt_size"], train["mini_batch_sizes"],
+                                    train["iters"], train["gt_sizes"], opt["train"]["total_iter"])
 
 
 def _positive_int(value: Any, key: str) -> int:
@@ -108,23 +135,10 @@ class ProgressiveBatchSchedule:
         self._msg = Messages("en")
         self._logger = logging.getLogger(LOGGER_NAME)
 
-    @classmethod
-    def from_options(cls, opt: Dict[str, Any]) -> "ProgressiveBatchSchedule":
-        """From ``datasets:train`` (official schema); without any progressive key: one stage, i.e. fixed sizes."""
-        train = opt["datasets"]["train"]
-        given = [k for k in PROGRESSIVE_KEYS if train.get(k) is not None]
-        if given and len(given) != len(PROGRESSIVE_KEYS):
-            missing = [k for k in PROGRESSIVE_KEYS if k not in given]
-            raise OptionError(f"'{_WHERE}' sets {', '.join(given)} but not {', '.join(missing)}: progressive training "
-                              f"needs all of {', '.join(PROGRESSIVE_KEYS)}. Fix: add {', '.join(missing)}.")
-        if train.get("gt_size") is None:
-            raise OptionError(f"'{_WHERE}:gt_size' is missing: progressive training crops its patches from the "
-                              "gt_size patches of the loader. Fix: set gt_size to the largest patch size, e.g. 512.")
-        total = opt["train"]["total_iter"]
-        batch, gt_size = train["batch_size_per_gpu"], train["gt_size"]
-        if not given:
-            return cls(batch, gt_size, [batch], [_positive_int(total, "train:total_iter")], [gt_size], total)
-        return cls(batch, gt_size, train["mini_batch_sizes"], train["iters"], train["gt_sizes"], total)
+    @staticmethod
+    def from_options(opt: Dict[str, Any]) -> Any:
+        """``train.py``'s schedule (official schema); without the progressive keys it is the fixed one."""
+        return schedule_from_options(opt)
 
     # ------------------------------------------------------------------ stages
     @property
@@ -164,7 +178,7 @@ class ProgressiveBatchSchedule:
                                         end=end, patch=patch, batch=mini_batch))
         lq = batch["lq"]
         n, (h, w) = lq.shape[0], lq.shape[-2:]
-        keep = mini_batch * max(1, n // self.batch_size)  # non-distributed multi-GPU loaders batch num_gpu x more
+        keep = mini_batch * max(1, n // self.batch_size)  # train.accum_iter joins N loader batches: N mini-batches
         out = dict(batch)
         if keep < n:
             indices = random.sample(range(n), k=keep)

@@ -1,12 +1,19 @@
-"""The training loop shared by every pipeline. A pipeline only supplies its batch schedule."""
+"""The training loop shared by every pipeline. A pipeline only supplies its batch schedule.
+
+:func:`train` is :func:`set_up_run` (options, checks, model, data, experiment folder, resume), :func:`run_loop`
+(epochs of :func:`_train_step` / :func:`_after_step`) and :func:`finish_run` (latest checkpoint, final
+validation); the three share one :class:`TrainingRun`.
+"""
 from __future__ import annotations
 
 import glob
+import logging
 import math
 import os
 import os.path as osp
 import random
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -29,7 +36,16 @@ from DiffIR.utils.runlock import hold_run_lock, holds_run_locks
 ScheduleFactory = Callable[[Dict[str, Any]], Any]
 
 
-def find_resume_state(opt: Dict[str, Any], logger) -> Optional[Tuple[Dict[str, Any], str]]:
+@dataclass
+class Resume:
+    """Where a resumed run continues: the training state read from ``state_path`` and its network file."""
+
+    state: Dict[str, Any]
+    state_path: str
+    net_path: str
+
+
+def find_resume_state(opt: Dict[str, Any], logger) -> Optional[Resume]:
     """The training state to resume from (``path.resume_state`` or, with ``--auto_resume``, the newest one).
 
     With auto-resume an unreadable newest state is skipped with a warning and the one before it is used.
@@ -45,7 +61,8 @@ def find_resume_state(opt: Dict[str, Any], logger) -> Optional[Tuple[Dict[str, A
     for _, state_path in candidates:
         try:
             state = load_file(state_path, "training state")
-            net_path = osp.join(osp.dirname(osp.dirname(osp.abspath(state_path))), "models", f"net_g_{state['iter']}.pth")
+            experiment = osp.dirname(osp.dirname(osp.abspath(state_path)))
+            net_path = osp.join(experiment, "models", f"net_g_{state['iter']}.pth")
             if not osp.isfile(net_path):
                 raise FileNotFoundError(f"its network checkpoint {net_path} is missing")
         except (RuntimeError, FileNotFoundError, KeyError) as e:
@@ -53,7 +70,7 @@ def find_resume_state(opt: Dict[str, Any], logger) -> Optional[Tuple[Dict[str, A
                 raise
             logger.warning(f"Skipping training state {state_path}: {e}")
             continue
-        return state, net_path
+        return Resume(state, osp.abspath(state_path), net_path)
     return None
 
 
@@ -76,42 +93,38 @@ def warn_archived_states(experiments_root: str, logger) -> List[str]:
     return newest
 
 
-def create_dataloaders(opt: Dict[str, Any], msg: Messages, logger):
+def create_dataloaders(opt: Dict[str, Any], msg: Messages, logger) -> Tuple[Any, EnlargedSampler, List[Any]]:
+    """The training loader and its sampler, and the validation loaders; logs the data summary.
+
+    The options were checked by ``parse_options`` and the loader's own settings are checked by ``build_dataloader``.
+    """
     rank, world = get_dist_info()
-    datasets = opt.get("datasets") or {}
-    if "train" not in datasets:
-        raise OptionError("datasets needs a 'train' entry")
-    train_opt = datasets["train"]
+    train_opt = opt["datasets"]["train"]
     train_set = build_dataset(train_opt)
     ratio = int(train_opt.get("dataset_enlarge_ratio", 1) or 1)
     sampler = EnlargedSampler(train_set, world, rank, ratio, seed=opt.get("manual_seed"))
     train_loader = build_dataloader(train_set, train_opt, opt["num_gpu"], opt.get("dist", False), sampler,
                                     opt.get("manual_seed"))
-    batch = int(train_opt["batch_size_per_gpu"])
     accum = int(opt["train"].get("accum_iter", 1) or 1)
     iters_per_epoch = max(1, len(train_loader) // accum)  # optimizer steps per epoch (full batches only)
-    if len(train_set) * ratio // world < batch:
-        raise OptionError(f"The training set has {len(train_set)} pairs (×{ratio} enlarge ratio over {world} "
-                          f"process(es)), fewer than datasets:train:batch_size_per_gpu={batch}: no full batch can be "
-                          "formed. Add data, raise dataset_enlarge_ratio or lower the batch size.")
     total_iters = int(opt["train"]["total_iter"])
     total_epochs = math.ceil(total_iters / iters_per_epoch)
     logger.info(f"{msg('train_stats')}"
                 f"\n\t{msg('num_train_images')}: {len(train_set)}"
                 f"\n\t{msg('enlarge_ratio')}: {ratio}"
-                f"\n\t{msg('batch_per_gpu')}: {batch}"
+                f"\n\t{msg('batch_per_gpu')}: {int(train_opt['batch_size_per_gpu'])}"
                 f"\n\t{msg('world_size')}: {world}"
                 f"\n\t{msg('iters_per_epoch')}: {iters_per_epoch}"
                 f"\n\t{msg('total_epochs_iters', epochs=total_epochs, iters=total_iters)}")
     val_loaders = []
-    for phase, dopt in datasets.items():
+    for phase, dopt in opt["datasets"].items():
         if phase == "train":
             continue
         val_set = build_dataset(dopt)
         val_loaders.append(build_dataloader(val_set, dopt, opt["num_gpu"], opt.get("dist", False), None,
                                             opt.get("manual_seed")))
         logger.info(msg("num_val_images", name=dopt.get("name", phase), n=len(val_set)))
-    return train_loader, sampler, val_loaders, total_epochs, total_iters
+    return train_loader, sampler, val_loaders
 
 
 def accumulate_batches(loader, n: int):
@@ -199,63 +212,101 @@ def _batches_or_data_error(batches, save_state: Callable[[], str]):
         yield batch
 
 
-def _save_before_data_error(model, path: Dict[str, Any], epoch: int, current_iter: int, iter_in_epoch: int) -> str:
+def _save_before_data_error(run: "TrainingRun") -> str:
     """Save the state of the last completed iteration (unless saved already); says what was kept."""
-    state_path = osp.join(path["training_states"], f"{current_iter}.state")
-    if current_iter == 0:
+    state_path = osp.join(run.path["training_states"], f"{run.current_iter}.state")
+    if run.current_iter == 0:
         return "No iteration was completed, so there is nothing to save."
     if not osp.isfile(state_path):
         if get_dist_info()[1] > 1:  # the save is collective: the other ranks cannot join it from here
-            return f"Training stopped at iteration {current_iter}; the newest saved checkpoint is kept."
-        _save_checkpoint(model, path, epoch, current_iter, {"iter_in_epoch": iter_in_epoch})
-    return f"The training state of iteration {current_iter} is saved ({state_path})."
+            return f"Training stopped at iteration {run.current_iter}; the newest saved checkpoint is kept."
+        _save_checkpoint(run.model, run.path, run.epoch, run.current_iter, {"iter_in_epoch": run.iter_in_epoch})
+    return f"The training state of iteration {run.current_iter} is saved ({state_path})."
 
 
-@holds_run_locks
-def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[str]] = None,
-          default_language: str = "zh") -> Dict[str, Any]:
-    """Parse options, build data/model, run the loop. Returns the last validation results per val set."""
+@dataclass(frozen=True)
+class LoopSettings:
+    """The loop's numbers, read once from the (checked) options."""
+
+    total_iters: int
+    accum: int  # loader batches per optimizer step (train.accum_iter)
+    sampler_batch: int  # samples one optimizer step draws from the sampler
+    warmup_iter: int
+    print_freq: int
+    save_freq: int
+    image_freq: int  # training previews in TensorBoard
+    val_freq: int  # 0: validate only at the end
+    save_img: bool
+
+    @classmethod
+    def from_options(cls, opt: Dict[str, Any]) -> "LoopSettings":
+        train, logger_opt, val = opt["train"], opt.get("logger") or {}, opt.get("val") or {}
+        accum = int(train.get("accum_iter", 1) or 1)
+        save_freq = int(float(logger_opt.get("save_checkpoint_freq", 5000)))
+        return cls(total_iters=int(train["total_iter"]), accum=accum,
+                   sampler_batch=int(opt["datasets"]["train"]["batch_size_per_gpu"]) * accum,
+                   warmup_iter=int(train.get("warmup_iter", -1) or -1),
+                   print_freq=int(logger_opt.get("print_freq", 100)), save_freq=save_freq,
+                   image_freq=int(float(logger_opt.get("tb_image_freq", save_freq))),
+                   val_freq=int(float(val.get("val_freq", 0) or 0)), save_img=bool(val.get("save_img", False)))
+
+
+@dataclass
+class TrainingRun:
+    """One training run: what :func:`set_up_run` builds, :func:`run_loop` advances and :func:`finish_run` closes."""
+
+    opt: Dict[str, Any]
+    settings: LoopSettings
+    msg: Messages
+    logger: logging.Logger
+    model: Any
+    schedule: Any
+    train_loader: Any
+    sampler: EnlargedSampler
+    batches: Any  # the prefetcher over train_loader
+    val_loaders: List[Any]
+    tb_logger: Any = None
+    msg_logger: Optional[MessageLogger] = None
+    epoch: int = 0
+    current_iter: int = 0
+    resume_iter: int = 0  # the iteration the run started after (0, or that of the training state)
+    skip: int = 0  # optimizer steps of the current epoch done before the resume
+    iter_in_epoch: int = 0
+    results: Dict[str, Any] = field(default_factory=dict)
+    start_time: float = 0.0
+
+    @property
+    def path(self) -> Dict[str, Any]:
+        return self.opt["path"]
+
+
+def _parse_and_seed(root_path: str, argv: Optional[List[str]]) -> Dict[str, Any]:
+    """The checked options, with the process group started (``--launcher``) and the seed of this rank set."""
     opt, _ = parse_options(root_path, is_train=True, argv=argv)
-    if opt["launcher"] != "none":
+    opt["dist"] = opt["launcher"] != "none"
+    if opt["dist"]:
         init_dist(opt["launcher"], **(opt.get("dist_params") or {}))
-        opt["dist"] = True
-    else:
-        opt["dist"] = False
     rank, world = get_dist_info()
     opt["rank"], opt["world_size"] = rank, world
-    seed = opt.get("manual_seed")
-    if seed is None:
-        seed = random.randint(1, 10000)
-        opt["manual_seed"] = seed
-    set_random_seed(seed + rank)
-    logger_opt = opt.get("logger") or {}
-    msg = Messages(logger_opt.get("language", default_language))
+    if opt.get("manual_seed") is None:
+        opt["manual_seed"] = random.randint(1, 10000)
+    set_random_seed(opt["manual_seed"] + rank)
+    return opt
 
+
+def _model_options(opt: Dict[str, Any], resume: Optional[Resume]) -> Dict[str, Any]:
+    """The options the model is built from: a resumed run's weights come from its own checkpoint, so the weights
+    the run started from (``path:pretrain_network_g``) are not read again."""
+    if resume is None:
+        return opt
+    return {**opt, "path": {**opt["path"], "pretrain_network_g": None}}
+
+
+def _prepare_experiment_folder(opt: Dict[str, Any], resume: Optional[Resume], logger) -> logging.Logger:
+    """Rank 0 archives an earlier folder of the name (new runs only) and clears unfinished writes; then every rank
+    logs to the run's log file, which starts with the environment and the options (also dumped beside it)."""
     path = opt["path"]
-    logger = begin_run_log()  # records are kept until the log file exists
-    _lock_experiment(opt, logger)
-    # Everything that can be wrong with the options, data or checkpoints is found before the experiment
-    # folder is touched: a typo must not archive or half-create an experiment. Option values were checked by
-    # parse_options; the components (network, losses, optimizer, scheduler, metrics) are checked by building the
-    # model, before the data (checking a large data set takes minutes; building the model draws no data).
-    resume = find_resume_state(opt, logger)
-    if resume is not None:
-        state, net_path = resume
-        path["pretrain_network_g"], path["param_key_g"], path["strict_load_g"] = net_path, "params", True
-    elif opt.get("auto_resume"):
-        warn_archived_states(path["experiments_root"], logger)
-    schedule = make_schedule(opt)
-    model = build_model(opt)
-    logger.info(msg("device", device=model.device))
-    if model.device.type == "cpu" and keep_freed_memory():
-        logger.info(msg("cpu_malloc"))
-    train_loader, sampler, val_loaders, total_epochs, total_iters = create_dataloaders(opt, msg, logger)
-    logger.info(schedule.summary(msg))
-    accum = int(opt["train"].get("accum_iter", 1) or 1)
-    sampler_batch = int(opt["datasets"]["train"]["batch_size_per_gpu"]) * accum
-    prefetcher = build_prefetcher(train_loader, opt["datasets"]["train"], model.device)
-
-    if rank == 0:
+    if get_dist_info()[0] == 0:
         if resume is None and not path.get("resume_state"):
             mkdir_and_rename(path["experiments_root"])
         for key in ("models", "training_states", "visualization"):
@@ -267,92 +318,171 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
     logger = get_root_logger(log_file=log_file)
     logger.info(get_env_info())
     logger.info("\n" + dict2str(opt))
-    if rank == 0:
+    if get_dist_info()[0] == 0:
         dump_options(opt, osp.join(path["experiments_root"], f"options_{opt['name']}.yml"))
+    return logger
 
-    start_epoch, current_iter, resume_skip = 0, 0, 0
-    if opt.get("auto_resume") and resume is None:
-        logger.info(f"--auto_resume: no training state in {path['training_states']}; starting from scratch.")
+
+def set_up_run(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[str]],
+               default_language: str) -> TrainingRun:
+    """Options, lock, resume state, schedule, model, data, experiment folder, log file and loggers, in this order.
+
+    Everything that can be wrong with the options, data or checkpoints is found before the experiment folder is
+    touched: a typo must not archive or half-create an experiment. Option values were checked by parse_options;
+    the components (network, losses, optimizer, scheduler, metrics) are checked by building the model, before the
+    data (checking a large data set takes minutes; building the model draws no data).
+    """
+    opt = _parse_and_seed(root_path, argv)
+    msg = Messages((opt.get("logger") or {}).get("language", default_language))
+    logger = begin_run_log()  # records are kept until the log file exists
+    _lock_experiment(opt, logger)
+    resume = find_resume_state(opt, logger)
+    if resume is None and opt.get("auto_resume"):
+        warn_archived_states(opt["path"]["experiments_root"], logger)
+    schedule = make_schedule(opt)
+    model = build_model(_model_options(opt, resume))
     if resume is not None:
-        model.resume_training(state)
-        start_epoch, current_iter = int(state["epoch"]), int(state["iter"])
-        resume_skip = int(state.get("iter_in_epoch", 0))
-        if resume_skip >= len(train_loader) // accum:
-            start_epoch, resume_skip = start_epoch + 1, 0
-        logger.info(msg("resuming", path=net_path.replace("models/net_g_", "training_states/").replace(".pth", ".state"),
-                        iter=current_iter, epoch=start_epoch))
+        model.resume_networks(resume.net_path)
+    logger.info(msg("device", device=model.device))
+    if model.device.type == "cpu" and keep_freed_memory():
+        logger.info(msg("cpu_malloc"))
+    train_loader, sampler, val_loaders = create_dataloaders(opt, msg, logger)
+    logger.info(schedule.summary(msg))
+    batches = build_prefetcher(train_loader, opt["datasets"]["train"], model.device)
+    logger = _prepare_experiment_folder(opt, resume, logger)
+    run = TrainingRun(opt, LoopSettings.from_options(opt), msg, logger, model, schedule, train_loader, sampler,
+                      batches, val_loaders)
+    _resume(run, resume)
+    _open_loggers(run, root_path)
+    return run
 
-    resume_iter = current_iter
-    if ((logger_opt.get("wandb") or {}).get("project")):
-        logger.warning("logger.wandb is not supported by this program and is ignored; use TensorBoard (tb_logger/).")
-    tb_logger = None
-    if logger_opt.get("use_tb_logger", True) and rank == 0 and "debug" not in opt["name"]:
-        tb_logger = init_tb_logger(osp.join(root_path, "tb_logger", opt["name"]))
-    msg_logger = MessageLogger(opt, current_iter + 1, tb_logger)
-    print_freq = int(logger_opt.get("print_freq", 100))
-    save_freq = int(float(logger_opt.get("save_checkpoint_freq", 5000)))
-    image_freq = int(float(logger_opt.get("tb_image_freq", save_freq)))
-    val_opt = opt.get("val") or {}
-    val_freq = int(float(val_opt.get("val_freq", 0) or 0))
-    warmup_iter = int(opt["train"].get("warmup_iter", -1) or -1)
 
-    logger.info(msg("start_training", epoch=start_epoch, iter=current_iter + 1))
-    start_time = time.time()
-    results: Dict[str, Any] = {}
-    epoch, skip = start_epoch, resume_skip
-    with PreemptionFlag(msg("interrupt_notice")) as preempted:
-        while current_iter < total_iters:
-            sampler.set_epoch(epoch, start=skip * sampler_batch)
-            iter_in_epoch = skip
-            skip = 0
-            data_start = iter_start = time.time()
-            for batch in _batches_or_data_error(accumulate_batches(prefetcher, accum), lambda: _save_before_data_error(
-                    model, path, epoch, current_iter, iter_in_epoch)):
-                data_time = time.time() - data_start
-                current_iter += 1
-                iter_in_epoch += 1
-                model.update_learning_rate(current_iter, warmup_iter=warmup_iter)
-                model.feed_data(schedule(batch, current_iter))
-                model.optimize_parameters(current_iter)
-                iter_time = time.time() - iter_start
-                if current_iter % print_freq == 0:
-                    log_vars = {"epoch": epoch, "iter": current_iter, "lrs": model.get_current_learning_rate(),
-                                "time": iter_time, "data_time": data_time}
-                    log_vars.update(model.get_current_log())
-                    msg_logger(log_vars)
-                if tb_logger is not None and current_iter % image_freq == 0:
-                    _log_preview(tb_logger, model, current_iter, train_loader.dataset)
-                stop = _stop_requested(preempted)
-                if current_iter % save_freq == 0 or stop:
-                    logger.info(msg("saving", iter=current_iter))
-                    _save_checkpoint(model, path, epoch, current_iter, {"iter_in_epoch": iter_in_epoch})
-                if stop:
-                    raise _preempted(preempted, msg, path, current_iter)
-                if val_freq and val_loaders and current_iter % val_freq == 0:
-                    for loader in val_loaders:
-                        results[loader.dataset.opt.get("name")] = model.validation(
-                            loader, current_iter, tb_logger, val_opt.get("save_img", False))
-                data_start = iter_start = time.time()
-                if current_iter >= total_iters:
-                    break
-            else:
-                epoch += 1
+def _resume(run: TrainingRun, resume: Optional[Resume]) -> None:
+    """Optimizers, schedulers, RNG and counters from the training state (the networks were loaded with the model)."""
+    if resume is None:
+        if run.opt.get("auto_resume"):
+            run.logger.info(f"--auto_resume: no training state in {run.path['training_states']}; starting from "
+                            "scratch.")
+        return
+    state = resume.state
+    run.model.resume_training(state)
+    run.epoch, run.current_iter = int(state["epoch"]), int(state["iter"])
+    run.skip = int(state.get("iter_in_epoch", 0))
+    if run.skip >= len(run.train_loader) // run.settings.accum:
+        run.epoch, run.skip = run.epoch + 1, 0
+    run.resume_iter = run.current_iter
+    run.logger.info(run.msg("resuming", path=resume.state_path, iter=run.current_iter, epoch=run.epoch))
 
-    logger.info(msg("end_training", time=format_duration(time.time() - start_time)))
-    logger.info(msg("save_latest"))
-    _save_checkpoint(model, path, epoch, -1)
-    validated_now = bool(val_freq) and current_iter % val_freq == 0 and resume_iter != current_iter
-    for loader in val_loaders:
-        name = loader.dataset.opt.get("name")
-        if val_opt.get("metrics"):
-            if not validated_now or name not in results:
-                results[name] = model.validation(loader, current_iter, tb_logger, val_opt.get("save_img", False))
-            base = model.baseline_results(name)
-            for metric, value in (results[name] or {}).items():
-                if metric in base:
-                    logger.info(msg("final_compare", name=name, metric=metric, model=value, base=base[metric],
+
+def _open_loggers(run: TrainingRun, root_path: str) -> None:
+    """TensorBoard (rank 0, not for debug runs) and the per-iteration message logger."""
+    logger_opt = run.opt.get("logger") or {}
+    if (logger_opt.get("wandb") or {}).get("project"):
+        run.logger.warning("logger.wandb is not supported by this program and is ignored; use TensorBoard "
+                           "(tb_logger/).")
+    if logger_opt.get("use_tb_logger", True) and run.opt["rank"] == 0 and "debug" not in run.opt["name"]:
+        run.tb_logger = init_tb_logger(osp.join(root_path, "tb_logger", run.opt["name"]))
+    run.msg_logger = MessageLogger(run.opt, run.current_iter + 1, run.tb_logger)
+
+
+def run_loop(run: TrainingRun) -> None:
+    """Epochs until ``train.total_iter``; a signal saves a state and ends the run with :class:`Preempted`."""
+    run.logger.info(run.msg("start_training", epoch=run.epoch, iter=run.current_iter + 1))
+    run.start_time = time.time()
+    with PreemptionFlag(run.msg("interrupt_notice")) as preempted:
+        while run.current_iter < run.settings.total_iters:
+            if _run_epoch(run, preempted):
+                run.epoch += 1
+
+
+def _run_epoch(run: TrainingRun, preempted: PreemptionFlag) -> bool:
+    """The (rest of the) current epoch; False when training ended inside it."""
+    run.sampler.set_epoch(run.epoch, start=run.skip * run.settings.sampler_batch)
+    run.iter_in_epoch, run.skip = run.skip, 0
+    data_start = time.time()
+    batches = accumulate_batches(run.batches, run.settings.accum)
+    for batch in _batches_or_data_error(batches, lambda: _save_before_data_error(run)):
+        _train_step(run, batch, data_start)
+        _after_step(run, preempted)
+        if run.current_iter >= run.settings.total_iters:
+            return False
+        data_start = time.time()
+    return True
+
+
+def _train_step(run: TrainingRun, batch: Dict[str, Any], data_start: float) -> None:
+    """One optimizer step on ``batch`` (shaped by the schedule); logs every ``logger.print_freq`` iterations."""
+    data_time = time.time() - data_start
+    run.current_iter += 1
+    run.iter_in_epoch += 1
+    model = run.model
+    model.update_learning_rate(run.current_iter, warmup_iter=run.settings.warmup_iter)
+    model.feed_data(run.schedule(batch, run.current_iter))
+    model.optimize_parameters(run.current_iter)
+    if run.current_iter % run.settings.print_freq == 0:
+        log_vars = {"epoch": run.epoch, "iter": run.current_iter, "lrs": model.get_current_learning_rate(),
+                    "time": time.time() - data_start, "data_time": data_time}
+        log_vars.update(model.get_current_log())
+        run.msg_logger(log_vars)
+
+
+def _after_step(run: TrainingRun, preempted: PreemptionFlag) -> None:
+    """Preview, checkpoint (also when a signal asked to stop, then stop) and validation, as their frequencies say."""
+    it, settings = run.current_iter, run.settings
+    if run.tb_logger is not None and it % settings.image_freq == 0:
+        _log_preview(run.tb_logger, run.model, it, run.train_loader.dataset)
+    stop = _stop_requested(preempted)
+    if it % settings.save_freq == 0 or stop:
+        run.logger.info(run.msg("saving", iter=it))
+        _save_checkpoint(run.model, run.path, run.epoch, it, {"iter_in_epoch": run.iter_in_epoch})
+    if stop:
+        raise _preempted(preempted, run.msg, run.path, it)
+    if settings.val_freq and run.val_loaders and it % settings.val_freq == 0:
+        for loader in run.val_loaders:
+            _validate(run, loader)
+
+
+def _validate(run: TrainingRun, loader) -> None:
+    run.results[loader.dataset.opt.get("name")] = run.model.validation(
+        loader, run.current_iter, run.tb_logger, run.settings.save_img)
+
+
+def finish_run(run: TrainingRun) -> Dict[str, Any]:
+    """Save ``net_g_latest.pth``, validate once more (unless the last iteration did) and compare with the input.
+
+    Returns the last validation results and the baseline (the input's scores) per validation set.
+    """
+    run.logger.info(run.msg("end_training", time=format_duration(time.time() - run.start_time)))
+    run.logger.info(run.msg("save_latest"))
+    _save_checkpoint(run.model, run.path, run.epoch, -1)
+    if (run.opt.get("val") or {}).get("metrics"):
+        val_freq = run.settings.val_freq
+        validated_now = bool(val_freq) and run.current_iter % val_freq == 0 and run.resume_iter != run.current_iter
+        for loader in run.val_loaders:
+            name = loader.dataset.opt.get("name")
+            if not validated_now or name not in run.results:
+                _validate(run, loader)
+            _log_final_comparison(run, name)
+    if run.tb_logger is not None:
+        run.tb_logger.close()
+    names = [loader.dataset.opt.get("name") for loader in run.val_loaders]
+    return {"results": run.results, "baseline": {name: run.model.baseline_results(name) for name in names},
+            "iter": run.current_iter}
+
+
+def _log_final_comparison(run: TrainingRun, name: str) -> None:
+    """Each metric of the trained model beside the same metric of the network's input (the baseline)."""
+    base = run.model.baseline_results(name)
+    for metric, value in (run.results[name] or {}).items():
+        if metric in base:
+            run.logger.info(run.msg("final_compare", name=name, metric=metric, model=value, base=base[metric],
                                     gain=value - base[metric]))
-    if tb_logger is not None:
-        tb_logger.close()
-    return {"results": results, "baseline": {l.dataset.opt.get("name"): model.baseline_results(l.dataset.opt.get("name"))
-                                             for l in val_loaders}, "iter": current_iter}
+
+
+@holds_run_locks
+def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[str]] = None,
+          default_language: str = "zh") -> Dict[str, Any]:
+    """Set up, run and finish one training run. Returns the last validation results per val set."""
+    run = set_up_run(root_path, make_schedule, argv, default_language)
+    run_loop(run)
+    return finish_run(run)

@@ -164,6 +164,20 @@ def test_from_options_without_progressive_keys_is_one_stage_and_fixed_schedule_r
         FixedBatchSchedule.from_options(_opt())
 
 
+
+def test_one_schedule_choice_train_py_without_progressive_keys_is_the_fixed_schedule():
+    from DiffIR.batch_schedule import schedule_from_options
+
+    plain = _opt(mini_batch_sizes=None, iters=None, gt_sizes=None)
+    for choice in (schedule_from_options(plain), ProgressiveBatchSchedule.from_options(plain),
+                   FixedBatchSchedule.from_options(plain)):
+        assert type(choice) is FixedBatchSchedule and (choice.batch_size, choice.gt_size) == (8, 512)
+    batch = _batch(n=8)
+    assert schedule_from_options(plain)(batch, 1) is batch
+    assert type(schedule_from_options(_opt())) is ProgressiveBatchSchedule
+    with pytest.raises(OptionError, match="run train.py for progressive training"):
+        schedule_from_options(_opt(), progressive=False)
+
 # ------------------------------------------------------------------ DeblurPairedDataset
 def _deblur_opt(root, phase="val", **kw):
     opt = {"name": "D", "type": "DeblurPairedDataset", "phase": phase, "dataroot_gt": str(root / "gt"),

@@ -164,3 +164,25 @@ def test_resume_is_exact(tmp_path):
     for key in ("params", "params_ema"):
         for k, v in straight[key].items():
             torch.testing.assert_close(resumed[key][k], v, rtol=0, atol=0, msg=f"{key}:{k}")
+
+
+def test_resume_loads_its_own_checkpoint_and_leaves_the_options_alone(tmp_path):
+    """The resumed networks come from net_g_ITER.pth (params and params_ema); path:pretrain_network_g is neither
+    read nor replaced by that file in the dumped options."""
+    yml = _options(tmp_path, name="own", total_iter=2)
+    opt = yaml.safe_load(yml.read_text())
+    opt["logger"].update(save_checkpoint_freq=2, use_tb_logger=False)
+    opt["val"]["val_freq"] = 1000
+    yml.write_text(yaml.safe_dump(opt))
+    train_pipeline(str(tmp_path), ["-opt", str(yml)])
+    exp = tmp_path / "experiments" / "own"
+    missing = str(tmp_path / "moved_away.pth")  # the run's starting weights, gone since: a resume does not need them
+    opt["path"]["pretrain_network_g"] = missing
+    yml.write_text(yaml.safe_dump(opt))
+    train_pipeline(str(tmp_path), ["-opt", str(yml), "--auto_resume", "--force_yml", "train:total_iter=3"])
+    log = _log_text(tmp_path, "own")
+    net = exp / "models" / "net_g_2.pth"
+    assert f"from {net} [params] (strict=True)" in log and f"from {net} [params_ema] (strict=True)" in log
+    assert f"从训练状态 {exp / 'training_states' / '2.state'} 恢复: 第 2 次迭代" in log
+    dumped = yaml.safe_load((exp / "options_own.yml").read_text())["path"]
+    assert dumped["pretrain_network_g"] == missing and dumped["param_key_g"] == "params_ema"

@@ -352,7 +352,7 @@ def test_option_errors_before_training(s1_checkpoint: Path, tmp_path: Path) -> N
 
 def test_stage1_checkpoint_is_read_once(s1_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
     """The official configuration names the stage-1 file for the student, its EMA copy and the teacher."""
-    import DiffIR.models.checkpointing as checkpointing
+    import DiffIR.models.checkpointing as checkpointing  # where the model reads network files
 
     reads = []
     real = checkpointing.load_file

@@ -95,9 +95,9 @@ def build_dataloader(
     """BasicSR-style loader.
 
     Train phase: ``batch_size_per_gpu`` / ``num_worker_per_gpu`` per process (one process drives one
-    device; several GPUs are used through a distributed launcher), ``shuffle`` only without a sampler (and unless ``use_shuffle: false``),
-    ``drop_last=True``, workers seeded from ``seed + rank + worker id``, ``persistent_workers``
-    (default true) when there are workers. Val/test phase: batch 1, no workers, no shuffle.
+    device; several GPUs are used through a distributed launcher), ``shuffle`` only without a sampler (and
+    unless ``use_shuffle: false``), ``drop_last=True``, workers seeded from ``seed + rank + worker id``,
+    ``persistent_workers`` (default true) when there are workers. Val/test phase: batch 1, no workers, no shuffle.
     ``pin_memory`` comes from the option (default false).
     """
     phase = str(dataset_opt.get("phase") or "")
@@ -109,12 +109,14 @@ def build_dataloader(
                 raise OptionError(f"'{where}:{key}' is missing. Fix: set it for the training set (e.g. {key}: 2).")
         bs, nw = int(dataset_opt["batch_size_per_gpu"]), int(dataset_opt["num_worker_per_gpu"])
         if bs < 1 or nw < 0:
-            raise OptionError(f"'{where}': batch_size_per_gpu must be >= 1 and num_worker_per_gpu >= 0 (got {bs}, {nw}).")
+            raise OptionError(f"'{where}': batch_size_per_gpu must be >= 1 and num_worker_per_gpu >= 0 "
+                              f"(got {bs}, {nw}).")
         n_items = len(sampler) if sampler is not None else len(dataset)
         if n_items < bs:
             raise OptionError(
                 f"'{where}': batch size {bs} is larger than the items per epoch ({n_items}) and drop_last is on, "
-                f"so no batch would be produced. Fix: lower batch_size_per_gpu or add data."
+                f"so no batch would be produced. Fix: lower batch_size_per_gpu, add data or raise "
+                f"dataset_enlarge_ratio."
             )
         args: Dict[str, Any] = dict(
             dataset=dataset,

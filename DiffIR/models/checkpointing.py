@@ -115,6 +115,13 @@ class CheckpointingMixin:
                 if name.endswith(f"_{it}.pth"):
                     os.remove(osp.join(self.opt["path"]["models"], name))
 
+    def resume_networks(self, path: str) -> None:
+        """The networks of a resumed run from its ``net_g_ITER.pth``: ``params`` → net_g, ``params_ema`` → the EMA
+        copy (strict: the file was written by this model)."""
+        self.load_network(self.net_g, path, True, "params")
+        if self.net_g_ema is not None:
+            self.load_network(self.net_g_ema, path, True, "params_ema")
+
     def resume_training(self, state: Dict[str, Any]) -> None:
         """Restore optimizers, schedulers and this rank's RNG; report YAML changes that the state overrides."""
         if len(state["optimizers"]) != len(self.optimizers) or len(state["schedulers"]) != len(self.schedulers):
