@@ -9,15 +9,11 @@ import torch.multiprocessing as mp
 
 from DiffIR.models import build_model
 
-TINY_NET = {"type": "DiffIRS1", "n_encoder_res": 1, "dim": 8, "num_blocks": [1, 1, 1, 1],
-            "num_refinement_blocks": 1, "heads": [1, 2, 4, 8], "ffn_expansion_factor": 2}
-
+from helpers import model_options
 
 def _opt(tmp, dist_on):
-    return {"name": "ddp", "model_type": "DiffIRS1Model", "num_gpu": 0, "is_train": True, "dist": dist_on,
-            "network_g": dict(TINY_NET), "path": {"models": str(tmp), "training_states": str(tmp)},
-            "train": {"ema_decay": 0, "optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 1,
-                      "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}}}
+    return model_options(tmp, "ddp", {"ema_decay": 0, "optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 1,
+                                      "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}}, dist=dist_on)
 
 
 def _batch():

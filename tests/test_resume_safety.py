@@ -17,7 +17,7 @@ from DiffIR.utils.checkpoint import list_training_states, load_file
 from DiffIR.utils.errors import TrainingStopped
 
 from conftest import ROOT
-from test_training import TINY_NET, _log_text, _options
+from helpers import log_text, model_options, train_options, wait_for_first_iteration
 
 
 def _run(yml, *extra, timeout=240):
@@ -27,7 +27,7 @@ def _run(yml, *extra, timeout=240):
 
 
 def _named(tmp_path, name, total_iter, **logger):
-    yml = _options(tmp_path, name=name, total_iter=total_iter)
+    yml = train_options(tmp_path, name=name, total_iter=total_iter)
     opt = yaml.safe_load(yml.read_text())
     opt["name"] = f"{name}_{os.getpid()}_{random.randint(0, 10**6)}"  # the CLI writes under the repo's experiments/
     opt["logger"].update(logger)
@@ -51,10 +51,7 @@ def test_sigterm_saves_state_and_exits_143(tmp_path, cleanup):
     yml, exp = _named(tmp_path, "term", 10000, save_checkpoint_freq=10000, print_freq=1)
     cleanup.append(exp)
     proc = _run(yml)
-    deadline = time.time() + 120
-    while not glob.glob(str(exp / "train_*.log")) or "iter:" not in open(glob.glob(str(exp / "train_*.log"))[0]).read():
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
+    wait_for_first_iteration(exp, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
@@ -91,11 +88,8 @@ def test_kill9_at_random_moments_always_resumes(tmp_path, cleanup):
 
 
 def _model(tmp_path, **train):
-    opt = {"name": "nan", "model_type": "DiffIRS1Model", "num_gpu": 0, "is_train": True, "dist": False,
-           "network_g": dict(TINY_NET), "path": {"models": str(tmp_path), "training_states": str(tmp_path)},
-           "train": {"ema_decay": 0.5, "optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 10,
-                     "pixel_opt": {"type": "L1Loss"}, **train}}
-    return build_model(opt)
+    return build_model(model_options(tmp_path, "nan", {"ema_decay": 0.5, "optim_g": {"type": "Adam", "lr": 1e-3},
+                                                        "total_iter": 10, "pixel_opt": {"type": "L1Loss"}, **train}))
 
 
 def test_nonfinite_loss_skips_steps_then_stops(tmp_path):
@@ -136,11 +130,11 @@ def test_grad_clip_bounds_the_gradient_norm(tmp_path):
 
 
 def test_changed_schedule_on_resume_is_reported(tmp_path):
-    yml = _options(tmp_path, name="sched", total_iter=3)
+    yml = train_options(tmp_path, name="sched", total_iter=3)
     train_pipeline(str(tmp_path), ["-opt", str(yml)])
     train_pipeline(str(tmp_path), ["-opt", str(yml), "--auto_resume", "--force_yml", "train:total_iter=4",
                                    "train:scheduler:first_cycle_steps=20", "train:optim_g:lr=0.01"])
-    log = _log_text(tmp_path, "sched")
+    log = log_text(tmp_path, "sched")
     assert "first_cycle_steps" in log and "train:scheduler" in log
     assert "train:optim_g:lr is 0.01" in log
 
@@ -148,7 +142,7 @@ def test_changed_schedule_on_resume_is_reported(tmp_path):
 def test_resume_is_exact(tmp_path):
     """k iterations + --auto_resume to 2k ends with the same weights as 2k uninterrupted (k mid-epoch)."""
     def run(name, argvs):
-        yml = _options(tmp_path, name=name, total_iter=6)
+        yml = train_options(tmp_path, name=name, total_iter=6)
         opt = yaml.safe_load(yml.read_text())
         opt["datasets"]["train"]["synthetic"]["num_images"] = 5  # 2 iterations/epoch with a leftover sample
         opt["train"]["mixing_augs"] = {"mixup": True, "mixup_beta": 1.2, "use_identity": True}

@@ -28,11 +28,11 @@ from DiffIR.utils.runlock import RunLock
 
 from conftest import ROOT
 from test_resume_safety import _named, _run, cleanup  # noqa: F401 - fixture
-from test_training import _log_text, _options
+from helpers import log_text, train_options, wait_for_first_iteration
 
 
 def _yml(tmp_path, name, total_iter, workers=0, **logger):
-    yml = _options(tmp_path, name=name, total_iter=total_iter)
+    yml = train_options(tmp_path, name=name, total_iter=total_iter)
     opt = yaml.safe_load(yml.read_text())
     opt["logger"].update(use_tb_logger=False, **logger)
     opt["val"]["val_freq"] = 1000
@@ -78,7 +78,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_released_on_error(tmp_pa
     lock.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "since": "2020-01-01 00:00:00"}))
     yml = _yml(tmp_path, "stale", 1)
     train_pipeline(str(tmp_path), ["-opt", str(yml)])
-    log = _log_text(tmp_path, "stale")
+    log = log_text(tmp_path, "stale")
     assert f"Took over the lock of experiment stale ({lock}) left by pid {pid} on host" in log
     assert not lock.exists()  # released at the end
     # an error after the lock was taken releases it too
@@ -131,10 +131,7 @@ def test_ctrl_c_saves_state_exits_130_and_resumes(tmp_path, cleanup):  # noqa: F
     proc = subprocess.Popen([sys.executable, str(ROOT / "train_hdr.py"), "-opt", str(yml)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             start_new_session=True)
-    deadline = time.time() + 120
-    while not glob.glob(str(exp / "train_*.log")) or "iter:" not in open(glob.glob(str(exp / "train_*.log"))[0]).read():
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
+    wait_for_first_iteration(exp, proc)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
