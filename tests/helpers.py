@@ -179,6 +179,17 @@ def start_entry(tmp_path: Path, script: str, *args: str, **kw: Any) -> subproces
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=entry_env(), **kw)
 
 
+def cli_run_options(tmp_path: Path, name: str, total_iter: int, **logger: Any) -> Tuple[Path, Path]:
+    """:func:`train_options` for an entry-script run (no TensorBoard, no validation, ``logger`` options added) and
+    the experiment folder that the run of :func:`start_entry` writes."""
+    yml = train_options(tmp_path, name=name, total_iter=total_iter)
+    opt = yaml.safe_load(yml.read_text())
+    opt["logger"].update(logger)
+    opt["logger"]["use_tb_logger"] = False
+    opt["val"]["val_freq"] = 1000
+    return write_yaml(yml, opt), tmp_path / "experiments" / name
+
+
 def wait_for_first_iteration(exp: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     """Returns once the run's log in ``exp`` shows a training iteration; fails if the run ends or times out first."""
     deadline = time.time() + timeout

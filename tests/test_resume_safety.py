@@ -1,10 +1,7 @@
 """Crash safety: SIGTERM saves, kill -9 at random moments always resumes, divergence guard, pruning."""
 import glob
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,41 +13,12 @@ from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import list_training_states, load_file
 from DiffIR.utils.errors import TrainingStopped
 
-from conftest import ROOT
-from helpers import log_text, model_options, train_options, wait_for_first_iteration
+from helpers import cli_run_options, log_text, model_options, start_entry, train_options, wait_for_first_iteration
 
 
-def _run(yml, *extra, timeout=240):
-    return subprocess.Popen([sys.executable, str(ROOT / "train_hdr.py"), "-opt", str(yml), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def _named(tmp_path, name, total_iter, **logger):
-    yml = train_options(tmp_path, name=name, total_iter=total_iter)
-    opt = yaml.safe_load(yml.read_text())
-    opt["name"] = f"{name}_{os.getpid()}_{random.randint(0, 10**6)}"  # the CLI writes under the repo's experiments/
-    opt["logger"].update(logger)
-    opt["logger"]["use_tb_logger"] = False
-    opt["val"]["val_freq"] = 1000
-    yml.write_text(yaml.safe_dump(opt))
-    return yml, ROOT / "experiments" / opt["name"]
-
-
-@pytest.fixture
-def cleanup():
-    made = []
-    yield made
-    import shutil
-
-    for path in made:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def test_sigterm_saves_state_and_exits_143(tmp_path, cleanup):
-    yml, exp = _named(tmp_path, "term", 10000, save_checkpoint_freq=10000, print_freq=1)
-    cleanup.append(exp)
-    proc = _run(yml)
+def test_sigterm_saves_state_and_exits_143(tmp_path):
+    yml, exp = cli_run_options(tmp_path, "term", 10000, save_checkpoint_freq=10000, print_freq=1)
+    proc = start_entry(tmp_path, "train_hdr.py", "-opt", str(yml))
     wait_for_first_iteration(exp, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
@@ -61,12 +29,11 @@ def test_sigterm_saves_state_and_exits_143(tmp_path, cleanup):
     assert load_file(states[0][1])["iter"] == it and (exp / "models" / f"net_g_{it}.pth").is_file()
 
 
-def test_kill9_at_random_moments_always_resumes(tmp_path, cleanup):
-    yml, exp = _named(tmp_path, "kill", 40, save_checkpoint_freq=2, print_freq=1, keep_last_n=3)
-    cleanup.append(exp)
+def test_kill9_at_random_moments_always_resumes(tmp_path):
+    yml, exp = cli_run_options(tmp_path, "kill", 40, save_checkpoint_freq=2, print_freq=1, keep_last_n=3)
     rng = random.Random(0)
     for attempt in range(3):
-        proc = _run(yml, "--auto_resume")
+        proc = start_entry(tmp_path, "train_hdr.py", "-opt", str(yml), "--auto_resume")
         time.sleep(3.5 + rng.random() * 3.0)
         proc.kill()
         proc.communicate()
@@ -77,7 +44,7 @@ def test_kill9_at_random_moments_always_resumes(tmp_path, cleanup):
         assert len(states) <= 4
     # what a kill during a save leaves behind (the random kills above hit one only sometimes)
     (exp / "training_states" / ".tmp_x1y2z3_12.state").write_bytes(b"half a state")
-    proc = _run(yml, "--auto_resume")
+    proc = start_entry(tmp_path, "train_hdr.py", "-opt", str(yml), "--auto_resume")
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
     assert ".tmp_x1y2z3_12.state: the unfinished write" in out + err
