@@ -1,3 +1,4 @@
+"""Fixtures of every test; shared constants and builders are in helpers.py."""
 import os
 import sys
 from pathlib import Path
@@ -9,6 +10,20 @@ sys.path.insert(0, str(ROOT))
 REFERENCE = ROOT.parent / "shared" / "reference"
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_check_cache(tmp_path_factory):
+    """Dataset check caches of module fixtures (trained checkpoints) go to a tmp folder, not ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DIFFIR_CACHE_DIR", str(tmp_path_factory.mktemp("check_cache")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _check_cache_in_tmp(tmp_path, monkeypatch):
+    """Each test's dataset check cache is fresh and in its tmp folder."""
+    monkeypatch.setenv("DIFFIR_CACHE_DIR", str(tmp_path / "check_cache"))
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from DiffIR.archs.cpen import CPEN, CPEN_S1
 from DiffIR.archs.diffir_s1_arch import DiffIRS1
 from DiffIR.archs.dirformer import DIRformer, LayerNorm
 
+from helpers import sine_images
+
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "diffir_s1_golden.pt"
 REFERENCE = Path(os.environ.get("DIFFIR_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
@@ -53,11 +55,6 @@ def _manifest(name: str):
     if not path.is_file():
         return None
     return json.loads(path.read_text())
-
-
-def _images(b: int = 2, h: int = 16, w: int = 16) -> Tuple[torch.Tensor, torch.Tensor]:
-    n = torch.arange(b * 3 * h * w, dtype=torch.float32).reshape(b, 3, h, w)
-    return 0.5 + 0.4 * torch.sin(0.31 * n), 0.5 + 0.4 * torch.cos(0.17 * n)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +114,7 @@ def test_stage2_cpen_layout_matches_official_condition_keys() -> None:
         assert layout == expected
     assert _digest(layout) == S2_CPEN_LAYOUT_SHA256
     assert sum(p.numel() for p in cpen.parameters()) == 1_045_184
-    lq, _ = _images(2, 16, 16)
+    lq, _ = sine_images(2, 16, 16)
     assert cpen(lq).shape == (2, 256)
 
 
@@ -129,7 +126,7 @@ def test_stage2_cpen_layout_matches_official_condition_keys() -> None:
 def test_train_and_eval_modes() -> None:
     torch.manual_seed(0)
     net = DiffIRS1(**SMALL)
-    lq, gt = _images(2, 16, 24)
+    lq, gt = sine_images(2, 16, 24)
     net.train()
     out, iprs = net(lq, gt)
     assert out.shape == lq.shape
@@ -147,10 +144,10 @@ def test_train_and_eval_modes() -> None:
 
 def test_size_not_multiple_of_8_raises_clear_error() -> None:
     net = DiffIRS1(**SMALL).eval()
-    lq, gt = _images(1, 20, 16)
+    lq, gt = sine_images(1, 20, 16)
     with pytest.raises(ValueError, match="multiples of 8"):
         net(lq, gt)
-    lq, gt = _images(1, 16, 16)
+    lq, gt = sine_images(1, 16, 16)
     with pytest.raises(ValueError, match="same shape"):
         net(lq, gt[..., :8])
 
@@ -167,7 +164,7 @@ def test_registry_and_option_defaults() -> None:
 def test_dirformer_ipr_dim_argument() -> None:
     g = DIRformer(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, ffn_expansion_factor=2, ipr_dim=32)
     assert g.encoder_level1[0].attn.kernel[0].weight.shape == (16, 32)
-    x, _ = _images(1, 8, 8)
+    x, _ = sine_images(1, 8, 8)
     assert g(x, torch.randn(1, 32)).shape == x.shape
 
 
@@ -194,7 +191,7 @@ def test_layernorm_matches_official_formula(kind: str) -> None:
 
 def test_cpen_s1_input_validation() -> None:
     cpen = CPEN_S1(n_encoder_res=1)
-    lq, gt = _images(1, 8, 8)
+    lq, gt = sine_images(1, 8, 8)
     assert cpen(lq, gt).shape == (1, 256)
     with pytest.raises(ValueError, match="96 channels"):
         CPEN.forward(cpen, lq)
@@ -218,7 +215,7 @@ def test_dgain_cond_extra_keys_identity_at_init_and_effect() -> None:
     res = cond_net.load_state_dict(base.state_dict(), strict=False)  # an official checkpoint in a cond model
     assert not res.unexpected_keys and sorted(res.missing_keys) == sorted(extra)
 
-    lq, gt = _images(2, 16, 16)
+    lq, gt = sine_images(2, 16, 16)
     cond = torch.tensor([[4.0, 2.2], [0.5, 1.0]])
     with torch.no_grad():
         ref = base(lq, gt)

@@ -17,13 +17,12 @@ import lmdb
 import numpy as np
 import OpenEXR
 import pytest
-import yaml
 
 from DiffIR.data import build_dataset
 from DiffIR.data import lmdb_io
 from DiffIR.data.checks import DatasetCheckError
 from DiffIR.data.dgain import format_dgain_text
-from DiffIR.data.lmdb_io import STATE_KEY, LmdbBuildError, create_lmdb_hdr
+from DiffIR.data.lmdb_io import STATE_KEY, LmdbBuildError
 from DiffIR.data.pairing import PairingError
 from DiffIR.data.synthetic_deblur import ensure_synthetic_deblur_dataset
 from DiffIR.data.synthetic_hdr import MARKER_NAME, ensure_synthetic_dataset
@@ -32,25 +31,14 @@ from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import hdr_to_ldr
 
 from conftest import ROOT
+from helpers import build_lmdb, import_scripts, make_hdr_folder, short_run_options, write_yaml
 
 H, W = 24, 32
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("DIFFIR_CACHE_DIR", str(tmp_path / "check_cache"))
-
-
-def _make(root, stems=("a", "b", "c"), seed=0, gt_ext=".exr"):
-    rng = np.random.default_rng(seed)
-    for sub in ("lq", "gt", "dg"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for s in stems:
-        hdr = (10.0 ** rng.uniform(-2, 3, (H, W, 3))).astype(np.float32)
-        write_hdr(root / "gt" / f"{s}{gt_ext}", hdr)
-        write_ldr(root / "lq" / f"{s}.jpg", np.rint(hdr_to_ldr(hdr, 2.0, 2.2) * 255).astype(np.uint8))
-        (root / "dg" / f"{s}.txt").write_text(format_dgain_text(2.0, 2.2))
-    return root
+def _make(root, **kw):
+    """24x32 pairs (.exr targets, .jpg inputs), all of dgain 2."""
+    return make_hdr_folder(root, **{"size": (H, W), "dgain_of": lambda i: 2.0, **kw})
 
 
 def _opt(root, phase="val", **kw):
@@ -66,33 +54,8 @@ def _lmdb_opt(out, phase="val", **kw):
             "dataroot_dgain": str(out / "dgain.lmdb"), **kw}
 
 
-def _build(root, out, **kw):
-    return create_lmdb_hdr(str(root / "lq"), str(root / "gt"), str(root / "dg"), str(out), progress=False,
-                           log=lambda m: None, **kw)
-
-
 def _yml(tmp_path, datasets, name="opt"):
-    opt = {"name": "hardening", "model_type": "DiffIRS1Model", "scale": 1, "num_gpu": 0, "manual_seed": 0,
-           "datasets": datasets,
-           "network_g": {"type": "DiffIRS1", "n_encoder_res": 1, "inp_channels": 3, "out_channels": 3, "dim": 8,
-                         "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "heads": [1, 2, 4, 8],
-                         "ffn_expansion_factor": 2, "bias": False, "LayerNorm_type": "WithBias"},
-           "path": {}, "train": {"optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 2,
-                                  "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}},
-           "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "use_tb_logger": False}}
-    path = tmp_path / f"{name}.yml"
-    path.write_text(yaml.safe_dump(opt))
-    return path
-
-
-def _scripts():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import check_dataset
-        import create_lmdb_hdr
-    finally:
-        sys.path.pop(0)
-    return check_dataset, create_lmdb_hdr
+    return write_yaml(tmp_path / f"{name}.yml", short_run_options("hardening", datasets))
 
 
 # ------------------------------------------------------------------ 1. synthetic data: never delete user files
@@ -152,7 +115,7 @@ def test_synthetic_regeneration_replaces_only_its_own_files(tmp_path):
 def test_truncated_lmdb_is_refused_with_a_message_not_a_crash(tmp_path):
     root = _make(tmp_path / "d")
     out = tmp_path / "lmdb"
-    _build(root, out)
+    build_lmdb(root, out)
     data = out / "gt.lmdb" / "data.mdb"
     full = os.path.getsize(data)
     os.truncate(data, full // 2)  # a partly copied set
@@ -184,8 +147,8 @@ def test_truncated_lmdb_is_refused_with_a_message_not_a_crash(tmp_path):
 # ------------------------------------------------------------------ 3. LMDBs of different builds
 def test_lmdbs_of_different_builds_are_refused(tmp_path):
     out1, out2 = tmp_path / "one", tmp_path / "two"
-    _build(_make(tmp_path / "d1", seed=1), out1)
-    _build(_make(tmp_path / "d2", seed=2), out2)  # same stems, other images
+    build_lmdb(_make(tmp_path / "d1", seed=1), out1)
+    build_lmdb(_make(tmp_path / "d2", seed=2), out2)  # same stems, other images
     assert len(build_dataset(_lmdb_opt(out1))) == 3
     states = {k: lmdb_io._read_state(lmdb_io._reader_env(str(out1 / f"{k}.lmdb"))) for k in ("lq", "gt", "dgain")}
     assert len({s["build_id"] for s in states.values()}) == 1 and len(states["gt"]["build_id"]) == 32
@@ -238,18 +201,18 @@ def test_disk_full_while_building_an_lmdb_says_so_and_resumes(tmp_path, monkeypa
     # the OS says ENOSPC
     monkeypatch.setattr(lmdb_io, "_write_txn", full_after(5, OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(LmdbBuildError, match=r"Disk full while writing the LMDB .*lmdb.*Fix: free space.*build resumes"):
-        _build(root, out, batch_items=1)
+        build_lmdb(root, out, batch_items=1)
     # LMDB reports a short write as an I/O error: with no room left it is a full disk
     calls["n"], free["bytes"] = 0, 1 << 40
     monkeypatch.setattr(lmdb_io, "_write_txn", full_after(2, lmdb.Error("mdb_txn_commit: Input/output error")))
     with pytest.raises(LmdbBuildError, match=r"Disk full .*Input/output error"):
-        _build(root, out, batch_items=1)
+        build_lmdb(root, out, batch_items=1)
     # the same error with room left is not called a full disk
     calls["n"] = 0
     monkeypatch.setattr(lmdb_io, "_free_bytes", lambda path: 1 << 40)
     monkeypatch.setattr(lmdb_io, "_write_txn", full_after(0, lmdb.Error("mdb_txn_commit: Input/output error")))
     with pytest.raises(LmdbBuildError, match=r"Writing the LMDB .* failed: .*Input/output error.*resumes") as ei:
-        _build(root, out, batch_items=1)
+        build_lmdb(root, out, batch_items=1)
     assert "Disk full" not in str(ei.value)
     # meta_info.txt on a full disk
     monkeypatch.setattr(lmdb_io, "_write_txn", real_txn)
@@ -259,11 +222,11 @@ def test_disk_full_while_building_an_lmdb_says_so_and_resumes(tmp_path, monkeypa
 
     monkeypatch.setattr(lmdb_io, "_write_meta_info", no_room)
     with pytest.raises(LmdbBuildError, match=r"Disk full while writing the LMDB .*No space left"):
-        _build(root, out, batch_items=1)
+        build_lmdb(root, out, batch_items=1)
     monkeypatch.undo()
     with pytest.raises(OptionError, match="unfinished build"):  # the partial build is never read as complete
         build_dataset(_lmdb_opt(out))
-    summary = _build(root, out, batch_items=1)  # space freed: the same command resumes and finishes
+    summary = build_lmdb(root, out, batch_items=1)  # space freed: the same command resumes and finishes
     assert summary["complete"] and summary["skipped"] == 4 and summary["written"] == 0
     ds = build_dataset(_lmdb_opt(out))
     assert len(ds) == 4
@@ -271,12 +234,12 @@ def test_disk_full_while_building_an_lmdb_says_so_and_resumes(tmp_path, monkeypa
     # no room to even open a new database (LMDB would crash on its lock file): refused up front
     monkeypatch.setattr(lmdb_io, "_free_bytes", lambda path: 1000)
     with pytest.raises(LmdbBuildError, match="Disk full .*no room left to open"):
-        _build(root, tmp_path / "other")
+        build_lmdb(root, tmp_path / "other")
 
 
 # ------------------------------------------------------------------ 5. check_dataset.py lists every problem
 def test_check_dataset_lists_every_problem_in_one_run(tmp_path, capsys):
-    check_dataset, _ = _scripts()
+    check_dataset, _ = import_scripts()
     root = _make(tmp_path / "d", stems=("a", "b", "c", "e", "f"))
     os.remove(root / "gt" / "a.exr")  # unpaired LQ
     (root / "dg" / "b.txt").write_text("gamma: 2\n")  # bad dgain
@@ -339,5 +302,5 @@ def test_lossy_half_exr_with_negative_values_is_checked_counted_and_clamped(tmp_
     for i in range(len(ds)):
         item = ds[i]
         assert float(item["gt"].min()) >= 0.0 and bool(item["gt"].isfinite().all())
-    summary = _build(root, tmp_path / "lmdb")
+    summary = build_lmdb(root, tmp_path / "lmdb")
     assert summary["negatives"] == {k[:-4]: v for k, v in expected.items()}

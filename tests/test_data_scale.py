@@ -4,69 +4,38 @@ import json
 import logging
 import os
 import pickle
-import subprocess
-import sys
 from dataclasses import replace
 
 import lmdb
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from DiffIR.data import EnlargedSampler, SampleIndex, build_dataloader, build_dataset, build_prefetcher
 from DiffIR.data.checks import (CACHE_VERSION, CheckCache, CheckSettings, DatasetCheckError, DgainFacts, ImageFacts,
                                 check_reader)
 from DiffIR.data.dgain import format_dgain_text
-from DiffIR.data.lmdb_io import (LmdbBuildError, create_lmdb_hdr, decode_hdr_record, encode_hdr_record,
+from DiffIR.data.lmdb_io import (LmdbBuildError, decode_hdr_record, encode_hdr_record,
                                  hdr_record_shape)
 from DiffIR.data.pairing import PairingError
 from DiffIR.data.prefetcher import CPUPrefetcher, CUDAPrefetcher
-from DiffIR.utils.hdr_io import read_hdr, write_hdr, write_ldr
+from DiffIR.utils.hdr_io import read_hdr, write_hdr
 from DiffIR.utils.errors import OptionError
-from DiffIR.utils.tone_mapping import hdr_to_ldr
 
-from conftest import ROOT
+from helpers import (build_lmdb, folder_set_options, import_scripts, make_hdr_folder, run_entry, short_run_options,
+                     write_yaml)
 
 H, W = 40, 48
 F16_REL = 2.0 ** -11  # float16 rounding bound (relative), see DiffIR/data/lmdb_io.py
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path, monkeypatch):
-    monkeypatch.setenv("DIFFIR_CACHE_DIR", str(tmp_path / "check_cache"))
-
-
-def _make(root, stems=("a", "b", "c"), size=(H, W), gt_ext=".exr", lq_ext=".jpg", seed=0):
-    rng = np.random.default_rng(seed)
-    for sub in ("lq", "gt", "dg"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for i, s in enumerate(stems):
-        hdr = (10.0 ** rng.uniform(-2, 3, size + (3,))).astype(np.float32)
-        dgain, gamma = 1.0 + i, 2.2
-        write_hdr(root / "gt" / f"{s}{gt_ext}", hdr)
-        write_ldr(root / "lq" / f"{s}{lq_ext}", np.rint(hdr_to_ldr(hdr, dgain, gamma) * 255).astype(np.uint8))
-        (root / "dg" / f"{s}.txt").write_text(format_dgain_text(dgain, gamma))
-    return root
-
-
 def _opt(root, phase="val", **kw):
-    opt = {"name": "T", "type": "LDR_HDR_PairedDataset", "phase": phase, "dataroot_lq": str(root / "lq"),
-           "dataroot_gt": str(root / "gt"), "dataroot_dgain": str(root / "dg"), "io_backend": {"type": "disk"}}
-    if phase == "train":
-        opt.update(gt_size=16, geometric_augs=True, batch_size_per_gpu=2, num_worker_per_gpu=0)
-    opt.update(kw)
-    return opt
+    return folder_set_options(root, phase, train_crop=16, **kw)
 
 
 def _lmdb_opt(out, root, phase="val", **kw):
     return _opt(root, phase, io_backend={"type": "lmdb"}, dataroot_lq=str(out / "lq.lmdb"),
                 dataroot_gt=str(out / "gt.lmdb"), dataroot_dgain=str(out / "dgain.lmdb"), **kw)
-
-
-def _build(root, out, **kw):
-    return create_lmdb_hdr(str(root / "lq"), str(root / "gt"), str(root / "dg"), str(out), progress=False,
-                           log=lambda m: None, **kw)
 
 
 # ------------------------------------------------------------------ LMDB
@@ -85,9 +54,9 @@ def test_hdr_record_format_and_window():
 
 @pytest.mark.parametrize("gt_ext, dtype", [(".exr", "float32"), (".exr", "float16"), (".hdr", "float16")])
 def test_lmdb_round_trip_gives_the_disk_tensors(tmp_path, gt_ext, dtype):
-    root = _make(tmp_path / "d", gt_ext=gt_ext)
+    root = make_hdr_folder(tmp_path / "d", gt_ext=gt_ext)
     out = tmp_path / "lmdb"
-    summary = _build(root, out, gt_dtype=dtype)
+    summary = build_lmdb(root, out, gt_dtype=dtype)
     assert summary["written"] == 3 and summary["complete"]
     for kind in ("lq", "gt", "dgain"):
         assert (out / f"{kind}.lmdb" / "meta_info.txt").is_file()
@@ -119,37 +88,37 @@ def test_lmdb_round_trip_gives_the_disk_tensors(tmp_path, gt_ext, dtype):
 
 
 def test_lmdb_build_resumes_after_bad_input_and_refuses_to_mix(tmp_path):
-    root = _make(tmp_path / "d", stems=("a", "b", "c", "d"), size=(64, 64))
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b", "c", "d"), size=(64, 64))
     (root / "dg" / "c.txt").write_text("dgain: 2.0\n")  # no gamma
     out = tmp_path / "lmdb"
     with pytest.raises(LmdbBuildError) as ei:
-        _build(root, out, initial_map_size=1 << 16)  # tiny map: it must grow
+        build_lmdb(root, out, initial_map_size=1 << 16)  # tiny map: it must grow
     msg = str(ei.value)
     assert "c.txt" in msg and "gamma" in msg and "run the same command again" in msg
     with pytest.raises(OptionError, match="unfinished build"):
         build_dataset(_lmdb_opt(out, root))
     (root / "dg" / "c.txt").write_text(format_dgain_text(2.0, 2.2))
-    summary = _build(root, out)
+    summary = build_lmdb(root, out)
     assert (summary["written"], summary["skipped"]) == (1, 3)
     assert len(build_dataset(_lmdb_opt(out, root))) == 4
-    assert _build(root, out)["written"] == 0  # complete: nothing to do
+    assert build_lmdb(root, out)["written"] == 0  # complete: nothing to do
     with pytest.raises(LmdbBuildError, match="other sources or options.*gt_dtype"):
-        _build(root, out, gt_dtype="float16")
-    _make(root, stems=("e",), size=(64, 64))
+        build_lmdb(root, out, gt_dtype="float16")
+    make_hdr_folder(root, stems=("e",), size=(64, 64))
     with pytest.raises(LmdbBuildError, match="1 new"):
-        _build(root, out)
+        build_lmdb(root, out)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     with lmdb.open(str(foreign / "gt.lmdb"), map_size=1 << 20) as env, env.begin(write=True) as txn:
         txn.put(b"a", b"x")
     with pytest.raises(LmdbBuildError, match="did not write"):
-        _build(root, foreign)
+        build_lmdb(root, foreign)
 
 
 def test_interrupted_lmdb_build_resumes(tmp_path, monkeypatch):
     import DiffIR.data.lmdb_io as lmdb_io
 
-    root = _make(tmp_path / "d", stems=("a", "b", "c", "d"))
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b", "c", "d"))
     calls = []
     real = lmdb_io.read_hdr
 
@@ -162,11 +131,11 @@ def test_interrupted_lmdb_build_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(lmdb_io, "read_hdr", crash_on_third)
     out = tmp_path / "lmdb"
     with pytest.raises(KeyboardInterrupt):
-        _build(root, out, batch_items=1, threads=1)
+        build_lmdb(root, out, batch_items=1, threads=1)
     with pytest.raises(OptionError, match="unfinished build"):
         build_dataset(_lmdb_opt(out, root))
     monkeypatch.setattr(lmdb_io, "read_hdr", real)
-    summary = _build(root, out, batch_items=1, threads=1)
+    summary = build_lmdb(root, out, batch_items=1, threads=1)
     assert (summary["skipped"], summary["written"]) == (2, 2)
     disk, db = build_dataset(_opt(root)), build_dataset(_lmdb_opt(out, root))
     for i in range(4):
@@ -174,19 +143,19 @@ def test_interrupted_lmdb_build_resumes(tmp_path, monkeypatch):
 
 
 def test_lmdb_build_reports_every_bad_pair(tmp_path):
-    root = _make(tmp_path / "d", stems=("a", "b", "c"))
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b", "c"))
     hdr = read_hdr(root / "gt" / "a.exr")
     hdr[0, 0, 0] = np.nan
     write_hdr(root / "gt" / "a.exr", hdr)
     write_hdr(root / "gt" / "b.exr", np.ones((H, W + 1, 3), np.float32))
     with pytest.raises(LmdbBuildError) as ei:
-        _build(root, tmp_path / "o")
+        build_lmdb(root, tmp_path / "o")
     msg = str(ei.value)
     assert "a.exr" in msg and "NaN" in msg and "b.exr" in msg and "Size mismatch" in msg and "other 1 pairs" in msg
-    big = _make(tmp_path / "big", stems=("z",))
+    big = make_hdr_folder(tmp_path / "big", stems=("z",))
     write_hdr(big / "gt" / "z.exr", np.full((H, W, 3), 1e5, np.float32))
     with pytest.raises(LmdbBuildError, match="float16.*--gt-dtype float32"):
-        _build(big, tmp_path / "o2", gt_dtype="float16")
+        build_lmdb(big, tmp_path / "o2", gt_dtype="float16")
 
 
 def _fork_style_lmdb(root, out):
@@ -207,7 +176,7 @@ def _fork_style_lmdb(root, out):
 
 
 def test_origin_pickled_lmdb_only_with_allow_pickle(tmp_path):
-    root = _make(tmp_path / "d")
+    root = make_hdr_folder(tmp_path / "d")
     out = tmp_path / "fork"
     _fork_style_lmdb(root, out)
     with pytest.raises(OptionError) as ei:
@@ -225,7 +194,7 @@ def test_origin_pickled_lmdb_only_with_allow_pickle(tmp_path):
 
 # ------------------------------------------------------------------ meta_info_file
 def test_meta_info_file_selects_and_orders_stems(tmp_path):
-    root = _make(tmp_path / "d", stems=("a", "b", "c", "d"))
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b", "c", "d"))
     os.remove(root / "lq" / "d.jpg")  # an unlisted, unpaired file is ignored
     meta = tmp_path / "meta.txt"
     meta.write_text("# training subset\nc.exr (40,48,3) 1\na\n")
@@ -241,14 +210,14 @@ def test_meta_info_file_selects_and_orders_stems(tmp_path):
         build_dataset(_opt(root, meta_info_file=str(tmp_path / "nothere.txt")))
     os.remove(root / "gt" / "d.exr")
     out = tmp_path / "lmdb"
-    _build(root, out)
+    build_lmdb(root, out)
     meta.write_text("b\n")
     assert len(build_dataset(_lmdb_opt(out, root, meta_info_file=str(meta)))) == 1
 
 
 # ------------------------------------------------------------------ checks
 def test_every_bad_input_is_named_before_training(tmp_path):
-    root = _make(tmp_path / "d", stems=("ok", "nan", "trunc", "garbage", "nogamma", "zero", "size"))
+    root = make_hdr_folder(tmp_path / "d", stems=("ok", "nan", "trunc", "garbage", "nogamma", "zero", "size"))
     hdr = read_hdr(root / "gt" / "nan.exr")
     hdr[3, 4, 1] = np.inf
     write_hdr(root / "gt" / "nan.exr", hdr)
@@ -282,11 +251,11 @@ def test_every_bad_input_is_named_before_training(tmp_path):
 
 
 def test_negative_values_are_counted_and_small_images_padded_or_refused(tmp_path, capsys):
-    root = _make(tmp_path / "d", stems=("neg", "small"))
+    root = make_hdr_folder(tmp_path / "d", stems=("neg", "small"))
     hdr = read_hdr(root / "gt" / "neg.exr")
     hdr[:2, :3, 0] = -0.5
     write_hdr(root / "gt" / "neg.exr", hdr)
-    small = _make(tmp_path / "s", stems=("small",), size=(12, 20))
+    small = make_hdr_folder(tmp_path / "s", stems=("small",), size=(12, 20))
     for sub, ext in (("gt", ".exr"), ("lq", ".jpg")):
         os.replace(small / sub / f"small{ext}", root / sub / f"small{ext}")
     records = []  # the report goes to the DiffIR logger once a run has set it up, else to stdout
@@ -306,7 +275,7 @@ def test_negative_values_are_counted_and_small_images_padded_or_refused(tmp_path
     with pytest.raises(DatasetCheckError, match=r"small.exr' is 12x20, smaller than gt_size=16.*small_images: pad"):
         build_dataset(_opt(root, "train", gt_size=16, small_images="error"))
     out = tmp_path / "lmdb"  # the LMDB writer counts them too, and its count is what the full check reports
-    assert _build(root, out, batch_items=1)["negatives"] == {"neg": 6}
+    assert build_lmdb(root, out, batch_items=1)["negatives"] == {"neg": 6}
     ds = build_dataset(_lmdb_opt(out, root, "train", gt_size=16))
     assert ds.check_report.negatives == [("neg", 6)] and ds.check_report.padded == ["small"]
     with pytest.raises(DatasetCheckError, match="small' is 12x20"):
@@ -314,7 +283,7 @@ def test_negative_values_are_counted_and_small_images_padded_or_refused(tmp_path
 
 
 def test_check_cache_reads_only_new_or_changed_files(tmp_path):
-    root = _make(tmp_path / "d", stems=("a", "b", "c"))
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b", "c"))
     cache_dir = tmp_path / "cache"
     r1 = check_reader(build_dataset(_opt(root, check="off")).reader, "full", cache_dir=str(cache_dir))
     assert r1.ok and r1.decoded == 3 and r1.from_cache == 0 and len(os.listdir(cache_dir)) >= 1
@@ -340,7 +309,7 @@ def test_check_settings_are_checked_once_and_run_any_reader(tmp_path):
         CheckSettings(level="fast", where="datasets:val")
     with pytest.raises(OptionError, match="small_images' = 'crop' is unknown"):
         CheckSettings(small_images="crop")
-    root = _make(tmp_path / "d", stems=("a", "b"), size=(12, 20))
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b"), size=(12, 20))
     settings = CheckSettings("quick", gt_size=16, where="datasets:train", cache_dir=False)
     report = settings.run(build_dataset(_opt(root, check="off")).reader)
     assert report.ok and report.level == "quick" and report.padded == ["a.exr", "b.exr"]
@@ -349,7 +318,7 @@ def test_check_settings_are_checked_once_and_run_any_reader(tmp_path):
 
 
 def test_check_cache_entries_have_named_fields_and_older_formats_are_ignored(tmp_path):
-    root = _make(tmp_path / "d", stems=("a",))
+    root = make_hdr_folder(tmp_path / "d", stems=("a",))
     cache_dir = tmp_path / "cache"
     check_reader(build_dataset(_opt(root, check="off")).reader, "full", cache_dir=str(cache_dir))
     (path,) = [p for p in cache_dir.iterdir() if p.suffix == ".json"]
@@ -371,7 +340,7 @@ def test_check_cache_entries_have_named_fields_and_older_formats_are_ignored(tmp
 
 # ------------------------------------------------------------------ seeding, sampler, prefetchers
 def test_sample_seeds_differ_by_worker_rank_and_epoch_and_are_reproducible(tmp_path):
-    root = _make(tmp_path / "d", stems=("a", "b", "c", "d"), size=(64, 64))
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b", "c", "d"), size=(64, 64))
     ds = build_dataset(_opt(root, "train", gt_size=8))
     same = [SampleIndex(0, 1, 0, 0, 0), SampleIndex(0, 1, 0, 0, 0)]
     assert torch.equal(ds[same[0]]["gt"], ds[same[1]]["gt"])
@@ -417,7 +386,7 @@ def test_enlarged_sampler_shards_an_enlarged_epoch_over_ranks():
 
 
 def test_prefetchers(tmp_path):
-    root = _make(tmp_path / "d", stems=("a", "b", "c", "d"))
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b", "c", "d"))
     opt = _opt(root, "train", num_worker_per_gpu=0)
     ds = build_dataset(opt)
     sampler = EnlargedSampler(ds, 1, 0, 1, seed=0)
@@ -461,28 +430,14 @@ def test_cuda_prefetcher_moves_tensors():
 
 # ------------------------------------------------------------------ scripts
 def _yml(tmp_path, root, name):
-    opt = {"name": name, "model_type": "DiffIRS1Model", "scale": 1, "num_gpu": 0, "manual_seed": 0,
-           "datasets": {"train": _opt(root, "train")},
-           "network_g": {"type": "DiffIRS1", "n_encoder_res": 1, "inp_channels": 3, "out_channels": 3, "dim": 8,
-                         "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "heads": [1, 2, 4, 8],
-                         "ffn_expansion_factor": 2, "bias": False, "LayerNorm_type": "WithBias"},
-           "path": {}, "train": {"optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 2,
-                                  "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}},
-           "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "use_tb_logger": False}}
+    opt = short_run_options(name, {"train": _opt(root, "train")})
     del opt["datasets"]["train"]["phase"]
-    path = tmp_path / f"{name}.yml"
-    path.write_text(yaml.safe_dump(opt))
-    return path
+    return write_yaml(tmp_path / f"{name}.yml", opt)
 
 
 def test_scripts_check_build_and_train_refuses_a_bad_set(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import check_dataset
-        import create_lmdb_hdr
-    finally:
-        sys.path.pop(0)
-    root = _make(tmp_path / "d")
+    check_dataset, create_lmdb_hdr = import_scripts()
+    root = make_hdr_folder(tmp_path / "d")
     yml = _yml(tmp_path, root, "clean_set")
     assert check_dataset.main(["-opt", str(yml)]) == 0
     assert "3 pairs OK" in capsys.readouterr().out
@@ -495,9 +450,7 @@ def test_scripts_check_build_and_train_refuses_a_bad_set(tmp_path, capsys):
     assert "b.txt' has no 'dgain:' line" in capsys.readouterr().out
     name = "bad_set_test_data_scale"
     yml = _yml(tmp_path, root, name)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "train_hdr.py"), "-opt", str(yml)], capture_output=True,
-                          text=True, env=env, timeout=120, cwd=str(tmp_path))
+    proc = run_entry(tmp_path, "train_hdr.py", "-opt", str(yml))
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "b.txt' has no 'dgain:' line" in proc.stderr and "Nothing was trained" in proc.stderr
-    assert not (ROOT / "experiments" / name).exists()  # nothing half-written
+    assert not (tmp_path / "experiments" / name).exists()  # nothing half-written

@@ -16,41 +16,22 @@ from DiffIR.data.ldr_hdr_paired_dataset import DatasetCheckError, LDR_HDR_Paired
 from DiffIR.data.synthetic_hdr import (MARKER_NAME, ensure_synthetic_dataset, generate_dataset, generate_hdr_scene,
                                        generate_pair)
 from DiffIR.data.transforms import augment_pair, img2tensor, paired_random_crop, random_window
-from DiffIR.utils.hdr_io import Window, read_hdr, read_ldr, resolve_window, write_hdr, write_ldr
+from DiffIR.utils.hdr_io import Window, read_hdr, read_ldr, resolve_window, write_hdr
 from DiffIR.utils.errors import OptionError
-from DiffIR.utils.tone_mapping import hdr_to_ldr, ldr_to_hdr, log_tone_map
+from DiffIR.utils.tone_mapping import ldr_to_hdr, log_tone_map
+
+from helpers import folder_set_options, make_hdr_folder
 
 H, W = 40, 48
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path, monkeypatch):
-    """Dataset check caches of these tests stay in their tmp folder."""
-    monkeypatch.setenv("DIFFIR_CACHE_DIR", str(tmp_path / "check_cache"))
+def _make_folder(root, **kw):
+    """Small deterministic AIM-ITM style folders: lq/ (.png), gt/ (.hdr), dg/."""
+    return make_hdr_folder(root, **{"size": (H, W), "gt_ext": ".hdr", "lq_ext": ".png", "log10_range": (-1, 3),
+                                    "strategy": "test", **kw})
 
 
-def _make_folder(root, stems=("a", "b", "c"), size=(H, W), gt_ext=".hdr", lq_ext=".png"):
-    """Small deterministic AIM-ITM style folders: lq/, gt/, dg/."""
-    rng = np.random.default_rng(0)
-    for sub in ("lq", "gt", "dg"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for i, s in enumerate(stems):
-        hdr = (10.0 ** rng.uniform(-1, 3, size + (3,))).astype(np.float32)
-        dgain, gamma = 1.0 + i, 2.2
-        ldr = np.rint(hdr_to_ldr(hdr, dgain, gamma) * 255).astype(np.uint8)
-        write_hdr(root / "gt" / f"{s}{gt_ext}", hdr)
-        write_ldr(root / "lq" / f"{s}{lq_ext}", ldr)
-        (root / "dg" / f"{s}.txt").write_text(format_dgain_text(dgain, gamma, strategy="test"))
-    return root
-
-
-def _opt(root, phase="val", **kw):
-    opt = {"name": "T", "type": "LDR_HDR_PairedDataset", "phase": phase, "dataroot_lq": str(root / "lq"),
-           "dataroot_gt": str(root / "gt"), "dataroot_dgain": str(root / "dg"), "io_backend": {"type": "disk"}}
-    if phase == "train":
-        opt.update(gt_size=32, geometric_augs=True, batch_size_per_gpu=2, num_worker_per_gpu=0)
-    opt.update(kw)
-    return opt
+_opt = folder_set_options
 
 
 # ------------------------------------------------------------------ dgain files

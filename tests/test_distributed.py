@@ -9,15 +9,12 @@ import torch.multiprocessing as mp
 
 from DiffIR.models import build_model
 
-TINY_NET = {"type": "DiffIRS1", "n_encoder_res": 1, "dim": 8, "num_blocks": [1, 1, 1, 1],
-            "num_refinement_blocks": 1, "heads": [1, 2, 4, 8], "ffn_expansion_factor": 2}
+from helpers import cli_run_options, entry_env, entry_script, model_options
 
 
 def _opt(tmp, dist_on):
-    return {"name": "ddp", "model_type": "DiffIRS1Model", "num_gpu": 0, "is_train": True, "dist": dist_on,
-            "network_g": dict(TINY_NET), "path": {"models": str(tmp), "training_states": str(tmp)},
-            "train": {"ema_decay": 0, "optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 1,
-                      "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}}}
+    return model_options(tmp, "ddp", {"ema_decay": 0, "optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 1,
+                                      "pixel_opt": {"type": "L1Loss", "loss_weight": 1.0}}, dist=dist_on)
 
 
 def _batch():
@@ -82,31 +79,24 @@ def test_training_summary_in_log_file_and_rank0_console_under_launchers(tmp_path
     """torchrun (= torch.distributed.run) and the older torch.distributed.launch (passes --local-rank): the whole
     summary (train stats with world size 2, schedule, device, environment) is in the log file and printed once."""
     import glob
-    import shutil
     import subprocess
     import sys
 
     import yaml
 
-    from conftest import ROOT
-    from test_resume_safety import _named
-
-    yml, exp = _named(tmp_path, "ddplog", 1)
+    yml, exp = cli_run_options(tmp_path, "ddplog", 1)
     opt = yaml.safe_load(yml.read_text())
     opt.update(num_gpu=0, dist_params={"backend": "gloo"})
     yml.write_text(yaml.safe_dump(opt))
-    try:
-        proc = subprocess.run([sys.executable, "-m", launcher, "--nproc_per_node=2", f"--master_port={_free_port()}",
-                               str(ROOT / "train_hdr.py"), "-opt", str(yml), "--launcher", "pytorch"],
-                              capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        assert proc.returncode == 0, proc.stderr
-        log = open(glob.glob(str(exp / "train_*.log"))[0], encoding="utf-8").read()
-        summary = ("训练统计信息:", "训练图像数量: 4", "每GPU批次大小: 2", "世界大小(GPU数量): 2", "总迭代数: 1",
-                   "HDR训练配置:", "训练设备: cpu", "PyTorch: ")
-        for words in summary:
-            assert words in log, words
-            assert words in proc.stderr, words
-        assert proc.stderr.count("训练图像数量") == 1  # rank 0's console only, not once per rank
-        assert not (exp.parent / f"{exp.name}.lock").exists()  # rank 0 held the experiment lock and released it
-    finally:
-        shutil.rmtree(exp, ignore_errors=True)
+    proc = subprocess.run([sys.executable, "-m", launcher, "--nproc_per_node=2", f"--master_port={_free_port()}",
+                           str(entry_script(tmp_path)), "-opt", str(yml), "--launcher", "pytorch"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path, env=entry_env())
+    assert proc.returncode == 0, proc.stderr
+    log = open(glob.glob(str(exp / "train_*.log"))[0], encoding="utf-8").read()
+    summary = ("训练统计信息:", "训练图像数量: 4", "每GPU批次大小: 2", "世界大小(GPU数量): 2", "总迭代数: 1",
+               "HDR训练配置:", "训练设备: cpu", "PyTorch: ")
+    for words in summary:
+        assert words in log, words
+        assert words in proc.stderr, words
+    assert proc.stderr.count("训练图像数量") == 1  # rank 0's console only, not once per rank
+    assert not (exp.parent / f"{exp.name}.lock").exists()  # rank 0 held the experiment lock and released it

@@ -2,8 +2,6 @@
 import csv
 import glob
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -24,7 +22,7 @@ from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import log_tone_map
 
 from conftest import ROOT
-from test_training import TINY_NET, _options
+from helpers import TINY_NET, run_entry, train_options
 
 ALL_METRICS = {
     "psnr": {"type": "calculate_psnr", "crop_border": 0, "test_y_channel": False},
@@ -224,8 +222,7 @@ def test_test_pipeline_errors_before_any_work(tmp_path):
     assert not (tmp_path / "results").exists()
     assert not (tmp_path / "data").exists()  # nothing generated either
     missing = _test_yml(tmp_path, str(tmp_path / "nope.pth"), name="t5")
-    proc = subprocess.run([sys.executable, str(ROOT / "test.py"), "-opt", missing], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
+    proc = run_entry(tmp_path, "test.py", "-opt", missing)
     assert proc.returncode == 2
     assert "ERROR:" in proc.stderr and "path:pretrain_network_g" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -255,7 +252,7 @@ def test_training_validation_uses_the_shared_loop_with_hdr_metrics(tmp_path, mon
     real = base_model.evaluate_dataset
     monkeypatch.setattr(base_model, "evaluate_dataset", lambda *a, **k: calls.append(k["suffix"]) or real(*a, **k))
     assert real is tp.evaluate_dataset  # test.py and validation share one loop
-    yml = _options(tmp_path, name="hdrval", total_iter=4)
+    yml = train_options(tmp_path, name="hdrval", total_iter=4)
     opt = yaml.safe_load(yml.read_text())
     opt["val"].update({"val_freq": 2, "save_img": True, "pbar": False,
                        "metrics": {"psnr": ALL_METRICS["psnr"], "pu21_psnr": ALL_METRICS["pu21_psnr"],

@@ -7,8 +7,6 @@ import pickle
 import shutil
 import stat
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import List
 
@@ -21,7 +19,6 @@ import yaml
 import DiffIR.inference_pipeline as ip
 from DiffIR import test_pipeline as tp
 from DiffIR.archs import build_network
-from DiffIR.archs.diffir_s2_arch import DiffIRS2
 from DiffIR.data.synthetic_hdr import generate_dataset
 from DiffIR.models.evaluation import check_val_options
 from DiffIR.train_pipeline_hdr import train_pipeline
@@ -32,12 +29,7 @@ from DiffIR.utils.misc import atomic_write_bytes
 from DiffIR.utils.errors import OptionError
 
 from conftest import ROOT
-
-TINY_S2 = {"type": "DiffIRS2", "n_encoder_res": 1, "inp_channels": 3, "out_channels": 3, "dim": 8,
-           "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "heads": [1, 2, 4, 8], "ffn_expansion_factor": 2,
-           "bias": False, "LayerNorm_type": "WithBias", "n_denoise_res": 1, "linear_start": 0.1, "linear_end": 0.99,
-           "timesteps": 4}
-
+from helpers import TINY_NET, TINY_S2, run_entry, save_tiny_s2
 
 class Payload:
     """A custom class: torch.save of one makes a checkpoint that weights_only loading must refuse."""
@@ -47,10 +39,7 @@ class Payload:
 def s2_files(tmp_path_factory) -> Path:
     """A tiny stage-2 checkpoint with its options file, and a folder of 3 LDR images + dgain files (+ HDR GT)."""
     root = tmp_path_factory.mktemp("s2")
-    torch.manual_seed(0)
-    net = DiffIRS2(**{k: v for k, v in TINY_S2.items() if k != "type"})
-    torch.save({"params": net.state_dict(), "params_ema": net.state_dict()}, root / "net_g_5.pth")
-    (root / "net.yml").write_text(yaml.safe_dump({"network_g": TINY_S2, "datasets": {"train": {"hdr_max": 1000}}}))
+    save_tiny_s2(root, hdr_max=1000)
     generate_dataset(root / "jpg", root / "hdr", root / "dgain", num_images=3, size=(24, 32), seed=5)
     return root
 
@@ -275,10 +264,7 @@ def _train_yml(tmp_path: Path, **path_opt) -> str:
                                   "dataroot_lq": str(data / "jpg"), "dataroot_dgain": str(data / "dgain"),
                                   "synthetic": {"num_images": 2, "size": 32, "seed": 3}, "io_backend": {"type": "disk"},
                                   "num_worker_per_gpu": 0, "batch_size_per_gpu": 1, "gt_size": 16}},
-           "network_g": {k: v for k, v in TINY_S2.items() if k in ("n_encoder_res", "inp_channels", "out_channels",
-                                                                  "dim", "num_blocks", "num_refinement_blocks",
-                                                                  "heads", "ffn_expansion_factor", "bias",
-                                                                  "LayerNorm_type")} | {"type": "DiffIRS1"},
+           "network_g": dict(TINY_NET),
            "path": path_opt,
            "train": {"optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 2, "pixel_opt": {"type": "L1Loss"}},
            "logger": {"print_freq": 1, "save_checkpoint_freq": 10, "use_tb_logger": False, "language": "en"}}
@@ -318,8 +304,7 @@ def test_entry_scripts_exit_2_without_traceback_on_bad_checkpoints(s2_files: Pat
 
     # inference_hdr.py (a real process): an output folder that cannot be created, then a text file as the model
     (tmp_path / "afile").write_text("x")
-    proc = subprocess.run([sys.executable, str(ROOT / "inference_hdr.py"), *_args(s2_files, tmp_path / "afile" / "o")],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_entry(tmp_path, "inference_hdr.py", *_args(s2_files, tmp_path / "afile" / "o"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"Cannot create the output folder '{tmp_path / 'afile' / 'o'}'" in proc.stderr
     args = _args(s2_files, tmp_path / "o")

@@ -3,9 +3,6 @@ bad value never archives an experiment; BasicSR's dataset spellings are accepted
 import copy
 import logging
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -22,16 +19,10 @@ from DiffIR.utils.errors import OptionError
 from DiffIR.utils.registry import check_kwargs
 
 from conftest import REFERENCE, ROOT
+from helpers import run_entry, train_options
 from test_dataset import _make_folder, _opt
-from test_training import _options
 
 BASE = {"name": "vals", "model_type": "DiffIRS1Model", "num_gpu": 0}
-
-
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path, monkeypatch):
-    """Dataset check caches of these tests stay in their tmp folder."""
-    monkeypatch.setenv("DIFFIR_CACHE_DIR", str(tmp_path / "check_cache"))
 
 
 def _finalize(text_or_opt, tmp_path, is_train=True):
@@ -221,20 +212,13 @@ def test_implausible_dgain_and_gamma_are_reported_not_refused(tmp_path):
 
 
 # ------------------------------------------------------------------ nothing archived by a bad value
-def _entry_script(tmp_path):
-    """train_hdr.py copied into tmp_path, so that the run's root (experiments/) is tmp_path."""
-    shutil.copy(ROOT / "train_hdr.py", tmp_path / "train_hdr.py")
-    return tmp_path / "train_hdr.py"
-
-
 def test_bad_value_in_a_cli_run_exits_2_and_archives_nothing(tmp_path):
-    yml = _options(tmp_path, name="keep")
+    yml = train_options(tmp_path, name="keep")
     exp = tmp_path / "experiments" / "keep"
     (exp / "training_states").mkdir(parents=True)
     (exp / "training_states" / "3.state").write_bytes(b"a real run's state")
-    proc = subprocess.run([sys.executable, str(_entry_script(tmp_path)), "-opt", str(yml), "--force_yml",
-                           "train:optim_g:lr=abc", "logger:print_freq=0"], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = run_entry(tmp_path, "train_hdr.py", "-opt", str(yml), "--force_yml", "train:optim_g:lr=abc",
+                     "logger:print_freq=0")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "'train:optim_g:lr' is 'abc'" in proc.stderr and "'logger:print_freq' is 0" in proc.stderr
@@ -243,7 +227,7 @@ def test_bad_value_in_a_cli_run_exits_2_and_archives_nothing(tmp_path):
 
 
 def test_component_errors_are_found_before_data_and_folder(tmp_path):
-    yml = _options(tmp_path, name="comp")
+    yml = train_options(tmp_path, name="comp")
     exp = tmp_path / "experiments" / "comp"
     exp.mkdir(parents=True)
     (exp / "marker").write_text("x")

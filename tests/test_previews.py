@@ -17,7 +17,7 @@ from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import display_tone_map
 
 from test_evaluation import _loader, _model, _test_yml, _weights
-from test_training import _options
+from helpers import train_options
 
 
 def _png(path):
@@ -166,7 +166,7 @@ def test_only_rank_0_draws(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------- training
 def test_training_writes_grids_and_tensorboard_images_at_each_validation(tmp_path):
-    yml = _options(tmp_path, name="prev", total_iter=4)
+    yml = train_options(tmp_path, name="prev", total_iter=4)
     opt = yaml.safe_load(yml.read_text())
     opt["val"].update({"val_freq": 2, "pbar": False})
     opt["logger"].update({"tb_image_freq": 2, "language": "en"})

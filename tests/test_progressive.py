@@ -16,6 +16,7 @@ from DiffIR.utils.logger import MESSAGES, Messages
 from DiffIR.utils.errors import OptionError
 
 from conftest import ROOT
+from helpers import TINY_NET, log_text, run_entry
 
 OFFICIAL_S1 = {"batch": 8, "gt_size": 512, "mini_batch_sizes": [8, 4, 2, 2, 1, 1],
                "iters": [92000, 80000, 38000, 33000, 33000, 24000], "gt_sizes": [192, 256, 320, 384, 464, 512]}
@@ -354,11 +355,6 @@ def test_option_files_validate(name, tmp_path):
 
 
 # ------------------------------------------------------------------ real runs through train.py's pipeline
-TINY_NET = {"type": "DiffIRS1", "n_encoder_res": 1, "inp_channels": 3, "out_channels": 3, "dim": 8,
-            "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "heads": [1, 2, 4, 8],
-            "ffn_expansion_factor": 2, "bias": False, "LayerNorm_type": "WithBias"}
-
-
 def _run_options(tmp_path, name, total_iter=6, **train_data):
     data = tmp_path / "data"
     train = {"name": "T", "type": "DeblurPairedDataset", "dataroot_gt": str(data / "tr/gt"),
@@ -406,11 +402,6 @@ def fed(monkeypatch):
     return record
 
 
-def _log_text(root, name):
-    logs = sorted(glob.glob(str(root / "experiments" / name / "train_*.log")))
-    return open(logs[-1], encoding="utf-8").read()
-
-
 def test_short_run_crosses_a_stage_boundary(tmp_path, fed):
     from DiffIR.train_pipeline import train_pipeline
 
@@ -418,7 +409,7 @@ def test_short_run_crosses_a_stage_boundary(tmp_path, fed):
     assert out["iter"] == 6
     stage1, stage2 = ((2, 3, 8, 8),) * 2, ((1, 3, 16, 16),) * 2
     assert fed == [(i, *(stage1 if i <= 4 else stage2)) for i in range(1, 7)]
-    log = _log_text(tmp_path, "prog")
+    log = log_text(tmp_path, "prog")
     assert "Progressive training (the loader delivers batches of 2 patches of 16x16; total iterations 6)" in log
     assert "stage 1: iterations 1-4, batch size per gpu 2, patch size 8" in log
     assert log.count("Progressive training stage 1/2 (iterations 1-4)") == 1
@@ -446,7 +437,7 @@ def test_auto_resume_continues_inside_the_right_stage_and_matches_an_uninterrupt
     out = train_pipeline(str(tmp_path), ["-opt", str(yml), "--auto_resume"])
     assert out["iter"] == 6
     assert fed == whole[3:]  # iteration 4 still in stage 1, 5 and 6 in stage 2
-    log = _log_text(tmp_path, "cut")
+    log = log_text(tmp_path, "cut")
     assert "Resuming from training state" in log and "iter 3" in log
     assert "Progressive training stage 1/2 (iterations 1-4)" in log and "Progressive training stage 2/2" in log
     # the random subsets and windows after the resume are those of the uninterrupted run: same weights
@@ -459,12 +450,8 @@ def test_auto_resume_continues_inside_the_right_stage_and_matches_an_uninterrupt
 
 
 def test_cli_reports_a_bad_progressive_option_in_one_line(tmp_path):
-    import subprocess
-    import sys
-
     yml = _run_options(tmp_path, "cli", gt_sizes=[8, 32])
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-opt", str(yml)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=120)
+    proc = run_entry(tmp_path, "train.py", "-opt", str(yml))
     assert proc.returncode == 2, proc.stderr
     assert "ERROR:" in proc.stderr and "gt_sizes[1]' = 32 is larger than" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,10 +1,7 @@
 """Crash safety: SIGTERM saves, kill -9 at random moments always resumes, divergence guard, pruning."""
 import glob
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -16,45 +13,13 @@ from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import list_training_states, load_file
 from DiffIR.utils.errors import TrainingStopped
 
-from conftest import ROOT
-from test_training import TINY_NET, _log_text, _options
+from helpers import cli_run_options, log_text, model_options, start_entry, train_options, wait_for_first_iteration
 
 
-def _run(yml, *extra, timeout=240):
-    return subprocess.Popen([sys.executable, str(ROOT / "train_hdr.py"), "-opt", str(yml), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def _named(tmp_path, name, total_iter, **logger):
-    yml = _options(tmp_path, name=name, total_iter=total_iter)
-    opt = yaml.safe_load(yml.read_text())
-    opt["name"] = f"{name}_{os.getpid()}_{random.randint(0, 10**6)}"  # the CLI writes under the repo's experiments/
-    opt["logger"].update(logger)
-    opt["logger"]["use_tb_logger"] = False
-    opt["val"]["val_freq"] = 1000
-    yml.write_text(yaml.safe_dump(opt))
-    return yml, ROOT / "experiments" / opt["name"]
-
-
-@pytest.fixture
-def cleanup():
-    made = []
-    yield made
-    import shutil
-
-    for path in made:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def test_sigterm_saves_state_and_exits_143(tmp_path, cleanup):
-    yml, exp = _named(tmp_path, "term", 10000, save_checkpoint_freq=10000, print_freq=1)
-    cleanup.append(exp)
-    proc = _run(yml)
-    deadline = time.time() + 120
-    while not glob.glob(str(exp / "train_*.log")) or "iter:" not in open(glob.glob(str(exp / "train_*.log"))[0]).read():
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
+def test_sigterm_saves_state_and_exits_143(tmp_path):
+    yml, exp = cli_run_options(tmp_path, "term", 10000, save_checkpoint_freq=10000, print_freq=1)
+    proc = start_entry(tmp_path, "train_hdr.py", "-opt", str(yml))
+    wait_for_first_iteration(exp, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
@@ -64,12 +29,11 @@ def test_sigterm_saves_state_and_exits_143(tmp_path, cleanup):
     assert load_file(states[0][1])["iter"] == it and (exp / "models" / f"net_g_{it}.pth").is_file()
 
 
-def test_kill9_at_random_moments_always_resumes(tmp_path, cleanup):
-    yml, exp = _named(tmp_path, "kill", 40, save_checkpoint_freq=2, print_freq=1, keep_last_n=3)
-    cleanup.append(exp)
+def test_kill9_at_random_moments_always_resumes(tmp_path):
+    yml, exp = cli_run_options(tmp_path, "kill", 40, save_checkpoint_freq=2, print_freq=1, keep_last_n=3)
     rng = random.Random(0)
     for attempt in range(3):
-        proc = _run(yml, "--auto_resume")
+        proc = start_entry(tmp_path, "train_hdr.py", "-opt", str(yml), "--auto_resume")
         time.sleep(3.5 + rng.random() * 3.0)
         proc.kill()
         proc.communicate()
@@ -80,7 +44,7 @@ def test_kill9_at_random_moments_always_resumes(tmp_path, cleanup):
         assert len(states) <= 4
     # what a kill during a save leaves behind (the random kills above hit one only sometimes)
     (exp / "training_states" / ".tmp_x1y2z3_12.state").write_bytes(b"half a state")
-    proc = _run(yml, "--auto_resume")
+    proc = start_entry(tmp_path, "train_hdr.py", "-opt", str(yml), "--auto_resume")
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
     assert ".tmp_x1y2z3_12.state: the unfinished write" in out + err
@@ -91,11 +55,8 @@ def test_kill9_at_random_moments_always_resumes(tmp_path, cleanup):
 
 
 def _model(tmp_path, **train):
-    opt = {"name": "nan", "model_type": "DiffIRS1Model", "num_gpu": 0, "is_train": True, "dist": False,
-           "network_g": dict(TINY_NET), "path": {"models": str(tmp_path), "training_states": str(tmp_path)},
-           "train": {"ema_decay": 0.5, "optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 10,
-                     "pixel_opt": {"type": "L1Loss"}, **train}}
-    return build_model(opt)
+    return build_model(model_options(tmp_path, "nan", {"ema_decay": 0.5, "optim_g": {"type": "Adam", "lr": 1e-3},
+                                                        "total_iter": 10, "pixel_opt": {"type": "L1Loss"}, **train}))
 
 
 def test_nonfinite_loss_skips_steps_then_stops(tmp_path):
@@ -136,11 +97,11 @@ def test_grad_clip_bounds_the_gradient_norm(tmp_path):
 
 
 def test_changed_schedule_on_resume_is_reported(tmp_path):
-    yml = _options(tmp_path, name="sched", total_iter=3)
+    yml = train_options(tmp_path, name="sched", total_iter=3)
     train_pipeline(str(tmp_path), ["-opt", str(yml)])
     train_pipeline(str(tmp_path), ["-opt", str(yml), "--auto_resume", "--force_yml", "train:total_iter=4",
                                    "train:scheduler:first_cycle_steps=20", "train:optim_g:lr=0.01"])
-    log = _log_text(tmp_path, "sched")
+    log = log_text(tmp_path, "sched")
     assert "first_cycle_steps" in log and "train:scheduler" in log
     assert "train:optim_g:lr is 0.01" in log
 
@@ -148,7 +109,7 @@ def test_changed_schedule_on_resume_is_reported(tmp_path):
 def test_resume_is_exact(tmp_path):
     """k iterations + --auto_resume to 2k ends with the same weights as 2k uninterrupted (k mid-epoch)."""
     def run(name, argvs):
-        yml = _options(tmp_path, name=name, total_iter=6)
+        yml = train_options(tmp_path, name=name, total_iter=6)
         opt = yaml.safe_load(yml.read_text())
         opt["datasets"]["train"]["synthetic"]["num_images"] = 5  # 2 iterations/epoch with a leftover sample
         opt["train"]["mixing_augs"] = {"mixup": True, "mixup_beta": 1.2, "use_identity": True}
@@ -169,7 +130,7 @@ def test_resume_is_exact(tmp_path):
 def test_resume_loads_its_own_checkpoint_and_leaves_the_options_alone(tmp_path):
     """The resumed networks come from net_g_ITER.pth (params and params_ema); path:pretrain_network_g is neither
     read nor replaced by that file in the dumped options."""
-    yml = _options(tmp_path, name="own", total_iter=2)
+    yml = train_options(tmp_path, name="own", total_iter=2)
     opt = yaml.safe_load(yml.read_text())
     opt["logger"].update(save_checkpoint_freq=2, use_tb_logger=False)
     opt["val"]["val_freq"] = 1000
@@ -180,7 +141,7 @@ def test_resume_loads_its_own_checkpoint_and_leaves_the_options_alone(tmp_path):
     opt["path"]["pretrain_network_g"] = missing
     yml.write_text(yaml.safe_dump(opt))
     train_pipeline(str(tmp_path), ["-opt", str(yml), "--auto_resume", "--force_yml", "train:total_iter=3"])
-    log = _log_text(tmp_path, "own")
+    log = log_text(tmp_path, "own")
     net = exp / "models" / "net_g_2.pth"
     assert f"from {net} [params] (strict=True)" in log and f"from {net} [params_ema] (strict=True)" in log
     assert f"从训练状态 {exp / 'training_states' / '2.state'} 恢复: 第 2 次迭代" in log

@@ -27,18 +27,14 @@ from DiffIR.utils.hdr_io import ImageIOError
 from DiffIR.utils.runlock import RunLock
 
 from conftest import ROOT
-from test_resume_safety import _named, _run, cleanup  # noqa: F401 - fixture
-from test_training import _log_text, _options
+from helpers import cli_run_options, log_text, start_entry, wait_for_first_iteration, write_yaml
 
 
 def _yml(tmp_path, name, total_iter, workers=0, **logger):
-    yml = _options(tmp_path, name=name, total_iter=total_iter)
+    yml, _ = cli_run_options(tmp_path, name, total_iter, **logger)
     opt = yaml.safe_load(yml.read_text())
-    opt["logger"].update(use_tb_logger=False, **logger)
-    opt["val"]["val_freq"] = 1000
     opt["datasets"]["train"]["num_worker_per_gpu"] = workers
-    yml.write_text(yaml.safe_dump(opt))
-    return yml
+    return write_yaml(yml, opt)
 
 
 def _dead_pid():
@@ -78,7 +74,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_released_on_error(tmp_pa
     lock.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "since": "2020-01-01 00:00:00"}))
     yml = _yml(tmp_path, "stale", 1)
     train_pipeline(str(tmp_path), ["-opt", str(yml)])
-    log = _log_text(tmp_path, "stale")
+    log = log_text(tmp_path, "stale")
     assert f"Took over the lock of experiment stale ({lock}) left by pid {pid} on host" in log
     assert not lock.exists()  # released at the end
     # an error after the lock was taken releases it too
@@ -122,19 +118,12 @@ def test_preemption_flag_first_ctrl_c_sets_the_flag_second_aborts():
         assert flag.is_set() and flag.exit_code == 143
 
 
-def test_ctrl_c_saves_state_exits_130_and_resumes(tmp_path, cleanup):  # noqa: F811
-    yml, exp = _named(tmp_path, "ctrlc", 10000, save_checkpoint_freq=10000, print_freq=1)
-    opt = yaml.safe_load(yml.read_text())
-    opt["datasets"]["train"]["num_worker_per_gpu"] = 1  # Ctrl-C reaches the workers too (the whole process group)
-    yml.write_text(yaml.safe_dump(opt))
-    cleanup.append(exp)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train_hdr.py"), "-opt", str(yml)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                            start_new_session=True)
-    deadline = time.time() + 120
-    while not glob.glob(str(exp / "train_*.log")) or "iter:" not in open(glob.glob(str(exp / "train_*.log"))[0]).read():
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()
-        time.sleep(0.2)
+def test_ctrl_c_saves_state_exits_130_and_resumes(tmp_path):
+    # one worker: Ctrl-C reaches the workers too (the whole process group)
+    yml = _yml(tmp_path, "ctrlc", 10000, workers=1, save_checkpoint_freq=10000, print_freq=1)
+    exp = tmp_path / "experiments" / "ctrlc"
+    proc = start_entry(tmp_path, "train_hdr.py", "-opt", str(yml), start_new_session=True)
+    wait_for_first_iteration(exp, proc)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -146,7 +135,8 @@ def test_ctrl_c_saves_state_exits_130_and_resumes(tmp_path, cleanup):  # noqa: F
     assert "Traceback" not in err and "DataLoader worker" not in err
     assert not (exp.parent / f"{exp.name}.lock").exists()
     assert "训练图像数量: 4" in err and "世界大小(GPU数量): 1" in err  # the summary on the console (launcher none)
-    proc = _run(yml, "--auto_resume", "--force_yml", f"train:total_iter={it + 1}")
+    proc = start_entry(tmp_path, "train_hdr.py", "-opt", str(yml), "--auto_resume", "--force_yml",
+                       f"train:total_iter={it + 1}")
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
     assert f"恢复: 第 {it} 次迭代" in err and (exp / "models" / "net_g_latest.pth").is_file()

@@ -5,7 +5,7 @@ import torch
 from DiffIR.models import build_model
 from DiffIR.utils.errors import OptionError
 
-from test_training import TINY_NET
+from helpers import model_options
 
 
 @pytest.fixture
@@ -22,10 +22,8 @@ def inductor_config():
 
 
 def _model(tmp_path, **train):
-    opt = {"name": "speed", "model_type": "DiffIRS1Model", "num_gpu": 0, "is_train": True, "dist": False,
-           "network_g": dict(TINY_NET), "path": {"models": str(tmp_path), "training_states": str(tmp_path)},
-           "train": {"ema_decay": 0, "optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 10,
-                     "pixel_opt": {"type": "L1Loss"}, **train}}
+    opt = model_options(tmp_path, "speed", {"ema_decay": 0, "optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 10,
+                                            "pixel_opt": {"type": "L1Loss"}, **train})
     torch.manual_seed(0)
     return build_model(opt)
 

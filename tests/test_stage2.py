@@ -9,8 +9,6 @@ import json
 import lzma
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Dict
 
@@ -20,7 +18,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-import yaml
 
 from DiffIR.archs import build_network
 from DiffIR.archs.diffir_s2_arch import DiffIRS2
@@ -35,6 +32,8 @@ from DiffIR.utils.options import finalize_options, load_yaml
 from DiffIR.utils.errors import OptionError
 
 from conftest import REFERENCE, ROOT
+from helpers import TINY_NET as TINY_S1
+from helpers import TINY_S2, hdr_datasets, run_entry, save_tiny_s2, sine_images, write_yaml
 
 GOLDEN = Path(__file__).parent / "data" / "diffir_s2_golden.pt"
 
@@ -58,10 +57,6 @@ SCHEDULE = {
 # config of the golden file (tests/data/README.md)
 GOLDEN_CFG = dict(OFFICIAL_S2, n_encoder_res=1, dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1)
 
-TINY_S1 = {"type": "DiffIRS1", "n_encoder_res": 1, "inp_channels": 3, "out_channels": 3, "dim": 8,
-           "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "heads": [1, 2, 4, 8],
-           "ffn_expansion_factor": 2, "bias": False, "LayerNorm_type": "WithBias"}
-TINY_S2 = dict(TINY_S1, type="DiffIRS2", n_denoise_res=1, linear_start=0.1, linear_end=0.99, timesteps=4)
 RECIPE = {"encoder_iter": 3, "lr_encoder": 1e-3, "lr_sr": 2e-4, "gamma_encoder": 0.5, "gamma_sr": 0.5,
           "lr_decay_encoder": 2, "lr_decay_sr": 2}
 KD = {"type": "KDLoss", "loss_weight": 1, "temperature": 0.15}
@@ -70,11 +65,6 @@ PIX = {"type": "L1Loss", "loss_weight": 1.0, "reduction": "mean"}
 
 def _layout_digest(items) -> str:
     return hashlib.sha256("\n".join(f"{k} {'x'.join(map(str, s))}" for k, s in items).encode()).hexdigest()
-
-
-def _images(b: int = 2, h: int = 16, w: int = 16):
-    n = torch.arange(b * 3 * h * w, dtype=torch.float32).reshape(b, 3, h, w)
-    return 0.5 + 0.4 * torch.sin(0.31 * n), 0.5 + 0.4 * torch.cos(0.17 * n)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -169,7 +159,7 @@ def test_golden_equivalence_with_official_code() -> None:
 def test_modes_errors_and_dgain_extension() -> None:
     torch.manual_seed(0)
     net = DiffIRS2(**GOLDEN_CFG)
-    lq, _ = _images(2, 16, 24)
+    lq, _ = sine_images(2, 16, 24)
     with pytest.raises(ValueError, match="stage-1 IPR"):
         net(lq)  # training mode needs ipr_s1
     with pytest.raises(ValueError, match=r"\(2, 256\)"):
@@ -218,39 +208,21 @@ def test_kd_loss_matches_official_formula() -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _datasets(data: Path) -> Dict[str, Any]:
-    return {
-        "train": {"name": "T", "type": "LDR_HDR_PairedDataset", "dataroot_gt": str(data / "tr/hdr"),
-                  "dataroot_lq": str(data / "tr/jpg"), "dataroot_dgain": str(data / "tr/dgain_info"),
-                  "synthetic": {"num_images": 4, "size": 48, "seed": 3}, "io_backend": {"type": "disk"},
-                  "geometric_augs": True, "num_worker_per_gpu": 0, "batch_size_per_gpu": 2, "gt_size": 32,
-                  "use_shuffle": True, "dataset_enlarge_ratio": 1},
-        "val": {"name": "V", "type": "LDR_HDR_PairedDataset", "dataroot_gt": str(data / "va/hdr"),
-                "dataroot_lq": str(data / "va/jpg"), "dataroot_dgain": str(data / "va/dgain_info"),
-                "synthetic": {"num_images": 2, "size": 36, "seed": 4}, "io_backend": {"type": "disk"}},
-    }
-
-
-def _write(path: Path, opt: Dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(opt))
-    return path
-
-
 @pytest.fixture(scope="module")
 def s1_checkpoint(tmp_path_factory) -> Path:
     """A real stage-1 checkpoint: 4 iterations of the tiny stage-1 network through the HDR pipeline."""
     root = tmp_path_factory.mktemp("s1")
     opt = {"name": "s1", "model_type": "DiffIRS1Model", "num_gpu": 0, "manual_seed": 0,
-           "datasets": _datasets(root.parent / "data"), "network_g": dict(TINY_S1),
+           "datasets": hdr_datasets(root.parent / "data"), "network_g": dict(TINY_S1),
            "train": {"ema_decay": 0.5, "optim_g": {"type": "Adam", "lr": 1e-3}, "total_iter": 4, "pixel_opt": PIX},
            "logger": {"print_freq": 10, "save_checkpoint_freq": 100, "use_tb_logger": False}}
-    train_pipeline(str(root), ["-opt", str(_write(root / "s1.yml", opt))])
+    train_pipeline(str(root), ["-opt", str(write_yaml(root / "s1.yml", opt))])
     return root / "experiments" / "s1" / "models" / "net_g_latest.pth"
 
 
 def _s2_options(root: Path, s1: Path, name: str, total_iter: int = 6, **path_extra) -> Path:
     opt = {"name": name, "model_type": "DiffIRS2Model", "scale": 1, "num_gpu": "auto", "manual_seed": 0,
-           "datasets": _datasets(s1.parents[3] / "data"), "network_g": dict(TINY_S2), "network_S1": dict(TINY_S1),
+           "datasets": hdr_datasets(s1.parents[3] / "data"), "network_g": dict(TINY_S2), "network_S1": dict(TINY_S1),
            "path": {"pretrain_network_S1": str(s1), "param_key_g": "params_ema", "strict_load_g": False,
                     "ignore_resume_networks": "network_S1", **path_extra},
            "train": {"ema_decay": 0.9, "optim_g": {"type": "Adam", "lr": 2e-4, "betas": [0.9, 0.99]},
@@ -259,7 +231,7 @@ def _s2_options(root: Path, s1: Path, name: str, total_iter: int = 6, **path_ext
            "val": {"val_freq": 3, "window_size": 8, "save_img": False,
                    "metrics": {"psnr": {"type": "calculate_psnr", "crop_border": 0, "test_y_channel": False}}},
            "logger": {"print_freq": 1, "save_checkpoint_freq": 2, "use_tb_logger": False, "language": "en"}}
-    return _write(root / f"{name}.yml", opt)
+    return write_yaml(root / f"{name}.yml", opt)
 
 
 def test_s2_training_run_from_real_s1_checkpoint_and_resume(s1_checkpoint: Path, tmp_path: Path) -> None:
@@ -430,7 +402,7 @@ def test_test_options_build_an_ldr_only_model() -> None:
     opt["num_gpu"] = 0
     model = build_model(opt)
     assert not type(model).needs_gt_for_inference and not hasattr(model, "net_g_S1")
-    lq, _ = _images(1, 16, 16)
+    lq, _ = sine_images(1, 16, 16)
     model.feed_data({"lq": lq})  # no GT
     model.test()
     assert model.output.shape == lq.shape
@@ -452,12 +424,7 @@ def ldr_folder(tmp_path_factory) -> Path:
 
 
 def _tiny_s2_files(tmp: Path) -> Path:
-    torch.manual_seed(0)
-    net = DiffIRS2(**{k: v for k, v in TINY_S2.items() if k != "type"})
-    ckpt = tmp / "net_g_5.pth"
-    torch.save({"params": net.state_dict(), "params_ema": net.state_dict()}, ckpt)
-    _write(tmp / "net.yml", {"network_g": dict(TINY_S2), "datasets": {"train": {"hdr_max": 1000, "tone_curve": "log"}}})
-    return ckpt
+    return save_tiny_s2(tmp, hdr_max=1000, tone_curve="log")
 
 
 def test_inference_writes_readable_hdr_files(ldr_folder: Path, tmp_path: Path) -> None:
@@ -499,11 +466,10 @@ def test_inference_errors_name_the_problem(ldr_folder: Path, tmp_path: Path, s1_
     with pytest.raises(ValueError, match="im_000002.txt.*dgain"):
         inference_main(str(ROOT), base[:2] + ["--dgain", str(bad)] + base[4:] + ["--model", str(ckpt), "--opt",
                                                                                  str(tmp_path / "net.yml")])
-    wrong = _write(tmp_path / "wrong.yml", {"network_g": dict(TINY_S2, dim=16)})
+    wrong = write_yaml(tmp_path / "wrong.yml", {"network_g": dict(TINY_S2, dim=16)})
     with pytest.raises(CheckpointError, match="does not fit"):
         inference_main(str(ROOT), base + ["--model", str(ckpt), "--opt", str(wrong)])
     assert not (tmp_path / "o").exists()  # nothing written when the inputs are wrong
 
-    proc = subprocess.run([sys.executable, str(ROOT / "inference_hdr.py"), *base, "--model", str(s1_checkpoint)],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_entry(tmp_path, "inference_hdr.py", *base, "--model", str(s1_checkpoint))
     assert proc.returncode == 2 and "stage 2" in proc.stderr and "Traceback" not in proc.stderr

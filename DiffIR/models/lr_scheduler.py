@@ -288,8 +288,8 @@ class CosineAnnealingWarmupRestarts(LRScheduler):
     * ``last_epoch >= 0`` in the constructor works (positions the schedule like
       ``last_epoch + 1`` steps from fresh, torch's convention); a missing ``initial_lr`` is filled
       with the group's current ``lr`` instead of raising ``KeyError``.
-    * Degenerate cycles: a cycle length never drops below 1 (``cycle_mult < 1`` with ``W = 0``
-      used to reach length 0 and divide by zero).
+    * Degenerate cycles: a cycle length never drops below 1 (with ``cycle_mult < 1`` and ``W = 0`` the
+      original reached length 0 and divided by zero).
     * ``load_state_dict`` policy for resumed runs whose YAML changed: the *checkpoint* supplies the
       position (``last_epoch``, ``_step_count``) and the *constructor* supplies the
       hyper-parameters (``first_cycle_steps``, ``cycle_mult``, ``max_lr``, ``min_lr``,

@@ -3,10 +3,9 @@
 A CPU training step allocates and frees the same few hundred activation and gradient tensors, up to hundreds of
 MB each (PyTorch's CPU allocator does not cache). By default glibc maps every block above 32 MB afresh and unmaps
 it on free, and gives the heap's free top back whenever it exceeds a threshold, so every step pays page faults and
-the kernel's zeroing of all those pages again: at the seed settings (batch 2, 256², 26.7 M parameters) a step on
-the 2-core test machine took 54.7 s, more than half of it in the kernel. Serving every block from the heap and
-never trimming it lets a step reuse the previous step's memory: 17.7 s for the same step (3.1×), 6-11 % at
-batch 1, 128². The price is a somewhat higher peak (21.2 instead of 19.2 GB there), as freed heap blocks do not
+the kernel's zeroing of all those pages again; at large batches and crops that kernel time can exceed the
+computation. Serving every block from the heap and never trimming it lets a step reuse the previous step's memory
+(step times in docs/benchmarks.md, "Training"). The price is a somewhat higher peak, as freed heap blocks do not
 always coalesce. jemalloc or tcmalloc preloaded with ``LD_PRELOAD`` (the usual advice for PyTorch on CPUs) do the
 same job; where glibc is not the allocator, this changes nothing that is used.
 """

@@ -1,4 +1,4 @@
-"""Small helpers without project knowledge: seeding, paths, time strings, atomic file writes."""
+"""Small helpers without project knowledge: seeding, paths, durations, atomic file writes."""
 from __future__ import annotations
 
 import contextlib
@@ -22,10 +22,6 @@ def set_random_seed(seed: int) -> None:
     torch.manual_seed(seed)  # seeds every CUDA device too
 
 
-def get_time_str() -> str:
-    return time.strftime("%Y%m%d_%H%M%S", time.localtime())
-
-
 def mkdir_and_rename(path: str) -> None:
     """Create ``path``; an existing folder is kept as ``path_archived_<time>`` instead of being mixed into.
 
@@ -33,7 +29,7 @@ def mkdir_and_rename(path: str) -> None:
     folder would silently replace it). The caller holds the folder's run lock (DiffIR.utils.runlock).
     """
     if os.path.exists(path):
-        base = new_name = f"{path}_archived_{get_time_str()}"
+        base = new_name = f"{path}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
         n = 1
         while os.path.exists(new_name):
             n += 1

@@ -189,11 +189,6 @@ def apply_tone_curve(hdr_linear: Array, curve: str, hdr_max: float = 1000.0) -> 
     return TONE_CURVES[curve][0](hdr_linear, hdr_max)
 
 
-def invert_tone_curve(y: Array, curve: str, hdr_max: float = 1000.0) -> Array:
-    """Network domain → linear HDR (file units) with the named curve."""
-    return TONE_CURVES[curve][1](y, hdr_max)
-
-
 def ldr_to_network_input(ldr: Array, dgain: Any, gamma: Any, hdr_max: float = 1000.0, tone_curve: str = "log",
                          lq_linearize: bool = True) -> Array:
     """An LDR image in [0, 1] as the network sees it: linearised with its dgain/gamma, then tone-curved.
