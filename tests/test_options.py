@@ -2,7 +2,6 @@ import os
 
 import pytest
 import torch
-import yaml
 
 from DiffIR.utils.options import apply_overrides, finalize_options, load_yaml, parse_options, validate_options
 from DiffIR.utils.errors import OptionError
