@@ -5,6 +5,7 @@ tests give under tmp_path: no test writes into the repository.
 """
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -193,7 +194,10 @@ def cli_run_options(tmp_path: Path, name: str, total_iter: int, **logger: Any) -
 def wait_for_first_iteration(exp: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     """Returns once the run's log in ``exp`` shows a training iteration; fails if the run ends or times out first."""
     deadline = time.time() + timeout
-    while not glob.glob(str(exp / "train_*.log")) or "iter:" not in open(glob.glob(str(exp / "train_*.log"))[0]).read():
+    # the per-iteration line "[name..][epoch:  0, iter:       1, lr:(...)]"; the options dump ("total_iter: 6")
+    # and the start message come before the loop, when a signal would still find no state to save
+    line = re.compile(r"\]\[epoch:\s*\d+, iter:\s*[\d,]+, lr:")
+    while not glob.glob(str(exp / "train_*.log")) or not line.search(open(glob.glob(str(exp / "train_*.log"))[0]).read()):
         assert time.time() < deadline and proc.poll() is None, proc.communicate()
         time.sleep(0.2)
 
