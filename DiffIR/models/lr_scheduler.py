@@ -166,7 +166,35 @@ class MultiStepRestartLR(LRScheduler):
         return self.get_lr()
 
 
-class CosineAnnealingRestartLR(LRScheduler):
+class _CosineRestarts(LRScheduler):
+    """Cosine annealing with restarts, one ``eta_min`` per cycle: the two public schedulers below."""
+
+    def __init__(self, optimizer: Optimizer, periods: Sequence[int], restart_weights: Sequence[float],
+                 eta_mins: Optional[Sequence[float]], last_epoch: int) -> None:
+        """``eta_mins=None``: ``self.eta_min`` (set by the subclass) in every cycle."""
+        self.periods = _check_periods(periods)
+        self.restart_weights = list(restart_weights)
+        self.eta_mins = list(eta_mins) if eta_mins is not None else [self.eta_min] * len(self.periods)
+        if len(self.periods) != len(self.restart_weights):
+            raise ValueError("periods and restart_weights should have the same length.")
+        if len(self.periods) != len(self.eta_mins):
+            raise ValueError("periods and eta_mins should have the same length.")
+        self.cumulative_period = _cumulative(self.periods)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> List[Any]:
+        """Learning rates at ``last_epoch`` (closed form, from ``base_lrs``)."""
+        idx, pos, period = _cycle_position(self.last_epoch, self.periods, self.cumulative_period)
+        weight = self.restart_weights[idx]
+        eta_min = self.eta_mins[idx]
+        cos_term = 1 + math.cos(math.pi * (pos / period))
+        return [eta_min + weight * 0.5 * (base_lr - eta_min) * cos_term for base_lr in self.base_lrs]
+
+    def _get_closed_form_lr(self) -> List[Any]:
+        return self.get_lr()
+
+
+class CosineAnnealingRestartLR(_CosineRestarts):
     """Cosine annealing with restarts (BasicSR ``CosineAnnealingRestartLR``).
 
     In cycle ``i`` (start ``s_i``, length ``p_i``):
@@ -191,26 +219,11 @@ class CosineAnnealingRestartLR(LRScheduler):
         eta_min: float = 0,
         last_epoch: int = -1,
     ) -> None:
-        self.periods = _check_periods(periods)
-        self.restart_weights = list(restart_weights)
         self.eta_min = eta_min
-        if len(self.periods) != len(self.restart_weights):
-            raise ValueError("periods and restart_weights should have the same length.")
-        self.cumulative_period = _cumulative(self.periods)
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self) -> List[Any]:
-        """Learning rates at ``last_epoch`` (closed form, from ``base_lrs``)."""
-        idx, pos, period = _cycle_position(self.last_epoch, self.periods, self.cumulative_period)
-        weight = self.restart_weights[idx]
-        cos_term = 1 + math.cos(math.pi * (pos / period))
-        return [self.eta_min + weight * 0.5 * (base_lr - self.eta_min) * cos_term for base_lr in self.base_lrs]
-
-    def _get_closed_form_lr(self) -> List[Any]:
-        return self.get_lr()
+        super().__init__(optimizer, periods, restart_weights, None, last_epoch)
 
 
-class CosineAnnealingRestartCyclicLR(LRScheduler):
+class CosineAnnealingRestartCyclicLR(_CosineRestarts):
     """Cosine annealing with restarts and one ``eta_min`` per cycle (Restormer / DiffIR).
 
     In cycle ``i``: ``lr = eta_min_i + w_i * 0.5 * (base_lr - eta_min_i) * (1 + cos(pi * (last_epoch - s_i) / p_i))``,
@@ -239,26 +252,7 @@ class CosineAnnealingRestartCyclicLR(LRScheduler):
         eta_mins: Sequence[float] = (0,),
         last_epoch: int = -1,
     ) -> None:
-        self.periods = _check_periods(periods)
-        self.restart_weights = list(restart_weights)
-        self.eta_mins = list(eta_mins)
-        if len(self.periods) != len(self.restart_weights):
-            raise ValueError("periods and restart_weights should have the same length.")
-        if len(self.periods) != len(self.eta_mins):
-            raise ValueError("periods and eta_mins should have the same length.")
-        self.cumulative_period = _cumulative(self.periods)
-        super().__init__(optimizer, last_epoch)
-
-    def get_lr(self) -> List[Any]:
-        """Learning rates at ``last_epoch`` (closed form, from ``base_lrs``)."""
-        idx, pos, period = _cycle_position(self.last_epoch, self.periods, self.cumulative_period)
-        weight = self.restart_weights[idx]
-        eta_min = self.eta_mins[idx]
-        cos_term = 1 + math.cos(math.pi * (pos / period))
-        return [eta_min + weight * 0.5 * (base_lr - eta_min) * cos_term for base_lr in self.base_lrs]
-
-    def _get_closed_form_lr(self) -> List[Any]:
-        return self.get_lr()
+        super().__init__(optimizer, periods, restart_weights, eta_mins, last_epoch)
 
 
 class CosineAnnealingWarmupRestarts(LRScheduler):
