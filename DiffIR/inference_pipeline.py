@@ -263,6 +263,18 @@ def _device(name: str) -> torch.device:
     return dev
 
 
+def _resolve_tone(args: argparse.Namespace, opt: Dict[str, Any], where: str) -> Dict[str, Any]:
+    """The training data's tone settings, with ``--hdr_max``/``--tone_curve`` taking precedence."""
+    tone = tone_settings(opt)
+    if args.hdr_max is not None:
+        tone["hdr_max"] = float(args.hdr_max)
+    if args.tone_curve is not None:
+        tone["tone_curve"] = args.tone_curve
+    if tone["tone_curve"] not in TONE_CURVES:
+        raise OptionError(f"tone_curve '{tone['tone_curve']}' (from {where}) is unknown; use one of {', '.join(TONE_CURVES)}")
+    return tone
+
+
 def run_inference(args: argparse.Namespace) -> List[str]:
     """Restore every image of ``args.input``; returns the written paths. Everything is checked before any output.
 
@@ -281,13 +293,7 @@ def run_inference(args: argparse.Namespace) -> List[str]:
     opt, where = find_network_options(args.model, args.opt)
     if "network_g" not in opt:
         raise OptionError(f"{where} has no network_g section: pass --opt with the options the model was trained with")
-    tone = tone_settings(opt)
-    if args.hdr_max is not None:
-        tone["hdr_max"] = float(args.hdr_max)
-    if args.tone_curve is not None:
-        tone["tone_curve"] = args.tone_curve
-    if tone["tone_curve"] not in TONE_CURVES:
-        raise OptionError(f"tone_curve '{tone['tone_curve']}' (from {where}) is unknown; use one of {', '.join(TONE_CURVES)}")
+    tone = _resolve_tone(args, opt, where)
     device = _device(args.device)
     if device.type == "cpu":
         keep_freed_memory()

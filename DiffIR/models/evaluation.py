@@ -141,6 +141,20 @@ def _refuse_existing(path: str) -> None:
                               "not overwritten. Give every image of a set its own file name.")
 
 
+def _save_outputs(linear: np.ndarray, hdr_max: float, base: str, fmt: str, preview: bool,
+                  overwrite: bool) -> List[str]:
+    """``BASE.<fmt>`` (linear HDR) and, with ``preview``, ``BASE.png``; returns the written paths."""
+    os.makedirs(osp.dirname(base), exist_ok=True)
+    targets = [f"{base}.{fmt}"] + ([f"{base}.png"] if preview else [])
+    if not overwrite:
+        for target in targets:
+            _refuse_existing(target)
+    write_hdr(targets[0], linear)
+    if preview:
+        write_preview(targets[1], linear, hdr_max)
+    return targets
+
+
 def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str, Any]] = None, *,
                      baseline: bool = True, save_dir: Optional[str] = None, suffix: str = "",
                      desc: Optional[str] = None, overwrite: bool = True) -> EvalResult:
@@ -186,17 +200,8 @@ def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str,
             elif "gt" not in visuals:
                 result.has_gt = False
             if save_dir is not None:
-                os.makedirs(save_dir, exist_ok=True)
-                path = osp.join(save_dir, f"{stem}{tail}.{fmt}")
-                png = osp.join(save_dir, f"{stem}{tail}.png")
-                if not overwrite:
-                    for target in (path, png) if preview else (path,):
-                        _refuse_existing(target)
-                write_hdr(path, out("linear"))
-                result.saved.append(path)
-                if preview:
-                    write_preview(png, out("linear"), domain.hdr_max)
-                    result.saved.append(png)
+                result.saved += _save_outputs(out("linear"), domain.hdr_max, osp.join(save_dir, f"{stem}{tail}"),
+                                              fmt, preview, overwrite)
             if len(result.previews) < num_previews:  # the first images in dataset order: the same at every validation
                 result.previews.append(preview_row(visuals["lq"][b], visuals["result"][b],
                                                    visuals["gt"][b] if "gt" in visuals else None,
