@@ -103,7 +103,8 @@ def any_rank(flag: bool) -> bool:
     """True when ``flag`` is true on any rank, so all ranks stop (and join the collective save) together."""
     if get_dist_info()[1] == 1:
         return flag
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    # NCCL reduces CUDA tensors: "cuda" is this rank's device, which init_dist selected
+    device = torch.device("cuda") if dist.get_backend() == "nccl" else None
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
