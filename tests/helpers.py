@@ -206,3 +206,14 @@ def sine_images(b: int = 2, h: int = 16, w: int = 16) -> Tuple[torch.Tensor, tor
     """A deterministic (lq, gt) pair of smooth images in [0.1, 0.9], the same on every machine (no RNG)."""
     n = torch.arange(b * 3 * h * w, dtype=torch.float32).reshape(b, 3, h, w)
     return 0.5 + 0.4 * torch.sin(0.31 * n), 0.5 + 0.4 * torch.cos(0.17 * n)
+
+
+def the_one_saved_iteration(exp: Path) -> int:
+    """The iteration of the single training state a signalled run saved, checked to load with its network file."""
+    from DiffIR.utils.checkpoint import list_training_states, load_file
+
+    states = list_training_states(str(exp / "training_states"))
+    assert len(states) == 1, states
+    it = states[0][0]
+    assert load_file(states[0][1])["iter"] == it and (exp / "models" / f"net_g_{it}.pth").is_file()
+    return it

@@ -13,7 +13,8 @@ from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import list_training_states, load_file
 from DiffIR.utils.errors import TrainingStopped
 
-from helpers import cli_run_options, log_text, model_options, start_entry, train_options, wait_for_first_iteration
+from helpers import (cli_run_options, log_text, model_options, start_entry, the_one_saved_iteration, train_options,
+                     wait_for_first_iteration)
 
 
 def test_sigterm_saves_state_and_exits_143(tmp_path):
@@ -23,10 +24,7 @@ def test_sigterm_saves_state_and_exits_143(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    states = list_training_states(str(exp / "training_states"))
-    assert len(states) == 1
-    it = states[0][0]
-    assert load_file(states[0][1])["iter"] == it and (exp / "models" / f"net_g_{it}.pth").is_file()
+    the_one_saved_iteration(exp)
 
 
 def test_kill9_at_random_moments_always_resumes(tmp_path):

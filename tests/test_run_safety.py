@@ -27,7 +27,8 @@ from DiffIR.utils.hdr_io import ImageIOError
 from DiffIR.utils.runlock import RunLock
 
 from conftest import ROOT
-from helpers import cli_run_options, log_text, start_entry, wait_for_first_iteration, write_yaml
+from helpers import (cli_run_options, log_text, start_entry, the_one_saved_iteration, wait_for_first_iteration,
+                     write_yaml)
 
 
 def _yml(tmp_path, name, total_iter, workers=0, **logger):
@@ -127,10 +128,7 @@ def test_ctrl_c_saves_state_exits_130_and_resumes(tmp_path):
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    states = list_training_states(str(exp / "training_states"))
-    assert len(states) == 1
-    it = states[0][0]
-    assert load_file(states[0][1])["iter"] == it and (exp / "models" / f"net_g_{it}.pth").is_file()
+    it = the_one_saved_iteration(exp)
     assert f"收到 Ctrl-C (SIGINT): 已在第 {it} 次迭代保存训练状态和网络" in err and "--auto_resume" in err
     assert "Traceback" not in err and "DataLoader worker" not in err
     assert not (exp.parent / f"{exp.name}.lock").exists()
