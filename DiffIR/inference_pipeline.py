@@ -47,6 +47,7 @@ from DiffIR.utils.checkpoint import (SAFETENSORS_EXT, extract_state_dict, load_c
                                      read_safetensors_metadata, save_safetensors)
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.options import load_yaml
+from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input
 
@@ -84,6 +85,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--tone_curve", choices=tuple(TONE_CURVES), default=None, help="tone curve of the training data "
                                                                              "(default: from the options, else log)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prior's start noise (same for every image)")
+    p.add_argument("--self_ensemble", type=int, choices=SELF_ENSEMBLE_SIZES, default=0,
+                   help="average over flipped copies of each image: 4 (flips) or 8 (flips and transposes), each "
+                        "with the same prior noise; 4-8x slower (default 0: off)")
     p.add_argument("--device", default="auto", help="auto (a GPU if present), cpu, cuda or cuda:N")
     p.add_argument("--preview", action="store_true", help="also write <stem>.png beside each output: a tone-mapped "
                                                           "preview (Reinhard, hdr_max -> white), as test.py does")
@@ -303,6 +307,7 @@ def run_inference(args: argparse.Namespace) -> List[str]:
     print(f"Network options: {where}\nWeights: {args.model} [{args.param_key}] on {device}\n"
           f"Tone: {tone['tone_curve']}, hdr_max {tone['hdr_max']:g}; "
           + (f"images larger than {args.tile} px run in tiles" if args.tile else "no tiling")
+          + (f"; self-ensemble of {args.self_ensemble} flips" if args.self_ensemble else "")
           + "\nImages are read as displayed: an EXIF orientation tag is applied (training reads pixels as stored)",
           flush=True)
 
@@ -321,7 +326,7 @@ def run_inference(args: argparse.Namespace) -> List[str]:
             lq = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))[None].to(device)
             cond = torch.tensor([[meta["dgain"], meta["gamma"]]], dtype=torch.float32, device=device)
             out = restore_ldr_only(net, lq, cond, window=8, tile=args.tile or None, overlap=args.tile_overlap,
-                                   seed=args.seed)
+                                   seed=args.seed, ensemble=args.self_ensemble)
             linear = domain.to_linear(out[0])
             write_hdr(targets[stem], linear)
             if args.preview:

@@ -12,6 +12,7 @@ import torch.nn as nn
 from DiffIR.archs import build_network
 from DiffIR.losses import build_loss
 from DiffIR.models.base_model import BaseModel
+from DiffIR.models.self_ensemble import self_ensemble
 from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.img_util import pad_to_multiple
 from DiffIR.utils.errors import OptionError
@@ -176,19 +177,22 @@ class DiffIRS1Model(BaseModel):
 
         Images are padded to ``val.window_size`` (8) and cropped back. When tiling, the prior (IPR) is still
         extracted once from the whole image, as whole-image inference does; only the DIRformer runs per tile.
+        With ``val.self_ensemble`` (4 or 8) the whole (tiled) pass runs on each flip of LQ and GT together (the GT
+        is the prior's input) and the outputs are averaged.
         """
         if self.gt is None:
             raise RuntimeError("DiffIR stage 1 builds its prior from the HDR ground truth, so every test image needs "
                                "a GT. For LDR-only inference use a stage-2 model.")
         window, tile, overlap = self.tiling()
         with self.inference_network() as net:
-            if tile and hasattr(net, "extract_ipr") and hasattr(net, "G"):
-                ipr = net.extract_ipr(pad_to_multiple(self.lq, window), pad_to_multiple(self.gt, window), self.cond)
-                self.output = tiled_forward(lambda lq: net.G(lq, ipr), self.lq, tile=tile, overlap=overlap,
-                                            multiple=window)
-            else:
-                self.output = tiled_forward(lambda lq, gt: net(lq, gt, cond=self.cond), self.lq, self.gt, tile=tile,
-                                            overlap=overlap, multiple=window)
+            def restore(lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+                if tile and hasattr(net, "extract_ipr") and hasattr(net, "G"):
+                    ipr = net.extract_ipr(pad_to_multiple(lq, window), pad_to_multiple(gt, window), self.cond)
+                    return tiled_forward(lambda x: net.G(x, ipr), lq, tile=tile, overlap=overlap, multiple=window)
+                return tiled_forward(lambda x, y: net(x, y, cond=self.cond), lq, gt, tile=tile, overlap=overlap,
+                                     multiple=window)
+
+            self.output = self_ensemble(restore, self.lq, self.gt, n=self.self_ensemble_size())
 
     @contextlib.contextmanager
     def inference_network(self) -> Iterator[nn.Module]:
@@ -206,6 +210,10 @@ class DiffIRS1Model(BaseModel):
         """``val``'s window_size (default 8), tile_size (None: the whole image) and tile_overlap (default 32)."""
         val_opt = self.opt.get("val") or {}
         return int(val_opt.get("window_size") or 8), val_opt.get("tile_size"), int(val_opt.get("tile_overlap", 32))
+
+    def self_ensemble_size(self) -> int:
+        """``val.self_ensemble``: 0 (one plain pass, the default), 4 or 8 transformed passes averaged."""
+        return int((self.opt.get("val") or {}).get("self_ensemble") or 0)
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:
         out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())

@@ -36,6 +36,7 @@ import torch.nn as nn
 from DiffIR.archs import build_network
 from DiffIR.losses.kd_loss import KDLoss
 from DiffIR.models.diffir_s1_model import ChunkLosses, DiffIRS1Model, PriorPair
+from DiffIR.models.self_ensemble import self_ensemble
 from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.checkpoint import CheckpointMismatch, extract_state_dict
 from DiffIR.utils.dist import get_dist_info, reduce_mean
@@ -80,16 +81,25 @@ def seeded_rng(seed: Optional[int], device: torch.device) -> Iterator[None]:
 
 @torch.no_grad()
 def restore_ldr_only(net: nn.Module, lq: torch.Tensor, cond: Optional[torch.Tensor] = None, *, window: int = 8,
-                     tile: Optional[int] = None, overlap: int = 32, seed: Optional[int] = 0) -> torch.Tensor:
+                     tile: Optional[int] = None, overlap: int = 32, seed: Optional[int] = 0,
+                     ensemble: int = 0) -> torch.Tensor:
     """Stage-2 inference on a (B, 3, H, W) network-domain batch: the prior from the whole image, then the DIRformer.
 
     The image is reflect-padded to ``window`` and cropped back. With ``tile`` the DIRformer runs on overlapping
     tiles (:func:`tiled_forward`) under the one whole-image prior, so tiles agree with each other and with
-    whole-image inference. ``net`` must be in eval mode.
+    whole-image inference. ``ensemble`` (4 or 8) averages that whole pass over flips (and transposes) of
+    the image; every pass starts its prior from the same noise (the RNG is seeded afresh for each; with
+    ``seed=None`` one seed is drawn from the torch RNG for all of them). ``net`` must be in eval mode.
     """
-    with seeded_rng(seed, lq.device):
-        ipr = net(pad_to_multiple(lq, window), cond=cond, prior_only=True)
-    return tiled_forward(lambda x: net.G(x, ipr), lq, tile=tile, overlap=overlap, multiple=window)
+    if seed is None and ensemble:
+        seed = int(torch.randint(0, 2 ** 31 - 1, (1,)).item())
+
+    def restore(x: torch.Tensor) -> torch.Tensor:
+        with seeded_rng(seed, x.device):
+            ipr = net(pad_to_multiple(x, window), cond=cond, prior_only=True)
+        return tiled_forward(lambda t: net.G(t, ipr), x, tile=tile, overlap=overlap, multiple=window)
+
+    return self_ensemble(restore, lq, n=ensemble)
 
 
 @MODEL_REGISTRY.register()
@@ -325,12 +335,14 @@ class DiffIRS2Model(DiffIRS1Model):
     def test(self) -> None:
         """LDR-only inference (no GT needed): whole-image prior, DIRformer whole or tiled (``val.tile_size``).
 
-        The start noise is seeded with ``manual_seed`` for every image (reproducible scores).
+        The start noise is seeded with ``manual_seed`` for every image (reproducible scores) and, with
+        ``val.self_ensemble``, for every flip of it.
         """
         window, tile, overlap = self.tiling()
         with self.inference_network() as net:
             self.output = restore_ldr_only(net, self.lq, self.cond, window=window, tile=tile, overlap=overlap,
-                                           seed=int(self.opt.get("manual_seed") or 0))
+                                           seed=int(self.opt.get("manual_seed") or 0),
+                                           ensemble=self.self_ensemble_size())
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:
         """As stage 1; during phase A (no restored image) only the input, so no training preview is drawn."""

@@ -25,12 +25,14 @@ from DiffIR.utils.logger import MESSAGES
 
 __all__ = ["Value", "TOP", "TRAIN", "OPTIM", "LOSS", "MIXUP", "VAL", "LOGGER", "DIST", "DATASET", "parse_number",
            "coerce_numbers", "name_error", "value_errors", "raise_errors", "check_val_options", "check_dataset_values",
-           "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS"]
+           "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS", "SELF_ENSEMBLE_SIZES"]
 
 #: the DIRformer halves a training patch three times, so ``gt_size`` must be a multiple of 2³
 PATCH_MULTIPLE = 8
 #: ``val:save_format``: the file type of the linear HDR outputs
 SAVE_FORMATS = ("hdr", "exr", "npy")
+#: ``val:self_ensemble``: how many flipped/transposed passes are averaged at test time (0 = off, one pass)
+SELF_ENSEMBLE_SIZES = (0, 4, 8)
 
 _NUMBER = re.compile(r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
 #: keys whose values are text even when they look like numbers (names, paths, templates)
@@ -291,6 +293,10 @@ def _val_errors(val: Any) -> List[str]:
     fmt = val.get("save_format", "hdr")
     if fmt not in SAVE_FORMATS:
         errors.append(f"'val:save_format' is {fmt!r}; use one of: {', '.join(SAVE_FORMATS)}")
+    ensemble = val.get("self_ensemble")
+    if ensemble is not None and (isinstance(ensemble, bool) or ensemble not in SELF_ENSEMBLE_SIZES):
+        errors.append(f"'val:self_ensemble' is {ensemble!r}; use 0 (off), 4 (flips) or 8 (flips and transposes), "
+                      "e.g. self_ensemble: 8")
     suffix = val.get("suffix")
     if suffix is not None and any(c in str(suffix) for c in ("/", "\\", "\0")):
         errors.append(f"'val:suffix' is {suffix!r}: it is appended to output file names, so it cannot hold a path "

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from DiffIR.utils.logger import get_root_logger
-from DiffIR.utils.option_schema import coerce_numbers, value_errors
+from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES, coerce_numbers, value_errors
 from DiffIR.utils.errors import OptionError, did_you_mean
 
 # Keys each section understands. Sections holding components (networks, datasets, losses, optimizer,
@@ -31,7 +31,7 @@ TRAIN_KEYS |= {"encoder_iter", "lr_encoder", "lr_sr", "gamma_encoder", "gamma_sr
 TRAIN_SUFFIXES = ("_opt",)  # losses: pixel_opt, perceptual_opt, ...
 MIXUP_KEYS = {"mixup", "mixup_beta", "use_identity"}
 VAL_KEYS = {"val_freq", "save_img", "metrics", "suffix", "window_size", "pbar", "baseline", "tile_size", "tile_overlap",
-            "save_format", "save_preview", "num_preview_images"}
+            "save_format", "save_preview", "num_preview_images", "self_ensemble"}
 LOGGER_KEYS = {"print_freq", "save_checkpoint_freq", "use_tb_logger", "wandb", "language", "tb_image_freq", "keep_last_n"}
 WANDB_KEYS = {"project", "resume_id", "entity"}
 DIST_KEYS = {"backend", "port"}
@@ -130,8 +130,9 @@ def load_yaml(path: str) -> Dict[str, Any]:
     return coerce_numbers(opt)
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="DiffIR-HDR training")
+def build_arg_parser(is_train: bool = True) -> argparse.ArgumentParser:
+    """The command line of train*.py (``is_train``) and test.py; test.py adds ``--self_ensemble``."""
+    parser = argparse.ArgumentParser(description="DiffIR-HDR training" if is_train else "DiffIR-HDR test")
     parser.add_argument("-opt", type=str, required=True, help="Path to the option YAML file.")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none", help="job launcher")
     parser.add_argument("--auto_resume", action="store_true", help="continue from the newest training state")
@@ -139,6 +140,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help="set by torch.distributed.launch")
     parser.add_argument("--force_yml", nargs="+", default=None,
                         help="override options: key:subkey=value (YAML value), e.g. train:total_iter=100")
+    if not is_train:
+        parser.add_argument("--self_ensemble", type=int, choices=SELF_ENSEMBLE_SIZES, default=None,
+                            help="average each output over 4 flips or 8 flips/transposes of the input (0: off); "
+                                 "overrides val:self_ensemble")
     return parser
 
 
@@ -204,9 +209,11 @@ def finalize_options(opt: Dict[str, Any], root_path: str, is_train: bool, file: 
 def parse_options(root_path: str, is_train: bool = True, argv: Optional[List[str]] = None
                   ) -> Tuple[Dict[str, Any], argparse.Namespace]:
     """Parse the command line and the YAML file into the option dict every pipeline uses."""
-    args = build_arg_parser().parse_args(argv)
+    args = build_arg_parser(is_train).parse_args(argv)
     opt = load_yaml(args.opt)
     apply_overrides(opt, args.force_yml)
+    if getattr(args, "self_ensemble", None) is not None:
+        opt["val"] = {**(opt.get("val") or {}), "self_ensemble": args.self_ensemble}
     opt["auto_resume"] = args.auto_resume
     opt["launcher"] = args.launcher
     if args.launcher != "none" and "LOCAL_RANK" not in os.environ:
