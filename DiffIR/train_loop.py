@@ -443,8 +443,11 @@ def _after_step(run: TrainingRun, preempted: PreemptionFlag) -> None:
 
 
 def _validate(run: TrainingRun, loader) -> None:
-    run.results[loader.dataset.opt.get("name")] = run.model.validation(
-        loader, run.current_iter, run.tb_logger, run.settings.save_img)
+    """Score one val set; the first one also decides ``models/net_g_best.pth`` (``val.save_best``)."""
+    metrics = run.model.validation(loader, run.current_iter, run.tb_logger, run.settings.save_img)
+    run.results[loader.dataset.opt.get("name")] = metrics
+    if loader is run.val_loaders[0]:
+        run.model.update_best_checkpoint(loader.dataset.opt.get("name", "val"), metrics, run.current_iter)
 
 
 def finish_run(run: TrainingRun) -> Dict[str, Any]:

@@ -5,7 +5,8 @@ semantics) take the 8-bit rendering of the network's tone-mapped domain; ``linea
 PSNR-L) take linear HDR in the ground-truth files' units.
 """
 import functools
-from typing import Any, Callable, Dict
+import math
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from DiffIR.metrics import hdr_metrics, psnr_ssim  # noqa: F401  (registers the functions)
 from DiffIR.utils.errors import OptionError
@@ -23,6 +24,16 @@ def check_metric_options(metrics: Dict[str, Dict[str, Any]]) -> None:
                 raise OptionError(f"'{where}:{key}' is {opt[key]!r}; use one of: {', '.join(map(str, valid))}")
         if opt.get("better", "higher") not in ("higher", "lower"):
             raise OptionError(f"'{where}:better' must be 'higher' or 'lower', got {opt['better']!r}")
+
+
+def improves(value: float, best: Optional[float], opt: Mapping[str, Any]) -> bool:
+    """True when ``value`` beats ``best`` (None: no score yet) in the direction of the metric entry's ``better``
+    (``higher``, the default, or ``lower``); a NaN score never does."""
+    if math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value > best if opt.get("better", "higher") == "higher" else value < best
 
 
 def metric_domain(metric_type: str) -> str:
@@ -43,4 +54,4 @@ def calculate_metric(data: Dict[str, Any], opt: Dict[str, Any]) -> float:
     return METRIC_REGISTRY.get(opt["type"])(**data, **kwargs)
 
 
-__all__ = ["build_metric", "calculate_metric", "check_metric_options", "metric_domain", "METRIC_REGISTRY"]
+__all__ = ["build_metric", "calculate_metric", "check_metric_options", "improves", "metric_domain", "METRIC_REGISTRY"]

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from DiffIR.metrics import check_metric_options
+from DiffIR.metrics import check_metric_options, improves
 from DiffIR.models.checkpointing import CheckpointingMixin
 from DiffIR.models.evaluation import check_val_options, evaluate_dataset, publish_previews
 from DiffIR.models.lr_scheduler import build_scheduler, get_scheduler, update_learning_rate
@@ -39,6 +39,7 @@ class BaseModel(CheckpointingMixin):
         self.schedulers: List[Any] = []
         self.log_dict: Dict[str, float] = OrderedDict()
         self.best_metric_results: Dict[str, Dict[str, Dict[str, float]]] = {}
+        self.best_checkpoint: Optional[Dict[str, Any]] = None  # the record in models/net_g_best.pth (val.save_best)
         self._baseline_cache: Dict[str, Dict[str, float]] = {}
         self.logger = get_root_logger()
         self.net_g_ema: Optional[nn.Module] = None  # set by subclasses when train:ema_decay > 0
@@ -278,9 +279,8 @@ class BaseModel(CheckpointingMixin):
         base = self._baseline_cache.get(dataset_name, {})
         msg = f"Validation {dataset_name}, iter {current_iter}"
         for name, value in results.items():
-            higher = metrics[name].get("better", "higher") == "higher"
             rec = best.get(name)
-            if rec is None or (value > rec["val"] if higher else value < rec["val"]):
+            if rec is None or improves(value, rec["val"], metrics[name]):
                 best[name] = {"val": value, "iter": current_iter}
             msg += (f"\n\t # {name}: {value:.4f}\tBest: {best[name]['val']:.4f} @ {best[name]['iter']} iter"
                     + (f"\t(input: {base[name]:.4f})" if name in base else ""))

@@ -1,7 +1,9 @@
 """What a training model writes and reads back, in one place: network checkpoints, training states, pruning, resume.
 
 The files keep BasicSR's layout and keys: ``models/net_g_ITER.pth`` (``params``, plus ``params_ema`` with EMA;
-``net_g_latest.pth`` at the end) and ``training_states/ITER.state``. The file I/O under them (atomic writes, safe
+``net_g_latest.pth`` at the end) and ``training_states/ITER.state``. With ``val.save_best`` the best validation
+so far is ``models/net_g_best.pth`` (the same keys plus its record under ``best``; never pruned), and its record
+travels in the training states so that a resumed run keeps it. The file I/O under them (atomic writes, safe
 reads, the checks that a checkpoint fits a network) is :mod:`DiffIR.utils.checkpoint`.
 """
 from __future__ import annotations
@@ -10,13 +12,15 @@ import logging
 import os
 import os.path as osp
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from DiffIR.utils.checkpoint import atomic_save, extract_state_dict, list_training_states, load_checked, load_file
+from DiffIR.metrics import improves
+from DiffIR.utils.checkpoint import (CheckpointError, atomic_save, extract_state_dict, list_training_states,
+                                     load_checked, load_file)
 from DiffIR.utils.dist import all_gather_objects, get_dist_info
 from DiffIR.utils.misc import capture_rng_state, restore_rng_state
 from DiffIR.utils.errors import OptionError
@@ -33,13 +37,18 @@ class CheckpointingMixin:
     optimizers: List[torch.optim.Optimizer]
     schedulers: List[Any]
     scaler: Optional[torch.amp.GradScaler]
+    best_checkpoint: Optional[Dict[str, Any]]
+
+    def checkpoint_networks(self) -> Tuple[List[nn.Module], List[str]]:
+        """The networks a ``net_g_*.pth`` holds and their keys: ``params`` (+ ``params_ema`` with EMA)."""
+        if self.net_g_ema is not None:
+            return [self.net_g, self.net_g_ema], ["params", "params_ema"]
+        return [self.net_g], ["params"]
 
     def save(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
         """Network file first, then the training state that refers to it (called on every rank)."""
-        if self.net_g_ema is not None:
-            self.save_network([self.net_g, self.net_g_ema], "net_g", current_iter, ["params", "params_ema"])
-        else:
-            self.save_network([self.net_g], "net_g", current_iter, ["params"])
+        nets, keys = self.checkpoint_networks()
+        self.save_network(nets, "net_g", current_iter, keys)
         self.save_training_state(epoch, current_iter, extra)
 
     def read_network_file(self, path: str) -> Any:
@@ -67,15 +76,76 @@ class CheckpointingMixin:
                 self.logger.warning(f"{len(extra)} file keys not in the network (ignored), e.g. {extra[:3]}")
         load_checked(net, state, path, param_key, strict)  # another architecture → CheckpointError, exit status 2
 
-    def save_network(self, nets: List[nn.Module], label: str, current_iter: Any, param_keys: List[str]) -> None:
-        """``models/LABEL_ITER.pth`` (``LABEL_latest.pth`` for -1): each net's CPU state_dict under its key; rank 0."""
+    def save_network(self, nets: List[nn.Module], label: str, current_iter: Any, param_keys: List[str],
+                     extra: Optional[Dict[str, Any]] = None) -> None:
+        """``models/LABEL_ITER.pth`` (``LABEL_latest.pth`` for -1): each net's CPU state_dict under its key; rank 0.
+
+        ``extra`` adds top-level entries beside the weights (e.g. ``best``: plain str/number data, so the file
+        still loads with ``weights_only=True``); it cannot replace a weights key.
+        """
         if get_dist_info()[0] != 0:
             return
         name = "latest" if current_iter == -1 else current_iter
         path = osp.join(self.opt["path"]["models"], f"{label}_{name}.pth")
         payload = {k: {kk: v.detach().cpu() for kk, v in self.get_bare_model(n).state_dict().items()}
                    for n, k in zip(nets, param_keys)}
+        clash = sorted(set(extra or {}) & set(payload))
+        if clash:
+            raise ValueError(f"save_network: extra entries {clash} would replace the weights of the same key")
+        payload.update(extra or {})
         atomic_save(payload, path)
+
+    def update_best_checkpoint(self, dataset: str, metrics: Dict[str, float], current_iter: int) -> bool:
+        """With ``val.save_best``: write ``models/net_g_best.pth`` if ``metrics`` (one validation of the first val
+        set) beat the best so far in the metric's ``better`` direction; returns whether it did.
+
+        Only rank 0 validates, so the other ranks get no metrics and write nothing.
+        """
+        val_opt = self.opt.get("val") or {}
+        name = val_opt.get("save_best")
+        if not name or name not in metrics:
+            return False
+        value = float(metrics[name])
+        if not improves(value, None if self.best_checkpoint is None else self.best_checkpoint["value"],
+                        val_opt["metrics"][name]):
+            return False
+        record = {"metric": str(name), "value": value, "iter": int(current_iter), "dataset": str(dataset)}
+        nets, keys = self.checkpoint_networks()
+        self.save_network(nets, "net_g", "best", keys, extra={"best": record})
+        self.best_checkpoint = record
+        self.logger.info(f"New best {name} on {dataset}: {value:.4f} @ iter {current_iter}; saved "
+                         f"{osp.join(self.opt['path']['models'], 'net_g_best.pth')}")
+        return True
+
+    def _restore_best(self, saved: Any) -> None:
+        """The best-so-far of a resumed run: the training state's record, or that of ``net_g_best.pth`` when it is
+        better (the state of an iteration is saved before that iteration's validation). Records of another metric
+        than ``val.save_best`` are dropped: the first validation then starts a new best."""
+        val_opt = self.opt.get("val") or {}
+        name = val_opt.get("save_best")
+        if not name:
+            return
+        for record in (saved, self._best_on_disk()):
+            if (isinstance(record, dict) and record.get("metric") == name and improves(
+                    float(record["value"]), None if self.best_checkpoint is None else self.best_checkpoint["value"],
+                    val_opt["metrics"][name])):
+                self.best_checkpoint = dict(record)
+        if self.best_checkpoint is not None:
+            b = self.best_checkpoint
+            self.logger.info(f"Best {name} so far: {b['value']:.4f} @ iter {b['iter']} ({b['dataset']}); "
+                             "net_g_best.pth is replaced only by a better one")
+
+    def _best_on_disk(self) -> Optional[Dict[str, Any]]:
+        """The ``best`` record of this experiment's ``models/net_g_best.pth``, if it exists and reads."""
+        path = osp.join(self.opt["path"]["models"], "net_g_best.pth")
+        if not osp.isfile(path):
+            return None
+        try:
+            record = load_file(path, "best checkpoint").get("best")
+        except (CheckpointError, OSError, AttributeError) as e:
+            self.logger.warning(f"Ignoring the record of {path} ({e}); the best so far is the training state's")
+            return None
+        return record if isinstance(record, dict) else None
 
     def save_training_state(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
         """``training_states/ITER.state``: optimizers, schedulers, counters and every rank's RNG states.
@@ -96,6 +166,7 @@ class CheckpointingMixin:
             "rng": rng,
             "world_size": len(rng),
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+            **({"best": dict(self.best_checkpoint)} if self.best_checkpoint else {}),
             **(extra or {}),
         }
         atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
@@ -140,6 +211,7 @@ class CheckpointingMixin:
                 self.logger.warning(f"train:scheduler: {w.message}")
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+        self._restore_best(state.get("best"))
         rng = state.get("rng")
         if isinstance(rng, list) and rng:
             rank, world = get_dist_info()

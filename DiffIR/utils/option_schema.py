@@ -285,6 +285,22 @@ def _tiling_errors(val: Mapping[str, Any]) -> List[str]:
     return []
 
 
+def _save_best_errors(val: Mapping[str, Any]) -> List[str]:
+    """``val:save_best`` names the metric (a key of ``val:metrics``) that picks ``models/net_g_best.pth``."""
+    best = val.get("save_best")
+    if best is None:
+        return []
+    metrics = val.get("metrics")
+    names = list(metrics) if isinstance(metrics, dict) else []
+    if not names:
+        return [f"'val:save_best' is {best!r}, but val:metrics is empty. Fix: add the metric to val:metrics (e.g. "
+                "psnr: {type: calculate_psnr}) or remove save_best."]
+    if not isinstance(best, str) or best not in names:
+        return [f"'val:save_best' is {best!r}; it must name one of val:metrics: {', '.join(map(str, names))} "
+                f"(e.g. save_best: {names[0]})."]
+    return []
+
+
 def _val_errors(val: Any) -> List[str]:
     """The ``val`` section: the table, tiling, the output format and the file-name suffix."""
     if not isinstance(val, dict):
@@ -297,6 +313,7 @@ def _val_errors(val: Any) -> List[str]:
     if ensemble is not None and (isinstance(ensemble, bool) or ensemble not in SELF_ENSEMBLE_SIZES):
         errors.append(f"'val:self_ensemble' is {ensemble!r}; use 0 (off), 4 (flips) or 8 (flips and transposes), "
                       "e.g. self_ensemble: 8")
+    errors += _save_best_errors(val)
     suffix = val.get("suffix")
     if suffix is not None and any(c in str(suffix) for c in ("/", "\\", "\0")):
         errors.append(f"'val:suffix' is {suffix!r}: it is appended to output file names, so it cannot hold a path "
@@ -363,6 +380,11 @@ def _training_requirements(opt: Mapping[str, Any]) -> List[str]:
         for key in ("batch_size_per_gpu", "num_worker_per_gpu"):
             if train_set.get(key) is None:
                 errors.append(f"'datasets:train:{key}' is missing. Fix: set it, e.g. {key}: 2.")
+    val = opt.get("val")
+    if (isinstance(val, dict) and val.get("save_best") is not None and isinstance(datasets, dict)
+            and not any(phase != "train" for phase in datasets)):
+        errors.append("'val:save_best' is set, but there is no validation set to pick the best checkpoint on. Fix: add "
+                      "datasets:val (LDR/GT folders) or remove save_best.")
     return errors
 
 

@@ -31,7 +31,7 @@ TRAIN_KEYS |= {"encoder_iter", "lr_encoder", "lr_sr", "gamma_encoder", "gamma_sr
 TRAIN_SUFFIXES = ("_opt",)  # losses: pixel_opt, perceptual_opt, ...
 MIXUP_KEYS = {"mixup", "mixup_beta", "use_identity"}
 VAL_KEYS = {"val_freq", "save_img", "metrics", "suffix", "window_size", "pbar", "baseline", "tile_size", "tile_overlap",
-            "save_format", "save_preview", "num_preview_images", "self_ensemble"}
+            "save_format", "save_preview", "num_preview_images", "self_ensemble", "save_best"}
 LOGGER_KEYS = {"print_freq", "save_checkpoint_freq", "use_tb_logger", "wandb", "language", "tb_image_freq", "keep_last_n"}
 WANDB_KEYS = {"project", "resume_id", "entity"}
 DIST_KEYS = {"backend", "port"}
