@@ -10,7 +10,7 @@ import logging
 import os
 import os.path as osp
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -33,11 +33,14 @@ class CheckpointingMixin:
     optimizers: List[torch.optim.Optimizer]
     schedulers: List[Any]
     scaler: Optional[torch.amp.GradScaler]
+    ema_record: Callable[[], Dict[str, Any]]
+    restore_ema_record: Callable[[Optional[Dict[str, Any]], int], None]
 
     def save(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
         """Network file first, then the training state that refers to it (called on every rank)."""
         if self.net_g_ema is not None:
-            self.save_network([self.net_g, self.net_g_ema], "net_g", current_iter, ["params", "params_ema"])
+            self.save_network([self.net_g, self.net_g_ema], "net_g", current_iter, ["params", "params_ema"],
+                              extra={"ema": self.ema_record()})
         else:
             self.save_network([self.net_g], "net_g", current_iter, ["params"])
         self.save_training_state(epoch, current_iter, extra)
@@ -67,14 +70,17 @@ class CheckpointingMixin:
                 self.logger.warning(f"{len(extra)} file keys not in the network (ignored), e.g. {extra[:3]}")
         load_checked(net, state, path, param_key, strict)  # another architecture → CheckpointError, exit status 2
 
-    def save_network(self, nets: List[nn.Module], label: str, current_iter: Any, param_keys: List[str]) -> None:
-        """``models/LABEL_ITER.pth`` (``LABEL_latest.pth`` for -1): each net's CPU state_dict under its key; rank 0."""
+    def save_network(self, nets: List[nn.Module], label: str, current_iter: Any, param_keys: List[str],
+                     extra: Optional[Dict[str, Any]] = None) -> None:
+        """``models/LABEL_ITER.pth`` (``LABEL_latest.pth`` for -1): each net's CPU state_dict under its key, plus the
+        plain-data entries of ``extra`` (e.g. ``ema``); rank 0."""
         if get_dist_info()[0] != 0:
             return
         name = "latest" if current_iter == -1 else current_iter
         path = osp.join(self.opt["path"]["models"], f"{label}_{name}.pth")
-        payload = {k: {kk: v.detach().cpu() for kk, v in self.get_bare_model(n).state_dict().items()}
-                   for n, k in zip(nets, param_keys)}
+        payload: Dict[str, Any] = {k: {kk: v.detach().cpu() for kk, v in self.get_bare_model(n).state_dict().items()}
+                                   for n, k in zip(nets, param_keys)}
+        payload.update(extra or {})
         atomic_save(payload, path)
 
     def save_training_state(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
@@ -96,6 +102,7 @@ class CheckpointingMixin:
             "rng": rng,
             "world_size": len(rng),
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+            **({"ema": self.ema_record()} if self.net_g_ema is not None else {}),
             **(extra or {}),
         }
         atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
@@ -140,6 +147,8 @@ class CheckpointingMixin:
                 self.logger.warning(f"train:scheduler: {w.message}")
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+        if self.net_g_ema is not None:
+            self.restore_ema_record(state.get("ema"), int(state["iter"]))
         rng = state.get("rng")
         if isinstance(rng, list) and rng:
             rank, world = get_dist_info()
