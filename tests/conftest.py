@@ -1,4 +1,5 @@
 """Fixtures of every test; shared constants and builders are in helpers.py."""
+import logging
 import os
 import sys
 from pathlib import Path
@@ -31,3 +32,21 @@ def reference_dir() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip(f"reference folder {REFERENCE} not present")
     return REFERENCE
+
+
+@pytest.fixture
+def records():
+    """Records of the project logger (it stops propagating to the root logger once set up: caplog misses them)."""
+    out = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            out.append(record)
+
+    logger, handler = logging.getLogger("DiffIR"), Keep(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield out
+    logger.removeHandler(handler)
+    logger.setLevel(level)

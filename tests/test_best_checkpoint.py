@@ -51,7 +51,7 @@ def test_best_checkpoint_is_written_kept_by_pruning_and_loads_in_test_py(tmp_pat
     models = sorted(p.name for p in (exp / "models").iterdir())
     assert models == ["net_g_9.pth", "net_g_best.pth", "net_g_latest.pth"]  # net_g_3/6 pruned, the best kept
     best = _best(exp)
-    assert set(best) == {"params", "params_ema", "best"}
+    assert set(best) == {"params", "params_ema", "ema", "best"}
     assert best["best"] == {"metric": "psnr", "value": 25.0, "iter": 3, "dataset": "V"}
     latest = load_file(str(exp / "models" / "net_g_9.pth"))
     assert any(not torch.equal(v, latest["params"][k]) for k, v in best["params"].items())  # iteration 3's weights

@@ -86,24 +86,6 @@ def test_call_subsets_and_crops_consistently_like_the_official_loop():
     assert s(_batch(n=16), 3)["lq"].shape[0] == 6
 
 
-@pytest.fixture
-def records():
-    """Records of the project logger (it stops propagating to the root logger once set up: caplog misses them)."""
-    out = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            out.append(record)
-
-    logger, handler = logging.getLogger("DiffIR"), Keep(logging.INFO)
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield out
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
 def test_each_switch_is_logged_once_in_the_configured_language(records):
     s = _schedule(batch=4, gt_size=32, mini=(4, 2), iters=(2, 2), sizes=(16, 32), total=4)
     summary = s.summary(Messages("zh"))

@@ -45,6 +45,7 @@ class DiffIRS1(nn.Module):
         bias: bool = False,
         LayerNorm_type: str = "WithBias",  # noqa: N803 (official option name)
         dgain_cond: bool = False,
+        identity_init: bool = True,
     ) -> None:
         super().__init__()
         ipr_dim = 4 * _N_FEATS
@@ -61,6 +62,7 @@ class DiffIRS1(nn.Module):
             bias=bias,
             LayerNorm_type=LayerNorm_type,
             ipr_dim=ipr_dim,
+            identity_init=identity_init,
         )
         self.E = CPEN_S1(n_feats=_N_FEATS, n_encoder_res=n_encoder_res, in_channels=2 * 16 * inp_channels)
         # (The official class also holds an unused, parameter-free PixelUnshuffle(4); it is omitted here.)

@@ -60,6 +60,7 @@ class DiffIRS2(nn.Module):
         linear_end: float = 0.99,
         timesteps: int = 4,
         dgain_cond: bool = False,
+        identity_init: bool = True,
     ) -> None:
         super().__init__()
         ipr_dim = 4 * _N_FEATS
@@ -77,6 +78,7 @@ class DiffIRS2(nn.Module):
             bias=bias,
             LayerNorm_type=LayerNorm_type,
             ipr_dim=ipr_dim,
+            identity_init=identity_init,
         )
         self.condition = CPEN(in_channels=16 * inp_channels, n_feats=_N_FEATS, n_encoder_res=n_encoder_res)
         self.denoise = IPRDenoiser(n_feats=_N_FEATS, n_denoise_res=n_denoise_res, timesteps=timesteps)

@@ -283,6 +283,12 @@ class DIRformer(nn.Module):
 
     ``repeated_blocks`` names the block type the U-net repeats (38 times at the seed size, in five feature shapes):
     a structural hint for regional compilation, which compiles that block once per shape instead of the whole net.
+
+    ``identity_init`` (default True) zeroes the last convolution, so the untrained network returns its input: for
+    LDR→HDR that is the plain inverse tone mapping, and the first updates start from it instead of from a random
+    residual that makes every output worse (the official initialisation, ``identity_init=False``, adds a random
+    image of the input's scale). Its gradient is not zero (the features are not), so training proceeds as usual;
+    loading weights overwrites it either way.
     """
 
     repeated_blocks: Tuple[type, ...] = (TransformerBlock,)
@@ -299,6 +305,7 @@ class DIRformer(nn.Module):
         bias: bool = False,
         LayerNorm_type: str = "WithBias",  # noqa: N803 (official option name)
         ipr_dim: int = 256,
+        identity_init: bool = True,
     ) -> None:
         super().__init__()
         if inp_channels != out_channels:
@@ -332,6 +339,10 @@ class DIRformer(nn.Module):
         self.decoder_level1 = _stack(num_blocks[0], d2, heads[0], ffn, bias, ln, ipr_dim)
         self.refinement = _stack(num_refinement_blocks, d2, heads[0], ffn, bias, ln, ipr_dim)
         self.output = nn.Conv2d(d2, out_channels, kernel_size=3, padding=1, bias=bias)
+        if identity_init:  # after every layer is built: the random stream (and so all other weights) is unchanged
+            nn.init.zeros_(self.output.weight)
+            if self.output.bias is not None:
+                nn.init.zeros_(self.output.bias)
 
     def forward(self, inp_img: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:
         """Restore ``inp_img`` (B, C, H, W), H and W multiples of 8, under the prior ``ipr`` (B, ipr_dim)."""

@@ -28,6 +28,16 @@ from DiffIR.utils.registry import check_kwargs, lookup
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
 
 
+def ema_decay_at(decay: float, updates: int) -> float:
+    """The warmed-up EMA decay of update number ``updates`` (0-based): ``min(decay, (1 + t) / (10 + t))``.
+
+    The ramp of timm's and diffusers' EMA: the first update keeps 10 % of the old weights, the 100th 8 %, and
+    the full decay applies from t ≈ 9/(1 − decay) (9 000 updates at 0.999). Without it, after n updates the EMA
+    still holds decay^n of the random initialisation (67 % after 400 updates at 0.999).
+    """
+    return min(float(decay), (1.0 + updates) / (10.0 + updates))
+
+
 class BaseModel(CheckpointingMixin):
     """BasicSR-compatible model base. Subclasses build ``net_g`` and implement feed/optimize/test."""
 
@@ -43,6 +53,10 @@ class BaseModel(CheckpointingMixin):
         self._baseline_cache: Dict[str, Dict[str, float]] = {}
         self.logger = get_root_logger()
         self.net_g_ema: Optional[nn.Module] = None  # set by subclasses when train:ema_decay > 0
+        self.ema_decay = 0.0
+        self.ema_warmup = True  # train:ema_warmup
+        self.ema_updates = 0  # EMA updates so far (saved in checkpoints and training states)
+        self.ema_init_share = 1.0  # share of the starting weights still in the EMA: the product of the decays
         # Speed options off: a model for inference keeps these; a training model reads train:* below.
         self.amp_dtype: Optional[torch.dtype] = None
         self.scaler: Optional[torch.amp.GradScaler] = None
@@ -80,11 +94,34 @@ class BaseModel(CheckpointingMixin):
     # ----------------------------------------------------------------------------- EMA
     @torch.no_grad()
     def model_ema(self, decay: float) -> None:
-        """ema ← decay·ema + (1 − decay)·net over named parameters (buffers are not averaged, as in BasicSR)."""
+        """ema ← d·ema + (1 − d)·net over named parameters (buffers are not averaged, as in BasicSR).
+
+        d is ``decay``, or with ``train.ema_warmup`` (default) :func:`ema_decay_at` of the update count, so that
+        the EMA of a short run averages the trained weights instead of keeping most of the initialisation.
+        """
+        d = ema_decay_at(decay, self.ema_updates) if self.ema_warmup else decay
         net = dict(self.get_bare_model(self.net_g).named_parameters())
         ema = dict(self.net_g_ema.named_parameters())
         keys = list(ema)
-        torch._foreach_lerp_([ema[k].data for k in keys], [net[k].data for k in keys], 1.0 - decay)
+        torch._foreach_lerp_([ema[k].data for k in keys], [net[k].data for k in keys], 1.0 - d)
+        self.ema_updates += 1
+        self.ema_init_share *= d
+
+    def ema_record(self) -> Dict[str, Any]:
+        """What a checkpoint says about its EMA weights: plain numbers, read back by resume and by the
+        few-updates warning of :func:`~DiffIR.utils.checkpoint.extract_state_dict`."""
+        return {"updates": self.ema_updates, "init_share": self.ema_init_share, "decay": self.ema_decay,
+                "warmup": self.ema_warmup}
+
+    def restore_ema_record(self, record: Optional[Dict[str, Any]], current_iter: int) -> None:
+        """Continue the EMA schedule of a resumed run; a state without a record (an older run, no warm-up) had
+        one update per iteration at the full decay."""
+        if record:
+            self.ema_updates = int(record["updates"])
+            self.ema_init_share = float(record["init_share"])
+        else:
+            self.ema_updates = int(current_iter)
+            self.ema_init_share = float(self.ema_decay) ** int(current_iter)
 
     # ----------------------------------------------------------------------------- optim / schedule
     def build_optimizer(self, opt: Dict[str, Any], params, where: str = "train:optim_g") -> torch.optim.Optimizer:

@@ -12,7 +12,7 @@ import logging
 import os
 import os.path as osp
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -38,17 +38,20 @@ class CheckpointingMixin:
     schedulers: List[Any]
     scaler: Optional[torch.amp.GradScaler]
     best_checkpoint: Optional[Dict[str, Any]]
+    ema_record: Callable[[], Dict[str, Any]]
+    restore_ema_record: Callable[[Optional[Dict[str, Any]], int], None]
 
-    def checkpoint_networks(self) -> Tuple[List[nn.Module], List[str]]:
-        """The networks a ``net_g_*.pth`` holds and their keys: ``params`` (+ ``params_ema`` with EMA)."""
+    def checkpoint_networks(self) -> Tuple[List[nn.Module], List[str], Dict[str, Any]]:
+        """The networks a ``net_g_*.pth`` holds, their keys (``params``, + ``params_ema`` with EMA) and the plain-data
+        entries beside them (``ema``: the EMA's record)."""
         if self.net_g_ema is not None:
-            return [self.net_g, self.net_g_ema], ["params", "params_ema"]
-        return [self.net_g], ["params"]
+            return [self.net_g, self.net_g_ema], ["params", "params_ema"], {"ema": self.ema_record()}
+        return [self.net_g], ["params"], {}
 
     def save(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
         """Network file first, then the training state that refers to it (called on every rank)."""
-        nets, keys = self.checkpoint_networks()
-        self.save_network(nets, "net_g", current_iter, keys)
+        nets, keys, entries = self.checkpoint_networks()
+        self.save_network(nets, "net_g", current_iter, keys, extra=entries)
         self.save_training_state(epoch, current_iter, extra)
 
     def read_network_file(self, path: str) -> Any:
@@ -80,15 +83,15 @@ class CheckpointingMixin:
                      extra: Optional[Dict[str, Any]] = None) -> None:
         """``models/LABEL_ITER.pth`` (``LABEL_latest.pth`` for -1): each net's CPU state_dict under its key; rank 0.
 
-        ``extra`` adds top-level entries beside the weights (e.g. ``best``: plain str/number data, so the file
+        ``extra`` adds top-level entries beside the weights (e.g. ``ema``, ``best``: plain str/number data, so the file
         still loads with ``weights_only=True``); it cannot replace a weights key.
         """
         if get_dist_info()[0] != 0:
             return
         name = "latest" if current_iter == -1 else current_iter
         path = osp.join(self.opt["path"]["models"], f"{label}_{name}.pth")
-        payload = {k: {kk: v.detach().cpu() for kk, v in self.get_bare_model(n).state_dict().items()}
-                   for n, k in zip(nets, param_keys)}
+        payload: Dict[str, Any] = {k: {kk: v.detach().cpu() for kk, v in self.get_bare_model(n).state_dict().items()}
+                                   for n, k in zip(nets, param_keys)}
         clash = sorted(set(extra or {}) & set(payload))
         if clash:
             raise ValueError(f"save_network: extra entries {clash} would replace the weights of the same key")
@@ -110,8 +113,8 @@ class CheckpointingMixin:
                         val_opt["metrics"][name]):
             return False
         record = {"metric": str(name), "value": value, "iter": int(current_iter), "dataset": str(dataset)}
-        nets, keys = self.checkpoint_networks()
-        self.save_network(nets, "net_g", "best", keys, extra={"best": record})
+        nets, keys, entries = self.checkpoint_networks()
+        self.save_network(nets, "net_g", "best", keys, extra={**entries, "best": record})
         self.best_checkpoint = record
         self.logger.info(f"New best {name} on {dataset}: {value:.4f} @ iter {current_iter}; saved "
                          f"{osp.join(self.opt['path']['models'], 'net_g_best.pth')}")
@@ -167,6 +170,7 @@ class CheckpointingMixin:
             "world_size": len(rng),
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             **({"best": dict(self.best_checkpoint)} if self.best_checkpoint else {}),
+            **({"ema": self.ema_record()} if self.net_g_ema is not None else {}),
             **(extra or {}),
         }
         atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
@@ -212,6 +216,8 @@ class CheckpointingMixin:
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         self._restore_best(state.get("best"))
+        if self.net_g_ema is not None:
+            self.restore_ema_record(state.get("ema"), int(state["iter"]))
         rng = state.get("rng")
         if isinstance(rng, list) and rng:
             rank, world = get_dist_info()

@@ -65,6 +65,7 @@ class DiffIRS1Model(BaseModel):
         train_opt = self.opt["train"]
         self.net_g.train()
         self.ema_decay = float(train_opt.get("ema_decay", 0) or 0)
+        self.ema_warmup = bool(train_opt.get("ema_warmup", True))
         if self.ema_decay > 0:  # copied before train.compile compiles blocks of net_g in place: the EMA stays eager
             self.net_g_ema = copy.deepcopy(self.get_bare_model(self.net_g)).to(self.device)
             if self._pretrain_path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import pickletools
 import re
@@ -158,12 +159,41 @@ def save_safetensors(state: Mapping[str, torch.Tensor], path: str, metadata: Map
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
+#: above this share of the initial weights left in an EMA, loading ``params_ema`` is reported
+EMA_INIT_SHARE_WARNING = 0.05
+
+
+def ema_warning(ckpt: Any, path: str) -> Optional[str]:
+    """The warning for ``params_ema`` that still hold much of the network's initialisation, or None.
+
+    Our checkpoints record their EMA (``ema``: updates, ``init_share`` = the product of the decays so far); an EMA
+    without warm-up after few updates is mostly the random start (0.999⁴⁰⁰ ≈ 67 %). Files without the record
+    (official or older ones) are not judged.
+    """
+    record = ckpt.get("ema") if isinstance(ckpt, dict) else None
+    if not isinstance(record, dict) or "init_share" not in record:
+        return None
+    share = float(record["init_share"])
+    if share <= EMA_INIT_SHARE_WARNING:
+        return None
+    return (f"The EMA weights (params_ema) of '{path}' are the average of only {int(record.get('updates', 0))} "
+            f"updates at ema_decay {record.get('decay')} and still hold {share:.0%} of the network's initial "
+            "weights: they restore worse than the trained weights. Load 'params' instead (path:param_key_g: params, "
+            "--param_key params) or train longer (train:ema_warmup: true, the default, avoids this).")
+
+
 def extract_state_dict(ckpt: Any, param_key: Optional[str], path: str) -> Dict[str, torch.Tensor]:
-    """Pick ``ckpt[param_key]`` from a BasicSR container and strip DDP's ``module.`` prefixes."""
+    """Pick ``ckpt[param_key]`` from a BasicSR container and strip DDP's ``module.`` prefixes.
+
+    Loading ``params_ema`` that hold little training (:func:`ema_warning`) is logged as a warning.
+    """
     state = ckpt
     if isinstance(ckpt, dict) and param_key:
         if param_key in ckpt:
             state = ckpt[param_key]
+            warning = ema_warning(ckpt, path) if param_key == "params_ema" else None
+            if warning:
+                logging.getLogger("DiffIR").warning(warning)
         elif param_key == "params_ema" and "params" in ckpt:
             state = ckpt["params"]  # BasicSR saves only 'params' when EMA is off
         elif any(isinstance(v, torch.Tensor) for v in ckpt.values()):

@@ -175,6 +175,7 @@ TRAIN: Dict[str, Value] = {
     "total_iter": _int(1, "total_iter: 300000"),
     "warmup_iter": _int(-1, "warmup_iter: -1 (no warm-up) or a number of iterations", default=-1),
     "ema_decay": _num("ema_decay: 0.999 (0: no EMA)", lo=0, below=1, default=0),
+    "ema_warmup": _FLAG,
     "grad_clip": _num("grad_clip: 0.01 (~: no clipping)", lo=0),
     "max_nonfinite_steps": _int(1, "max_nonfinite_steps: 10", default=10),
     "accum_iter": _int(1, "accum_iter: 1", default=1),
