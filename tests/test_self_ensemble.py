@@ -78,7 +78,7 @@ def test_non_equivariant_function_gives_the_mean_of_the_transformed_outputs():
 def _s1_model(val: Dict[str, Any]):
     torch.manual_seed(0)
     return build_model({"name": "t", "model_type": "DiffIRS1Model", "num_gpu": 0, "is_train": False,
-                        "network_g": dict(TINY_NET), "val": val, "path": {}})
+                        "network_g": dict(TINY_NET, identity_init=False), "val": val, "path": {}})
 
 
 def _restore(model, lq, gt=None):
@@ -103,7 +103,7 @@ def test_stage1_tiled_ensemble_is_the_ensemble_of_tiled_passes_with_the_gt_trans
 
 def _tiny_s2() -> DiffIRS2:
     torch.manual_seed(0)
-    return DiffIRS2(**{k: v for k, v in TINY_S2.items() if k != "type"}).eval()
+    return DiffIRS2(**{k: v for k, v in TINY_S2.items() if k != "type"}, identity_init=False).eval()
 
 
 def _record_noise(monkeypatch) -> List[torch.Tensor]:
@@ -138,7 +138,7 @@ def test_stage2_uses_the_same_noise_for_every_flip(monkeypatch, seed):
 def test_stage2_model_test_averages_the_flips(monkeypatch):
     lq, _ = _images(16, 24)
     opt = {"name": "s2", "model_type": "DiffIRS2Model", "num_gpu": 0, "is_train": False, "manual_seed": 5,
-           "network_g": dict(TINY_S2), "path": {}}
+           "network_g": dict(TINY_S2, identity_init=False), "path": {}}
     torch.manual_seed(0)
     model = build_model({**opt, "val": {"self_ensemble": 4}})
     net = model.get_bare_model(model.net_g).eval()
