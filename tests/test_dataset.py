@@ -214,7 +214,7 @@ def test_option_errors(tmp_path):
     with pytest.raises(OptionError, match="num_imgs"):
         build_dataset(_opt(root, synthetic={"num_imgs": 3}))
     with pytest.raises(OptionError, match="tone_curve"):
-        build_dataset(_opt(root, tone_curve="pq"))
+        build_dataset(_opt(root, tone_curve="gamma"))
     with pytest.raises(OptionError, match="gt_size"):
         build_dataset({k: v for k, v in _opt(root, phase="train").items() if k != "gt_size"})
     with pytest.raises(OptionError, match=r"dataroot_lq' = .*is not an LMDB folder.*create_lmdb_hdr\.py"):

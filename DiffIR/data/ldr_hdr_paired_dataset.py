@@ -25,7 +25,8 @@ Per item: the training window (drawn from the image size, read, padded, flipped/
 * LQ: ``tone(ldr_to_hdr(lq, dgain, gamma, hdr_max))`` if ``lq_linearize`` (default, the fork)
   else the LDR unchanged,
 
-with ``tone`` = ``log_tone_map`` (``tone_curve: log``, default) or ``x / hdr_max`` (``linear``).
+with ``tone`` the ``tone_curve`` (``log`` default, ``linear``, ``pu21``, ``pq``, ``mu_law``; see
+:data:`DiffIR.utils.tone_mapping.TONE_CURVES`).
 
 Everything above except the dgain files and the tone pipeline is
 :class:`~DiffIR.data.paired_image_dataset.PairedImageDataset`, which ``DeblurPairedDataset`` shares
@@ -98,7 +99,7 @@ class LDR_HDR_PairedDataset(PairedImageDataset):
 
     # -- tone pipeline ------------------------------------------------------------------------------
     def tone(self, hdr_linear: np.ndarray) -> np.ndarray:
-        """The configured tone curve (``log`` or ``linear``) on linear HDR values."""
+        """The configured tone curve (``tone_curve``) on linear HDR values."""
         return apply_tone_curve(hdr_linear, self.tone_curve, self.hdr_max)
 
     def _make_sample(self, item: Dict[str, Any], lq: np.ndarray, gt: np.ndarray) -> Dict[str, Any]:

@@ -1,7 +1,8 @@
 """Pixel losses (BasicSR semantics: ``loss_weight`` and ``reduction``)."""
 from __future__ import annotations
 
-from typing import Optional
+import functools
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -12,11 +13,40 @@ from DiffIR.utils.registry import LOSS_REGISTRY
 _REDUCTIONS = ("none", "mean", "sum")
 
 
+class LossValueError(ValueError):
+    """A bad value of the loss argument ``key``; :func:`DiffIR.losses.build_loss` names it with its option section."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"'{key}' {problem}")
+        self.key, self.problem = key, problem
+
+
+def check_choice(value: Any, choices: Sequence[str], key: str) -> str:
+    """``value`` if it is one of ``choices``, else a :class:`LossValueError` naming ``key``."""
+    if value not in choices:
+        raise LossValueError(key, f"is {value!r}. Fix: use one of {', '.join(choices)}.")
+    return value
+
+
+def charbonnier(diff: torch.Tensor, eps: float) -> torch.Tensor:
+    """``sqrt(diff² + eps)``: an L1 that is smooth at zero."""
+    return torch.sqrt(diff * diff + eps)
+
+
+def fp32_loss(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Run a loss ``forward(pred, target, ...)`` in float32 with autocast off: power curves, FFTs and SSIM's
+    variance differences lose too many digits in half precision."""
+    @functools.wraps(forward)
+    def wrapper(self: nn.Module, pred: torch.Tensor, target: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            return forward(self, pred.float(), target.float(), *args, **kwargs)
+    return wrapper
+
+
 class _PixelLoss(nn.Module):
     def __init__(self, loss_weight: float = 1.0, reduction: str = "mean") -> None:
         super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"Unsupported reduction '{reduction}'; use one of {_REDUCTIONS}")
+        check_choice(reduction, _REDUCTIONS, "reduction")
         self.loss_weight = float(loss_weight)
         self.reduction = reduction
 
@@ -55,4 +85,4 @@ class CharbonnierLoss(_PixelLoss):
         self.eps = float(eps)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self._reduce(torch.sqrt((pred - target) ** 2 + self.eps), weight)
+        return self._reduce(charbonnier(pred - target, self.eps), weight)

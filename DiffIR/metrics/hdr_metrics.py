@@ -25,9 +25,11 @@ from typing import Any, Callable, Dict, Iterable
 
 import numpy as np
 
+from DiffIR.metrics.mu_law import MU_LAW_MU, mu_law
 from DiffIR.metrics.psnr_ssim import _check, _prepare
 from DiffIR.metrics.pu21 import PU21_PARAMS, PU21_PEAK, luminance, pu21_encode
 from DiffIR.utils.registry import METRIC_REGISTRY
+
 
 MU_NORMS = ("tanh_percentile", "max_clip", "fixed")
 _EPS = 1e-12
@@ -100,13 +102,8 @@ def calculate_pu21_ssim(img: np.ndarray, img2: np.ndarray, lum_scale: float = 1.
     return float(structural_similarity(ya, yb, **kwargs))
 
 
-def mu_law(x: np.ndarray, mu: float = 5000.0) -> np.ndarray:
-    """``log(1 + mu x) / log(1 + mu)``: the canonical HDR tone curve of PSNR-μ."""
-    return np.log1p(mu * x) / math.log1p(mu)
-
-
 @hdr_metric(choices={"norm": MU_NORMS})
-def calculate_psnr_mu(img: np.ndarray, img2: np.ndarray, mu: float = 5000.0, norm: str = "tanh_percentile",
+def calculate_psnr_mu(img: np.ndarray, img2: np.ndarray, mu: float = MU_LAW_MU, norm: str = "tanh_percentile",
                       percentile: float = 99.0, norm_value: float = 1000.0, gamma: float = 1.0,
                       crop_border: int = 0) -> float:
     """μ-law PSNR (peak 1) of ``img`` against the reference ``img2``.

@@ -6,13 +6,16 @@ linear luminance or RGB radiance in cd/m²; the encoding maps 100 cd/m² to abou
 the official metrics use the constant peak 256. Only the ``banding_glare`` variant is recommended by the
 authors; the others are kept for comparison with published numbers.
 
-Computed in float64 (the encoded values feed PSNRs quoted to 1e-6 dB).
+NumPy input is computed in float64 (the encoded values feed PSNRs quoted to 1e-6 dB); a ``torch`` tensor keeps its
+float dtype and device and stays differentiable, so the training losses and tone curves use the same formula and
+constants.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
+import torch
 
 __all__ = ["PU21_PARAMS", "PU21_L_MIN", "PU21_L_MAX", "PU21_PEAK", "LUMINANCE_WEIGHTS", "pu21_encode", "pu21_decode",
            "luminance"]
@@ -40,25 +43,41 @@ def _params(variant: str) -> Tuple[float, ...]:
     return PU21_PARAMS[variant]
 
 
-def pu21_encode(y: np.ndarray, variant: str = "banding_glare", clamp_negative: bool = True) -> np.ndarray:
-    """Encode absolute luminance / radiance (cd/m²) into PU21 units (float64, same shape).
+Values = Union[np.ndarray, torch.Tensor]
+
+
+def _values(x: object) -> Values:
+    """A float tensor passes through (gradients kept); anything else becomes a float64 array."""
+    if isinstance(x, torch.Tensor):
+        return x if x.is_floating_point() else x.double()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _clamp(x: Values, lo: float, hi: Optional[float] = None) -> Values:
+    return x.clamp(lo, hi) if isinstance(x, torch.Tensor) else np.clip(x, lo, hi)
+
+
+def pu21_encode(y: Values, variant: str = "banding_glare", clamp_negative: bool = True) -> Values:
+    """Encode absolute luminance / radiance (cd/m²) into PU21 units (same shape; float64 for NumPy input, the
+    tensor's dtype for a tensor).
 
     Inputs are clamped to [0.005, 10000] first. ``clamp_negative`` applies the official ``max(V, 0)``
     (it only matters for ``banding`` and ``peaks_glare`` near 0.005 cd/m²; the old official PyTorch port
     omitted it).
     """
     p1, p2, p3, p4, p5, p6, p7 = _params(variant)
-    y = np.clip(np.asarray(y, dtype=np.float64), PU21_L_MIN, PU21_L_MAX)
+    y = _clamp(_values(y), PU21_L_MIN, PU21_L_MAX)
     yp = y ** p4
     v = p7 * (((p1 + p2 * yp) / (1.0 + p3 * yp)) ** p5 - p6)
-    return np.maximum(v, 0.0) if clamp_negative else v
+    return _clamp(v, 0.0) if clamp_negative else v
 
 
-def pu21_decode(v: np.ndarray, variant: str = "banding_glare") -> np.ndarray:
-    """Inverse of :func:`pu21_encode` within the valid range (float64 cd/m²)."""
+def pu21_decode(v: Values, variant: str = "banding_glare") -> Values:
+    """Inverse of :func:`pu21_encode` within the valid range (cd/m²; float64 for NumPy input, the tensor's dtype
+    for a tensor). Both powers have exponents > 1, so the gradient is finite at the bottom of the range too."""
     p1, p2, p3, p4, p5, p6, p7 = _params(variant)
-    vp = np.maximum(np.asarray(v, dtype=np.float64) / p7 + p6, 0.0) ** (1.0 / p5)
-    return (np.maximum(vp - p1, 0.0) / (p2 - p3 * vp)) ** (1.0 / p4)
+    vp = _clamp(_values(v) / p7 + p6, 0.0) ** (1.0 / p5)
+    return (_clamp(vp - p1, 0.0) / (p2 - p3 * vp)) ** (1.0 / p4)
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:

@@ -35,15 +35,13 @@ from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import write_hdr, write_ldr
 from DiffIR.utils.img_util import make_preview_grid, tensor2img
 from DiffIR.utils.option_schema import SAVE_FORMATS, check_val_options
-from DiffIR.utils.tone_mapping import display_tone_map, inverse_linear_tone_map, inverse_log_tone_map
+from DiffIR.utils.tone_mapping import TONE_CURVES, display_tone_map, inverse_tone_curve
 
 __all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "output_suffix", "evaluate_dataset",
            "PREVIEW_ERROR_SCALE", "PREVIEW_PANEL_SIZE", "preview_domains", "error_map", "preview_row",
            "publish_previews", "write_preview"]
 
 logger = logging.getLogger("DiffIR")
-
-_INVERSE_CURVES = {"log": inverse_log_tone_map, "linear": inverse_linear_tone_map}
 
 
 @dataclass(frozen=True)
@@ -57,12 +55,18 @@ class ToneDomain:
     def from_dataset(cls, dataset: Any) -> "ToneDomain":
         """Read ``tone_curve``/``hdr_max`` from the dataset (its attributes, else its options, else defaults)."""
         opt = getattr(dataset, "opt", None) or {}
-        curve = str(getattr(dataset, "tone_curve", opt.get("tone_curve", "log"))).lower()
-        hdr_max = float(getattr(dataset, "hdr_max", opt.get("hdr_max", 1000.0)))
-        if curve not in _INVERSE_CURVES:
+        return cls.from_options({"tone_curve": getattr(dataset, "tone_curve", opt.get("tone_curve", "log")),
+                                 "hdr_max": getattr(dataset, "hdr_max", opt.get("hdr_max", 1000.0)),
+                                 "name": opt.get("name")})
+
+    @classmethod
+    def from_options(cls, opt: Mapping[str, Any]) -> "ToneDomain":
+        """The domain of a dataset option section (``tone_curve`` default log, ``hdr_max`` default 1000)."""
+        curve = str(opt.get("tone_curve", "log")).lower()
+        if curve not in TONE_CURVES:
             raise OptionError(f"tone_curve '{curve}' of dataset '{opt.get('name')}' cannot be inverted for HDR "
-                              f"metrics; use one of {', '.join(_INVERSE_CURVES)}")
-        return cls(curve, hdr_max)
+                              f"metrics; use one of {', '.join(TONE_CURVES)}")
+        return cls(curve, float(opt.get("hdr_max", 1000.0)))
 
     def to_linear(self, t: torch.Tensor, clip_top: bool = True) -> np.ndarray:
         """``C x H x W`` (or ``1 x C x H x W``) network-domain tensor → float32 ``H x W x C`` linear RGB.
@@ -73,7 +77,7 @@ class ToneDomain:
         if t.dim() == 4:
             t = t[0]
         t = t.clamp(0.0, 1.0) if clip_top else t.clamp_min(0.0)
-        lin = _INVERSE_CURVES[self.curve](t, self.hdr_max)
+        lin = inverse_tone_curve(t, self.curve, self.hdr_max)
         return np.ascontiguousarray(lin.permute(1, 2, 0).numpy(), dtype=np.float32)
 
 

@@ -11,6 +11,11 @@ Fork conventions (DiffIR-demotionblur, ``common_function.py``), with ``hdr_max =
 * ``log_tone_map(x)   = ln(1 + x) / ln(1 + hdr_max + 1e-6)``  (T(1000) = 0.99999999986, no clipping)
 * ``hdr_to_ldr(h)     = clip(h / hdr_max * dgain, 0, 1) ** (1 / gamma)``
 * ``ldr_to_hdr(l)     = clip(l ** gamma / dgain, 0, 1) * hdr_max``
+
+Network-domain curves (``tone_curve``), each with its inverse, all mapping 0 to about 0 and ``hdr_max`` to 1:
+``log`` (the fork's), ``linear`` (``x / hdr_max``), ``pu21`` (PU21 banding_glare of x taken as cd/m², over
+PU21(hdr_max)), ``pq`` (SMPTE ST 2084 of x / 10000 cd/m², over PQ(hdr_max / 10000)) and ``mu_law``
+(``ln(1 + μ x / hdr_max) / ln(1 + μ)``, μ = 5000). See :data:`TONE_CURVES`.
 """
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ from typing import Any, Union
 
 import numpy as np
 import torch
+
+from DiffIR.metrics.mu_law import MU_LAW_MU, mu_law
+from DiffIR.metrics.pu21 import pu21_decode, pu21_encode
 
 Array = Union[np.ndarray, torch.Tensor]
 
@@ -30,6 +38,21 @@ __all__ = [
     "hdr_to_ldr",
     "ldr_to_hdr",
     "display_tone_map",
+    "pu21_tone_map",
+    "inverse_pu21_tone_map",
+    "pq_tone_map",
+    "inverse_pq_tone_map",
+    "pq_encode",
+    "pq_decode",
+    "MU_LAW_MU",
+    "mu_law",
+    "mu_law_tone_map",
+    "inverse_mu_law_tone_map",
+    "TONE_CURVES",
+    "apply_tone_curve",
+    "inverse_tone_curve",
+    "ldr_to_network_input",
+    "network_input_to_ldr",
 ]
 
 
@@ -73,6 +96,23 @@ def _clip_min(x: Array, lo: float) -> Array:
     return x.clamp_min(lo) if _is_torch(x) else np.maximum(x, lo).astype(x.dtype, copy=False)
 
 
+def _ufunc(name: str, x: Array) -> Array:
+    """``torch.<name>(x)`` or ``np.<name>(x)`` (log1p, expm1), in ``x``'s dtype."""
+    if _is_torch(x):
+        return getattr(torch, name)(x)
+    return getattr(np, name)(x).astype(x.dtype, copy=False)
+
+
+def _wide(x: Array) -> Array:
+    """NumPy input in float64 (steep curves such as PQ's m2 = 78.8 power lose digits in float32); tensors as is."""
+    return x if _is_torch(x) else np.asarray(x, dtype=np.float64)
+
+
+def _like(result: Array, x: Array) -> Array:
+    """``result`` in ``x``'s float dtype (helpers that compute NumPy in float64 would otherwise promote)."""
+    return result if _is_torch(result) else np.asarray(result).astype(x.dtype, copy=False)
+
+
 def _log_denominator(hdr_max: float) -> float:
     if not hdr_max > 0:
         raise ValueError(f"hdr_max must be > 0, got {hdr_max}")
@@ -85,20 +125,12 @@ def log_tone_map(x: Array, hdr_max: float = 1000.0) -> Array:
     Not clipped (x > hdr_max gives values > 1); inputs below 0 are not clamped here (x = -1 gives
     -inf) -- clamp negative radiance before calling.
     """
-    x = _as_float_input(x)
-    d = _log_denominator(hdr_max)
-    if _is_torch(x):
-        return torch.log1p(x) / d
-    return (np.log1p(x) / d).astype(x.dtype, copy=False)
+    return _ufunc("log1p", _as_float_input(x)) / _log_denominator(hdr_max)
 
 
 def inverse_log_tone_map(y: Array, hdr_max: float = 1000.0) -> Array:
     """Inverse of :func:`log_tone_map`: ``exp(y * ln(1 + hdr_max + 1e-6)) - 1``."""
-    y = _as_float_input(y)
-    d = _log_denominator(hdr_max)
-    if _is_torch(y):
-        return torch.expm1(y * d)
-    return np.expm1(y * d).astype(y.dtype, copy=False)
+    return _ufunc("expm1", _as_float_input(y) * _log_denominator(hdr_max))
 
 
 def linear_tone_map(x: Array, hdr_max: float = 1000.0) -> Array:
@@ -113,6 +145,77 @@ def inverse_linear_tone_map(y: Array, hdr_max: float = 1000.0) -> Array:
     y = _as_float_input(y)
     _log_denominator(hdr_max)
     return y * float(hdr_max)
+
+
+def _pu21_scale(hdr_max: float) -> float:
+    """PU21(hdr_max): the code value that the ``pu21`` curve maps to 1."""
+    _log_denominator(hdr_max)
+    return float(pu21_encode(float(hdr_max)))
+
+
+def pu21_tone_map(x: Array, hdr_max: float = 1000.0) -> Array:
+    """PU21 (banding_glare) of ``x`` taken as cd/m² (clamped to [0.005, 10000] by the encoder), over PU21(hdr_max):
+    the domain the AIM 2025 ranking metric (PU21-PSNR) measures in."""
+    x = _as_float_input(x)
+    return _like(pu21_encode(x) / _pu21_scale(hdr_max), x)
+
+
+def inverse_pu21_tone_map(y: Array, hdr_max: float = 1000.0) -> Array:
+    """The PU21 decoder of ``y * PU21(hdr_max)`` (cd/m²; at least about 0.005, the encoder's floor)."""
+    y = _as_float_input(y)
+    return _like(pu21_decode(y * _pu21_scale(hdr_max)), y)
+
+
+# SMPTE ST 2084 (PQ) constants, as the standard writes them
+_PQ_M1 = 2610.0 / 16384.0
+_PQ_M2 = 2523.0 / 4096.0 * 128.0
+_PQ_C1 = 3424.0 / 4096.0
+_PQ_C2 = 2413.0 / 4096.0 * 32.0
+_PQ_C3 = 2392.0 / 4096.0 * 32.0
+_PQ_PEAK = 10000.0  #: cd/m² that PQ maps to 1
+#: the PQ code of 0 cd/m²; the decoder gives 0 at and below it, so clamping there changes no value but keeps the
+#: gradient of ``E ** (1 / m2)`` finite at E = 0
+_PQ_ZERO = _PQ_C1 ** _PQ_M2
+
+
+def pq_encode(y: Array) -> Array:
+    """ST 2084 inverse EOTF of ``y`` = luminance / 10000 cd/m² (negatives count as 0); 1 at 10000 cd/m²."""
+    yp = _clip_min(_as_float_input(y), 0.0) ** _PQ_M1
+    return ((_PQ_C1 + _PQ_C2 * yp) / (1.0 + _PQ_C3 * yp)) ** _PQ_M2
+
+
+def pq_decode(e: Array) -> Array:
+    """ST 2084 EOTF: PQ code ``e`` → luminance / 10000 cd/m² (0 for codes up to PQ(0))."""
+    ep = _clip_min(_as_float_input(e), _PQ_ZERO) ** (1.0 / _PQ_M2)
+    return (_clip_min(ep - _PQ_C1, 0.0) / (_PQ_C2 - _PQ_C3 * ep)) ** (1.0 / _PQ_M1)
+
+
+def _pq_scale(hdr_max: float) -> float:
+    _log_denominator(hdr_max)
+    return float(pq_encode(np.float64(hdr_max) / _PQ_PEAK))
+
+
+def pq_tone_map(x: Array, hdr_max: float = 1000.0) -> Array:
+    """PQ of ``x / 10000`` (``x`` in cd/m²) over PQ(hdr_max / 10000), so ``hdr_max`` → 1 (HDR10's curve)."""
+    x = _as_float_input(x)
+    return _like(pq_encode(_wide(x) / _PQ_PEAK) / _pq_scale(hdr_max), x)
+
+
+def inverse_pq_tone_map(y: Array, hdr_max: float = 1000.0) -> Array:
+    """Inverse of :func:`pq_tone_map` (cd/m²)."""
+    y = _as_float_input(y)
+    return _like(pq_decode(_wide(y) * _pq_scale(hdr_max)) * _PQ_PEAK, y)
+
+
+def mu_law_tone_map(x: Array, hdr_max: float = 1000.0) -> Array:
+    """:func:`mu_law` of ``x / hdr_max`` (the ``tone_curve: mu_law`` option; not clipped)."""
+    return mu_law(linear_tone_map(x, hdr_max))
+
+
+def inverse_mu_law_tone_map(y: Array, hdr_max: float = 1000.0) -> Array:
+    """``hdr_max · ((1 + μ)^y − 1) / μ``."""
+    y = _as_float_input(y)
+    return inverse_linear_tone_map(_ufunc("expm1", y * math.log1p(MU_LAW_MU)) / MU_LAW_MU, hdr_max)
 
 
 def hdr_to_ldr(hdr: Array, dgain: Any, gamma: Any, hdr_max: float = 1000.0) -> Array:
@@ -181,12 +284,23 @@ def display_tone_map(
 
 
 # The network-domain tone curves by their option name (``tone_curve``): forward and inverse.
-TONE_CURVES = {"log": (log_tone_map, inverse_log_tone_map), "linear": (linear_tone_map, inverse_linear_tone_map)}
+TONE_CURVES = {
+    "log": (log_tone_map, inverse_log_tone_map),
+    "linear": (linear_tone_map, inverse_linear_tone_map),
+    "pu21": (pu21_tone_map, inverse_pu21_tone_map),
+    "pq": (pq_tone_map, inverse_pq_tone_map),
+    "mu_law": (mu_law_tone_map, inverse_mu_law_tone_map),
+}
 
 
 def apply_tone_curve(hdr_linear: Array, curve: str, hdr_max: float = 1000.0) -> Array:
     """Linear HDR → the network domain with the named curve."""
     return TONE_CURVES[curve][0](hdr_linear, hdr_max)
+
+
+def inverse_tone_curve(network: Array, curve: str, hdr_max: float = 1000.0) -> Array:
+    """The network domain → linear HDR (file units) with the named curve."""
+    return TONE_CURVES[curve][1](network, hdr_max)
 
 
 def ldr_to_network_input(ldr: Array, dgain: Any, gamma: Any, hdr_max: float = 1000.0, tone_curve: str = "log",
@@ -198,3 +312,15 @@ def ldr_to_network_input(ldr: Array, dgain: Any, gamma: Any, hdr_max: float = 10
     if not lq_linearize:
         return ldr
     return apply_tone_curve(ldr_to_hdr(ldr, dgain, gamma, hdr_max), tone_curve, hdr_max)
+
+
+def network_input_to_ldr(lq: Array, dgain: Any, gamma: Any, hdr_max: float = 1000.0, tone_curve: str = "log",
+                         lq_linearize: bool = True) -> Array:
+    """The LDR in [0, 1] behind a network input (inverse of :func:`ldr_to_network_input`).
+
+    Exact where the LDR was not saturated by the linearisation (``ldr ** gamma / dgain <= 1``); brighter LDR values
+    come back as ``min(dgain, 1) ** (1 / gamma)``.
+    """
+    if not lq_linearize:
+        return lq
+    return hdr_to_ldr(inverse_tone_curve(lq, tone_curve, hdr_max), dgain, gamma, hdr_max)
