@@ -130,12 +130,13 @@ def build_lmdb(root: Path, out: Path, **kw: Any):
 
 
 def save_tiny_s2(folder: Path, **train_data: Any) -> Path:
-    """``folder/net_g_5.pth`` (a seeded TINY_S2) and its options ``folder/net.yml`` (``train_data`` as the train set's
-    HDR options): what inference and test read."""
+    """``folder/net_g_5.pth`` (a seeded TINY_S2 with the official initialisation, so its output is not its input)
+    and its options ``folder/net.yml`` (``train_data`` as the train set's HDR options): what inference and test
+    read."""
     from DiffIR.archs.diffir_s2_arch import DiffIRS2
 
     torch.manual_seed(0)
-    net = DiffIRS2(**{k: v for k, v in TINY_S2.items() if k != "type"})
+    net = DiffIRS2(**{k: v for k, v in TINY_S2.items() if k != "type"}, identity_init=False)
     ckpt = folder / "net_g_5.pth"
     torch.save({"params": net.state_dict(), "params_ema": net.state_dict()}, ckpt)
     write_yaml(folder / "net.yml", {"network_g": dict(TINY_S2), "datasets": {"train": train_data}})

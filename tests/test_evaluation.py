@@ -37,7 +37,7 @@ ALL_METRICS = {
 def _model(val=None, weights=None):
     torch.manual_seed(0)
     opt = {"name": "t", "model_type": "DiffIRS1Model", "num_gpu": 0, "is_train": False, "dist": False,
-           "network_g": dict(TINY_NET), "val": dict(val or {}),
+           "network_g": dict(TINY_NET, identity_init=False), "val": dict(val or {}),
            "path": {"pretrain_network_g": weights, "param_key_g": "params_ema", "strict_load_g": True}}
     return build_model(opt)
 
