@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -12,6 +13,7 @@ import torch.nn as nn
 from DiffIR.archs import build_network
 from DiffIR.losses import build_loss
 from DiffIR.models.base_model import BaseModel
+from DiffIR.models.region_weights import RegionWeights, training_tone_domain
 from DiffIR.models.self_ensemble import self_ensemble
 from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.img_util import pad_to_multiple
@@ -81,6 +83,7 @@ class DiffIRS1Model(BaseModel):
                 self.losses[key] = build_loss(value, f"train:{key}").to(self.device)
         if not self.losses:
             raise OptionError("train has no loss: add e.g. 'pixel_opt: {type: L1Loss, loss_weight: 1.0}'")
+        self._setup_region_weights(train_opt)
         mix = train_opt.get("mixing_augs") or {}
         self.mixing = (MixingAugment(mix.get("mixup_beta", 1.2), mix.get("use_identity", True)) if mix.get("mixup")
                        else None)
@@ -90,6 +93,24 @@ class DiffIRS1Model(BaseModel):
         self.optimizer_g = self.build_optimizer(train_opt["optim_g"], params)
         self.optimizers.append(self.optimizer_g)
         self.setup_schedulers()
+
+    def _setup_region_weights(self, train_opt: Dict[str, Any]) -> None:
+        """Give the losses that work in linear HDR the training set's tone domain; build ``train.region_weights``
+        and note which losses take per-pixel weights (those whose ``forward`` has a ``weight`` argument)."""
+        curve, hdr_max, linearize = training_tone_domain(self.opt)
+        for loss_fn in self.losses.values():
+            if getattr(loss_fn, "needs_tone_domain", False):
+                loss_fn.set_tone_domain(curve, hdr_max)
+        self.weighted_losses = {key for key, loss_fn in self.losses.items()
+                                if "weight" in inspect.signature(loss_fn.forward).parameters}
+        region = train_opt.get("region_weights")
+        self.region_weights = None
+        if region is not None and region is not False:
+            self.region_weights = RegionWeights(region, curve, hdr_max, linearize)
+            if not self.weighted_losses:
+                raise OptionError("train:region_weights weighs pixel losses, but none of the configured losses takes "
+                                  "per-pixel weights. Fix: add e.g. 'pixel_opt: {type: L1Loss}' (L1Loss, MSELoss, "
+                                  "CharbonnierLoss and PU21Loss take them) or remove region_weights.")
 
     def feed_data(self, data: Dict[str, Any]) -> None:
         self.lq = self.to_input(data["lq"])
@@ -107,14 +128,18 @@ class DiffIRS1Model(BaseModel):
         out, _ = net(lq, gt, cond=cond)
         return out, None
 
-    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor, priors: Optional[PriorPair] = None
-                       ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """Sum of the configured image losses (in fp32) and the per-loss values for the log."""
+    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor, priors: Optional[PriorPair] = None,
+                       weight: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Sum of the configured image losses (in fp32) and the per-loss values for the log; ``weight`` (the
+        region weights, B x 1 x H x W) goes to the losses that take per-pixel weights."""
         output = output.float()
         total = 0
         loss_dict = OrderedDict()
         for key, loss_fn in self.losses.items():
-            value = loss_fn(output, gt)
+            if weight is not None and key in self.weighted_losses:
+                value = loss_fn(output, gt, weight=weight)
+            else:
+                value = loss_fn(output, gt)
             if isinstance(value, tuple):  # perceptual loss: (perceptual, style)
                 for suffix, v in zip(("percep", "style"), value):
                     if v is not None:
@@ -135,7 +160,8 @@ class DiffIRS1Model(BaseModel):
         lq, gt, cond = self.chunk(sl)
         with self.no_sync(self.net_g, last), self.autocast():
             out, priors = self._forward(self.train_forward, lq, gt, cond)
-        total, loss_dict = self.compute_losses(out, gt, priors)
+        weight = None if self.region_weights is None else self.region_weights(lq, cond)
+        total, loss_dict = self.compute_losses(out, gt, priors, weight)
         return out.detach(), total, loss_dict
 
     def chunk(self, sl: slice) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:

@@ -315,12 +315,13 @@ class DiffIRS2Model(DiffIRS1Model):
         out, estimates = net(lq, target, cond=cond)
         return out, (target, estimates[-1])
 
-    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor, priors: Optional[PriorPair] = None
-                       ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        """Image losses (stage 1) + the KD L1 of the final IPR; the KL term is logged only (official)."""
+    def compute_losses(self, output: torch.Tensor, gt: torch.Tensor, priors: Optional[PriorPair] = None,
+                       weight: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Image losses (stage 1, region-weighted as there) + the KD L1 of the final IPR; the KL term is logged
+        only (official)."""
         if priors is None:
             raise RuntimeError("stage 2's compute_losses needs the (teacher, student) IPR pair that _forward returns")
-        total, loss_dict = super().compute_losses(output, gt)
+        total, loss_dict = super().compute_losses(output, gt, weight=weight)
         l1, kd_log = self._kd_losses(*priors)
         loss_dict.update(kd_log)
         return total + l1, loss_dict

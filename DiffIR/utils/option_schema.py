@@ -23,7 +23,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.logger import MESSAGES
 
-__all__ = ["Value", "TOP", "TRAIN", "OPTIM", "LOSS", "MIXUP", "VAL", "LOGGER", "DIST", "DATASET", "parse_number",
+__all__ = ["Value", "TOP", "TRAIN", "OPTIM", "REGION_WEIGHTS", "region_weight_values", "LOSS", "MIXUP", "VAL",
+           "LOGGER", "DIST", "DATASET", "parse_number",
            "coerce_numbers", "name_error", "value_errors", "raise_errors", "check_val_options", "check_dataset_values",
            "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS", "SELF_ENSEMBLE_SIZES"]
 
@@ -190,6 +191,39 @@ TRAIN: Dict[str, Value] = {
     "lr_decay_encoder": _int(1, "lr_decay_encoder: 60000"),
     "lr_decay_sr": _int(1, "lr_decay_sr: 80000"),
 }
+#: ``train:region_weights`` (:mod:`DiffIR.models.region_weights`): weights >= 1, LDR thresholds in (0, 1)
+REGION_WEIGHTS: Dict[str, Value] = {
+    "highlight": _num("highlight: 4.0 (the weight of a clipped pixel; 1: none)", lo=1, default=4.0),
+    "shadow": _num("shadow: 2.0 (the weight of a black pixel; 1: none)", lo=1, default=2.0),
+    "highlight_threshold": _num("highlight_threshold: 0.9", above=0, below=1, default=0.9),
+    "shadow_threshold": _num("shadow_threshold: 0.05", above=0, below=1, default=0.05),
+}
+
+
+def region_weight_errors(section: Any, where: str = "train:region_weights") -> List[str]:
+    """What is wrong with a ``train:region_weights`` section (``{}`` or ``true``: every default; ``~``/``false``: off)."""
+    if section is None or isinstance(section, bool):
+        return []
+    if not isinstance(section, dict):
+        return [f"'{where}' is {section!r}. Fix: write a mapping such as region_weights: {{highlight: 4.0, "
+                "shadow: 2.0}, or remove it."]
+    errors = [f"'{where}:{key}' is not an option. Fix: use {', '.join(REGION_WEIGHTS)}."
+              for key in section if key not in REGION_WEIGHTS]
+    return errors + _check_table(section, REGION_WEIGHTS, f"{where}:")
+
+
+def region_weight_values(section: Any, where: str = "train:region_weights") -> Dict[str, float]:
+    """The checked ``train:region_weights`` with defaults filled in; raises OptionError naming every bad key."""
+    section = {} if section is None or isinstance(section, bool) else section
+    if isinstance(section, dict):
+        section = dict(section)
+    errors = region_weight_errors(section, where)
+    if errors:
+        raise OptionError("\n".join(errors))
+    return {key: float(spec.default if section.get(key) is None else section[key])
+            for key, spec in REGION_WEIGHTS.items()}
+
+
 #: ``train:optim_g`` (Adam, AdamW, SGD); ``betas`` is checked as a pair
 OPTIM: Dict[str, Value] = {
     "lr": _num("lr: 2e-4", lo=0),
@@ -412,6 +446,7 @@ def value_errors(opt: Dict[str, Any], training: bool = False) -> List[str]:
             if key.endswith("_opt") and key != "optim_g":
                 errors += _check_table(loss, LOSS, f"train:{key}:")
         errors += _check_table(train.get("mixing_augs"), MIXUP, "train:mixing_augs:")
+        errors += region_weight_errors(train.get("region_weights"))
     errors += _val_errors(opt.get("val")) + cudnn_benchmark_errors(opt)
     logger = opt.get("logger")
     errors += _check_table(logger, LOGGER, "logger:")

@@ -24,7 +24,8 @@ TOP_KEYS = {
 PATH_KEYS = {"resume_state", "root", "experiments_root", "models", "training_states", "log", "visualization",
              "results_root", "ignore_resume_networks"}
 PATH_PREFIXES = ("pretrain_network_", "param_key_", "strict_load_")
-TRAIN_KEYS = {"ema_decay", "ema_warmup", "optim_g", "scheduler", "total_iter", "warmup_iter", "mixing_augs", "grad_clip",
+TRAIN_KEYS = {"ema_decay", "ema_warmup", "region_weights", "optim_g", "scheduler", "total_iter", "warmup_iter",
+              "mixing_augs", "grad_clip",
               "max_nonfinite_steps", "amp", "compile", "channels_last", "accum_iter", "cudnn_benchmark"}
 # the official stage-2 (DiffIRS2Model) two-phase recipe: prior-only phase, then joint training
 TRAIN_KEYS |= {"encoder_iter", "lr_encoder", "lr_sr", "gamma_encoder", "gamma_sr", "lr_decay_encoder", "lr_decay_sr"}
