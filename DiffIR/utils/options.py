@@ -87,12 +87,58 @@ def validate_options(opt: Dict[str, Any], file: str = "<options>", training: boo
                           "ignored).")
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping of an option file names the same key twice (PyYAML would silently keep the last value)."""
+
+    def __init__(self, source: str, key: str, first_line: int, second_line: int) -> None:
+        self.problem = (f"the key '{key}' is given twice (lines {first_line} and {second_line}); only one of the two "
+                        "values could be used")
+        super().__init__(f"{source}: {self.problem}. Fix: delete one of the two lines (or merge them).")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping, naming the key path and both lines.
+
+    Merge keys (``<<: *base``) may still be overridden by the mapping's own keys, as YAML intends.
+    """
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self._check_duplicates(node)
+        return self.construct_document(node)
+
+    def _check_duplicates(self, root: yaml.Node) -> None:
+        seen, todo = set(), [(root, "")]
+        while todo:
+            node, where = todo.pop()
+            if id(node) in seen:  # an alias of a node already checked (or a recursive one)
+                continue
+            seen.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                todo += [(item, f"{where}[{i}]") for i, item in enumerate(node.value)]  # 'a[0]:b' 
+            if not isinstance(node, yaml.MappingNode):
+                continue
+            first: Dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                path = f"{where}:{key}" if where else str(key)
+                if key in first:
+                    raise DuplicateKeyError(self.name, path, first[key], line)
+                first[key] = line
+                todo.append((value_node, path))
+
+
 def _parse_value(item: str, text: str) -> Any:
     """The YAML value of one ``--force_yml`` override; a parse error names the override and the fix."""
     if text == "":
         return None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise OptionError(f"--force_yml '{item}': the value {text!r} is not valid YAML ({problem}). Fix: write a "
@@ -123,7 +169,9 @@ def load_yaml(path: str) -> Dict[str, Any]:
         raise FileNotFoundError(f"Option file not found: {path}")
     with open(path, "r", encoding="utf-8") as f:
         try:
-            opt = yaml.safe_load(f)
+            opt = yaml.load(f, Loader=StrictLoader)
+        except DuplicateKeyError as e:
+            raise OptionError(f"Option file {e}") from None
         except yaml.YAMLError as e:
             raise OptionError(f"Option file {path} is not valid YAML: {e}") from None
     if not isinstance(opt, dict):
