@@ -265,11 +265,17 @@ class ImageFacts(NamedTuple):
     negative: int = 0
 
 
+#: the rules dgain files were read by; a cached entry read by other rules is read again (2: plain decimal numbers,
+#: a key twice with different values refused)
+DGAIN_RULES = 2
+
+
 class DgainFacts(NamedTuple):
     """The values of one dgain entry (kept to warn about implausible ones without reading it again)."""
 
     dgain: float
     gamma: float
+    rules: int = DGAIN_RULES
 
 
 #: the result types a cache entry may hold
@@ -570,7 +576,7 @@ def _check_dgain_file(run: _CheckRun, path: str) -> bool:
         st = run.cache.stat(path)
         key = _cache_key("dgain", path)
         facts = run.cache.get(key, st, DgainFacts)
-        if facts is None:
+        if facts is None or facts.rules != DGAIN_RULES:
             vals = read_dgain_file(path)
             facts = DgainFacts(vals["dgain"], vals["gamma"])
             run.cache.put(key, st, facts)

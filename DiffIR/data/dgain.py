@@ -7,7 +7,7 @@ Format: one ``key: value`` per line, e.g.::
     strategy: sksldrlogtohdrlog
     PSNR: 41.2
 
-Only ``dgain`` and ``gamma`` are used (both must be finite and > 0; values outside the plausible ranges below
+Only ``dgain`` and ``gamma`` are used (both must be plain decimal numbers, finite and > 0; values outside the plausible ranges below
 are reported as warnings by the dataset check, see :func:`implausible_exposure`); other keys, blank lines,
 lines starting with ``#`` and lines without a ``:`` are ignored. Keys are case-insensitive. A key given twice with
 different values is an error (the same value twice is accepted).
@@ -20,6 +20,8 @@ import math
 import os
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple, Union
+
+from DiffIR.utils.option_schema import PLAIN_NUMBER_HINT, parse_plain_number
 
 REQUIRED_KEYS = ("dgain", "gamma")
 
@@ -90,13 +92,12 @@ def parse_dgain_text(
 
 def _value(raw: str, key: str, source: str, line: int) -> float:
     """The value of a ``dgain``/``gamma`` line: a finite number > 0, else a ValueError naming file, line and key."""
-    try:
-        val = float(raw)
-    except ValueError:
+    val = parse_plain_number(raw)
+    if val is None:
         raise ValueError(
             f"dgain file '{source}', line {line}: value of '{key}' is '{raw}', not a number. "
-            f"Fix: write '{key}: <positive number>'."
-        ) from None
+            f"Fix: write '{key}: <positive number>', {PLAIN_NUMBER_HINT}."
+        )
     if not (math.isfinite(val) and val > 0):
         raise ValueError(
             f"dgain file '{source}', line {line}: '{key}' must be a finite number > 0, got {raw}. Fix the value in the file."

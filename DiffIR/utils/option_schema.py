@@ -24,7 +24,7 @@ from DiffIR.utils.errors import OptionError
 from DiffIR.utils.logger import MESSAGES
 
 __all__ = ["Value", "TOP", "TRAIN", "OPTIM", "REGION_WEIGHTS", "region_weight_values", "LOSS", "MIXUP", "VAL",
-           "LOGGER", "DIST", "DATASET", "parse_number",
+           "LOGGER", "DIST", "DATASET", "parse_number", "parse_plain_number", "PLAIN_NUMBER_HINT",
            "coerce_numbers", "name_error", "value_errors", "raise_errors", "check_val_options", "check_dataset_values",
            "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS", "SELF_ENSEMBLE_SIZES"]
 
@@ -39,6 +39,22 @@ _NUMBER = re.compile(r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)
 #: keys whose values are text even when they look like numbers (names, paths, templates)
 _TEXT_KEYS = {"name", "type", "model_type", "filename_tmpl", "suffix", "meta_info_file", "check_cache_dir",
               "language", "project", "resume_id", "entity", "backend", "launcher", "root_path"}
+
+
+#: a number in a data file (dgain files): digits, an optional point and exponent; no '_' (``float('1_0')`` is 10),
+#: no ``nan``/``inf``, no hex, ASCII digits only (``float`` also reads the digits of other scripts)
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+PLAIN_NUMBER_HINT = "digits with an optional '.' and exponent, e.g. 2.5 or 1e-3 (no '_', ',', nan or inf)"
+
+
+def parse_plain_number(text: str) -> Optional[float]:
+    """The number ``text`` spells as a plain decimal (see ``_PLAIN_NUMBER``; surrounding blanks allowed), else None.
+
+    For numbers in data files, where nothing like YAML's digit separators is expected: Python's ``float`` would read
+    ``1_0`` as 10 and ``nan``/``infinity`` as numbers.
+    """
+    s = text.strip()
+    return float(s) if _PLAIN_NUMBER.fullmatch(s) else None
 
 
 def parse_number(text: str) -> Optional[float]:
