@@ -295,8 +295,9 @@ def run_inference(args: argparse.Namespace) -> List[str]:
     check_output_targets(args.output, [*targets.values(), *previews.values()],
                          {"--input": args.input, "--dgain": args.dgain}, args.overwrite)
     opt, where = find_network_options(args.model, args.opt)
-    if "network_g" not in opt:
-        raise OptionError(f"{where} has no network_g section: pass --opt with the options the model was trained with")
+    if not isinstance(opt.get("network_g"), dict):
+        raise OptionError(f"{where} has no network_g section (a mapping with the network's type and sizes): pass "
+                          "--opt with the options the model was trained with")
     tone = _resolve_tone(args, opt, where)
     device = _device(args.device)
     if device.type == "cpu":

@@ -13,7 +13,7 @@ from DiffIR.data.dgain import parse_dgain_text, read_dgain_file
 from DiffIR.data.ldr_hdr_paired_dataset import DatasetCheckError
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import read_image_size, write_hdr
-from DiffIR.utils.options import StrictLoader, load_yaml, parse_options
+from DiffIR.utils.options import StrictLoader, finalize_options, load_yaml, parse_options
 
 from conftest import ROOT
 from helpers import folder_set_options, make_hdr_folder
@@ -106,3 +106,47 @@ def test_radiance_resolution_line_must_be_plain_digits(tmp_path):
     assert b"-Y 4 +X 6" in data
     path.write_bytes(data.replace(b"-Y 4 +X 6", b"-Y 4 +X 0_6"))
     assert "bad resolution line" in _raises(OSError, read_image_size, str(path))
+
+
+# ------------------------------------------------------------------ 3. sections that must be mappings
+def _seed_options():
+    return load_yaml(str(SEED_FILE))
+
+
+@pytest.mark.parametrize("key, value", [
+    ("network_g", None), ("network_g", "DiffIRS1"), ("network_S1", None), ("path", None), ("train", None),
+    ("train", [1, 2]), ("logger", None), ("dist_params", 5), ("datasets", None), ("datasets:train", None),
+    ("datasets:val", "folder"), ("train:optim_g", None), ("train:scheduler", None), ("train:pixel_opt", None),
+    ("train:mixing_augs", "yes"), ("val", 3),
+])
+def test_a_section_that_is_not_a_mapping_is_refused_by_name(tmp_path, key, value):
+    opt = _seed_options()
+    *parents, last = key.split(":")
+    node = opt
+    for k in parents:
+        node = node[k]
+    node[last] = value
+    msg = _raises(OptionError, finalize_options, opt, str(tmp_path), True, "my.yml", require_training=True)
+    assert "my.yml" in msg and f"'{key}' is " in msg and "must be a mapping" in msg and "Fix:" in msg
+    if value is None:
+        assert "~ (empty)" in msg
+    assert "Traceback" not in msg and msg.count(f"'{key}'") == 1, msg
+
+
+def test_an_empty_val_section_does_not_crash_the_checks(tmp_path):
+    opt = _seed_options()
+    opt["val"] = None
+    finalize_options(opt, str(tmp_path), True, "my.yml", require_training=True)
+    assert "val" in opt["datasets"]
+
+
+def test_inference_options_without_a_network_mapping_are_refused(tmp_path):
+    from DiffIR.inference_pipeline import build_arg_parser, run_inference
+
+    root = make_hdr_folder(tmp_path / "d", size=(16, 16))
+    opt_file = tmp_path / "o.yml"
+    opt_file.write_text("network_g: ~\n")
+    args = build_arg_parser().parse_args(["--input", str(root / "lq"), "--dgain", str(root / "dg"), "--model",
+                                          str(tmp_path / "m.pth"), "--output", str(tmp_path / "out"),
+                                          "--opt", str(opt_file), "--device", "cpu"])
+    assert "has no network_g section" in _raises(OptionError, run_inference, args)

@@ -418,18 +418,17 @@ def _training_requirements(opt: Mapping[str, Any]) -> List[str]:
     """What a training run cannot start without (a test or check of the same file does not need it)."""
     errors = []
     train = opt.get("train")
-    if not isinstance(train, dict):
+    if "train" not in opt:  # a section of the wrong kind is reported by options.section_errors
         errors.append("training needs a 'train' section (optim_g, total_iter, losses). Fix: add one, e.g. from "
                       "options/train_DiffIRs1_hdr.yml.")
-    elif train.get("total_iter") is None:
+    elif isinstance(train, dict) and train.get("total_iter") is None:
         errors.append("'train:total_iter' is missing. Fix: set the number of iterations, e.g. total_iter: 300000.")
     datasets = opt.get("datasets")
-    train_set = datasets.get("train") if isinstance(datasets, dict) else None
-    if not isinstance(train_set, dict):
+    if ("datasets" not in opt or isinstance(datasets, dict)) and "train" not in (datasets or {}):
         errors.append("training needs 'datasets:train'. Fix: add the training set (type, dataroot_lq, dataroot_gt, ...).")
-    else:
+    elif isinstance(datasets, dict) and isinstance(datasets["train"], dict):
         for key in ("batch_size_per_gpu", "num_worker_per_gpu"):
-            if train_set.get(key) is None:
+            if datasets["train"].get(key) is None:
                 errors.append(f"'datasets:train:{key}' is missing. Fix: set it, e.g. {key}: 2.")
     val = opt.get("val")
     if (isinstance(val, dict) and val.get("save_best") is not None and isinstance(datasets, dict)

@@ -49,6 +49,45 @@ def _unknown(keys: Iterable[str], known: Iterable[str], where: str, file: str,
     return errors
 
 
+#: ``train`` sub-sections that must be mappings when given (besides every loss ``*_opt``); region_weights takes
+#: ``~``/``true``/``false`` too (option_schema.region_weight_errors)
+TRAIN_MAPPINGS = ("optim_g", "scheduler", "mixing_augs")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "~ (empty)"
+    kind = {str: "a text", bool: "true/false", int: "a number", float: "a number", list: "a list"}.get(type(value))
+    return f"{value!r} ({kind or type(value).__name__})"
+
+
+def section_errors(opt: Dict[str, Any]) -> List[str]:
+    """Each section that must be a mapping (``network_*``, ``path``, ``train``, ``logger``, ``dist_params``, the
+    datasets, ``train:optim_g``/``scheduler``/``mixing_augs``/``*_opt``) but holds ``~`` or a value of another
+    kind. ``val: ~`` is left to the validation checks."""
+    def error(key: str, value: Any) -> str:
+        return (f"'{key}' is {_describe(value)}, but it must be a mapping of options. Fix: indent its keys under "
+                f"'{key.rsplit(':', 1)[-1]}:' (see options/train_DiffIRs1_hdr.yml), or delete the line if the "
+                "section is not needed.")
+
+    errors = [error(key, opt[key]) for key in ("path", "train", "logger", "dist_params", "datasets")
+              if key in opt and not isinstance(opt[key], dict)]
+    errors += [error(key, value) for key, value in opt.items()
+               if isinstance(key, str) and key.startswith("network_") and not isinstance(value, dict)]
+    if "val" in opt and opt["val"] is not None and not isinstance(opt["val"], dict):
+        errors.append(error("val", opt["val"]))
+    train = opt.get("train")
+    for key, value in (train.items() if isinstance(train, dict) else ()):
+        if (key in TRAIN_MAPPINGS or (str(key).endswith("_opt") and key != "optim_g")) and not isinstance(value, dict):
+            errors.append(error(f"train:{key}", value) + (" (Without the line, training does not use this loss.)"
+                                                          if str(key).endswith("_opt") else ""))
+    datasets = opt.get("datasets")
+    for phase, dataset in (datasets.items() if isinstance(datasets, dict) else ()):
+        if not isinstance(dataset, dict):
+            errors.append(error(f"datasets:{phase}", dataset))
+    return errors
+
+
 def validate_options(opt: Dict[str, Any], file: str = "<options>", training: bool = False) -> None:
     """Report every unknown key and every bad value, all at once, naming the file (values: ``option_schema``).
 
@@ -59,27 +98,20 @@ def validate_options(opt: Dict[str, Any], file: str = "<options>", training: boo
     errors += _unknown(opt, TOP_KEYS, "", file)
     sections = [("path", PATH_KEYS, PATH_PREFIXES, ()), ("train", TRAIN_KEYS, (), TRAIN_SUFFIXES),
                 ("val", VAL_KEYS, (), ()), ("logger", LOGGER_KEYS, (), ()), ("dist_params", DIST_KEYS, (), ())]
+    errors += section_errors(opt)
     for name, known, prefixes, suffixes in sections:
         sec = opt.get(name)
-        if sec is None:
-            continue
-        if not isinstance(sec, dict):
-            errors.append(f"'{name}' must be a mapping")
-            continue
-        errors += _unknown(sec, known, f"{name}:", file, prefixes, suffixes)
+        if isinstance(sec, dict):
+            errors += _unknown(sec, known, f"{name}:", file, prefixes, suffixes)
     mix = (opt.get("train") or {}).get("mixing_augs") if isinstance(opt.get("train"), dict) else None
     if isinstance(mix, dict):
         errors += _unknown(mix, MIXUP_KEYS, "train:mixing_augs:", file)
     wandb = (opt.get("logger") or {}).get("wandb") if isinstance(opt.get("logger"), dict) else None
     if isinstance(wandb, dict):
         errors += _unknown(wandb, WANDB_KEYS, "logger:wandb:", file)
-    if "datasets" in opt and not isinstance(opt["datasets"], dict):
-        errors.append("'datasets' must be a mapping of phase names (train, val, val_1, ...) to dataset options")
-    for phase, dataset in (opt["datasets"].items() if isinstance(opt.get("datasets"), dict) else ()):
-        if not (phase == "train" or phase.startswith(("val", "test"))):
+    for phase in (opt["datasets"] if isinstance(opt.get("datasets"), dict) else ()):
+        if not (phase == "train" or str(phase).startswith(("val", "test"))):
             errors.append(f"unknown dataset phase 'datasets:{phase}': use 'train', 'val*' or 'test*'")
-        if not isinstance(dataset, dict):
-            errors.append(f"'datasets:{phase}' must be a mapping of dataset options")
     errors += value_errors(opt, training=training)
     if errors:
         raise OptionError(f"Invalid options in {file}:\n  - " + "\n  - ".join(errors) +
