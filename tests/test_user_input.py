@@ -150,3 +150,32 @@ def test_inference_options_without_a_network_mapping_are_refused(tmp_path):
                                           str(tmp_path / "m.pth"), "--output", str(tmp_path / "out"),
                                           "--opt", str(opt_file), "--device", "cpu"])
     assert "has no network_g section" in _raises(OptionError, run_inference, args)
+
+
+# ------------------------------------------------------------------ 4. sizes have upper bounds
+@pytest.mark.parametrize("key, value, bound", [
+    ("datasets:train:gt_size", 1099511627776, "8192"), ("datasets:train:batch_size_per_gpu", 10 ** 7, "1024"),
+    ("datasets:train:num_worker_per_gpu", 4096, "256"), ("datasets:train:dataset_enlarge_ratio", 10 ** 9, "1000"),
+    ("datasets:train:num_prefetch_queue", 10 ** 6, "64"), ("network_g:dim", 2 ** 40, "1024"),
+    ("network_g:n_encoder_res", 10 ** 5, "64"), ("network_g:num_blocks[2]", 10 ** 6, "64"),
+    ("network_g:heads[0]", 2 ** 31, "64"), ("val:tile_size", 2 ** 40, "16384"), ("val:window_size", 10 ** 6, "256"),
+    ("val:metrics:psnr:crop_border", 10 ** 9, "8192"),
+])
+def test_sizes_beyond_any_real_use_are_refused_by_key(tmp_path, key, value, bound):
+    opt = _seed_options()
+    *parents, last = key.split(":")
+    node = opt
+    for k in parents:
+        node = node[k]
+    if last.endswith("]"):
+        name, index = last[:-1].split("[")
+        node[name][int(index)] = value
+    else:
+        node[last] = value
+    msg = _raises(OptionError, finalize_options, opt, str(tmp_path), True, "my.yml", require_training=True)
+    assert f"'{key}'" in msg and str(value) in msg and bound in msg, msg
+
+
+def test_the_shipped_option_files_are_within_the_bounds(tmp_path):
+    for path in sorted((ROOT / "options").glob("*.yml")):
+        finalize_options(load_yaml(str(path)), str(tmp_path), "train" in path.name, str(path))
