@@ -46,6 +46,7 @@ from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import (SAFETENSORS_EXT, extract_state_dict, load_checked, load_file,
                                      read_safetensors_metadata, save_safetensors)
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
+from DiffIR.utils.misc import path_encoding_problem
 from DiffIR.utils.options import load_yaml
 from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES
 from DiffIR.utils.errors import OptionError
@@ -279,12 +280,22 @@ def _resolve_tone(args: argparse.Namespace, opt: Dict[str, Any], where: str) -> 
     return tone
 
 
+def check_path_arguments(args: Any, names: Sequence[str]) -> None:
+    """Refuse a path argument (``--NAME``) that cannot be encoded in the file-system encoding, by its name: the OS
+    could not be asked for it, so it would otherwise be reported as missing."""
+    for name in names:
+        problem = path_encoding_problem(getattr(args, name, None))
+        if problem:
+            raise OptionError(f"--{name} {problem}. Fix: pass the path as it is on disk, or rename the file or folder.")
+
+
 def run_inference(args: argparse.Namespace) -> List[str]:
     """Restore every image of ``args.input``; returns the written paths. Everything is checked before any output.
 
     An image that still fails during the run (e.g. changed since the check) is skipped; the failures are listed at
     the end in an :class:`ImagesFailed` error (exit status 2), after the other images were written.
     """
+    check_path_arguments(args, ("input", "dgain", "model", "output", "opt"))
     if args.tile < 0 or args.tile % 8:
         raise OptionError(f"--tile must be 0 or a positive multiple of 8, got {args.tile}")
     if args.tile and not 0 <= args.tile_overlap <= args.tile - 8:

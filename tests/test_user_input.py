@@ -179,3 +179,51 @@ def test_sizes_beyond_any_real_use_are_refused_by_key(tmp_path, key, value, boun
 def test_the_shipped_option_files_are_within_the_bounds(tmp_path):
     for path in sorted((ROOT / "options").glob("*.yml")):
         finalize_options(load_yaml(str(path)), str(tmp_path), "train" in path.name, str(path))
+
+
+# ------------------------------------------------------------------ 5. encodings of files and paths
+def test_an_option_file_that_is_not_utf8_names_the_place_and_the_fix(tmp_path):
+    path = tmp_path / "latin1.yml"
+    path.write_bytes("name: x\nmodel_type: DiffIRS1Model\nval: {suffix: café}\n".encode("latin-1"))
+    msg = _raises(OptionError, load_yaml, str(path))
+    assert str(path) in msg and "not UTF-8" in msg and "line 3, column 18" in msg and "byte offset 51" in msg
+    assert "save the file as UTF-8" in msg
+    path.write_bytes("name: x\n".encode("utf-16"))
+    assert "UTF-16" in _raises(OptionError, load_yaml, str(path))
+    path.write_bytes(b"\xef\xbb\xbfname: caf\xc3\xa9\n")  # UTF-8 with a byte-order mark is fine
+    assert load_yaml(str(path)) == {"name": "café"}
+
+
+def test_yaml_errors_name_the_option_file(tmp_path):
+    path = tmp_path / "broken.yml"
+    path.write_text("name: x\ntrain: [1\n", encoding="utf-8")
+    msg = _raises(OptionError, load_yaml, str(path))
+    assert msg.count(str(path)) >= 2 and "line 2" in msg  # in the sentence and in YAML's own position
+
+
+def test_paths_that_cannot_be_encoded_are_named(tmp_path):
+    bad = str(tmp_path / "opt\ud800.yml")
+    msg = _raises(OptionError, load_yaml, bad)
+    assert "option file path" in msg and "\\ud800" in msg and "file-system encoding" in msg and "not found" not in msg
+    opt = _seed_options()
+    opt["datasets"]["train"]["dataroot_gt"] = "/data/gt\udfff"
+    opt["path"]["pretrain_network_g"] = "net\ud801.pth"
+    msg = _raises(OptionError, finalize_options, opt, str(tmp_path), True, "my.yml", require_training=True)
+    assert "'datasets:train:dataroot_gt' = '/data/gt\\udfff' cannot be encoded" in msg
+    assert "'path:pretrain_network_g'" in msg
+
+
+def test_a_dgain_file_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "d.txt"
+    path.write_bytes(b"dgain: 2\n# r\xe9glage\ngamma: 2.2\n")
+    msg = _raises(ValueError, read_dgain_file, path)
+    assert str(path) in msg and "not UTF-8 text" in msg and "line 2" in msg and "save it as UTF-8" in msg
+
+
+def test_inference_names_a_path_argument_that_cannot_be_encoded(tmp_path):
+    from DiffIR.inference_pipeline import build_arg_parser, run_inference
+
+    args = build_arg_parser().parse_args(["--input", str(tmp_path / "in\ud800"), "--dgain", str(tmp_path),
+                                          "--model", "m.pth", "--output", str(tmp_path / "out")])
+    msg = _raises(OptionError, run_inference, args)
+    assert msg.startswith("--input '") and "cannot be encoded" in msg and "does not exist" not in msg

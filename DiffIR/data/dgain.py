@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple, Union
 
+from DiffIR.utils.misc import decode_utf8
 from DiffIR.utils.option_schema import PLAIN_NUMBER_HINT, parse_plain_number
 
 REQUIRED_KEYS = ("dgain", "gamma")
@@ -56,10 +57,8 @@ def parse_dgain_text(
     ``{'dgain': 1.0, 'gamma': 1.6}``) fills keys that are absent.
     """
     if isinstance(text, (bytes, bytearray)):
-        try:
-            text = bytes(text).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"dgain file '{source}' is not UTF-8 text. Fix: regenerate it as 'dgain: <x>' / 'gamma: <y>' lines.") from None
+        text = decode_utf8(bytes(text), f"dgain file '{source}'",
+                           "save it as UTF-8 text (or regenerate it) with 'dgain: <x>' / 'gamma: <y>' lines.")
     found: Dict[str, Tuple[float, str, int]] = {}  # key -> (value, text, line)
     for number, line in enumerate(text.splitlines(), 1):
         s = line.strip().lstrip("\ufeff")

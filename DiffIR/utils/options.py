@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from DiffIR.utils.logger import get_root_logger
+from DiffIR.utils.misc import decode_utf8, path_encoding_problem
 from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES, coerce_numbers, value_errors
 from DiffIR.utils.errors import OptionError, did_you_mean
 
@@ -88,6 +89,28 @@ def section_errors(opt: Dict[str, Any]) -> List[str]:
     return errors
 
 
+#: dataset keys that hold a path (besides every ``dataroot*``)
+DATASET_PATH_KEYS = ("meta_info_file", "check_cache_dir")
+
+
+def path_errors(opt: Dict[str, Any]) -> List[str]:
+    """Each path of the options (``path:*``, the datasets' ``dataroot*``, ``meta_info_file``, ``check_cache_dir``)
+    that cannot be encoded in the file-system encoding: the OS could not be asked for it, and a check of such a
+    path would just say it does not exist."""
+    places = [(f"path:{k}", v) for k, v in (opt["path"].items() if isinstance(opt.get("path"), dict) else ())]
+    datasets = opt.get("datasets")
+    for phase, dataset in (datasets.items() if isinstance(datasets, dict) else ()):
+        places += [(f"datasets:{phase}:{k}", v) for k, v in (dataset.items() if isinstance(dataset, dict) else ())
+                   if str(k).startswith("dataroot") or k in DATASET_PATH_KEYS]
+    errors = []
+    for key, value in places:
+        problem = path_encoding_problem(value)
+        if problem:
+            errors.append(f"'{key}' = {problem}. Fix: write the path as it is on disk (a \\u escape or a name "
+                          "decoded with the wrong encoding gives such characters), or rename the file or folder.")
+    return errors
+
+
 def validate_options(opt: Dict[str, Any], file: str = "<options>", training: bool = False) -> None:
     """Report every unknown key and every bad value, all at once, naming the file (values: ``option_schema``).
 
@@ -98,7 +121,7 @@ def validate_options(opt: Dict[str, Any], file: str = "<options>", training: boo
     errors += _unknown(opt, TOP_KEYS, "", file)
     sections = [("path", PATH_KEYS, PATH_PREFIXES, ()), ("train", TRAIN_KEYS, (), TRAIN_SUFFIXES),
                 ("val", VAL_KEYS, (), ()), ("logger", LOGGER_KEYS, (), ()), ("dist_params", DIST_KEYS, (), ())]
-    errors += section_errors(opt)
+    errors += section_errors(opt) + path_errors(opt)
     for name, known, prefixes, suffixes in sections:
         sec = opt.get(name)
         if isinstance(sec, dict):
@@ -197,15 +220,29 @@ def apply_overrides(opt: Dict[str, Any], overrides: Optional[List[str]]) -> None
 
 def load_yaml(path: str) -> Dict[str, Any]:
     """An option file as a dict, with numeric text (``lr: 5e-4``, a string for YAML 1.1) read as numbers."""
+    problem = path_encoding_problem(path)
+    if problem:
+        raise OptionError(f"The option file path {problem}. Fix: rename the file (or its folder) to a name in that "
+                          "encoding, or run under a UTF-8 locale (e.g. LANG=C.UTF-8).")
     if not osp.isfile(path):
         raise FileNotFoundError(f"Option file not found: {path}")
-    with open(path, "r", encoding="utf-8") as f:
-        try:
-            opt = yaml.load(f, Loader=StrictLoader)
-        except DuplicateKeyError as e:
-            raise OptionError(f"Option file {e}") from None
-        except yaml.YAMLError as e:
-            raise OptionError(f"Option file {path} is not valid YAML: {e}") from None
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = decode_utf8(data, f"Option file {path}", "save the file as UTF-8 (in most editors: Save as / "
+                                                         "Encoding: UTF-8), or remove the characters at that place.")
+    except ValueError as e:
+        raise OptionError(str(e)) from None
+    loader = StrictLoader(text)
+    loader.name = path  # YAML errors name the file (its text was read here)
+    try:
+        opt = loader.get_single_data()
+    except DuplicateKeyError as e:
+        raise OptionError(f"Option file {e}") from None
+    except yaml.YAMLError as e:
+        raise OptionError(f"Option file {path} is not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
     if not isinstance(opt, dict):
         raise OptionError(f"Option file {path} must hold a mapping at the top level")
     return coerce_numbers(opt)
