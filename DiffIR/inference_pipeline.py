@@ -53,6 +53,7 @@ from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input
 
 __all__ = ["build_arg_parser", "find_network_options", "load_stage2_network", "export_safetensors",
+           "default_export_path", "check_export_target",
            "run_inference", "main"]
 
 OUTPUT_FORMATS = ("hdr", "exr")
@@ -126,14 +127,62 @@ def tone_settings(opt: Dict[str, Any]) -> Dict[str, Any]:
             "lq_linearize": bool(first.get("lq_linearize", True))}
 
 
+#: the folders of an experiment that only training writes to (checkpoints are pruned and resumed from there)
+RUN_FOLDERS = ("models", "training_states")
+
+
+def experiment_run_folder(path: str) -> Optional[str]:
+    """The experiment's ``models/`` or ``training_states/`` folder that ``path`` (links resolved) lies in, or None.
+
+    A folder of that name counts as an experiment's when the folder above it holds the other one, a saved
+    ``options_*.yml`` or a ``train_*.log``, or is itself inside ``experiments/``."""
+    folder = osp.dirname(osp.realpath(path))
+    while True:
+        parent = osp.dirname(folder)
+        if parent == folder:
+            return None
+        if osp.basename(folder) in RUN_FOLDERS and (
+                any(osp.isdir(osp.join(parent, name)) for name in RUN_FOLDERS if name != osp.basename(folder))
+                or glob.glob(osp.join(glob.escape(parent), "options_*.yml"))
+                or glob.glob(osp.join(glob.escape(parent), "train_*.log"))
+                or osp.basename(osp.dirname(parent)) == "experiments"):
+            return folder
+        folder = parent
+
+
+def default_export_path(model_path: str) -> str:
+    """``--out`` of the export when none is given: the checkpoint's name with ``.safetensors``, beside it, or in the
+    experiment folder when the checkpoint lies in the experiment's ``models/`` (which only training writes to)."""
+    name = osp.splitext(osp.basename(model_path))[0] + SAFETENSORS_EXT
+    run_folder = experiment_run_folder(model_path)
+    return osp.join(osp.dirname(run_folder) if run_folder else osp.dirname(model_path), name)
+
+
+def check_export_target(model_path: str, out_path: str) -> None:
+    """Refuse an export onto the ``--model`` file itself or into an experiment's ``models/``/``training_states/``
+    (whatever ``--overwrite`` says): the checkpoints there are what training prunes and resumes from."""
+    if osp.realpath(out_path) == osp.realpath(model_path):
+        raise OptionError(f"--out '{out_path}' is the --model file: the export would replace the checkpoint it reads. "
+                          f"Fix: choose another --out, e.g. --out {default_export_path(model_path)}")
+    run_folder = experiment_run_folder(out_path)
+    if run_folder:
+        raise OptionError(f"--out '{out_path}' lies in the experiment folder '{run_folder}', which only training writes "
+                          f"to (it prunes and resumes from the files there); --overwrite does not change this. Fix: "
+                          f"write the export elsewhere, e.g. --out {osp.join(osp.dirname(run_folder), osp.basename(out_path))}")
+
+
 def export_safetensors(model_path: str, out_path: str, opt_path: Optional[str] = None,
                        param_key: str = "params_ema", overwrite: bool = False) -> Dict[str, str]:
     """Write the ``param_key`` weights of a ``.pth`` checkpoint as ``.safetensors`` with what rebuilds the network.
 
     The metadata holds ``network_g`` and the tone settings (``hdr_max``/``tone_curve``/``lq_linearize``) as JSON
     strings, the source checkpoint, the weights' key and the iteration; the weights are loaded strictly into
-    ``network_g`` first, so a file that does not fit its options is never written. Returns the metadata.
+    ``network_g`` first, so a file that does not fit its options is never written. An ``out_path`` that is the
+    checkpoint or lies in an experiment's ``models/``/``training_states/`` is refused (:func:`check_export_target`).
+    Returns the metadata.
     """
+    check_path_arguments({"model": model_path, "out": out_path, "opt": opt_path}, ("model", "out", "opt"))
+    check_export_target(model_path, out_path)
     opt_file = opt_path or saved_options(model_path)
     if not opt_file:
         raise OptionError(f"No options found for {model_path}: training saves options_<name>.yml beside models/; "
@@ -281,10 +330,11 @@ def _resolve_tone(args: argparse.Namespace, opt: Dict[str, Any], where: str) -> 
 
 
 def check_path_arguments(args: Any, names: Sequence[str]) -> None:
-    """Refuse a path argument (``--NAME``) that cannot be encoded in the file-system encoding, by its name: the OS
-    could not be asked for it, so it would otherwise be reported as missing."""
+    """Refuse a path argument (``--NAME``; ``args`` a Namespace or a mapping) that cannot be encoded in the
+    file-system encoding, by its name: the OS could not be asked for it, so it would otherwise be reported as missing."""
     for name in names:
-        problem = path_encoding_problem(getattr(args, name, None))
+        value = args.get(name) if isinstance(args, Mapping) else getattr(args, name, None)
+        problem = path_encoding_problem(value)
         if problem:
             raise OptionError(f"--{name} {problem}. Fix: pass the path as it is on disk, or rename the file or folder.")
 

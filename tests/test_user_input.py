@@ -6,17 +6,21 @@ import os
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
+from DiffIR.cli_entry import export
 from DiffIR.data import build_dataset
 from DiffIR.data.dgain import parse_dgain_text, read_dgain_file
 from DiffIR.data.ldr_hdr_paired_dataset import DatasetCheckError
+from DiffIR.inference_pipeline import default_export_path
+from DiffIR.utils.checkpoint import CheckpointError, extract_state_dict
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import read_image_size, write_hdr
 from DiffIR.utils.options import StrictLoader, finalize_options, load_yaml, parse_options
 
 from conftest import ROOT
-from helpers import folder_set_options, make_hdr_folder
+from helpers import TINY_NET, folder_set_options, make_hdr_folder, write_yaml
 
 SEED_FILE = ROOT / "options" / "demo_DiffIRs1_hdr.yml"
 
@@ -227,3 +231,48 @@ def test_inference_names_a_path_argument_that_cannot_be_encoded(tmp_path):
                                           "--model", "m.pth", "--output", str(tmp_path / "out")])
     msg = _raises(OptionError, run_inference, args)
     assert msg.startswith("--input '") and "cannot be encoded" in msg and "does not exist" not in msg
+
+
+# ------------------------------------------------------------------ 6. export targets and training states
+def _experiment(tmp_path):
+    """experiments/X with a TINY_NET checkpoint of iteration 4, its training state and saved options."""
+    from DiffIR.archs import build_network
+
+    exp = tmp_path / "experiments" / "X"
+    (exp / "models").mkdir(parents=True)
+    (exp / "training_states").mkdir()
+    net = build_network(dict(TINY_NET))
+    torch.save({"params": net.state_dict()}, exp / "models" / "net_g_4.pth")
+    torch.save({"epoch": 0, "iter": 4, "optimizers": [], "schedulers": []}, exp / "training_states" / "4.state")
+    write_yaml(exp / "options_X.yml", {"name": "X", "model_type": "DiffIRS1Model", "network_g": dict(TINY_NET)})
+    return exp
+
+
+def test_an_export_never_replaces_the_checkpoint_or_writes_into_a_run_folder(tmp_path, capsys):
+    exp = _experiment(tmp_path)
+    model = exp / "models" / "net_g_4.pth"
+    before = model.read_bytes()
+    (tmp_path / "link.pth").symlink_to(model)
+    for out in (model, tmp_path / "link.pth", exp / "models" / "net_g_4.safetensors",
+                exp / "training_states" / "x.safetensors"):
+        assert export(["--model", str(model), "--out", str(out), "--overwrite"]) == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and ("is the --model file" in err or "only training writes to" in err), err
+        assert "Traceback" not in err
+    assert model.read_bytes() == before
+    assert sorted(p.name for p in (exp / "models").iterdir()) == ["net_g_4.pth"]
+    # without --out the export goes into the experiment folder, beside models/
+    assert export(["--model", str(model)]) == 0
+    assert (exp / "net_g_4.safetensors").is_file()
+    assert default_export_path(str(tmp_path / "elsewhere" / "net.pth")) == str(tmp_path / "elsewhere" / "net.safetensors")
+
+
+def test_a_training_state_given_as_weights_points_to_the_network_checkpoint(tmp_path, capsys):
+    exp = _experiment(tmp_path)
+    state = exp / "training_states" / "4.state"
+    assert export(["--model", str(state), "--out", str(tmp_path / "x.safetensors"),
+                   "--opt", str(exp / "options_X.yml")]) == 2
+    err = capsys.readouterr().err
+    assert "is a training state" in err and str(exp / "models" / "net_g_4.pth") in err and "KeyError" not in err
+    msg = _raises(CheckpointError, extract_state_dict, torch.load(state), "params_ema", str(state))
+    assert "models/net_g_4.pth" in msg
