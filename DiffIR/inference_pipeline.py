@@ -29,6 +29,7 @@ import json
 import os
 import os.path as osp
 import re
+import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -38,6 +39,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from DiffIR.archs import build_network
+from DiffIR.data.checks import implausible_exposure_entry, implausible_exposure_note
 from DiffIR.data.dgain import read_dgain_file
 from DiffIR.data.ldr_hdr_paired_dataset import LQ_EXTENSIONS
 from DiffIR.models.diffir_s2_model import STAGE1_WEIGHTS_MESSAGE, is_stage1_state, restore_ldr_only
@@ -297,6 +299,11 @@ def check_inputs(pairs: Sequence[Tuple[str, str, str]]) -> Dict[str, Dict[str, f
             read_ldr(image_path, exif_orientation=True)
         except (OSError, ValueError) as e:
             bad.append(str(e))
+    odd = [implausible_exposure_entry(osp.basename(txt), metas[stem]["dgain"], metas[stem]["gamma"])
+           for stem, _, txt in pairs if stem in metas]
+    odd = [entry for entry in odd if entry]
+    if odd:  # as training and scripts/check_dataset.py warn: the output of such an image may be black or clipped
+        print(f"WARNING: {implausible_exposure_note(odd, osp.dirname(pairs[0][2]))}", file=sys.stderr, flush=True)
     if bad:
         raise ValueError(f"{len(bad)} input problem(s) found before any output was written:\n  "
                          + "\n  ".join(bad[:20]) + (f"\n  ... (+{len(bad) - 20} more)" if len(bad) > 20 else "")

@@ -11,6 +11,7 @@ import yaml
 
 from DiffIR.cli_entry import export
 from DiffIR.data import build_dataset
+from DiffIR.data.checks import implausible_exposure_entry, implausible_exposure_note
 from DiffIR.data.dgain import parse_dgain_text, read_dgain_file
 from DiffIR.data.ldr_hdr_paired_dataset import DatasetCheckError
 from DiffIR.inference_pipeline import default_export_path
@@ -20,7 +21,7 @@ from DiffIR.utils.hdr_io import read_image_size, write_hdr
 from DiffIR.utils.options import StrictLoader, finalize_options, load_yaml, parse_options
 
 from conftest import ROOT
-from helpers import TINY_NET, folder_set_options, make_hdr_folder, write_yaml
+from helpers import TINY_NET, folder_set_options, make_hdr_folder, save_tiny_s2, write_yaml
 
 SEED_FILE = ROOT / "options" / "demo_DiffIRs1_hdr.yml"
 
@@ -276,3 +277,21 @@ def test_a_training_state_given_as_weights_points_to_the_network_checkpoint(tmp_
     assert "is a training state" in err and str(exp / "models" / "net_g_4.pth") in err and "KeyError" not in err
     msg = _raises(CheckpointError, extract_state_dict, torch.load(state), "params_ema", str(state))
     assert "models/net_g_4.pth" in msg
+
+
+# ------------------------------------------------------------------ 7. implausible dgain values at inference
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # dgain 1e308 is used as it is
+def test_inference_warns_about_implausible_dgain_values_as_training_does(tmp_path, capsys):
+    from DiffIR.inference_pipeline import main as infer_main
+
+    root = make_hdr_folder(tmp_path / "d", size=(16, 16))
+    (root / "dg" / "b.txt").write_text("dgain: 1e308\ngamma: 2.2\n")
+    model = save_tiny_s2(tmp_path)
+    infer_main(str(tmp_path), ["--input", str(root / "lq"), "--dgain", str(root / "dg"), "--model", str(model),
+                               "--opt", str(tmp_path / "net.yml"), "--output", str(tmp_path / "out"), "--tile", "0",
+                               "--device", "cpu"])
+    err = capsys.readouterr().err
+    expected = implausible_exposure_note([implausible_exposure_entry("b.txt", 1e308, 2.2)], str(root / "dg"))
+    assert f"WARNING: {expected}" in err and "dgain 1e+308 outside [1/64, 64]" in err
+    assert "a.txt" not in err and "c.txt" not in err
+    assert (tmp_path / "out" / "b.hdr").is_file()  # used as it is, like in training
