@@ -164,7 +164,8 @@ def test_inference_options_without_a_network_mapping_are_refused(tmp_path):
     ("datasets:train:num_prefetch_queue", 10 ** 6, "64"), ("network_g:dim", 2 ** 40, "1024"),
     ("network_g:n_encoder_res", 10 ** 5, "64"), ("network_g:num_blocks[2]", 10 ** 6, "64"),
     ("network_g:heads[0]", 2 ** 31, "64"), ("val:tile_size", 2 ** 40, "16384"), ("val:window_size", 10 ** 6, "256"),
-    ("val:metrics:psnr:crop_border", 10 ** 9, "8192"),
+    ("val:metrics:psnr:crop_border", 10 ** 9, "8192"), ("datasets:train:synthetic:size", 2 ** 40, "16384"),
+    ("datasets:train:synthetic:num_images", 10 ** 9, "100000"),
 ])
 def test_sizes_beyond_any_real_use_are_refused_by_key(tmp_path, key, value, bound):
     opt = _seed_options()
@@ -179,6 +180,13 @@ def test_sizes_beyond_any_real_use_are_refused_by_key(tmp_path, key, value, boun
         node[last] = value
     msg = _raises(OptionError, finalize_options, opt, str(tmp_path), True, "my.yml", require_training=True)
     assert f"'{key}'" in msg and str(value) in msg and bound in msg, msg
+
+
+def test_a_synthetic_size_as_height_and_width_is_checked_per_side(tmp_path):
+    opt = _seed_options()
+    opt["datasets"]["train"]["synthetic"]["size"] = [64, 10 ** 8]
+    msg = _raises(OptionError, finalize_options, opt, str(tmp_path), True, "my.yml", require_training=True)
+    assert "'datasets:train:synthetic:size[1]' is 100000000" in msg
 
 
 def test_the_shipped_option_files_are_within_the_bounds(tmp_path):

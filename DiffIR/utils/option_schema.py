@@ -24,7 +24,7 @@ from DiffIR.utils.errors import OptionError
 from DiffIR.utils.logger import MESSAGES
 
 __all__ = ["Value", "TOP", "TRAIN", "OPTIM", "REGION_WEIGHTS", "region_weight_values", "LOSS", "MIXUP", "VAL",
-           "LOGGER", "DIST", "DATASET", "NETWORK", "NETWORK_LISTS", "METRIC", "parse_number", "parse_plain_number", "PLAIN_NUMBER_HINT",
+           "LOGGER", "DIST", "DATASET", "NETWORK", "NETWORK_LISTS", "METRIC", "SYNTHETIC", "parse_number", "parse_plain_number", "PLAIN_NUMBER_HINT",
            "coerce_numbers", "name_error", "value_errors", "raise_errors", "check_val_options", "check_dataset_values",
            "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS", "SELF_ENSEMBLE_SIZES"]
 
@@ -39,6 +39,7 @@ MAX_WORKERS = 256         # num_worker_per_gpu
 MAX_ENLARGE = 1000        # dataset_enlarge_ratio (the sampler draws a permutation of len(set) x ratio positions)
 MAX_PREFETCH = 64         # num_prefetch_queue batches kept in memory
 MAX_WINDOW = 256          # val:window_size, the network's size multiple
+MAX_SYNTHETIC = 100000    # synthetic:num_images
 #: ``val:save_format``: the file type of the linear HDR outputs
 SAVE_FORMATS = ("hdr", "exr", "npy")
 #: ``val:self_ensemble``: how many flipped/transposed passes are averaged at test time (0 = off, one pass)
@@ -306,6 +307,13 @@ NETWORK_LISTS: Dict[str, Value] = {
 #: every ``val:metrics:<name>`` entry (its other arguments are checked against the metric's signature)
 METRIC: Dict[str, Value] = {"crop_border": _int(0, "crop_border: 0", hi=MAX_IMAGE_SIDE // 2)}
 
+#: the sizes of a dataset's ``synthetic`` generator (``size``: a side, or [height, width]; checked item by item)
+SYNTHETIC: Dict[str, Value] = {
+    "num_images": _int(1, "num_images: 24", hi=MAX_SYNTHETIC),
+    "max_blur": _int(1, "max_blur: 15", hi=1024),
+}
+_SYNTHETIC_SIDE = _int(1, "size: 192 (or [height, width])", hi=MAX_IMAGE_SIDE)
+
 
 def _check_table(section: Any, table: Mapping[str, Value], where: str) -> List[str]:
     """Check (and convert in place) the keys of ``table`` present in ``section``."""
@@ -410,8 +418,25 @@ def check_val_options(val_opt: Optional[Dict[str, Any]]) -> None:
     raise_errors(_val_errors(val_opt or {}))
 
 
+def _synthetic_errors(dataset: Any, where: str) -> List[str]:
+    """The sizes of ``<where>:synthetic`` (its keys and kind are checked by the dataset)."""
+    syn = dataset.get("synthetic") if isinstance(dataset, dict) else None
+    if not isinstance(syn, dict):
+        return []
+    errors = _check_table(syn, SYNTHETIC, f"{where}:synthetic:")
+    size = syn.get("size")
+    if isinstance(size, (list, tuple)):
+        checked = [_SYNTHETIC_SIDE.check(v, f"{where}:synthetic:size[{i}]") for i, v in enumerate(size)]
+        syn["size"] = type(size)(v for v, _ in checked)
+        errors += [e for _, e in checked if e]
+    elif size is not None:
+        syn["size"], error = _SYNTHETIC_SIDE.check(size, f"{where}:synthetic:size")
+        errors += [error] if error else []
+    return errors
+
+
 def _dataset_errors(dataset: Any, where: str) -> List[str]:
-    return _check_table(dataset, DATASET, f"{where}:") + _disagree(
+    return _check_table(dataset, DATASET, f"{where}:") + _synthetic_errors(dataset, where) + _disagree(
         dataset, f"{where}:use_flip", dataset, f"{where}:use_hflip", "BasicSR's name for the same option")
 
 
