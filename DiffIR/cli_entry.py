@@ -132,7 +132,9 @@ EXPORT_HELP = """Export a trained network's EMA weights as ``.safetensors``, wit
 beside ``models/``. The file's metadata holds ``network_g`` and the tone settings (``hdr_max``, ``tone_curve``,
 ``lq_linearize``) as JSON, the source checkpoint and its iteration, so ``inference_hdr.py --model NAME.safetensors``
 needs no ``--opt``; ``test.py`` loads it as ``path:pretrain_network_g``. Training states and ``net_g_*.pth``
-checkpoints stay ``.pth``.
+checkpoints stay ``.pth``. The export is never written onto ``--model`` nor into an experiment's ``models/`` or
+``training_states/`` (what training prunes and resumes from), with or without ``--overwrite``; without ``--out`` it
+goes beside the checkpoint, or into the experiment folder for a checkpoint in its ``models/``.
 """
 
 
@@ -140,17 +142,20 @@ def export(argv: Optional[List[str]] = None) -> int:
     """``diffir-export``: see :data:`EXPORT_HELP`."""
     p = argparse.ArgumentParser(description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="checkpoint to export (net_g_*.pth)")
-    p.add_argument("--out", default=None, help="output file (default: the checkpoint's name with .safetensors)")
+    p.add_argument("--out", default=None, help="output file (default: the checkpoint's name with .safetensors, in the "
+                                               "experiment folder for a checkpoint in its models/); never the "
+                                               "checkpoint itself nor a file in an experiment's models/ or "
+                                               "training_states/")
     p.add_argument("--param_key", default="params_ema", help="weights inside the checkpoint (default params_ema, "
                                                              "falls back to params)")
     p.add_argument("--opt", default=None, help="options naming network_g (default: the options saved with the run)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = p.parse_args(argv)
-    out = args.out or os.path.splitext(args.model)[0] + ".safetensors"
 
     def run() -> None:
-        from DiffIR.inference_pipeline import export_safetensors
+        from DiffIR.inference_pipeline import default_export_path, export_safetensors
 
+        out = args.out or default_export_path(args.model)
         meta = export_safetensors(args.model, out, args.opt, args.param_key, args.overwrite)
         print(f"Wrote {out}: {args.model} [{args.param_key}], iteration {meta['iteration']}, "
               f"network_g from {meta['options']}", flush=True)

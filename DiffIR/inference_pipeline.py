@@ -29,6 +29,7 @@ import json
 import os
 import os.path as osp
 import re
+import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -38,6 +39,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from DiffIR.archs import build_network
+from DiffIR.data.checks import implausible_exposure_entry, implausible_exposure_note
 from DiffIR.data.dgain import read_dgain_file
 from DiffIR.data.ldr_hdr_paired_dataset import LQ_EXTENSIONS
 from DiffIR.models.diffir_s2_model import STAGE1_WEIGHTS_MESSAGE, is_stage1_state, restore_ldr_only
@@ -46,12 +48,14 @@ from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import (SAFETENSORS_EXT, extract_state_dict, load_checked, load_file,
                                      read_safetensors_metadata, save_safetensors)
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
+from DiffIR.utils.misc import path_encoding_problem
 from DiffIR.utils.options import load_yaml
 from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input
 
 __all__ = ["build_arg_parser", "find_network_options", "load_stage2_network", "export_safetensors",
+           "default_export_path", "check_export_target",
            "run_inference", "main"]
 
 OUTPUT_FORMATS = ("hdr", "exr")
@@ -125,14 +129,62 @@ def tone_settings(opt: Dict[str, Any]) -> Dict[str, Any]:
             "lq_linearize": bool(first.get("lq_linearize", True))}
 
 
+#: the folders of an experiment that only training writes to (checkpoints are pruned and resumed from there)
+RUN_FOLDERS = ("models", "training_states")
+
+
+def experiment_run_folder(path: str) -> Optional[str]:
+    """The experiment's ``models/`` or ``training_states/`` folder that ``path`` (links resolved) lies in, or None.
+
+    A folder of that name counts as an experiment's when the folder above it holds the other one, a saved
+    ``options_*.yml`` or a ``train_*.log``, or is itself inside ``experiments/``."""
+    folder = osp.dirname(osp.realpath(path))
+    while True:
+        parent = osp.dirname(folder)
+        if parent == folder:
+            return None
+        if osp.basename(folder) in RUN_FOLDERS and (
+                any(osp.isdir(osp.join(parent, name)) for name in RUN_FOLDERS if name != osp.basename(folder))
+                or glob.glob(osp.join(glob.escape(parent), "options_*.yml"))
+                or glob.glob(osp.join(glob.escape(parent), "train_*.log"))
+                or osp.basename(osp.dirname(parent)) == "experiments"):
+            return folder
+        folder = parent
+
+
+def default_export_path(model_path: str) -> str:
+    """``--out`` of the export when none is given: the checkpoint's name with ``.safetensors``, beside it, or in the
+    experiment folder when the checkpoint lies in the experiment's ``models/`` (which only training writes to)."""
+    name = osp.splitext(osp.basename(model_path))[0] + SAFETENSORS_EXT
+    run_folder = experiment_run_folder(model_path)
+    return osp.join(osp.dirname(run_folder) if run_folder else osp.dirname(model_path), name)
+
+
+def check_export_target(model_path: str, out_path: str) -> None:
+    """Refuse an export onto the ``--model`` file itself or into an experiment's ``models/``/``training_states/``
+    (whatever ``--overwrite`` says): the checkpoints there are what training prunes and resumes from."""
+    if osp.realpath(out_path) == osp.realpath(model_path):
+        raise OptionError(f"--out '{out_path}' is the --model file: the export would replace the checkpoint it reads. "
+                          f"Fix: choose another --out, e.g. --out {default_export_path(model_path)}")
+    run_folder = experiment_run_folder(out_path)
+    if run_folder:
+        raise OptionError(f"--out '{out_path}' lies in the experiment folder '{run_folder}', which only training writes "
+                          f"to (it prunes and resumes from the files there); --overwrite does not change this. Fix: "
+                          f"write the export elsewhere, e.g. --out {osp.join(osp.dirname(run_folder), osp.basename(out_path))}")
+
+
 def export_safetensors(model_path: str, out_path: str, opt_path: Optional[str] = None,
                        param_key: str = "params_ema", overwrite: bool = False) -> Dict[str, str]:
     """Write the ``param_key`` weights of a ``.pth`` checkpoint as ``.safetensors`` with what rebuilds the network.
 
     The metadata holds ``network_g`` and the tone settings (``hdr_max``/``tone_curve``/``lq_linearize``) as JSON
     strings, the source checkpoint, the weights' key and the iteration; the weights are loaded strictly into
-    ``network_g`` first, so a file that does not fit its options is never written. Returns the metadata.
+    ``network_g`` first, so a file that does not fit its options is never written. An ``out_path`` that is the
+    checkpoint or lies in an experiment's ``models/``/``training_states/`` is refused (:func:`check_export_target`).
+    Returns the metadata.
     """
+    check_path_arguments({"model": model_path, "out": out_path, "opt": opt_path}, ("model", "out", "opt"))
+    check_export_target(model_path, out_path)
     opt_file = opt_path or saved_options(model_path)
     if not opt_file:
         raise OptionError(f"No options found for {model_path}: training saves options_<name>.yml beside models/; "
@@ -247,6 +299,11 @@ def check_inputs(pairs: Sequence[Tuple[str, str, str]]) -> Dict[str, Dict[str, f
             read_ldr(image_path, exif_orientation=True)
         except (OSError, ValueError) as e:
             bad.append(str(e))
+    odd = [implausible_exposure_entry(osp.basename(txt), metas[stem]["dgain"], metas[stem]["gamma"])
+           for stem, _, txt in pairs if stem in metas]
+    odd = [entry for entry in odd if entry]
+    if odd:  # as training and scripts/check_dataset.py warn: the output of such an image may be black or clipped
+        print(f"WARNING: {implausible_exposure_note(odd, osp.dirname(pairs[0][2]))}", file=sys.stderr, flush=True)
     if bad:
         raise ValueError(f"{len(bad)} input problem(s) found before any output was written:\n  "
                          + "\n  ".join(bad[:20]) + (f"\n  ... (+{len(bad) - 20} more)" if len(bad) > 20 else "")
@@ -279,12 +336,23 @@ def _resolve_tone(args: argparse.Namespace, opt: Dict[str, Any], where: str) -> 
     return tone
 
 
+def check_path_arguments(args: Any, names: Sequence[str]) -> None:
+    """Refuse a path argument (``--NAME``; ``args`` a Namespace or a mapping) that cannot be encoded in the
+    file-system encoding, by its name: the OS could not be asked for it, so it would otherwise be reported as missing."""
+    for name in names:
+        value = args.get(name) if isinstance(args, Mapping) else getattr(args, name, None)
+        problem = path_encoding_problem(value)
+        if problem:
+            raise OptionError(f"--{name} {problem}. Fix: pass the path as it is on disk, or rename the file or folder.")
+
+
 def run_inference(args: argparse.Namespace) -> List[str]:
     """Restore every image of ``args.input``; returns the written paths. Everything is checked before any output.
 
     An image that still fails during the run (e.g. changed since the check) is skipped; the failures are listed at
     the end in an :class:`ImagesFailed` error (exit status 2), after the other images were written.
     """
+    check_path_arguments(args, ("input", "dgain", "model", "output", "opt"))
     if args.tile < 0 or args.tile % 8:
         raise OptionError(f"--tile must be 0 or a positive multiple of 8, got {args.tile}")
     if args.tile and not 0 <= args.tile_overlap <= args.tile - 8:
@@ -295,8 +363,9 @@ def run_inference(args: argparse.Namespace) -> List[str]:
     check_output_targets(args.output, [*targets.values(), *previews.values()],
                          {"--input": args.input, "--dgain": args.dgain}, args.overwrite)
     opt, where = find_network_options(args.model, args.opt)
-    if "network_g" not in opt:
-        raise OptionError(f"{where} has no network_g section: pass --opt with the options the model was trained with")
+    if not isinstance(opt.get("network_g"), dict):
+        raise OptionError(f"{where} has no network_g section (a mapping with the network's type and sizes): pass "
+                          "--opt with the options the model was trained with")
     tone = _resolve_tone(args, opt, where)
     device = _device(args.device)
     if device.type == "cpu":

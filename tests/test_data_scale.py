@@ -233,7 +233,7 @@ def test_every_bad_input_is_named_before_training(tmp_path):
         build_dataset(_opt(root, "train"))
     msg = str(ei.value)
     for words in ("nan.exr' has 1 NaN or Inf", "trunc.jpg' is a truncated JPEG", "garbage.npy", "nogamma.txt' has no 'gamma:'",
-                  "zero.txt': 'dgain' must be a finite number > 0", "size.exr' is 41x48", "Fix"):
+                  "zero.txt', line 1: 'dgain' must be a finite number > 0", "size.exr' is 41x48", "Fix"):
         assert words in msg, (words, msg)
     assert "ok." not in msg
     assert {p: sorted(os.listdir(root / p)) for p in ("lq", "gt", "dg")} == before  # nothing written into the data

@@ -49,7 +49,8 @@ def test_dgain_file_parsing(tmp_path):
     ("dgain: abc\ngamma: 2\n", "dgain", "not a number"),
     ("dgain: 2\ngamma: 0\n", "gamma", "> 0"),
     ("dgain: -1\ngamma: 2\n", "dgain", "> 0"),
-    ("dgain: nan\ngamma: 2\n", "dgain", "finite"),
+    ("dgain: nan\ngamma: 2\n", "dgain", "not a number"),
+    ("dgain: 1e400\ngamma: 2\n", "dgain", "finite"),
 ])
 def test_dgain_file_errors_name_file_and_key(tmp_path, text, key, words):
     p = tmp_path / "bad_file.txt"

@@ -61,6 +61,8 @@ __all__ = [
     "CheckCache",
     "ImageFacts",
     "DgainFacts",
+    "implausible_exposure_entry",
+    "implausible_exposure_note",
     "PixelCounts",
     "default_cache_dir",
     "CheckSettings",
@@ -168,6 +170,21 @@ def check_file_tail(path: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------
+def implausible_exposure_entry(name: str, dgain: float, gamma: float) -> Optional[str]:
+    """``"<name> (what is implausible)"`` for a dgain entry outside the plausible ranges (see
+    :func:`DiffIR.data.dgain.implausible_exposure`), else None."""
+    odd = implausible_exposure(dgain, gamma)
+    return f"{name} ({odd})" if odd else None
+
+
+def implausible_exposure_note(entries: Sequence[str], where: str) -> str:
+    """The warning about the :func:`implausible_exposure_entry` entries of ``where`` (a data set, a folder): the
+    data is used, but such values are usually a swapped or mis-scaled file. Training, the dataset check and
+    inference give this same warning."""
+    return (f"{len(entries)} dgain entr(y/ies) of '{where}' have implausible values (used as they are; check for "
+            f"swapped or mis-scaled files): {format_names(entries)}")
+
+
 class CheckReport:
     """What a check found: errors by kind (each message names the file and the fix) and notes."""
 
@@ -216,9 +233,9 @@ class CheckReport:
 
     def note_exposure(self, name: str, dgain: float, gamma: float) -> None:
         """Remember a dgain entry with implausible values (a warning, see ``DiffIR.data.dgain``)."""
-        odd = implausible_exposure(dgain, gamma)
-        if odd:
-            self.odd_exposure.append(f"{name} ({odd})")
+        entry = implausible_exposure_entry(name, dgain, gamma)
+        if entry:
+            self.odd_exposure.append(entry)
 
     def notes(self) -> List[str]:
         """Warnings that do not stop training (negative HDR values, padded images, implausible dgain/gamma)."""
@@ -232,8 +249,7 @@ class CheckReport:
             out.append(f"{len(self.padded)} pair(s) of '{self.where}' are smaller than gt_size and are reflect-padded "
                        f"(small_images: pad): {format_names(self.padded)}")
         if self.odd_exposure:
-            out.append(f"{len(self.odd_exposure)} dgain entr(y/ies) of '{self.where}' have implausible values (used as "
-                       f"they are; check for swapped or mis-scaled files): {format_names(self.odd_exposure)}")
+            out.append(implausible_exposure_note(self.odd_exposure, self.where))
         return out
 
     def summary(self) -> str:
@@ -265,11 +281,17 @@ class ImageFacts(NamedTuple):
     negative: int = 0
 
 
+#: the rules dgain files were read by; a cached entry read by other rules is read again (2: plain decimal numbers,
+#: a key twice with different values refused)
+DGAIN_RULES = 2
+
+
 class DgainFacts(NamedTuple):
     """The values of one dgain entry (kept to warn about implausible ones without reading it again)."""
 
     dgain: float
     gamma: float
+    rules: int = DGAIN_RULES
 
 
 #: the result types a cache entry may hold
@@ -570,7 +592,7 @@ def _check_dgain_file(run: _CheckRun, path: str) -> bool:
         st = run.cache.stat(path)
         key = _cache_key("dgain", path)
         facts = run.cache.get(key, st, DgainFacts)
-        if facts is None:
+        if facts is None or facts.rules != DGAIN_RULES:
             vals = read_dgain_file(path)
             facts = DgainFacts(vals["dgain"], vals["gamma"])
             run.cache.put(key, st, facts)

@@ -7,9 +7,10 @@ Format: one ``key: value`` per line, e.g.::
     strategy: sksldrlogtohdrlog
     PSNR: 41.2
 
-Only ``dgain`` and ``gamma`` are used (both must be finite and > 0; values outside the plausible ranges below
+Only ``dgain`` and ``gamma`` are used (both must be plain decimal numbers, finite and > 0; values outside the plausible ranges below
 are reported as warnings by the dataset check, see :func:`implausible_exposure`); other keys, blank lines,
-lines starting with ``#`` and lines without a ``:`` are ignored. Keys are case-insensitive.
+lines starting with ``#`` and lines without a ``:`` are ignored. Keys are case-insensitive. A key given twice with
+different values is an error (the same value twice is accepted).
 Unlike the fork (which silently falls back to dgain 1.0 / gamma 1.6), a missing key is an error
 unless ``defaults`` supplies it.
 """
@@ -18,7 +19,10 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Tuple, Union
+
+from DiffIR.utils.misc import decode_utf8
+from DiffIR.utils.option_schema import PLAIN_NUMBER_HINT, parse_plain_number
 
 REQUIRED_KEYS = ("dgain", "gamma")
 
@@ -53,42 +57,51 @@ def parse_dgain_text(
     ``{'dgain': 1.0, 'gamma': 1.6}``) fills keys that are absent.
     """
     if isinstance(text, (bytes, bytearray)):
-        try:
-            text = bytes(text).decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"dgain file '{source}' is not UTF-8 text. Fix: regenerate it as 'dgain: <x>' / 'gamma: <y>' lines.") from None
-    found: Dict[str, str] = {}
-    for line in text.splitlines():
+        text = decode_utf8(bytes(text), f"dgain file '{source}'",
+                           "save it as UTF-8 text (or regenerate it) with 'dgain: <x>' / 'gamma: <y>' lines.")
+    found: Dict[str, Tuple[float, str, int]] = {}  # key -> (value, text, line)
+    for number, line in enumerate(text.splitlines(), 1):
         s = line.strip().lstrip("\ufeff")
         if not s or s.startswith("#") or ":" not in s:
             continue
-        key, value = s.split(":", 1)
-        key = key.strip().lower()
-        if key in REQUIRED_KEYS:
-            found[key] = value.strip()
+        key, raw = (part.strip() for part in s.split(":", 1))
+        key = key.lower()
+        if key not in REQUIRED_KEYS:
+            continue
+        val = _value(raw, key, source, number)
+        if key in found and found[key][0] != val:
+            raise ValueError(
+                f"dgain file '{source}' gives '{key}' twice with different values: {found[key][1]} (line "
+                f"{found[key][2]}) and {raw} (line {number}). Fix: keep the line with the right value."
+            )
+        found.setdefault(key, (val, raw, number))
     out: Dict[str, float] = {}
     for key in REQUIRED_KEYS:
-        if key not in found:
-            if defaults is not None and key in defaults:
-                out[key] = float(defaults[key])
-                continue
+        if key in found:
+            out[key] = found[key][0]
+        elif defaults is not None and key in defaults:
+            out[key] = float(defaults[key])
+        else:
             raise ValueError(
                 f"dgain file '{source}' has no '{key}:' line. Fix: add a line '{key}: <positive number>' "
                 f"(both 'dgain' and 'gamma' are required)."
             )
-        raw = found[key]
-        try:
-            val = float(raw)
-        except ValueError:
-            raise ValueError(
-                f"dgain file '{source}': value of '{key}' is '{raw}', not a number. Fix: write '{key}: <positive number>'."
-            ) from None
-        if not (math.isfinite(val) and val > 0):
-            raise ValueError(
-                f"dgain file '{source}': '{key}' must be a finite number > 0, got {raw}. Fix the value in the file."
-            )
-        out[key] = val
     return out
+
+
+def _value(raw: str, key: str, source: str, line: int) -> float:
+    """The value of a ``dgain``/``gamma`` line: a finite number > 0, else a ValueError naming file, line and key."""
+    val = parse_plain_number(raw)
+    if val is None:
+        raise ValueError(
+            f"dgain file '{source}', line {line}: value of '{key}' is '{raw}', not a number. "
+            f"Fix: write '{key}: <positive number>', {PLAIN_NUMBER_HINT}."
+        )
+    if not (math.isfinite(val) and val > 0):
+        raise ValueError(
+            f"dgain file '{source}', line {line}: '{key}' must be a finite number > 0, got {raw}. Fix the value in the file."
+        )
+    return val
 
 
 def read_dgain_file(path: Union[str, os.PathLike], defaults: Optional[Mapping[str, float]] = None) -> Dict[str, float]:

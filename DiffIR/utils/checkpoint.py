@@ -182,6 +182,19 @@ def ema_warning(ckpt: Any, path: str) -> Optional[str]:
             "--param_key params) or train longer (train:ema_warmup: true, the default, avoids this).")
 
 
+def training_state_message(path: str, iteration: Any) -> str:
+    """Why a training state (``training_states/N.state``: optimizer, scheduler and RNG state) is not a network
+    checkpoint, and the network checkpoint of the same iteration (``models/net_g_N.pth``) to use instead."""
+    if not isinstance(iteration, int) or isinstance(iteration, bool):
+        iteration = os.path.splitext(os.path.basename(path))[0]
+    folder = os.path.dirname(os.path.normpath(path))
+    models = os.path.join(os.path.dirname(folder) if os.path.basename(folder) == "training_states" else folder,
+                          "models")
+    return (f"'{path}' is a training state (optimizer, scheduler and random-number state of iteration {iteration} for "
+            "--auto_resume), not network weights. Fix: use the network checkpoint of that iteration, "
+            f"{os.path.join(models, f'net_g_{iteration}.pth')} (or net_g_latest.pth).")
+
+
 def extract_state_dict(ckpt: Any, param_key: Optional[str], path: str) -> Dict[str, torch.Tensor]:
     """Pick ``ckpt[param_key]`` from a BasicSR container and strip DDP's ``module.`` prefixes.
 
@@ -198,6 +211,8 @@ def extract_state_dict(ckpt: Any, param_key: Optional[str], path: str) -> Dict[s
             state = ckpt["params"]  # BasicSR saves only 'params' when EMA is off
         elif any(isinstance(v, torch.Tensor) for v in ckpt.values()):
             state = ckpt  # a bare state_dict
+        elif "optimizers" in ckpt and "iter" in ckpt:
+            raise CheckpointError(training_state_message(path, ckpt.get("iter")))
         else:
             raise KeyError(f"Checkpoint '{path}' has no '{param_key}' entry (it has: {', '.join(map(str, ckpt))}). "
                            "Set path.param_key_g to one of those.")

@@ -577,10 +577,9 @@ def _radiance_layout(head: bytes, name: str) -> Optional[Tuple[int, int, int, in
     line = head[start : end if end >= 0 else len(head)].split()
     if end < 0 or len(line) != 4 or line[0] != b"-Y" or line[2] != b"+X":
         return None
-    try:
-        return int(line[1]), int(line[3]), start, end
-    except ValueError:
-        raise _bad_header(name, f"bad resolution line {b' '.join(line)!r}") from None
+    if not (line[1].isdigit() and line[3].isdigit()):  # plain digits: int() would read b'1_0' as 10, b'+5' as 5
+        raise _bad_header(name, f"bad resolution line {b' '.join(line)!r}")
+    return int(line[1]), int(line[3]), start, end
 
 
 def _radiance_size(f, name: str) -> Optional[Tuple[int, int]]:

@@ -6,6 +6,7 @@ import errno
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from typing import IO, Any, Iterator, List, Optional
@@ -14,6 +15,40 @@ import numpy as np
 import torch
 
 from DiffIR.utils.errors import DiskFullError
+
+
+def shown_path(path: str) -> str:
+    """``path`` as text that can always be printed: characters the terminal cannot show are written as escapes."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def path_encoding_problem(path: Any) -> Optional[str]:
+    """Why ``path`` cannot be handed to the operating system (a character the file-system encoding cannot encode,
+    e.g. a lone surrogate from a name decoded with the wrong encoding), or None. ``os.path.isfile`` would just say
+    False for it, and open() raise a codec error."""
+    if not isinstance(path, str):
+        return None
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError as e:
+        return (f"'{shown_path(path)}' cannot be encoded in the file-system encoding ({sys.getfilesystemencoding()}): "
+                f"the character {path[e.start]!r} at position {e.start} ({e.reason})")
+    return None
+
+
+def decode_utf8(data: bytes, source: str, fix: str) -> str:
+    """``data`` decoded as UTF-8 (a leading byte-order mark is dropped); else a ValueError naming ``source``, the
+    line, column and byte offset of the first byte that is not UTF-8, and ``fix``."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(f"{source} is UTF-16 text, not UTF-8. Fix: {fix}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(f"{source} is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column {column} (byte "
+                         f"offset {e.start}) is not valid UTF-8 (Latin-1 or Windows-1252 text looks like this). "
+                         f"Fix: {fix}") from None
 
 
 def set_random_seed(seed: int) -> None:

@@ -24,12 +24,22 @@ from DiffIR.utils.errors import OptionError
 from DiffIR.utils.logger import MESSAGES
 
 __all__ = ["Value", "TOP", "TRAIN", "OPTIM", "REGION_WEIGHTS", "region_weight_values", "LOSS", "MIXUP", "VAL",
-           "LOGGER", "DIST", "DATASET", "parse_number",
+           "LOGGER", "DIST", "DATASET", "NETWORK", "NETWORK_LISTS", "METRIC", "SYNTHETIC", "parse_number", "parse_plain_number", "PLAIN_NUMBER_HINT",
            "coerce_numbers", "name_error", "value_errors", "raise_errors", "check_val_options", "check_dataset_values",
            "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS", "SELF_ENSEMBLE_SIZES"]
 
 #: the DIRformer halves a training patch three times, so ``gt_size`` must be a multiple of 2³
 PATCH_MULTIPLE = 8
+#: Upper bounds of sizes: far above any real use, low enough that a typo (an extra digit, a number pasted in the
+#: wrong place) is named by its key instead of ending in numpy's "array is too big" or an exhausted memory.
+MAX_PATCH = 8192          # gt_size: a training patch side in pixels
+MAX_IMAGE_SIDE = 16384    # val:tile_size and a metric's crop_border: sides of whole images
+MAX_BATCH = 1024          # batch_size_per_gpu
+MAX_WORKERS = 256         # num_worker_per_gpu
+MAX_ENLARGE = 1000        # dataset_enlarge_ratio (the sampler draws a permutation of len(set) x ratio positions)
+MAX_PREFETCH = 64         # num_prefetch_queue batches kept in memory
+MAX_WINDOW = 256          # val:window_size, the network's size multiple
+MAX_SYNTHETIC = 100000    # synthetic:num_images
 #: ``val:save_format``: the file type of the linear HDR outputs
 SAVE_FORMATS = ("hdr", "exr", "npy")
 #: ``val:self_ensemble``: how many flipped/transposed passes are averaged at test time (0 = off, one pass)
@@ -39,6 +49,22 @@ _NUMBER = re.compile(r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)
 #: keys whose values are text even when they look like numbers (names, paths, templates)
 _TEXT_KEYS = {"name", "type", "model_type", "filename_tmpl", "suffix", "meta_info_file", "check_cache_dir",
               "language", "project", "resume_id", "entity", "backend", "launcher", "root_path"}
+
+
+#: a number in a data file (dgain files): digits, an optional point and exponent; no '_' (``float('1_0')`` is 10),
+#: no ``nan``/``inf``, no hex, ASCII digits only (``float`` also reads the digits of other scripts)
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+PLAIN_NUMBER_HINT = "digits with an optional '.' and exponent, e.g. 2.5 or 1e-3 (no '_', ',', nan or inf)"
+
+
+def parse_plain_number(text: str) -> Optional[float]:
+    """The number ``text`` spells as a plain decimal (see ``_PLAIN_NUMBER``; surrounding blanks allowed), else None.
+
+    For numbers in data files, where nothing like YAML's digit separators is expected: Python's ``float`` would read
+    ``1_0`` as 10 and ``nan``/``infinity`` as numbers.
+    """
+    s = text.strip()
+    return float(s) if _PLAIN_NUMBER.fullmatch(s) else None
 
 
 def parse_number(text: str) -> Optional[float]:
@@ -251,15 +277,42 @@ LOGGER: Dict[str, Value] = {
 DIST: Dict[str, Value] = {"port": _int(1, "port: 29500", hi=65535)}
 #: every ``datasets:<phase>`` section (keys a dataset does not know are refused by the dataset itself)
 DATASET: Dict[str, Value] = {
-    "gt_size": _int(PATCH_MULTIPLE, "gt_size: 256 (the network halves a patch three times)", multiple=PATCH_MULTIPLE),
-    "batch_size_per_gpu": _int(1, "batch_size_per_gpu: 2"),
-    "num_worker_per_gpu": _int(0, "num_worker_per_gpu: 4"),
-    "dataset_enlarge_ratio": _int(1, "dataset_enlarge_ratio: 1", default=1),
-    "num_prefetch_queue": _int(1, "num_prefetch_queue: 1", default=1),
+    "gt_size": _int(PATCH_MULTIPLE, "gt_size: 256 (the network halves a patch three times)", multiple=PATCH_MULTIPLE,
+                    hi=MAX_PATCH),
+    "batch_size_per_gpu": _int(1, "batch_size_per_gpu: 2", hi=MAX_BATCH),
+    "num_worker_per_gpu": _int(0, "num_worker_per_gpu: 4", hi=MAX_WORKERS),
+    "dataset_enlarge_ratio": _int(1, "dataset_enlarge_ratio: 1", default=1, hi=MAX_ENLARGE),
+    "num_prefetch_queue": _int(1, "num_prefetch_queue: 1", default=1, hi=MAX_PREFETCH),
     "hdr_max": _num("hdr_max: 1000", above=0, default=1000.0),
     "use_shuffle": _FLAG, "pin_memory": _FLAG, "persistent_workers": _FLAG, "lq_linearize": _FLAG,
     "geometric_augs": _FLAG, "use_flip": _FLAG, "use_hflip": _FLAG, "use_rot": _FLAG,
 }
+
+#: sizes of a ``network_*`` section (DiffIRS1/DiffIRS2; the official ones: dim 48, blocks [4, 6, 6, 8], 6 CPEN blocks)
+NETWORK: Dict[str, Value] = {
+    "dim": _int(1, "dim: 48", hi=1024),
+    "inp_channels": _int(1, "inp_channels: 3", hi=64),
+    "out_channels": _int(1, "out_channels: 3", hi=64),
+    "n_encoder_res": _int(0, "n_encoder_res: 6", hi=64),
+    "num_refinement_blocks": _int(0, "num_refinement_blocks: 4", hi=64),
+    "n_denoise_res": _int(0, "n_denoise_res: 1", hi=64),
+    "timesteps": _int(1, "timesteps: 4", hi=1000),
+    "ffn_expansion_factor": _num("ffn_expansion_factor: 2.66", above=0, hi=16),
+}
+#: list-valued sizes of a ``network_*`` section, checked item by item
+NETWORK_LISTS: Dict[str, Value] = {
+    "num_blocks": _int(0, "num_blocks: [4, 6, 6, 8]", hi=64),
+    "heads": _int(1, "heads: [1, 2, 4, 8]", hi=64),
+}
+#: every ``val:metrics:<name>`` entry (its other arguments are checked against the metric's signature)
+METRIC: Dict[str, Value] = {"crop_border": _int(0, "crop_border: 0", hi=MAX_IMAGE_SIDE // 2)}
+
+#: the sizes of a dataset's ``synthetic`` generator (``size``: a side, or [height, width]; checked item by item)
+SYNTHETIC: Dict[str, Value] = {
+    "num_images": _int(1, "num_images: 24", hi=MAX_SYNTHETIC),
+    "max_blur": _int(1, "max_blur: 15", hi=1024),
+}
+_SYNTHETIC_SIDE = _int(1, "size: 192 (or [height, width])", hi=MAX_IMAGE_SIDE)
 
 
 def _check_table(section: Any, table: Mapping[str, Value], where: str) -> List[str]:
@@ -305,14 +358,15 @@ def _tiling_errors(val: Mapping[str, Any]) -> List[str]:
     """``window_size``, ``tile_size`` and ``tile_overlap`` depend on each other (tiles are network-size multiples
     and must leave a stride)."""
     window = val.get("window_size") or 8
-    if not isinstance(window, int) or window < 1:
-        return [f"'val:window_size' must be a positive integer (the network's size multiple), got {window!r}"]
+    if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= MAX_WINDOW:
+        return [f"'val:window_size' must be an integer in [1, {MAX_WINDOW}] (the network's size multiple, 8 for "
+                f"DiffIR), got {window!r}"]
     tile = val.get("tile_size")
     if tile is None:
         return []
-    if not isinstance(tile, int) or tile <= 0 or tile % window:
-        return [f"'val:tile_size' must be a positive multiple of {window} (val:window_size) or ~ for whole-image "
-                f"inference, got {tile!r}; e.g. tile_size: 512"]
+    if not isinstance(tile, int) or isinstance(tile, bool) or not 0 < tile <= MAX_IMAGE_SIDE or tile % window:
+        return [f"'val:tile_size' must be a positive multiple of {window} (val:window_size) up to {MAX_IMAGE_SIDE}, or "
+                f"~ for whole-image inference, got {tile!r}; e.g. tile_size: 512"]
     overlap = val.get("tile_overlap", 32)
     if not isinstance(overlap, int) or overlap < 0 or overlap > tile - window:
         return [f"'val:tile_overlap' must be an integer in [0, tile_size - {window}] = [0, {tile - window}], got "
@@ -341,6 +395,9 @@ def _val_errors(val: Any) -> List[str]:
     if not isinstance(val, dict):
         return []
     errors = _check_table(val, VAL, "val:") + _tiling_errors(val)
+    metrics = val.get("metrics")
+    for name, metric in (metrics.items() if isinstance(metrics, dict) else ()):
+        errors += _check_table(metric, METRIC, f"val:metrics:{name}:")
     fmt = val.get("save_format", "hdr")
     if fmt not in SAVE_FORMATS:
         errors.append(f"'val:save_format' is {fmt!r}; use one of: {', '.join(SAVE_FORMATS)}")
@@ -361,8 +418,25 @@ def check_val_options(val_opt: Optional[Dict[str, Any]]) -> None:
     raise_errors(_val_errors(val_opt or {}))
 
 
+def _synthetic_errors(dataset: Any, where: str) -> List[str]:
+    """The sizes of ``<where>:synthetic`` (its keys and kind are checked by the dataset)."""
+    syn = dataset.get("synthetic") if isinstance(dataset, dict) else None
+    if not isinstance(syn, dict):
+        return []
+    errors = _check_table(syn, SYNTHETIC, f"{where}:synthetic:")
+    size = syn.get("size")
+    if isinstance(size, (list, tuple)):
+        checked = [_SYNTHETIC_SIDE.check(v, f"{where}:synthetic:size[{i}]") for i, v in enumerate(size)]
+        syn["size"] = type(size)(v for v, _ in checked)
+        errors += [e for _, e in checked if e]
+    elif size is not None:
+        syn["size"], error = _SYNTHETIC_SIDE.check(size, f"{where}:synthetic:size")
+        errors += [error] if error else []
+    return errors
+
+
 def _dataset_errors(dataset: Any, where: str) -> List[str]:
-    return _check_table(dataset, DATASET, f"{where}:") + _disagree(
+    return _check_table(dataset, DATASET, f"{where}:") + _synthetic_errors(dataset, where) + _disagree(
         dataset, f"{where}:use_flip", dataset, f"{where}:use_hflip", "BasicSR's name for the same option")
 
 
@@ -398,22 +472,33 @@ def _optimizer_errors(optim: Any) -> List[str]:
     return errors
 
 
+def _network_errors(net: Any, where: str) -> List[str]:
+    """The sizes of one ``network_*`` section (types and unknown keys are checked against the network's signature)."""
+    errors = _check_table(net, NETWORK, f"{where}:")
+    for key, spec in NETWORK_LISTS.items():
+        items = net.get(key) if isinstance(net, dict) else None
+        if isinstance(items, list):
+            checked = [spec.check(v, f"{where}:{key}[{i}]") for i, v in enumerate(items)]
+            items[:] = [v for v, _ in checked]
+            errors += [e for _, e in checked if e]
+    return errors
+
+
 def _training_requirements(opt: Mapping[str, Any]) -> List[str]:
     """What a training run cannot start without (a test or check of the same file does not need it)."""
     errors = []
     train = opt.get("train")
-    if not isinstance(train, dict):
+    if "train" not in opt:  # a section of the wrong kind is reported by options.section_errors
         errors.append("training needs a 'train' section (optim_g, total_iter, losses). Fix: add one, e.g. from "
                       "options/train_DiffIRs1_hdr.yml.")
-    elif train.get("total_iter") is None:
+    elif isinstance(train, dict) and train.get("total_iter") is None:
         errors.append("'train:total_iter' is missing. Fix: set the number of iterations, e.g. total_iter: 300000.")
     datasets = opt.get("datasets")
-    train_set = datasets.get("train") if isinstance(datasets, dict) else None
-    if not isinstance(train_set, dict):
+    if ("datasets" not in opt or isinstance(datasets, dict)) and "train" not in (datasets or {}):
         errors.append("training needs 'datasets:train'. Fix: add the training set (type, dataroot_lq, dataroot_gt, ...).")
-    else:
+    elif isinstance(datasets, dict) and isinstance(datasets["train"], dict):
         for key in ("batch_size_per_gpu", "num_worker_per_gpu"):
-            if train_set.get(key) is None:
+            if datasets["train"].get(key) is None:
                 errors.append(f"'datasets:train:{key}' is missing. Fix: set it, e.g. {key}: 2.")
     val = opt.get("val")
     if (isinstance(val, dict) and val.get("save_best") is not None and isinstance(datasets, dict)
@@ -447,6 +532,9 @@ def value_errors(opt: Dict[str, Any], training: bool = False) -> List[str]:
                 errors += _check_table(loss, LOSS, f"train:{key}:")
         errors += _check_table(train.get("mixing_augs"), MIXUP, "train:mixing_augs:")
         errors += region_weight_errors(train.get("region_weights"))
+    for key, net in opt.items():
+        if isinstance(key, str) and key.startswith("network_"):
+            errors += _network_errors(net, key)
     errors += _val_errors(opt.get("val")) + cudnn_benchmark_errors(opt)
     logger = opt.get("logger")
     errors += _check_table(logger, LOGGER, "logger:")

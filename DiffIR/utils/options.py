@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from DiffIR.utils.logger import get_root_logger
+from DiffIR.utils.misc import decode_utf8, path_encoding_problem
 from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES, coerce_numbers, value_errors
 from DiffIR.utils.errors import OptionError, did_you_mean
 
@@ -49,6 +50,67 @@ def _unknown(keys: Iterable[str], known: Iterable[str], where: str, file: str,
     return errors
 
 
+#: ``train`` sub-sections that must be mappings when given (besides every loss ``*_opt``); region_weights takes
+#: ``~``/``true``/``false`` too (option_schema.region_weight_errors)
+TRAIN_MAPPINGS = ("optim_g", "scheduler", "mixing_augs")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "~ (empty)"
+    kind = {str: "a text", bool: "true/false", int: "a number", float: "a number", list: "a list"}.get(type(value))
+    return f"{value!r} ({kind or type(value).__name__})"
+
+
+def section_errors(opt: Dict[str, Any]) -> List[str]:
+    """Each section that must be a mapping (``network_*``, ``path``, ``train``, ``logger``, ``dist_params``, the
+    datasets, ``train:optim_g``/``scheduler``/``mixing_augs``/``*_opt``) but holds ``~`` or a value of another
+    kind. ``val: ~`` is left to the validation checks."""
+    def error(key: str, value: Any) -> str:
+        return (f"'{key}' is {_describe(value)}, but it must be a mapping of options. Fix: indent its keys under "
+                f"'{key.rsplit(':', 1)[-1]}:' (see options/train_DiffIRs1_hdr.yml), or delete the line if the "
+                "section is not needed.")
+
+    errors = [error(key, opt[key]) for key in ("path", "train", "logger", "dist_params", "datasets")
+              if key in opt and not isinstance(opt[key], dict)]
+    errors += [error(key, value) for key, value in opt.items()
+               if isinstance(key, str) and key.startswith("network_") and not isinstance(value, dict)]
+    if "val" in opt and opt["val"] is not None and not isinstance(opt["val"], dict):
+        errors.append(error("val", opt["val"]))
+    train = opt.get("train")
+    for key, value in (train.items() if isinstance(train, dict) else ()):
+        if (key in TRAIN_MAPPINGS or (str(key).endswith("_opt") and key != "optim_g")) and not isinstance(value, dict):
+            errors.append(error(f"train:{key}", value) + (" (Without the line, training does not use this loss.)"
+                                                          if str(key).endswith("_opt") else ""))
+    datasets = opt.get("datasets")
+    for phase, dataset in (datasets.items() if isinstance(datasets, dict) else ()):
+        if not isinstance(dataset, dict):
+            errors.append(error(f"datasets:{phase}", dataset))
+    return errors
+
+
+#: dataset keys that hold a path (besides every ``dataroot*``)
+DATASET_PATH_KEYS = ("meta_info_file", "check_cache_dir")
+
+
+def path_errors(opt: Dict[str, Any]) -> List[str]:
+    """Each path of the options (``path:*``, the datasets' ``dataroot*``, ``meta_info_file``, ``check_cache_dir``)
+    that cannot be encoded in the file-system encoding: the OS could not be asked for it, and a check of such a
+    path would just say it does not exist."""
+    places = [(f"path:{k}", v) for k, v in (opt["path"].items() if isinstance(opt.get("path"), dict) else ())]
+    datasets = opt.get("datasets")
+    for phase, dataset in (datasets.items() if isinstance(datasets, dict) else ()):
+        places += [(f"datasets:{phase}:{k}", v) for k, v in (dataset.items() if isinstance(dataset, dict) else ())
+                   if str(k).startswith("dataroot") or k in DATASET_PATH_KEYS]
+    errors = []
+    for key, value in places:
+        problem = path_encoding_problem(value)
+        if problem:
+            errors.append(f"'{key}' = {problem}. Fix: write the path as it is on disk (a \\u escape or a name "
+                          "decoded with the wrong encoding gives such characters), or rename the file or folder.")
+    return errors
+
+
 def validate_options(opt: Dict[str, Any], file: str = "<options>", training: bool = False) -> None:
     """Report every unknown key and every bad value, all at once, naming the file (values: ``option_schema``).
 
@@ -59,27 +121,20 @@ def validate_options(opt: Dict[str, Any], file: str = "<options>", training: boo
     errors += _unknown(opt, TOP_KEYS, "", file)
     sections = [("path", PATH_KEYS, PATH_PREFIXES, ()), ("train", TRAIN_KEYS, (), TRAIN_SUFFIXES),
                 ("val", VAL_KEYS, (), ()), ("logger", LOGGER_KEYS, (), ()), ("dist_params", DIST_KEYS, (), ())]
+    errors += section_errors(opt) + path_errors(opt)
     for name, known, prefixes, suffixes in sections:
         sec = opt.get(name)
-        if sec is None:
-            continue
-        if not isinstance(sec, dict):
-            errors.append(f"'{name}' must be a mapping")
-            continue
-        errors += _unknown(sec, known, f"{name}:", file, prefixes, suffixes)
+        if isinstance(sec, dict):
+            errors += _unknown(sec, known, f"{name}:", file, prefixes, suffixes)
     mix = (opt.get("train") or {}).get("mixing_augs") if isinstance(opt.get("train"), dict) else None
     if isinstance(mix, dict):
         errors += _unknown(mix, MIXUP_KEYS, "train:mixing_augs:", file)
     wandb = (opt.get("logger") or {}).get("wandb") if isinstance(opt.get("logger"), dict) else None
     if isinstance(wandb, dict):
         errors += _unknown(wandb, WANDB_KEYS, "logger:wandb:", file)
-    if "datasets" in opt and not isinstance(opt["datasets"], dict):
-        errors.append("'datasets' must be a mapping of phase names (train, val, val_1, ...) to dataset options")
-    for phase, dataset in (opt["datasets"].items() if isinstance(opt.get("datasets"), dict) else ()):
-        if not (phase == "train" or phase.startswith(("val", "test"))):
+    for phase in (opt["datasets"] if isinstance(opt.get("datasets"), dict) else ()):
+        if not (phase == "train" or str(phase).startswith(("val", "test"))):
             errors.append(f"unknown dataset phase 'datasets:{phase}': use 'train', 'val*' or 'test*'")
-        if not isinstance(dataset, dict):
-            errors.append(f"'datasets:{phase}' must be a mapping of dataset options")
     errors += value_errors(opt, training=training)
     if errors:
         raise OptionError(f"Invalid options in {file}:\n  - " + "\n  - ".join(errors) +
@@ -87,12 +142,58 @@ def validate_options(opt: Dict[str, Any], file: str = "<options>", training: boo
                           "ignored).")
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping of an option file names the same key twice (PyYAML would silently keep the last value)."""
+
+    def __init__(self, source: str, key: str, first_line: int, second_line: int) -> None:
+        self.problem = (f"the key '{key}' is given twice (lines {first_line} and {second_line}); only one of the two "
+                        "values could be used")
+        super().__init__(f"{source}: {self.problem}. Fix: delete one of the two lines (or merge them).")
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping, naming the key path and both lines.
+
+    Merge keys (``<<: *base``) may still be overridden by the mapping's own keys, as YAML intends.
+    """
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self._check_duplicates(node)
+        return self.construct_document(node)
+
+    def _check_duplicates(self, root: yaml.Node) -> None:
+        seen, todo = set(), [(root, "")]
+        while todo:
+            node, where = todo.pop()
+            if id(node) in seen:  # an alias of a node already checked (or a recursive one)
+                continue
+            seen.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                todo += [(item, f"{where}[{i}]") for i, item in enumerate(node.value)]  # 'a[0]:b' 
+            if not isinstance(node, yaml.MappingNode):
+                continue
+            first: Dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                path = f"{where}:{key}" if where else str(key)
+                if key in first:
+                    raise DuplicateKeyError(self.name, path, first[key], line)
+                first[key] = line
+                todo.append((value_node, path))
+
+
 def _parse_value(item: str, text: str) -> Any:
     """The YAML value of one ``--force_yml`` override; a parse error names the override and the fix."""
     if text == "":
         return None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise OptionError(f"--force_yml '{item}': the value {text!r} is not valid YAML ({problem}). Fix: write a "
@@ -119,13 +220,29 @@ def apply_overrides(opt: Dict[str, Any], overrides: Optional[List[str]]) -> None
 
 def load_yaml(path: str) -> Dict[str, Any]:
     """An option file as a dict, with numeric text (``lr: 5e-4``, a string for YAML 1.1) read as numbers."""
+    problem = path_encoding_problem(path)
+    if problem:
+        raise OptionError(f"The option file path {problem}. Fix: rename the file (or its folder) to a name in that "
+                          "encoding, or run under a UTF-8 locale (e.g. LANG=C.UTF-8).")
     if not osp.isfile(path):
         raise FileNotFoundError(f"Option file not found: {path}")
-    with open(path, "r", encoding="utf-8") as f:
-        try:
-            opt = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise OptionError(f"Option file {path} is not valid YAML: {e}") from None
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = decode_utf8(data, f"Option file {path}", "save the file as UTF-8 (in most editors: Save as / "
+                                                         "Encoding: UTF-8), or remove the characters at that place.")
+    except ValueError as e:
+        raise OptionError(str(e)) from None
+    loader = StrictLoader(text)
+    loader.name = path  # YAML errors name the file (its text was read here)
+    try:
+        opt = loader.get_single_data()
+    except DuplicateKeyError as e:
+        raise OptionError(f"Option file {e}") from None
+    except yaml.YAMLError as e:
+        raise OptionError(f"Option file {path} is not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
     if not isinstance(opt, dict):
         raise OptionError(f"Option file {path} must hold a mapping at the top level")
     return coerce_numbers(opt)
