@@ -121,7 +121,7 @@ def _seed_options():
 @pytest.mark.parametrize("key, value", [
     ("network_g", None), ("network_g", "DiffIRS1"), ("network_S1", None), ("path", None), ("train", None),
     ("train", [1, 2]), ("logger", None), ("dist_params", 5), ("datasets", None), ("datasets:train", None),
-    ("datasets:val", "folder"), ("train:optim_g", None), ("train:scheduler", None), ("train:pixel_opt", None),
+    ("datasets:val", "folder"), ("train:optim_g", None), ("train:scheduler", None), ("train:pixel_opt", "L1Loss"),
     ("train:mixing_augs", "yes"), ("val", 3),
 ])
 def test_a_section_that_is_not_a_mapping_is_refused_by_name(tmp_path, key, value):
@@ -136,6 +136,13 @@ def test_a_section_that_is_not_a_mapping_is_refused_by_name(tmp_path, key, value
     if value is None:
         assert "~ (empty)" in msg
     assert "Traceback" not in msg and msg.count(f"'{key}'") == 1, msg
+
+
+def test_an_empty_loss_section_switches_the_loss_off_as_in_basicsr(tmp_path):
+    opt = _seed_options()
+    opt["train"]["perceptual_opt"] = None
+    finalize_options(opt, str(tmp_path), True, "my.yml", require_training=True)
+    assert opt["train"]["perceptual_opt"] is None
 
 
 def test_an_empty_val_section_does_not_crash_the_checks(tmp_path):

@@ -65,7 +65,8 @@ def _describe(value: Any) -> str:
 def section_errors(opt: Dict[str, Any]) -> List[str]:
     """Each section that must be a mapping (``network_*``, ``path``, ``train``, ``logger``, ``dist_params``, the
     datasets, ``train:optim_g``/``scheduler``/``mixing_augs``/``*_opt``) but holds ``~`` or a value of another
-    kind. ``val: ~`` is left to the validation checks."""
+    kind. ``val: ~`` is left to the validation checks; ``*_opt: ~`` is BasicSR's way to switch a loss off and
+    means just that."""
     def error(key: str, value: Any) -> str:
         return (f"'{key}' is {_describe(value)}, but it must be a mapping of options. Fix: indent its keys under "
                 f"'{key.rsplit(':', 1)[-1]}:' (see options/train_DiffIRs1_hdr.yml), or delete the line if the "
@@ -79,9 +80,12 @@ def section_errors(opt: Dict[str, Any]) -> List[str]:
         errors.append(error("val", opt["val"]))
     train = opt.get("train")
     for key, value in (train.items() if isinstance(train, dict) else ()):
-        if (key in TRAIN_MAPPINGS or (str(key).endswith("_opt") and key != "optim_g")) and not isinstance(value, dict):
-            errors.append(error(f"train:{key}", value) + (" (Without the line, training does not use this loss.)"
-                                                          if str(key).endswith("_opt") else ""))
+        is_loss = str(key).endswith("_opt") and key != "optim_g"
+        if is_loss and value is None:
+            continue  # BasicSR: a loss section left empty is switched off
+        if (key in TRAIN_MAPPINGS or is_loss) and not isinstance(value, dict):
+            errors.append(error(f"train:{key}", value) + (" (Write '~' or delete the line to train without this "
+                                                          "loss.)" if is_loss else ""))
     datasets = opt.get("datasets")
     for phase, dataset in (datasets.items() if isinstance(datasets, dict) else ()):
         if not isinstance(dataset, dict):
