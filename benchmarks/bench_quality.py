@@ -3,12 +3,14 @@
     python benchmarks/bench_quality.py                       # the shipped recipe (shrunk), about 10 minutes
     python benchmarks/bench_quality.py --variants all        # plus the ablation of each recipe item
     python benchmarks/bench_quality.py --variants fork        # a user's option file written for the original fork
+    python benchmarks/bench_quality.py --headroom-only        # where a model could gain at all (no training)
 
 1. Builds an AIM-layout set (``jpg/``, ``hdr/``, ``dgain_info/``) from the real HDR photographs in
    ``../shared/data/real_hdr/`` (or ``--real``): each photograph is halved (area), scaled to the AIM convention
    (cd/m², its 99.9th luminance percentile at 300-900, clipped at the peak 1000) and cut into crops; each crop is cut
    from its own exposure of the whole photograph, made with the dataset's forward model
-   (``clip(hdr/1000·dgain)^(1/gamma)``, sensor noise, 8-bit JPEG; dgain such that 0.5-15 % of the photograph clips,
+   (``clip(hdr/1000·dgain)^(1/gamma)``, 8-bit JPEG; no synthetic noise: the photographs carry their own; dgain such
+   that 0.5-15 % of the photograph clips,
    :func:`DiffIR.data.synthetic_hdr.synthesize_ldr`). Training crops come from some photographs,
    the held-out crops from the others (``--held-out``).
 2. Trains stage 1 and then stage 2 with ``train_hdr.py``'s pipeline from the shipped option files
@@ -19,7 +21,8 @@
    (LDR-only) model with its EMA weights, with its raw weights, with the flip self-ensemble ×8, and of the plain
    inverse tone mapping of the LDR (the network input).
 
-Prints a table per image and the means; ``--json FILE`` writes everything. Figures: docs/benchmarks.md.
+First prints the headroom of each image (:func:`headroom`: what a perfect model of the clipped, crushed or other
+pixels would score, and what a constant highlight boost scores), then a table per variant and image and the means; ``--json FILE`` writes everything. Figures: docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -41,7 +44,9 @@ import yaml
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from DiffIR.data.dgain import read_dgain_file  # noqa: E402
 from DiffIR.data.synthetic_hdr import encode_ldr, synthesize_ldr  # noqa: E402
+from DiffIR.metrics.hdr_metrics import calculate_pu21_psnr  # noqa: E402
 from DiffIR.utils.hdr_io import read_hdr, write_hdr  # noqa: E402
 
 REAL_DIR = osp.join(osp.dirname(ROOT), "shared", "data", "real_hdr")
@@ -75,7 +80,7 @@ def _crop_pairs(img: np.ndarray, size: int, n: int, rng: np.random.Generator
     h, w = img.shape[:2]
     out = []
     for _ in range(n):
-        ldr8, dgain, gamma, info = synthesize_ldr(img, rng, hdr_max=HDR_MAX, rule="clip_fraction")
+        ldr8, dgain, gamma, info = synthesize_ldr(img, rng, hdr_max=HDR_MAX, noise=False, rule="clip_fraction")
         y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
         window = (slice(y, y + size), slice(x, x + size))
         out.append((np.ascontiguousarray(img[window]), np.ascontiguousarray(ldr8[window]), dgain, gamma,
@@ -117,6 +122,51 @@ def build_real_set(real_dir: str, out: str, held_out: Tuple[str, ...], seed: int
     return built
 
 
+# ------------------------------------------------------------------------------------------------------ headroom
+BOOSTS = (1.2, 1.4, 1.7, 2.0)
+
+
+def _itm_pairs(folder: str):
+    """``(stem, gt, ldr in [0, 1], itm)`` of an AIM-layout folder; ITM = ldr^gamma·1000/dgain."""
+    for path in sorted(glob.glob(osp.join(folder, "hdr", "*.hdr"))):
+        stem = osp.splitext(osp.basename(path))[0]
+        ldr = cv2.cvtColor(cv2.imread(osp.join(folder, "jpg", f"{stem}.jpg")), cv2.COLOR_BGR2RGB)
+        ldr = ldr.astype(np.float32) / np.float32(255.0)
+        d = read_dgain_file(osp.join(folder, "dgain_info", f"{stem}.txt"))
+        itm = ldr ** np.float32(d["gamma"]) * np.float32(HDR_MAX / d["dgain"])
+        yield stem, read_hdr(path), ldr, itm
+
+
+def headroom(folder: str) -> Dict[str, Dict[str, float]]:
+    """Where a model can beat ITM, per image (PU21-PSNR, dB): ITM; ITM with the GT put in where the LDR is
+    clipped (brightest channel ≥ 0.95), crushed (< 0.05) or in between (what a perfect model of each region would
+    score); and ITM with a constant highlight boost ``c`` ramped in above 0.9 (the simplest highlight model)."""
+    out = {}
+    for stem, gt, ldr, itm in _itm_pairs(folder):
+        level = ldr.max(axis=2)
+        regions = {"clipped": level >= 0.95, "crushed": level < 0.05}
+        regions["between"] = ~(regions["clipped"] | regions["crushed"])
+        row = {"itm": calculate_pu21_psnr(itm, gt)}
+        for name, mask in regions.items():
+            fixed = itm.copy()
+            fixed[mask] = gt[mask]
+            row[f"perfect_{name}"] = calculate_pu21_psnr(fixed, gt)
+        ramp = np.clip((level[..., None] - np.float32(0.9)) / np.float32(0.1), 0.0, 1.0)
+        for c in BOOSTS:
+            row[f"boost_{c}"] = calculate_pu21_psnr(itm * (1 + np.float32(c - 1) * ramp), gt)
+        out[stem] = row
+    return out
+
+
+def headroom_report(phase: str, rows: Dict[str, Dict[str, float]]) -> str:
+    keys = list(next(iter(rows.values())))
+    lines = [f"== headroom ({phase}): PU21-PSNR of ITM, of ITM with a perfect region, of a constant highlight boost",
+             f"{'image':<20}" + "".join(f"{k:>16}" for k in keys)]
+    lines += [f"{stem:<20}" + "".join(f"{r[k]:>16.2f}" for k in keys) for stem, r in rows.items()]
+    lines.append(f"{'mean':<20}" + "".join(f"{np.mean([r[k] for r in rows.values()]):>16.2f}" for k in keys))
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------------ recipe
 def _dataset(data: str, phase: str, base: Dict[str, Any]) -> Dict[str, Any]:
     d = copy.deepcopy(base)
@@ -142,13 +192,13 @@ def shrink(opt: Dict[str, Any], data: str, name: str, iters: int) -> Dict[str, A
     t["total_iter"] = iters
     sched = t.get("scheduler") or {}
     if sched.get("type") == "CosineAnnealingWarmupRestarts":
-        sched.update({"first_cycle_steps": iters, "cycle_mult": 1.0, "max_lr": 1e-3, "min_lr": 1e-5,
+        sched.update({"first_cycle_steps": iters, "cycle_mult": 1.0, "max_lr": 5e-4, "min_lr": 1e-5,
                       "warmup_steps": max(1, iters // 20), "gamma": 1.0})
-        t["optim_g"]["lr"] = 1e-3
+        t["optim_g"]["lr"] = 5e-4
         t["warmup_iter"] = -1
     if "encoder_iter" in t:  # stage 2: a third prior-only, the rest joint, one decay in each phase
         t["encoder_iter"] = iters // 3
-        t["lr_encoder"] = t["lr_sr"] = 1e-3
+        t["lr_encoder"] = t["lr_sr"] = 5e-4
         t["lr_decay_encoder"] = max(1, iters // 6)
         t["lr_decay_sr"] = max(1, iters // 3)
         t["scheduler"] = {"type": "MultiStepLR", "milestones": [iters + 1], "gamma": 0.5}
@@ -305,6 +355,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--no-ensemble", action="store_true", help="skip the x8 self-ensemble evaluation")
     p.add_argument("--seed", type=int, default=0, help="seed of the data set (crops, exposures, noise)")
     p.add_argument("--json", help="write every figure to this JSON file")
+    p.add_argument("--headroom-only", action="store_true", help="build the set, print the headroom, train nothing")
     args = p.parse_args(argv)
     variants = list(VARIANTS) if args.variants == ["all"] else args.variants
     unknown = [v for v in variants if v not in VARIANTS]
@@ -314,6 +365,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     data = osp.join(args.work, "data")
     built = build_real_set(args.real, data, tuple(args.held_out), seed=args.seed)
     print(f"data: train crops from {', '.join(built['train'])}; held out: {', '.join(built['val'])} ({data})")
+    built["headroom"] = {phase: headroom(osp.join(data, phase)) for phase in ("train", "val")}
+    for phase in ("train", "val"):
+        print(headroom_report(phase, built["headroom"][phase]), flush=True)
+    if args.headroom_only:
+        variants = []
     results = []
     for variant in variants:
         result = run_variant(args.work, data, variant, args.s1_iters, args.s2_iters, not args.no_ensemble)
