@@ -231,7 +231,7 @@ def _drop_loss(key: str) -> Callable[[Dict[str, Any], Dict[str, Any]], None]:
 def _set_train(key: str, value: Any) -> Callable[[Dict[str, Any], Dict[str, Any]], None]:
     def change(s1: Dict[str, Any], s2: Dict[str, Any]) -> None:
         for o in (s1, s2):
-            o["train"][key] = value
+            o["train"][key] = copy.deepcopy(value)
     return change
 
 
@@ -256,8 +256,9 @@ VARIANTS: Dict[str, Optional[Callable[[Dict[str, Any], Dict[str, Any]], None]]] 
     "fork": _fork_recipe,
     "no_pu21_loss": _drop_loss("pu21_opt"),
     "no_fft_loss": _drop_loss("fft_opt"),
-    "no_ssim_loss": _drop_loss("ssim_opt"),
-    "no_region_weights": _drop_loss("region_weights"),
+    "plus_ssim_loss": _set_train("ssim_opt", {"type": "SSIMLoss", "loss_weight": 0.1}),
+    "plus_region_weights": _set_train("region_weights", {"highlight": 4.0, "shadow": 2.0,
+                                                         "highlight_threshold": 0.9, "shadow_threshold": 0.05}),
     "no_ema_warmup": _set_train("ema_warmup", False),
     "no_identity_init": _no_identity,
     "tone_log": _tone("log"),
@@ -350,8 +351,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--held-out", nargs="+", default=list(HELD_OUT), help="photographs whose crops are held out")
     p.add_argument("--work", default=osp.join("/tmp", "diffir_bench_quality"), help="scratch folder (replaced)")
     p.add_argument("--variants", nargs="+", default=["shipped"], help=f"any of {', '.join(VARIANTS)}, or all")
-    p.add_argument("--s1-iters", type=int, default=1500)
-    p.add_argument("--s2-iters", type=int, default=1200)
+    p.add_argument("--s1-iters", type=int, default=1300)
+    p.add_argument("--s2-iters", type=int, default=1100)
     p.add_argument("--no-ensemble", action="store_true", help="skip the x8 self-ensemble evaluation")
     p.add_argument("--seed", type=int, default=0, help="seed of the data set (crops, exposures, noise)")
     p.add_argument("--json", help="write every figure to this JSON file")
