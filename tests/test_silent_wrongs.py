@@ -1,0 +1,108 @@
+"""Nothing lost, nothing silently wrong (issue 19): a validation set in another domain, HDR data far above hdr_max,
+integer or grey data, a crop_border that leaves nothing, options that do nothing, Radiance files in other
+orientations or in XYZE, files the folder scan skips, and an unbounded --tile are each refused or reported, naming
+the file or key and the fix."""
+import os
+import unicodedata
+from pathlib import Path
+from typing import Dict
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from DiffIR import inference_pipeline as ip
+from DiffIR.data import build_dataset
+from DiffIR.data.checks import DatasetCheckError, check_options_file
+from DiffIR.data.lmdb_io import LmdbBuildError
+from DiffIR.data.pairing import PairingError
+from DiffIR.train_pipeline_hdr import train_pipeline
+from DiffIR.utils.errors import OptionError
+from DiffIR.utils.hdr_io import ImageIOError, decode_hdr_bytes, read_hdr, read_image_info, read_image_size, write_ldr
+from DiffIR.utils.options import finalize_options, parse_options, validate_options
+
+from conftest import ROOT
+from helpers import (PSNR, build_lmdb, folder_set_options, hdr_datasets, make_hdr_folder, short_run_options,
+                     train_options, write_yaml)
+
+
+def _raises(exc, fn, *args, **kw) -> str:
+    with pytest.raises(exc) as e:
+        fn(*args, **kw)
+    return str(e.value)
+
+
+def _warnings(records) -> str:
+    return "\n".join(r.getMessage() for r in records if r.levelname == "WARNING")
+
+
+# ------------------------------------------------------------------ 4. Radiance orientations and XYZE
+H, W = 3, 5  # widths under 8: the scanlines are stored flat (no run-length encoding), written by hand here
+
+
+def _coordinate(sign: str, axis: str, k: int) -> int:
+    """The image row (Y) or column (X) of the k-th stored pixel along ``axis``: -Y runs top-down, +X left to right."""
+    if axis == "Y":
+        return k if sign == "-" else H - 1 - k
+    return k if sign == "+" else W - 1 - k
+
+
+def _radiance(resolution: str, rgbe: np.ndarray, fmt: str = "32-bit_rle_rgbe") -> bytes:
+    """A flat Radiance file of the H x W x 4 RGBE image ``rgbe`` stored in the order ``resolution`` names."""
+    (s1, a1), n1, (s2, a2), n2 = resolution.split()
+    stored = bytearray()
+    for i in range(int(n1)):
+        for j in range(int(n2)):
+            pos = {a1: _coordinate(s1, a1, i), a2: _coordinate(s2, a2, j)}
+            stored += bytes(rgbe[pos["Y"], pos["X"]])
+    head = (f"#?RADIANCE\nFORMAT={fmt}\n\n" if fmt else "#?RADIANCE\nEXPOSURE=1.0\n\n") + resolution + "\n"
+    return head.encode("ascii") + bytes(stored)
+
+
+def _rgbe_image() -> np.ndarray:
+    mantissa = 10 + 3 * np.arange(H * W * 3, dtype=np.uint8).reshape(H, W, 3)  # every value different
+    return np.concatenate([mantissa, np.full((H, W, 1), 130, np.uint8)], axis=2)
+
+
+@pytest.mark.parametrize("resolution", ["+Y 3 +X 5", "-Y 3 -X 5", "+Y 3 -X 5", "+X 5 -Y 3", "+X 5 +Y 3",
+                                        "-X 5 -Y 3", "-X 5 +Y 3"])
+def test_radiance_files_in_other_orientations_are_read_as_displayed(tmp_path, resolution):
+    rgbe = _rgbe_image()
+    (tmp_path / "std.hdr").write_bytes(_radiance("-Y 3 +X 5", rgbe))
+    reference = read_hdr(tmp_path / "std.hdr")
+    assert reference.shape == (H, W, 3) and len(np.unique(reference)) == H * W * 3
+    path = tmp_path / "other.hdr"
+    path.write_bytes(_radiance(resolution, rgbe))
+    assert read_image_size(path) == (H, W)
+    np.testing.assert_array_equal(read_hdr(path), reference)
+    np.testing.assert_array_equal(read_hdr(path, window=(1, 2, 2, 3)), reference[1:3, 2:5])
+    np.testing.assert_array_equal(decode_hdr_bytes(path.read_bytes(), ".hdr", window=(0, 1, 1, 4)), reference[:1, 1:5])
+
+
+def test_a_radiance_file_without_a_format_line_is_read(tmp_path):
+    (tmp_path / "std.hdr").write_bytes(_radiance("-Y 3 +X 5", _rgbe_image()))
+    (tmp_path / "bare.hdr").write_bytes(_radiance("+Y 3 +X 5", _rgbe_image(), fmt=""))
+    np.testing.assert_array_equal(read_hdr(tmp_path / "bare.hdr"), read_hdr(tmp_path / "std.hdr"))
+
+
+def test_xyze_radiance_is_refused_with_the_conversion_and_opencv_stays_quiet(tmp_path, capfd):
+    path = tmp_path / "x.hdr"
+    path.write_bytes(_radiance("-Y 3 +X 5", _rgbe_image(), fmt="32-bit_rle_xyze"))
+    level = cv2.utils.logging.getLogLevel()
+    for read in (read_hdr, read_image_size, lambda p: read_hdr(p, window=(0, 0, 1, 1))):
+        text = _raises(ImageIOError, read, path)
+        assert "x.hdr' stores its pixels as XYZE (FORMAT=32-bit_rle_xyze" in text and "ra_xyze -r x.hdr rgb.hdr" in text
+    (tmp_path / "t.hdr").write_bytes(_radiance("-Y 3 +X 5", _rgbe_image())[:-20])  # truncated: OpenCV fails
+    assert "truncated" in _raises(ImageIOError, read_hdr, tmp_path / "t.hdr")
+    bad = tmp_path / "bad.hdr"
+    bad.write_bytes(_radiance("-Y 3 +X 5", _rgbe_image()).replace(b"-Y 3 +X 5", b"-Y 3 +Z 5"))
+    assert "bad resolution line b'-Y 3 +Z 5'" in _raises(ImageIOError, read_hdr, bad)
+    assert cv2.utils.logging.getLogLevel() == level  # restored
+    err = capfd.readouterr().err
+    assert "imread_" not in err and "[ERROR" not in err and "RGBE" not in err
+    # the data check names the file and the fix too
+    root = make_hdr_folder(tmp_path / "d", stems=("a",), size=(H, W), gt_ext=".hdr")
+    (root / "gt" / "a.hdr").write_bytes(path.read_bytes())
+    assert "ra_xyze -r a.hdr" in _raises(DatasetCheckError, build_dataset, folder_set_options(root, check="quick"))
