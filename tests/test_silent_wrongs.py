@@ -38,6 +38,61 @@ def _warnings(records) -> str:
     return "\n".join(r.getMessage() for r in records if r.levelname == "WARNING")
 
 
+# ------------------------------------------------------------------ 1b-d. the data check: peak, integer GT, grey images
+def test_the_data_check_reports_hdr_far_above_hdr_max(tmp_path, records):
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b"), size=(16, 16), log10_range=(0, 4))  # peaks near 10^4
+    peaks = {s: float(read_hdr(root / "gt" / f"{s}.exr").max()) for s in ("a", "b")}
+    assert min(peaks.values()) > 2000
+    build_dataset(folder_set_options(root))
+    note = _warnings(records)
+    assert "2 HDR image(s) of 'datasets:val' exceed hdr_max=1000" in note and "set hdr_max to the data's peak" in note
+    assert f"(peak {max(peaks.values()):.6g})" in note and "a.exr" in note
+    # the same check in scripts/check_dataset.py; a fitting hdr_max gives no note (cached facts are used again)
+    opt = {"name": "x", "model_type": "DiffIRS1Model", "datasets": {"val": folder_set_options(root)}}
+    lines = []
+    assert check_options_file(str(write_yaml(tmp_path / "o.yml", opt)), log=lines.append)
+    assert any(line.startswith("NOTE: 2 HDR image(s)") and "exceed hdr_max=1000" in line for line in lines)
+    records.clear()
+    build_dataset(folder_set_options(root, hdr_max=20000))
+    assert "exceed hdr_max" not in _warnings(records)
+
+
+def test_integer_npy_gt_is_not_linear_hdr(tmp_path):
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b"), size=(16, 16))
+    (root / "gt" / "b.exr").unlink()
+    np.save(root / "gt" / "b.npy", np.full((16, 16, 3), 200, np.uint8))
+    with pytest.raises(ImageIOError, match=r"b\.npy' holds uint8 values, not linear HDR.*Fix: save .* float32"):
+        read_hdr(root / "gt" / "b.npy")
+    for level in ("quick", "full"):
+        text = _raises(DatasetCheckError, build_dataset, folder_set_options(root, check=level))
+        assert "b.npy' holds uint8 values, not linear HDR" in text and "a.exr" not in text
+    np.save(root / "gt" / "b.npy", np.full((16, 16, 3), 200, np.float16))  # half floats are HDR
+    assert len(build_dataset(folder_set_options(root))) == 2
+
+
+def _write_exr(path: Path, channels: Dict[str, np.ndarray]) -> None:
+    import OpenEXR
+
+    OpenEXR.File({"type": OpenEXR.scanlineimage, "compression": OpenEXR.ZIP_COMPRESSION}, channels).write(str(path))
+
+
+def test_a_grey_image_paired_with_a_colour_one_is_reported_naming_the_pair(tmp_path):
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b", "c"), size=(16, 16))
+    write_ldr(root / "lq" / "a.jpg", np.full((16, 16), 90, np.uint8))  # a grey JPEG beside a colour EXR
+    _write_exr(root / "gt" / "b.exr", {"Y": np.full((16, 16), 5.0, np.float32)})  # a Y-only EXR beside a colour JPEG
+    assert read_image_info(root / "lq" / "a.jpg").channels == 1 and read_image_info(root / "gt" / "b.exr").channels == 1
+    text = _raises(DatasetCheckError, build_dataset, folder_set_options(root, check="quick"))
+    assert "2 pair(s) of a grey and a colour image" in text
+    assert (f"LQ '{root / 'lq' / 'a.jpg'}' is grey (1 channel) but GT '{root / 'gt' / 'a.exr'}' is colour (3 channels)"
+            in text)
+    assert f"LQ '{root / 'lq' / 'b.jpg'}' is colour (3 channels) but GT '{root / 'gt' / 'b.exr'}' is grey" in text
+    assert "c.jpg" not in text and "Fix: the LQ must be a rendering of its GT" in text
+    # grey with grey is a pair; the LMDB writer refuses the mismatched pair like the check
+    write_ldr(root / "lq" / "b.jpg", np.full((16, 16), 90, np.uint8))
+    text = _raises(LmdbBuildError, build_lmdb, root, tmp_path / "lmdb")
+    assert "1 pair(s) of a grey and a colour image" in text and "a.jpg" in text and "b.jpg" not in text
+
+
 # ------------------------------------------------------------------ 4. Radiance orientations and XYZE
 H, W = 3, 5  # widths under 8: the scanlines are stored flat (no run-length encoding), written by hand here
 

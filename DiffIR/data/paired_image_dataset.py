@@ -252,7 +252,7 @@ class PairedImageDataset(Dataset):
     def _check_data(self, pairing: Sequence[str]) -> CheckReport:
         """Check the pairs before anything trains: one error for the ``pairing`` problems and every bad file."""
         settings = CheckSettings(self.check_level, self.gt_size, self.small_images, self.where, self.check_cache_dir,
-                                 shard=get_dist_info(), log=_log)
+                                 shard=get_dist_info(), log=_log, hdr_max=getattr(self, "hdr_max", None))
         report = settings.run(self.reader)
         for msg in pairing:
             report.add("pairing", msg)
