@@ -161,3 +161,27 @@ def test_xyze_radiance_is_refused_with_the_conversion_and_opencv_stays_quiet(tmp
     root = make_hdr_folder(tmp_path / "d", stems=("a",), size=(H, W), gt_ext=".hdr")
     (root / "gt" / "a.hdr").write_bytes(path.read_bytes())
     assert "ra_xyze -r a.hdr" in _raises(DatasetCheckError, build_dataset, folder_set_options(root, check="quick"))
+
+
+# ------------------------------------------------------------------ 5. files the folder scan skips
+def test_files_the_folder_scan_skips_are_named_with_the_reason(tmp_path):
+    nfc, nfd = unicodedata.normalize("NFC", "\u00e9t\u00e9"), unicodedata.normalize("NFD", "\u00e9t\u00e9")
+    assert nfc != nfd
+    root = make_hdr_folder(tmp_path / "d", stems=("a", "b", "c", nfc), size=(16, 16))
+    (root / "gt" / "a.exr").rename(root / "gt" / "a.tiff")  # an extension the scan does not read
+    (root / "gt" / "b.exr").unlink()
+    os.symlink(tmp_path / "gone.exr", root / "gt" / "b.exr")  # a broken symbolic link
+    (root / "lq" / f"{nfc}.jpg").rename(root / "lq" / f"{nfd}.jpg")  # the same name, decomposed
+    text = _raises(PairingError, build_dataset, folder_set_options(root))
+    assert "a.jpg (gt/a.tiff skipped: unsupported extension (.hdr, .exr, .npy))" in text
+    gone = tmp_path / "gone.exr"
+    assert f"b.jpg (gt/b.exr skipped: broken symbolic link (to '{gone}', which does not exist))" in text
+    assert (f"{nfc}.exr (name differs from lq/{nfd}.jpg only in Unicode normalisation (NFC vs NFD): rename one)"
+            in text)
+    assert f"{nfd}.jpg (name differs from gt/{nfc}.exr only in Unicode normalisation" in text
+    assert "c.jpg" not in text and "c.exr" not in text
+    # a dgain file skipped for its extension is named too
+    (root / "gt" / "a.tiff").rename(root / "gt" / "a.exr")
+    (root / "dg" / "a.txt").rename(root / "dg" / "a.text")
+    assert "a.txt (dg/a.text skipped: unsupported extension (.txt))" in _raises(PairingError, build_dataset,
+                                                                               folder_set_options(root))
