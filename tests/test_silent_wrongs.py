@@ -38,6 +38,27 @@ def _warnings(records) -> str:
     return "\n".join(r.getMessage() for r in records if r.levelname == "WARNING")
 
 
+# ------------------------------------------------------------------ 1a. a validation set in another domain
+def test_a_validation_set_in_another_domain_is_refused_naming_both_keys(tmp_path):
+    datasets = hdr_datasets(tmp_path / "data")
+    datasets["train"]["hdr_max"] = 1000
+    datasets["val"].update(hdr_max=4000, tone_curve="PQ", lq_linearize=False)
+    opt = short_run_options("dom", datasets)
+    text = _raises(OptionError, validate_options, opt, "my.yml")
+    assert "'datasets:val:hdr_max' is 4000.0 but 'datasets:train:hdr_max' is 1000" in text
+    assert "'datasets:val:tone_curve' is 'pq' but 'datasets:train:tone_curve' is 'log' (the default)" in text
+    assert "'datasets:val:lq_linearize' is False but 'datasets:train:lq_linearize' is True (the default)" in text
+    assert "Fix: set datasets:val:hdr_max: 1000.0" in text
+    # the same domain spelled differently (defaults written out, 1000 vs 1000.0, LOG vs log) passes
+    datasets["val"].update(hdr_max=1000.0, tone_curve="LOG", lq_linearize=True)
+    validate_options(short_run_options("dom", datasets), "my.yml")
+    # a training run stops before anything is built
+    datasets["val"]["hdr_max"] = 500
+    yml = write_yaml(tmp_path / "dom.yml", short_run_options("dom", datasets))
+    assert "'datasets:val:hdr_max' is 500" in _raises(OptionError, train_pipeline, str(tmp_path), ["-opt", str(yml)])
+    assert not (tmp_path / "experiments").exists() and not (tmp_path / "data").exists()
+
+
 # ------------------------------------------------------------------ 1b-d. the data check: peak, integer GT, grey images
 def test_the_data_check_reports_hdr_far_above_hdr_max(tmp_path, records):
     root = make_hdr_folder(tmp_path / "d", stems=("a", "b"), size=(16, 16), log10_range=(0, 4))  # peaks near 10^4
@@ -185,3 +206,15 @@ def test_files_the_folder_scan_skips_are_named_with_the_reason(tmp_path):
     (root / "dg" / "a.txt").rename(root / "dg" / "a.text")
     assert "a.txt (dg/a.text skipped: unsupported extension (.txt))" in _raises(PairingError, build_dataset,
                                                                                folder_set_options(root))
+
+
+# ------------------------------------------------------------------ 6. inference --tile
+def test_inference_tile_has_the_option_schemas_upper_bound(tmp_path):
+    base = ["--input", str(tmp_path / "in"), "--dgain", str(tmp_path / "dg"), "--model", str(tmp_path / "m.pth"),
+            "--output", str(tmp_path / "out")]
+    for tile in ("16392", "-8", "100"):
+        text = _raises(OptionError, ip.main, str(ROOT), base + ["--tile", tile])
+        assert (f"'--tile' must be a positive multiple of 8 up to 16384, or 0 for whole-image inference, got {tile}"
+                in text)
+    for tile in ("16384", "0"):  # accepted: the run goes on to the (missing) inputs
+        assert "--tile" not in _raises((OptionError, OSError), ip.main, str(ROOT), base + ["--tile", tile])
