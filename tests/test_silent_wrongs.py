@@ -18,6 +18,7 @@ from DiffIR.data import build_dataset
 from DiffIR.data.checks import DatasetCheckError, check_options_file
 from DiffIR.data.lmdb_io import LmdbBuildError
 from DiffIR.data.pairing import PairingError
+from DiffIR.models.evaluation import check_crop_borders
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import ImageIOError, decode_hdr_bytes, read_hdr, read_image_info, read_image_size, write_ldr
@@ -112,6 +113,23 @@ def test_a_grey_image_paired_with_a_colour_one_is_reported_naming_the_pair(tmp_p
     write_ldr(root / "lq" / "b.jpg", np.full((16, 16), 90, np.uint8))
     text = _raises(LmdbBuildError, build_lmdb, root, tmp_path / "lmdb")
     assert "1 pair(s) of a grey and a colour image" in text and "a.jpg" in text and "b.jpg" not in text
+
+
+# ------------------------------------------------------------------ 2. crop_border that leaves nothing
+def test_a_crop_border_leaving_nothing_of_a_validation_image_is_refused_before_training(tmp_path):
+    yml = train_options(tmp_path, name="crop")
+    opt = yaml.safe_load(yml.read_text())
+    opt["val"]["metrics"] = {"psnr": dict(PSNR["psnr"], crop_border=18)}  # the val images are 36 x 36
+    write_yaml(yml, opt)
+    text = _raises(OptionError, train_pipeline, str(tmp_path), ["-opt", str(yml)])
+    assert "'val:metrics:psnr:crop_border' is 18, which leaves nothing of" in text and "(36x36 pixels" in text
+    assert "smallest image of datasets:val" in text and "Fix: a crop_border of at most 17" in text
+    assert not (tmp_path / "experiments" / "crop").exists()
+    # 17 leaves 2 x 2 pixels; with check: off the sizes come from a header-only check
+    val = build_dataset(dict(opt["datasets"]["val"], phase="val", check="off"))
+    check_crop_borders({"metrics": {"psnr": {"crop_border": 17}}}, val)
+    with pytest.raises(OptionError, match="crop_border' is 18"):
+        check_crop_borders({"metrics": {"psnr": {"crop_border": 18}}}, val)
 
 
 # ------------------------------------------------------------------ 4. Radiance orientations and XYZE

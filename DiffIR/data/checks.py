@@ -223,6 +223,7 @@ class CheckReport:
         self.over_peak: List[Tuple[str, float]] = []  # HDR images far above hdr_max: (name, peak)
         self.hdr_max: Optional[float] = None
         self.peaks_unchecked = ""  # why the peaks could not be compared with hdr_max (a note)
+        self.smallest: Optional[Tuple[str, int, int]] = None  # (GT name, height, width) of the narrowest pair
         self.padded: List[str] = []
         self.odd_exposure: List[str] = []  # "<dgain file> (what is implausible)"
         self.decoded = 0
@@ -551,6 +552,9 @@ class _CheckRun:
         if tuple(lq_hw) != tuple(gt_hw):
             self.report.add("size_mismatch", size_mismatch_message(lq_name, lq_hw, gt_name, gt_hw))
             return False
+        smallest = self.report.smallest
+        if smallest is None or min(gt_hw) < min(smallest[1:]):
+            self.report.smallest = (gt_name, int(gt_hw[0]), int(gt_hw[1]))
         mismatch = channel_mismatch_message(lq_name, channels[0], gt_name, channels[1])
         if mismatch:
             self.report.add("channel_mismatch", mismatch)

@@ -262,6 +262,15 @@ class PairedImageDataset(Dataset):
             _warn(note)
         return report
 
+    def smallest_image(self) -> Optional[Tuple[str, int, int]]:
+        """``(GT name, height, width)`` of the pair with the shortest side, from the check before training (with
+        ``check: off``, a header-only quick check now): a metric's ``crop_border`` must leave something of it."""
+        report = self.check_report
+        if report is None:
+            report = CheckSettings("quick", where=self.where, cache_dir=self.check_cache_dir,
+                                   log=lambda _: None).run(self.reader)
+        return report.smallest
+
     # -- what subclasses add ------------------------------------------------------------------------
     def _read_domain_options(self, opt: Mapping[str, Any], where: str) -> None:
         """Read and check the dataset's own options (called before the data is touched)."""

@@ -34,14 +34,22 @@ from DiffIR.metrics import calculate_metric, metric_domain
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import write_hdr, write_ldr
 from DiffIR.utils.img_util import make_preview_grid, tensor2img
-from DiffIR.utils.option_schema import SAVE_FORMATS, check_val_options, tone_domain
+from DiffIR.utils.option_schema import SAVE_FORMATS, check_val_options, crop_border_errors, raise_errors, tone_domain
 from DiffIR.utils.tone_mapping import TONE_CURVES, display_tone_map, inverse_tone_curve
 
 __all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "output_suffix", "evaluate_dataset",
            "PREVIEW_ERROR_SCALE", "PREVIEW_PANEL_SIZE", "preview_domains", "error_map", "preview_row",
-           "publish_previews", "write_preview"]
+           "publish_previews", "write_preview", "check_crop_borders"]
 
 logger = logging.getLogger("DiffIR")
+
+
+def check_crop_borders(val_opt: Optional[Mapping[str, Any]], dataset: Any) -> None:
+    """Refuse, before anything is trained or scored, a ``val:metrics`` ``crop_border`` that leaves nothing of the
+    smallest image of ``dataset`` (its score would be nan; see :func:`crop_border_errors`)."""
+    metrics = (val_opt or {}).get("metrics")
+    if metrics:
+        raise_errors(crop_border_errors(metrics, dataset.smallest_image(), getattr(dataset, "where", "datasets")))
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ __all__ = ["Value", "TOP", "TRAIN", "OPTIM", "REGION_WEIGHTS", "region_weight_va
            "LOGGER", "DIST", "DATASET", "NETWORK", "NETWORK_LISTS", "METRIC", "SYNTHETIC", "parse_number", "parse_plain_number", "PLAIN_NUMBER_HINT",
            "coerce_numbers", "name_error", "value_errors", "raise_errors", "check_val_options", "check_dataset_values",
            "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS", "SELF_ENSEMBLE_SIZES",
-           "tile_size_error", "TONE_DOMAIN_DEFAULTS", "tone_domain", "domain_mismatch_errors"]
+           "tile_size_error", "TONE_DOMAIN_DEFAULTS", "tone_domain", "domain_mismatch_errors", "crop_border_errors"]
 
 #: the DIRformer halves a training patch three times, so ``gt_size`` must be a multiple of 2³
 PATCH_MULTIPLE = 8
@@ -421,6 +421,25 @@ def _val_errors(val: Any) -> List[str]:
     if suffix is not None and any(c in str(suffix) for c in ("/", "\\", "\0")):
         errors.append(f"'val:suffix' is {suffix!r}: it is appended to output file names, so it cannot hold a path "
                       "separator; e.g. suffix: test (or ~ for the run name, '' for none)")
+    return errors
+
+
+def crop_border_errors(metrics: Any, smallest: Optional[Tuple[str, int, int]], where: str) -> List[str]:
+    """Each ``val:metrics`` entry whose ``crop_border`` leaves nothing of ``smallest`` = ``(name, height, width)``,
+    the image with the shortest side of the set ``where``: that image's score, and so the set's mean, would be nan."""
+    if smallest is None or not isinstance(metrics, dict):
+        return []
+    name, height, width = smallest
+    limit = (min(height, width) - 1) // 2  # the most that leaves one pixel of the shorter side
+    errors = []
+    for key, metric in metrics.items():
+        border = metric.get("crop_border") if isinstance(metric, dict) else None
+        if isinstance(border, int) and not isinstance(border, bool) and border > limit:
+            errors.append(
+                f"'val:metrics:{key}:crop_border' is {border}, which leaves nothing of '{name}' ({height}x{width} "
+                f"pixels, the smallest image of {where}): its score and the set's mean would be nan. Fix: a "
+                f"crop_border of at most {limit} (under half the shortest side), e.g. crop_border: 0, or remove the "
+                f"small image from the set.")
     return errors
 
 
