@@ -132,6 +132,62 @@ def test_a_crop_border_leaving_nothing_of_a_validation_image_is_refused_before_t
         check_crop_borders({"metrics": {"psnr": {"crop_border": 18}}}, val)
 
 
+# ------------------------------------------------------------------ 3. options that do nothing
+def _train_opt(tmp_path: Path, **top) -> Dict:
+    opt = short_run_options("noop", hdr_datasets(tmp_path / "data"))
+    opt.update(top)
+    return opt
+
+
+@pytest.mark.parametrize("val", [None, {}, "missing"])
+def test_an_empty_val_section_with_a_validation_set_is_warned(tmp_path, records, val):
+    opt = _train_opt(tmp_path)
+    if val != "missing":
+        opt["val"] = val
+    finalize_options(opt, str(tmp_path), is_train=True, file="my.yml", require_training=True)
+    text = _warnings(records)
+    assert f"my.yml: 'val' is {'missing' if val == 'missing' else 'empty'}, so datasets:val is never scored" in text
+    assert "validation is off" in text and "Fix: give val its metrics and val_freq" in text
+
+
+def test_a_val_section_or_no_validation_set_gives_no_val_warning(tmp_path, records):
+    finalize_options(_train_opt(tmp_path, val={"val_freq": 5, "metrics": PSNR}), str(tmp_path), True,
+                     require_training=True)
+    opt = _train_opt(tmp_path)
+    del opt["datasets"]["val"]
+    finalize_options(opt, str(tmp_path), True, require_training=True)
+    assert "'val' is" not in _warnings(records)
+
+
+def test_num_gpu_without_a_gpu_is_warned_and_runs_on_the_cpu(tmp_path, records, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for value in (0, "auto"):
+        finalize_options(_train_opt(tmp_path, num_gpu=value, val={"metrics": PSNR}), str(tmp_path), True)
+    assert "num_gpu" not in _warnings(records)
+    finalize_options(_train_opt(tmp_path, num_gpu=2, val={"metrics": PSNR}), str(tmp_path), True, file="my.yml")
+    text = _warnings(records)
+    assert "my.yml: num_gpu is 2, but torch sees no GPU here" in text and "the run uses the CPU" in text
+    assert "Fix: set num_gpu: 0" in text
+
+
+def test_launcher_pytorch_without_a_launcher_runs_one_plain_process(tmp_path, records, monkeypatch):
+    yml = write_yaml(tmp_path / "l.yml", _train_opt(tmp_path, val={"metrics": PSNR}))
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.setenv(key, "0")  # recorded, so that whatever parse_options sets is undone after the test
+        monkeypatch.delenv(key)
+    opt, _ = parse_options(str(tmp_path), True, ["-opt", str(yml), "--launcher", "pytorch"])
+    text = _warnings(records)
+    assert opt["launcher"] == "none" and "LOCAL_RANK" not in os.environ
+    assert "--launcher pytorch, but RANK, WORLD_SIZE are not set" in text and "one plain process" in text
+    assert "Fix: start it with torchrun --nproc_per_node=N" in text
+    # started by a launcher: kept, no warning
+    records.clear()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    opt, _ = parse_options(str(tmp_path), True, ["-opt", str(yml), "--launcher", "pytorch"])
+    assert opt["launcher"] == "pytorch" and "--launcher" not in _warnings(records)
+
+
 # ------------------------------------------------------------------ 4. Radiance orientations and XYZE
 H, W = 3, 5  # widths under 8: the scanlines are stored flat (no run-length encoding), written by hand here
 
