@@ -50,7 +50,7 @@ from DiffIR.utils.checkpoint import (SAFETENSORS_EXT, extract_state_dict, load_c
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.misc import path_encoding_problem
 from DiffIR.utils.options import load_yaml
-from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES
+from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES, tile_size_error, tone_domain
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input
 
@@ -124,9 +124,7 @@ def find_network_options(model_path: str, opt_path: Optional[str]) -> Tuple[Dict
 def tone_settings(opt: Dict[str, Any]) -> Dict[str, Any]:
     """hdr_max / tone_curve / lq_linearize of the options' first dataset (the training data's), else defaults."""
     datasets = opt.get("datasets") or {}
-    first = next((d for d in datasets.values() if isinstance(d, dict)), {})
-    return {"hdr_max": float(first.get("hdr_max", 1000.0)), "tone_curve": str(first.get("tone_curve", "log")).lower(),
-            "lq_linearize": bool(first.get("lq_linearize", True))}
+    return tone_domain(next((d for d in datasets.values() if isinstance(d, dict)), {}))
 
 
 #: the folders of an experiment that only training writes to (checkpoints are pruned and resumed from there)
@@ -353,8 +351,9 @@ def run_inference(args: argparse.Namespace) -> List[str]:
     the end in an :class:`ImagesFailed` error (exit status 2), after the other images were written.
     """
     check_path_arguments(args, ("input", "dgain", "model", "output", "opt"))
-    if args.tile < 0 or args.tile % 8:
-        raise OptionError(f"--tile must be 0 or a positive multiple of 8, got {args.tile}")
+    tile_error = tile_size_error(args.tile, 8, "--tile", "0", "--tile 512") if args.tile else None
+    if tile_error:
+        raise OptionError(tile_error)
     if args.tile and not 0 <= args.tile_overlap <= args.tile - 8:
         raise OptionError(f"--tile_overlap must be in [0, {args.tile - 8}] for --tile {args.tile}, got {args.tile_overlap}")
     pairs = _pair_inputs(args.input, args.dgain)

@@ -21,8 +21,8 @@ from DiffIR.data import build_dataloader, build_dataset
 from DiffIR.metrics import check_metric_options
 from DiffIR.models import MODEL_REGISTRY, build_model
 from DiffIR.utils.cpu_malloc import keep_freed_memory
-from DiffIR.models.evaluation import (EvalResult, check_val_options, evaluate_dataset, output_suffix,
-                                      publish_previews)
+from DiffIR.models.evaluation import (EvalResult, check_crop_borders, check_val_options, evaluate_dataset,
+                                      output_suffix, publish_previews)
 from DiffIR.utils.logger import Messages, begin_run_log, dict2str, get_env_info, get_root_logger
 from DiffIR.utils.misc import atomic_write_bytes, mkdir_and_rename, set_random_seed
 from DiffIR.utils.options import parse_options
@@ -176,6 +176,7 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
     for phase in _eval_phases(opt):
         dataset_opt = opt["datasets"][phase]
         dataset = build_dataset(dataset_opt)
+        check_crop_borders(opt.get("val"), dataset)
         loaders.append(build_dataloader(dataset, dataset_opt, opt["num_gpu"], False, None, opt.get("manual_seed")))
         logger.info(msg("test_set", name=dataset_opt.get("name", phase), n=len(dataset)))
     model = build_model(opt)

@@ -21,7 +21,7 @@ import torch
 from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
 from DiffIR.data.prefetcher import build_prefetcher
 from DiffIR.models import build_model
-from DiffIR.models.evaluation import preview_domains, preview_row
+from DiffIR.models.evaluation import check_crop_borders, preview_domains, preview_row
 from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import list_training_states, load_file
 from DiffIR.utils.dist import any_rank, barrier, get_dist_info, init_dist
@@ -121,6 +121,7 @@ def create_dataloaders(opt: Dict[str, Any], msg: Messages, logger) -> Tuple[Any,
         if phase == "train":
             continue
         val_set = build_dataset(dopt)
+        check_crop_borders(opt.get("val"), val_set)
         val_loaders.append(build_dataloader(val_set, dopt, opt["num_gpu"], opt.get("dist", False), None,
                                             opt.get("manual_seed")))
         logger.info(msg("num_val_images", name=dopt.get("name", phase), n=len(val_set)))

@@ -3,12 +3,14 @@
 Levels (the dataset's ``check`` option; ``scripts/check_dataset.py`` runs ``full``):
 
 * ``quick``: pairing (done by the reader), every dgain entry (``dgain``/``gamma`` present, finite,
-  > 0), image sizes read from the file headers (LQ and GT of a pair must agree; images smaller than
-  ``gt_size`` are padded or refused by ``small_images``), truncated JPEG/PNG/.npy files (their
+  > 0), image sizes and channels read from the file headers (LQ and GT of a pair must agree in size, and a
+  grey image cannot pair with a colour one; images smaller than ``gt_size`` are padded or refused by
+  ``small_images``; an integer ``.npy`` GT is not linear HDR), truncated JPEG/PNG/.npy files (their
   ends are cheap to look at); its cost per pair is small and a cached run reads only stats (timings in
   docs/benchmarks.md).
 * ``full``: ``quick`` plus a decode of every image: unreadable or truncated files, NaN/Inf in an
-  HDR (an error), negative HDR values (clamped to 0 in training; reported with a count).
+  HDR (an error), negative HDR values (clamped to 0 in training; reported with a count), HDR peaks far
+  above the dataset's ``hdr_max`` (a note: such highlights are clipped by the network domain).
 * ``off``: nothing beyond pairing.
 
 Results are cached per file, keyed by the file's size and modification time, in a JSON file under
@@ -39,7 +41,7 @@ import numpy as np
 
 from DiffIR.data.dgain import implausible_exposure, read_dgain_file
 from DiffIR.data.pairing import MAX_LISTED, PairingError, collect_pairing_problems, format_names
-from DiffIR.utils.hdr_io import ImageIOError, Window, WindowArg, read_hdr, read_image_size, read_ldr
+from DiffIR.utils.hdr_io import ImageIOError, Window, WindowArg, read_hdr, read_image_info, read_ldr
 from DiffIR.utils.misc import atomic_open
 from DiffIR.utils.errors import OptionError
 
@@ -47,8 +49,13 @@ logger = logging.getLogger("DiffIR")
 
 LEVELS = ("quick", "full", "off")
 SMALL_IMAGE_POLICIES = ("pad", "error")
-#: version 2: entries are JSON objects with named fields (version 1 stored positional lists)
+#: version 2: entries are JSON objects with named fields (version 1 stored positional lists); an entry without
+#: a field the result type has now (``channels``, ``peak``) is a miss, so such files are read again once
 CACHE_VERSION = 2
+#: an HDR whose peak exceeds ``hdr_max`` by more than this factor is reported: the network domain (and every output)
+#: ends at ``hdr_max``, so its highlights cannot be learnt. Real data overshoots a little (the AIM peak of 1000 is
+#: a convention, not a clip); twice the peak is a wrong ``hdr_max`` or data in other units.
+HDR_MAX_HEADROOM = 2.0
 #: a window function of the image size, as the readers take it
 WindowFn = Callable[[int, int], Optional[Window]]
 
@@ -69,6 +76,8 @@ __all__ = [
     "check_reader",
     "check_options_file",
     "size_mismatch_message",
+    "channel_mismatch_message",
+    "HDR_MAX_HEADROOM",
     "nonfinite_message",
     "too_small_message",
     "count_bad_pixels",
@@ -82,6 +91,7 @@ _KINDS = collections.OrderedDict(
     pairing="pairing problem(s)",
     unreadable="unreadable or truncated image(s)",
     size_mismatch="pair(s) whose LQ and GT sizes differ",
+    channel_mismatch="pair(s) of a grey and a colour image",
     nonfinite="HDR image(s) with NaN or Inf values",
     dgain="bad dgain entr(y/ies)",
     too_small="image(s) smaller than gt_size",
@@ -102,6 +112,19 @@ class UnpairedSetError(DatasetCheckError, PairingError):
 def size_mismatch_message(lq_name: str, lq_hw: Sequence[int], gt_name: str, gt_hw: Sequence[int]) -> str:
     return (f"Size mismatch: LQ '{lq_name}' is {lq_hw[0]}x{lq_hw[1]} but GT '{gt_name}' is {gt_hw[0]}x{gt_hw[1]} "
             f"(H x W). Fix: LQ and GT of a pair must have the same size; re-export one of them or remove the pair.")
+
+
+def channel_mismatch_message(lq_name: str, lq_channels: int, gt_name: str, gt_channels: int) -> Optional[str]:
+    """The error for a grey image paired with a colour one (channels as stored, 0: not known), else None."""
+    if not (lq_channels and gt_channels) or (lq_channels == 1) == (gt_channels == 1):
+        return None
+
+    def kind(channels: int) -> str:
+        return "grey (1 channel)" if channels == 1 else f"colour ({channels} channels)"
+
+    return (f"Channel mismatch: LQ '{lq_name}' is {kind(lq_channels)} but GT '{gt_name}' is {kind(gt_channels)}. "
+            f"Fix: the LQ must be a rendering of its GT (a grey image is replicated to RGB, so the network would "
+            f"learn to add or drop colour): re-export the grey one in colour, or remove the pair.")
 
 
 def nonfinite_message(gt_name: str, count: Optional[int] = None) -> str:
@@ -137,17 +160,20 @@ def paired_windows(window: WindowArg, lq_name: str, gt_name: str) -> Tuple[Windo
 
 
 class PixelCounts(NamedTuple):
-    """The values of an HDR image that training cannot use as they are."""
+    """The values of an HDR image that training cannot use as they are, and its peak."""
 
     nonfinite: int  # NaN/Inf: an error
     negative: int  # clamped to 0 when loaded: a note
+    peak: float = 0.0  # the largest finite value: far above hdr_max, a note
 
 
 def count_bad_pixels(hdr: np.ndarray) -> PixelCounts:
-    """The NaN/Inf and negative values of an HDR array."""
-    nonfinite = int(hdr.size - np.count_nonzero(np.isfinite(hdr)))
+    """The NaN/Inf and negative values of an HDR array, and its largest finite value."""
+    finite = np.isfinite(hdr)
+    nonfinite = int(hdr.size - np.count_nonzero(finite))
     negative = int(np.count_nonzero(hdr < 0))
-    return PixelCounts(nonfinite, negative)
+    peak = hdr.max(initial=0.0) if not nonfinite else np.max(hdr, initial=0.0, where=finite)
+    return PixelCounts(nonfinite, negative, float(peak))
 
 
 def check_file_tail(path: str) -> None:
@@ -194,6 +220,10 @@ class CheckReport:
         self.n_pairs = n_pairs
         self.errors: Dict[str, List[str]] = collections.OrderedDict((k, []) for k in _KINDS)
         self.negatives: List[Tuple[str, int]] = []
+        self.over_peak: List[Tuple[str, float]] = []  # HDR images far above hdr_max: (name, peak)
+        self.hdr_max: Optional[float] = None
+        self.peaks_unchecked = ""  # why the peaks could not be compared with hdr_max (a note)
+        self.smallest: Optional[Tuple[str, int, int]] = None  # (GT name, height, width) of the narrowest pair
         self.padded: List[str] = []
         self.odd_exposure: List[str] = []  # "<dgain file> (what is implausible)"
         self.decoded = 0
@@ -250,6 +280,15 @@ class CheckReport:
                        f"(small_images: pad): {format_names(self.padded)}")
         if self.odd_exposure:
             out.append(implausible_exposure_note(self.odd_exposure, self.where))
+        if self.over_peak:
+            peak = max(p for _, p in self.over_peak)
+            names = [f"{name} ({p:.6g})" for name, p in sorted(self.over_peak, key=lambda t: -t[1])]
+            out.append(f"{len(self.over_peak)} HDR image(s) of '{self.where}' exceed hdr_max={self.hdr_max:g} more "
+                       f"than {HDR_MAX_HEADROOM:g}-fold (peak {peak:.6g}): set hdr_max to the data's peak (the network "
+                       f"domain and every output end at hdr_max, so brighter highlights cannot be learnt): "
+                       f"{format_names(names)}")
+        if self.peaks_unchecked:
+            out.append(self.peaks_unchecked)
         return out
 
     def summary(self) -> str:
@@ -272,13 +311,15 @@ def default_cache_dir() -> str:
 
 
 class ImageFacts(NamedTuple):
-    """What the check knows of one image file: its size from the header, its pixels once decoded."""
+    """What the check knows of one image file: its size and channels from the header, its pixels once decoded."""
 
     height: int
     width: int
-    scanned: bool = False  # pixels decoded: the counts below are meaningful
+    scanned: bool = False  # pixels decoded: the counts below (and the peak) are meaningful
     nonfinite: int = 0
     negative: int = 0
+    channels: int = 0  # as stored (1: grey; 0: not known)
+    peak: float = 0.0
 
 
 #: the rules dgain files were read by; a cached entry read by other rules is read again (2: plain decimal numbers,
@@ -466,6 +507,7 @@ class CheckSettings:
     shard: Tuple[int, int] = (0, 1)
     threads: Optional[int] = None
     log: Optional[Callable[[str], None]] = None
+    hdr_max: Optional[float] = None  # the dataset's: HDR peaks far above it are reported (None: not an HDR set)
 
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
@@ -476,6 +518,7 @@ class CheckSettings:
     def run(self, reader: Any) -> CheckReport:
         """Check every pair ``reader`` serves (a disk or LMDB pair reader); ``raise_if_errors()`` stops on problems."""
         report = CheckReport(self.where, self.level, len(reader))
+        report.hdr_max = self.hdr_max
         if self.level == "off":
             return report
         t0 = time.time()
@@ -502,10 +545,19 @@ class _CheckRun:
     def progress(self, total: int) -> "_Progress":
         return _Progress(f"Checking pixels of '{self.report.where}'", total, self.log)
 
-    def sizes_ok(self, lq_name: str, lq_hw: Sequence[int], gt_name: str, gt_hw: Sequence[int]) -> bool:
-        """Report a size mismatch (False: the pair is unusable) or a pair smaller than ``gt_size``."""
+    def sizes_ok(self, lq_name: str, lq_hw: Sequence[int], gt_name: str, gt_hw: Sequence[int],
+                 channels: Tuple[int, int] = (0, 0)) -> bool:
+        """Report a size mismatch or a grey image paired with a colour one (``channels`` of LQ and GT as stored,
+        0: not known) (False: the pair is unusable), or a pair smaller than ``gt_size``."""
         if tuple(lq_hw) != tuple(gt_hw):
             self.report.add("size_mismatch", size_mismatch_message(lq_name, lq_hw, gt_name, gt_hw))
+            return False
+        smallest = self.report.smallest
+        if smallest is None or min(gt_hw) < min(smallest[1:]):
+            self.report.smallest = (gt_name, int(gt_hw[0]), int(gt_hw[1]))
+        mismatch = channel_mismatch_message(lq_name, channels[0], gt_name, channels[1])
+        if mismatch:
+            self.report.add("channel_mismatch", mismatch)
             return False
         gt_size = self.settings.gt_size
         if gt_size and (gt_hw[0] < gt_size or gt_hw[1] < gt_size):
@@ -516,11 +568,15 @@ class _CheckRun:
         return True
 
     def note_pixels(self, gt_name: str, counts: PixelCounts) -> None:
-        """NaN/Inf values are an error, negative values a note."""
+        """NaN/Inf values are an error; negative values and a peak far above ``hdr_max`` are notes."""
         if counts.nonfinite:
             self.report.add("nonfinite", nonfinite_message(gt_name, counts.nonfinite))
-        elif counts.negative:
+            return
+        if counts.negative:
             self.report.negatives.append((os.path.basename(gt_name), int(counts.negative)))
+        hdr_max = self.settings.hdr_max
+        if hdr_max and counts.peak > HDR_MAX_HEADROOM * hdr_max:
+            self.report.over_peak.append((os.path.basename(gt_name), float(counts.peak)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -565,7 +621,7 @@ def _check_disk(run: _CheckRun) -> None:
     for pair in pairs:  # what is known about pixels: this run's scan or the cache
         gt = pair.gt.facts
         if gt is not None and gt.scanned and not (gt.nonfinite and pair.bad):
-            run.note_pixels(pair.rec["gt_path"], PixelCounts(gt.nonfinite, gt.negative))
+            run.note_pixels(pair.rec["gt_path"], PixelCounts(gt.nonfinite, gt.negative, gt.peak))
 
 
 def _check_disk_pair(run: _CheckRun, rec: Mapping[str, str]) -> _Pair:
@@ -581,7 +637,8 @@ def _check_disk_pair(run: _CheckRun, rec: Mapping[str, str]) -> _Pair:
             pair.bad = True
     lq, gt = pair.lq.facts, pair.gt.facts
     if lq is not None and gt is not None:
-        if not run.sizes_ok(rec["lq_path"], (lq.height, lq.width), rec["gt_path"], (gt.height, gt.width)):
+        if not run.sizes_ok(rec["lq_path"], (lq.height, lq.width), rec["gt_path"], (gt.height, gt.width),
+                            (lq.channels, gt.channels)):
             pair.bad = True
     return pair
 
@@ -617,10 +674,10 @@ def _read_header(run: _CheckRun, image: _ImageFile) -> Optional[str]:
         return None
     try:
         check_file_tail(image.path)
-        h, w = read_image_size(image.path)
+        info = read_image_info(image.path)
     except (OSError, ValueError) as e:
         return _error_text(e)
-    image.remember(run.cache, ImageFacts(h, w))
+    image.remember(run.cache, ImageFacts(info.height, info.width, channels=info.channels))
     return None
 
 
@@ -688,6 +745,11 @@ def _check_lmdb(run: _CheckRun) -> None:
         run.report.note = "pixels checked when the LMDB was written"
         for key, count in sorted(validated.get("negatives", {}).items()):
             run.report.negatives.append((key, int(count)))
+        if run.settings.hdr_max:
+            run.report.peaks_unchecked = (
+                f"The HDR peaks of '{run.report.where}' were not compared with hdr_max={run.settings.hdr_max:g}: the "
+                f"LMDB records no peaks. Run python scripts/check_dataset.py on options naming the source folders "
+                f"to compare them.")
         return
     _scan_lmdb_pixels(run, good)
 
@@ -753,9 +815,10 @@ def check_reader(
     shard: Tuple[int, int] = (0, 1),
     threads: Optional[int] = None,
     log: Optional[Callable[[str], None]] = None,
+    hdr_max: Optional[float] = None,
 ) -> CheckReport:
     """Check every pair a dataset reader serves: ``CheckSettings(...).run(reader)`` in one call."""
-    return CheckSettings(level, gt_size, small_images, where, cache_dir, shard, threads, log).run(reader)
+    return CheckSettings(level, gt_size, small_images, where, cache_dir, shard, threads, log, hdr_max).run(reader)
 
 
 def check_options_file(path: str, level: str = "full", phases: Optional[Sequence[str]] = None,
@@ -799,7 +862,7 @@ def check_options_file(path: str, level: str = "full", phases: Optional[Sequence
             log(f"Dataset check of '{where}': FAILED before any pair could be read:\n  {_error_text(e)}")
             continue
         settings = CheckSettings(level, getattr(ds, "gt_size", None), dopt.get("small_images", "pad"), where,
-                                 dopt.get("check_cache_dir"), log=log)
+                                 dopt.get("check_cache_dir"), log=log, hdr_max=getattr(ds, "hdr_max", None))
         report = settings.run(ds.reader)
         for msg in pairing:
             report.add("pairing", msg)

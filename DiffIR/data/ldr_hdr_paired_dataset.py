@@ -45,6 +45,7 @@ from DiffIR.data.paired_image_dataset import DiskPairReader, PairedImageDataset,
 from DiffIR.data.pairing import (DGAIN_EXTENSIONS, GT_EXTENSIONS, LQ_EXTENSIONS, MAX_LISTED, PairingError,
                                  scan_paired_folders)
 from DiffIR.data.transforms import img2tensor
+from DiffIR.utils.option_schema import TONE_DOMAIN_DEFAULTS, tone_domain
 from DiffIR.utils.registry import DATASET_REGISTRY
 from DiffIR.utils.tone_mapping import TONE_CURVES as _CURVES
 from DiffIR.utils.tone_mapping import apply_tone_curve, ldr_to_network_input
@@ -83,9 +84,10 @@ class LDR_HDR_PairedDataset(PairedImageDataset):
     OPTION_KEYS = PairedImageDataset.OPTION_KEYS + ("dataroot_dgain", "hdr_max", "tone_curve", "lq_linearize")
 
     def _read_domain_options(self, opt: Mapping[str, Any], where: str) -> None:
-        self.hdr_max = float(opt.get("hdr_max", 1000.0))  # checked with the other values (option_schema.DATASET)
-        self.tone_curve = choice_option(opt, "tone_curve", TONE_CURVES, "log", where)
-        self.lq_linearize = bool(opt.get("lq_linearize", True))
+        domain = tone_domain(opt)  # the values were checked with the others (option_schema.DATASET)
+        self.hdr_max = domain["hdr_max"]
+        self.tone_curve = choice_option(opt, "tone_curve", TONE_CURVES, TONE_DOMAIN_DEFAULTS["tone_curve"], where)
+        self.lq_linearize = domain["lq_linearize"]
 
     def _generate_synthetic(self, opt: Mapping[str, Any], cfg: Dict[str, Any], log: Callable[[str], None]) -> None:
         from DiffIR.data.synthetic_hdr import ensure_synthetic_dataset  # lazy: keeps `python -m` of it clean

@@ -54,10 +54,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from DiffIR.data.checks import count_bad_pixels, nonfinite_message, paired_windows, parallel_map, size_mismatch_message
+from DiffIR.data.checks import (channel_mismatch_message, count_bad_pixels, nonfinite_message, paired_windows,
+                                parallel_map, size_mismatch_message)
 from DiffIR.data.dgain import parse_dgain_text
 from DiffIR.data.pairing import format_names, pair_format_parts, pair_stems, read_meta_info_file, scan_paired_folders
-from DiffIR.utils.hdr_io import ImageIOError, WindowArg, decode_ldr_bytes, read_hdr, resolve_window
+from DiffIR.utils.hdr_io import ImageIOError, WindowArg, decode_ldr_bytes, read_hdr, read_image_info, resolve_window
 from DiffIR.utils.misc import atomic_open
 from DiffIR.utils.errors import OptionError
 
@@ -373,7 +374,8 @@ _Item = Tuple[str, str, Mapping[str, str]]
 #: what the writer reports per kind of bad pair
 _PROBLEM_TITLES = {"unreadable": "unreadable or truncated image(s)", "size_mismatch": "pair(s) of different sizes",
                    "nonfinite": "HDR image(s) with NaN/Inf", "dgain": "bad dgain file(s)",
-                   "range": "HDR image(s) beyond the float16 range"}
+                   "range": "HDR image(s) beyond the float16 range",
+                   "channel_mismatch": "pair(s) of a grey and a colour image"}
 #: a batch is committed at this many pairs' bytes at the latest (keeps a transaction's memory bounded)
 _BATCH_BYTES = 256 << 20
 
@@ -583,6 +585,13 @@ def _load_pair(item: _Item, gt_dtype: str) -> Tuple[_Item, Optional[Tuple[str, s
         return item, ("unreadable", str(e)), None
     if lq.shape[:2] != hdr.shape[:2]:
         return item, ("size_mismatch", size_mismatch_message(rec["lq_path"], lq.shape, rec["gt_path"], hdr.shape)), None
+    try:
+        mismatch = channel_mismatch_message(rec["lq_path"], read_image_info(rec["lq_path"]).channels, rec["gt_path"],
+                                            read_image_info(rec["gt_path"]).channels)
+    except (OSError, ValueError) as e:
+        return item, ("unreadable", str(e)), None
+    if mismatch:
+        return item, ("channel_mismatch", mismatch), None
     try:
         dg_bytes = Path(rec["dgain_path"]).read_bytes()
         parse_dgain_text(dg_bytes, source=rec["dgain_path"])

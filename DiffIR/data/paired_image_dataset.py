@@ -252,7 +252,7 @@ class PairedImageDataset(Dataset):
     def _check_data(self, pairing: Sequence[str]) -> CheckReport:
         """Check the pairs before anything trains: one error for the ``pairing`` problems and every bad file."""
         settings = CheckSettings(self.check_level, self.gt_size, self.small_images, self.where, self.check_cache_dir,
-                                 shard=get_dist_info(), log=_log)
+                                 shard=get_dist_info(), log=_log, hdr_max=getattr(self, "hdr_max", None))
         report = settings.run(self.reader)
         for msg in pairing:
             report.add("pairing", msg)
@@ -261,6 +261,15 @@ class PairedImageDataset(Dataset):
         for note in report.notes():
             _warn(note)
         return report
+
+    def smallest_image(self) -> Optional[Tuple[str, int, int]]:
+        """``(GT name, height, width)`` of the pair with the shortest side, from the check before training (with
+        ``check: off``, a header-only quick check now): a metric's ``crop_border`` must leave something of it."""
+        report = self.check_report
+        if report is None:
+            report = CheckSettings("quick", where=self.where, cache_dir=self.check_cache_dir,
+                                   log=lambda _: None).run(self.reader)
+        return report.smallest
 
     # -- what subclasses add ------------------------------------------------------------------------
     def _read_domain_options(self, opt: Mapping[str, Any], where: str) -> None:

@@ -8,6 +8,10 @@ What a pair is made of comes from an optional ``pair_format`` (any object with `
 ``gt_exts``, ``gt_hdr`` and ``dgain`` attributes, e.g. ``DiffIR.data.paired_common.LDR_PAIRS``); the
 default is the HDR layout (LDR image, HDR image, dgain file). Without dgain the pairs have two parts.
 
+A file whose partner is missing is listed with the reason the partner was not found where the folder
+scan can tell: a file of that stem skipped for its extension, a broken symbolic link, or a name that
+differs only in Unicode normalisation (NFC vs NFD, e.g. ``é`` typed on Linux and copied from macOS).
+
 Problems are raised as one :class:`PairingError`, except inside :func:`collect_pairing_problems`:
 there each problem is appended to a list and pairing goes on with the complete pairs, so that a
 dataset check can report pairing and per-file problems together (``scripts/check_dataset.py``,
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import unicodedata
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
@@ -89,8 +94,29 @@ def check_filename_tmpl(filename_tmpl: str, where: str) -> None:
         raise OptionError(f"'{where}:filename_tmpl' must contain '{{}}' exactly once (got {filename_tmpl!r}). Fix: use '{{}}'.")
 
 
-def scan_folder(folder: str, key: str, exts: Sequence[str], where: str) -> Dict[str, str]:
-    """``stem -> path`` of the visible files with ``exts`` in ``folder`` (not recursive, one ``scandir``)."""
+def _shown(path: str) -> str:
+    """A file as messages show it: its folder's name and its own, ``jpg/a.jpg`` (an LMDB key stays as it is)."""
+    folder = os.path.basename(os.path.dirname(path))
+    return f"{folder}/{os.path.basename(path)}" if folder else path
+
+
+def _skip_reason(entry: "os.DirEntry[str]", exts: Sequence[str]) -> str:
+    """Why the folder scan does not use ``entry`` (a visible file or folder)."""
+    ext = os.path.splitext(entry.name)[1].lower()
+    if ext not in exts:
+        return f"unsupported extension ({', '.join(exts)})"
+    if entry.is_symlink() and not os.path.exists(entry.path):
+        return f"broken symbolic link (to '{os.readlink(entry.path)}', which does not exist)"
+    return "a folder, not a file" if entry.is_dir() else "not a regular file"
+
+
+def scan_folder(folder: str, key: str, exts: Sequence[str], where: str,
+                skipped: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """``stem -> path`` of the visible files with ``exts`` in ``folder`` (not recursive, one ``scandir``).
+
+    ``skipped`` (when given) receives ``stem -> "<folder>/<name> skipped: <why>"`` for each visible entry not used
+    (another extension, a broken link, a folder), so that a partner missing for that reason can be explained.
+    """
     p = Path(folder)
     if not p.is_dir():
         hint = ""
@@ -116,11 +142,10 @@ def scan_folder(folder: str, key: str, exts: Sequence[str], where: str) -> Dict[
             if name.startswith("."):
                 continue
             stem, ext = os.path.splitext(name)
-            if ext.lower() not in exts:
+            if ext.lower() not in exts or not e.is_file():
                 others.append(name)
-                continue
-            if not e.is_file():
-                others.append(name)
+                if skipped is not None:
+                    skipped.setdefault(stem, f"{_shown(os.path.join(base, name))} skipped: {_skip_reason(e, exts)}")
                 continue
             if stem in stems:
                 dups.append(f"{os.path.basename(stems[stem])} / {name}")
@@ -203,6 +228,7 @@ def pair_stems(
     only: Optional[Sequence[str]] = None,
     only_source: str = "",
     dgain_suffix: str = ".txt",
+    skipped: Optional[Tuple[Mapping[str, str], Mapping[str, str], Mapping[str, str]]] = None,
 ) -> List[Tuple[str, str]]:
     """``[(gt_stem, lq_stem)]`` of the complete triples; raises one :class:`PairingError` for all gaps.
 
@@ -212,9 +238,11 @@ def pair_stems(
     are the option values shown in messages (e.g. ``"dataroot_gt='/data/hdr'"``). Without ``only`` the
     result is sorted by GT stem and every LQ entry must have a GT partner; with ``only`` (stems from a
     meta_info_file named ``only_source``) exactly those GT stems are used, in that order, and entries
-    not listed are ignored.
+    not listed are ignored. ``skipped``: the LQ, GT and dgain folder scans' skipped entries (see
+    :func:`scan_folder`), to say why a partner is missing.
     """
     check_filename_tmpl(filename_tmpl, where)
+    why = _MissingPartner(lq, gt, dg, skipped)
     out: List[Tuple[str, str]] = []
     gt_missing: List[str] = []
     gt_no_lq: List[str] = []
@@ -227,18 +255,56 @@ def pair_stems(
             continue
         q = filename_tmpl.format(g)
         if q not in lq:
-            gt_no_lq.append(os.path.basename(gt[g]))
+            gt_no_lq.append(why.named(os.path.basename(gt[g]), "lq", q))
             continue
         used_lq.add(q)
         if dg is not None and q not in dg:
-            no_dgain.append(f"{q}{dgain_suffix}")
+            no_dgain.append(why.named(f"{q}{dgain_suffix}", "dgain", q))
             continue
         out.append((g, q))
-    lq_no_gt = [] if only is not None else sorted(os.path.basename(lq[q]) for q in lq if q not in used_lq)
+    lq_no_gt = [] if only is not None else sorted(
+        why.named(os.path.basename(lq[q]), "gt", _gt_stem(filename_tmpl, q)) for q in lq if q not in used_lq)
 
     problems = _pairing_problems(labels, filename_tmpl, only_source, gt_missing, gt_no_lq, lq_no_gt, no_dgain)
     _report_pairing_problems(problems, where, dg is not None, bool(gt_missing))
     return out
+
+
+def _gt_stem(filename_tmpl: str, lq_stem: str) -> Optional[str]:
+    """The GT stem whose LQ stem is ``lq_stem`` under ``filename_tmpl`` (None when the template cannot give it)."""
+    before, after = filename_tmpl.split("{}")
+    if len(lq_stem) < len(before) + len(after) or not (lq_stem.startswith(before) and lq_stem.endswith(after)):
+        return None
+    return lq_stem[len(before) : len(lq_stem) - len(after)]
+
+
+class _MissingPartner:
+    """Says why the partner of an unpaired file was not found (see the module docstring)."""
+
+    def __init__(self, lq: Mapping[str, str], gt: Mapping[str, str], dg: Optional[Mapping[str, str]],
+                 skipped: Optional[Tuple[Mapping[str, str], Mapping[str, str], Mapping[str, str]]]) -> None:
+        self.present = {"lq": lq, "gt": gt, "dgain": dg or {}}
+        self.skipped = dict(zip(("lq", "gt", "dgain"), skipped or ({}, {}, {})))
+        self._nfc: Dict[str, Dict[str, str]] = {}
+
+    def reason(self, side: str, stem: Optional[str]) -> str:
+        """Why ``side`` (lq, gt or dgain) has no entry ``stem``, or '' when the scan cannot tell."""
+        if stem is None:
+            return ""
+        if stem in self.skipped[side]:
+            return self.skipped[side][stem]
+        if side not in self._nfc:  # built once per side, only when some file lacks a partner
+            self._nfc[side] = {unicodedata.normalize("NFC", k): k for k in self.present[side]}
+        other = self._nfc[side].get(unicodedata.normalize("NFC", stem))
+        if other is not None and other != stem:
+            return (f"name differs from {_shown(self.present[side][other])} only in Unicode normalisation (NFC vs "
+                    f"NFD): rename one")
+        return ""
+
+    def named(self, name: str, side: str, stem: Optional[str]) -> str:
+        """``name``, followed by the reason its partner ``stem`` on ``side`` is missing when there is one."""
+        reason = self.reason(side, stem)
+        return f"{name} ({reason})" if reason else name
 
 
 def _pairing_problems(labels: Tuple[str, str, str], filename_tmpl: str, only_source: str, gt_missing: Sequence[str],
@@ -298,11 +364,13 @@ def scan_paired_folders(
     check_filename_tmpl(filename_tmpl, where)
     lq_exts, gt_exts, _, has_dgain = pair_format_parts(pair_format)
     only = read_meta_info_file(meta_info_file, where) if meta_info_file else None
-    lq = scan_folder(dataroot_lq, "dataroot_lq", lq_exts, where)
-    gt = scan_folder(dataroot_gt, "dataroot_gt", gt_exts, where)
-    dg = scan_folder(str(dataroot_dgain), "dataroot_dgain", DGAIN_EXTENSIONS, where) if has_dgain else None
+    skipped: Tuple[Dict[str, str], Dict[str, str], Dict[str, str]] = ({}, {}, {})
+    lq = scan_folder(dataroot_lq, "dataroot_lq", lq_exts, where, skipped[0])
+    gt = scan_folder(dataroot_gt, "dataroot_gt", gt_exts, where, skipped[1])
+    dg = (scan_folder(str(dataroot_dgain), "dataroot_dgain", DGAIN_EXTENSIONS, where, skipped[2]) if has_dgain
+          else None)
     labels = (f"dataroot_lq='{dataroot_lq}'", f"dataroot_gt='{dataroot_gt}'", f"dataroot_dgain='{dataroot_dgain}'")
-    pairs = pair_stems(lq, gt, dg, filename_tmpl, where, labels, only, str(meta_info_file or ""))
+    pairs = pair_stems(lq, gt, dg, filename_tmpl, where, labels, only, str(meta_info_file or ""), skipped=skipped)
     if dg is None:
         return [{"lq_path": lq[q], "gt_path": gt[g]} for g, q in pairs]
     return [{"lq_path": lq[q], "gt_path": gt[g], "dgain_path": dg[q]} for g, q in pairs]

@@ -34,14 +34,22 @@ from DiffIR.metrics import calculate_metric, metric_domain
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import write_hdr, write_ldr
 from DiffIR.utils.img_util import make_preview_grid, tensor2img
-from DiffIR.utils.option_schema import SAVE_FORMATS, check_val_options
+from DiffIR.utils.option_schema import SAVE_FORMATS, check_val_options, crop_border_errors, raise_errors, tone_domain
 from DiffIR.utils.tone_mapping import TONE_CURVES, display_tone_map, inverse_tone_curve
 
 __all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "output_suffix", "evaluate_dataset",
            "PREVIEW_ERROR_SCALE", "PREVIEW_PANEL_SIZE", "preview_domains", "error_map", "preview_row",
-           "publish_previews", "write_preview"]
+           "publish_previews", "write_preview", "check_crop_borders"]
 
 logger = logging.getLogger("DiffIR")
+
+
+def check_crop_borders(val_opt: Optional[Mapping[str, Any]], dataset: Any) -> None:
+    """Refuse, before anything is trained or scored, a ``val:metrics`` ``crop_border`` that leaves nothing of the
+    smallest image of ``dataset`` (its score would be nan; see :func:`crop_border_errors`)."""
+    metrics = (val_opt or {}).get("metrics")
+    if metrics:
+        raise_errors(crop_border_errors(metrics, dataset.smallest_image(), getattr(dataset, "where", "datasets")))
 
 
 @dataclass(frozen=True)
@@ -55,18 +63,17 @@ class ToneDomain:
     def from_dataset(cls, dataset: Any) -> "ToneDomain":
         """Read ``tone_curve``/``hdr_max`` from the dataset (its attributes, else its options, else defaults)."""
         opt = getattr(dataset, "opt", None) or {}
-        return cls.from_options({"tone_curve": getattr(dataset, "tone_curve", opt.get("tone_curve", "log")),
-                                 "hdr_max": getattr(dataset, "hdr_max", opt.get("hdr_max", 1000.0)),
-                                 "name": opt.get("name")})
+        read = {key: getattr(dataset, key) for key in ("tone_curve", "hdr_max") if hasattr(dataset, key)}
+        return cls.from_options({**opt, **read})
 
     @classmethod
     def from_options(cls, opt: Mapping[str, Any]) -> "ToneDomain":
         """The domain of a dataset option section (``tone_curve`` default log, ``hdr_max`` default 1000)."""
-        curve = str(opt.get("tone_curve", "log")).lower()
-        if curve not in TONE_CURVES:
-            raise OptionError(f"tone_curve '{curve}' of dataset '{opt.get('name')}' cannot be inverted for HDR "
-                              f"metrics; use one of {', '.join(TONE_CURVES)}")
-        return cls(curve, float(opt.get("hdr_max", 1000.0)))
+        domain = tone_domain(opt)
+        if domain["tone_curve"] not in TONE_CURVES:
+            raise OptionError(f"tone_curve '{domain['tone_curve']}' of dataset '{opt.get('name')}' cannot be inverted "
+                              f"for HDR metrics; use one of {', '.join(TONE_CURVES)}")
+        return cls(domain["tone_curve"], domain["hdr_max"])
 
     def to_linear(self, t: torch.Tensor, clip_top: bool = True) -> np.ndarray:
         """``C x H x W`` (or ``1 x C x H x W``) network-domain tensor → float32 ``H x W x C`` linear RGB.

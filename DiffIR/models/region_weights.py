@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Tuple
 import torch
 
 from DiffIR.utils.errors import OptionError
-from DiffIR.utils.option_schema import region_weight_values
+from DiffIR.utils.option_schema import region_weight_values, tone_domain
 from DiffIR.utils.tone_mapping import TONE_CURVES, network_input_to_ldr
 
 __all__ = ["RegionWeights", "training_tone_domain"]
@@ -25,9 +25,8 @@ __all__ = ["RegionWeights", "training_tone_domain"]
 def training_tone_domain(opt: Mapping[str, Any]) -> Tuple[str, float, bool]:
     """``(tone_curve, hdr_max, lq_linearize)`` of ``datasets:train`` (the dataset's defaults where unset): the
     network domain that training losses and weights must invert."""
-    train_set = ((opt.get("datasets") or {}).get("train") or {})
-    return (str(train_set.get("tone_curve", "log")), float(train_set.get("hdr_max", 1000.0)),
-            bool(train_set.get("lq_linearize", True)))
+    domain = tone_domain((opt.get("datasets") or {}).get("train"))
+    return domain["tone_curve"], domain["hdr_max"], domain["lq_linearize"]
 
 
 class RegionWeights:

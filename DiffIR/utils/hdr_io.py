@@ -31,11 +31,13 @@ message names the file and says how to fix the problem.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
+import threading
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -87,6 +89,9 @@ __all__ = [
     "encode_hdr_bytes",
     "decode_ldr_bytes",
     "read_image_size",
+    "read_image_info",
+    "ImageInfo",
+    "RadianceLayout",
     "Window",
     "WindowArg",
     "resolve_window",
@@ -187,9 +192,52 @@ def _bgr_to_rgb(img: np.ndarray) -> np.ndarray:
     return img
 
 
+_CV_LOG_LOCK = threading.Lock()
+_cv_log = {"depth": 0, "level": None}
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """OpenCV's own log is silent inside the block.
+
+    OpenCV prints an ``[ERROR] imread_(...)`` line of its own for every file it cannot decode; this module reports
+    each failure itself (naming the file and the fix), so that line is noise, printed once per file of a check.
+    Decoders run in threads: the level is set by the first thread in and restored by the last one out.
+    """
+    logging_api = cv2.utils.logging
+    with _CV_LOG_LOCK:
+        if _cv_log["depth"] == 0:
+            _cv_log["level"] = logging_api.setLogLevel(logging_api.LOG_LEVEL_SILENT)
+        _cv_log["depth"] += 1
+    try:
+        yield
+    finally:
+        with _CV_LOG_LOCK:
+            _cv_log["depth"] -= 1
+            if _cv_log["depth"] == 0:
+                logging_api.setLogLevel(_cv_log["level"])
+
+
+def _cv_imread(name: str) -> Optional[np.ndarray]:
+    """``cv2.imread(name, IMREAD_UNCHANGED)`` with OpenCV's log quiet (see :func:`_quiet_opencv`)."""
+    with _quiet_opencv():
+        return cv2.imread(name, cv2.IMREAD_UNCHANGED)
+
+
+def _cv_imdecode(data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> Optional[np.ndarray]:
+    """``cv2.imdecode`` of ``data`` with OpenCV's log quiet (see :func:`_quiet_opencv`)."""
+    with _quiet_opencv():
+        return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+
+
 # ----------------------------------------------------------------------------------------------
 # EXR
 # ----------------------------------------------------------------------------------------------
+def _exr_is_grey(names: Sequence[str]) -> bool:
+    """A lone luminance channel ``Y`` (and maybe ``A``): a grey EXR, read as Y replicated to R, G and B."""
+    return "Y" in names and set(names) <= {"Y", "A"}
+
+
 def _exr_channels_to_rgb(channels: dict, name: str, window: WindowArg = None) -> np.ndarray:
     """Pick R, G, B planes from an ``OpenEXR.File(..., separate_channels=True).channels()`` dict."""
     planes = {k: v.pixels for k, v in channels.items()}
@@ -218,7 +266,7 @@ def _exr_channels_to_rgb(channels: dict, name: str, window: WindowArg = None) ->
     if len(rgb_layers) == 1:
         ly = rgb_layers[0]
         return stack(f"{ly}.R", f"{ly}.G", f"{ly}.B")
-    if set(names) <= {"Y", "A"} and "Y" in planes:
+    if _exr_is_grey(names):
         y = np.asarray(planes["Y"]).astype(np.float32, copy=False)
         return np.repeat(y[:, :, None], 3, axis=2)
     if len(rgb_layers) > 1:
@@ -290,34 +338,48 @@ def _finish_hdr(img: Optional[np.ndarray], name: str, ext: str, window: WindowAr
 
 
 def _decode_radiance(data: bytes, name: str, window: WindowArg) -> Optional[np.ndarray]:
-    """Decode RGBE bytes; with a window, only the scanlines down to the window's last row.
+    """Decode Radiance bytes (any orientation); with a window, only the scanlines down to the window's last row.
 
-    Radiance files store scanlines top-down and OpenCV's decoder stops after the rows the header
-    announces, so announcing ``top + height`` rows decodes just the part above the window's bottom
-    (about 40 % less work on average for a 256-row crop of a 1024-row image). Returns the decoded
-    BGR array (None if OpenCV cannot decode it) and leaves the window to :func:`_finish_hdr`.
+    OpenCV reads only the standard ``-Y H +X W`` orientation with a ``FORMAT`` line: other orientations are decoded
+    as stored under a standard resolution line and then flipped/transposed (:meth:`RadianceLayout.orient`). A
+    standard file's scanlines run top-down and OpenCV stops after the rows the header announces, so announcing
+    ``top + height`` rows decodes just the part above the window's bottom (about 40 % less work on average for a
+    256-row crop of a 1024-row image). Returns the BGR array (None if OpenCV cannot decode it), already cropped.
     """
-    if window is not None:
-        layout = _radiance_layout(data[:65536], name)
-        if layout is not None:
-            h, w, start, end = layout
-            win = resolve_window(window, h, w, name)
-            if win is None:
-                return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-            if win.bottom < h:
-                data = data[:start] + f"-Y {win.bottom} +X {w}".encode("ascii") + data[end:]
-            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-            return None if img is None else win.crop(img)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    return _apply_window(img, window, name) if img is not None else None
+    layout = _radiance_layout(data[:_RADIANCE_HEADER_MAX], name)
+    win = resolve_window(window, layout.height, layout.width, name) if window is not None else None
+    rows = win.bottom if (win is not None and layout.standard) else layout.rows
+    if rows != layout.rows or not layout.standard or not layout.has_format:
+        data = layout.standard_bytes(data, rows)
+    img = _cv_imdecode(data)
+    if img is None:
+        return None
+    img = layout.orient(img)
+    return img if win is None else win.crop(img)
+
+
+def _npy_dtype_error(dtype: np.dtype, name: str) -> Optional[ImageIOError]:
+    """Why a ``.npy`` array of ``dtype`` is not linear HDR, else None: only floating-point arrays are. Integer arrays
+    (uint8, uint16, ...) are display-referred images or counts whose scale is unknown; read as radiance they would
+    give a "peak" of 255 or 65535 and no highlights above it."""
+    if dtype.kind == "f":
+        return None
+    if dtype.kind in "iu":
+        return ImageIOError(
+            f"'{name}' holds {dtype} values, not linear HDR (an integer array is a display-referred image of "
+            f"unknown scale). Fix: save the linear radiance as float32, np.save(path, hdr.astype(np.float32)); an "
+            f"8/16-bit image belongs in dataroot_lq as .png/.jpg.")
+    return ImageIOError(f"'{name}' does not hold a numeric array (dtype {dtype}). "
+                        f"Fix: save an H x W x 3 float32 RGB array with np.save.")
 
 
 def _finish_npy(arr: np.ndarray, name: str, window: WindowArg = None) -> np.ndarray:
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
-        raise ImageIOError(
-            f"'{name}' does not hold a numeric array (dtype {getattr(arr, 'dtype', type(arr))}). "
-            f"Fix: save an H x W x 3 float32 RGB array with np.save."
-        )
+    if not isinstance(arr, np.ndarray):
+        raise ImageIOError(f"'{name}' does not hold a numeric array ({type(arr).__name__}). "
+                           f"Fix: save an H x W x 3 float32 RGB array with np.save.")
+    error = _npy_dtype_error(arr.dtype, name)
+    if error is not None:
+        raise error
     if arr.ndim not in (2, 3):
         raise ImageIOError(
             f"Image '{name}' has shape {tuple(arr.shape)}; expected H x W x 3 (RGB). Fix: re-save it as a 3-channel image."
@@ -341,15 +403,20 @@ def read_hdr(path: PathLike, window: WindowArg = None) -> np.ndarray:
     p = _check_exists(path, "HDR image")
     name = str(p)
     if ext in (".hdr", ".pic"):
-        if window is None:
-            return _finish_hdr(cv2.imread(name, cv2.IMREAD_UNCHANGED), name, ext)
+        with open(name, "rb") as f:
+            layout = _radiance_layout(f.read(_RADIANCE_HEADER_MAX), name)
+        direct = layout.standard and layout.has_format  # OpenCV reads the file as it is
+        if window is None and direct:
+            return _finish_hdr(_cv_imread(name), name, ext)
         window = _once(window)
         try:
             img = _decode_radiance(p.read_bytes(), name, window)
         except cv2.error:  # OpenCV decodes RGBE buffers through a temporary file; without one, read the file
-            img = None
-        if img is None:
-            img = cv2.imread(name, cv2.IMREAD_UNCHANGED)
+            if not direct:
+                raise ImageIOError(f"Cannot decode HDR image '{name}': OpenCV needs a temporary file to decode it "
+                                   f"(its orientation or header is not the standard one). Fix: make the temporary "
+                                   f"folder ($TMPDIR) writable.") from None
+            img = _cv_imread(name)
             img = _apply_window(img, window, name) if img is not None else None
         return _finish_hdr(img, name, ext)
     if ext == ".exr":
@@ -460,7 +527,7 @@ def decode_ldr_bytes(buf: Union[bytes, bytearray, memoryview, np.ndarray], name:
         raise ImageIOError(
             f"LDR image '{name}' is a truncated JPEG (no end-of-image marker). Fix: re-export or re-download it."
         )
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), _AS_DISPLAYED if exif_orientation else _AS_STORED)
+    img = _cv_imdecode(data, _AS_DISPLAYED if exif_orientation else _AS_STORED)
     if img is None:
         raise ImageIOError(
             f"Cannot decode LDR image '{name}': OpenCV could not read it (truncated or not an image). "
@@ -527,7 +594,7 @@ def _bad_header(name: str, what: str) -> ImageIOError:
                         f"re-export or re-download it.")
 
 
-def _jpeg_size(f, name: str) -> Tuple[int, int]:
+def _jpeg_header(f, name: str) -> "ImageInfo":
     if f.read(2) != b"\xff\xd8":
         raise _bad_header(name, "not a JPEG file (no start-of-image marker)")
     while True:
@@ -548,49 +615,118 @@ def _jpeg_size(f, name: str) -> Tuple[int, int]:
             raise _bad_header(name, "truncated segment")
         length = struct.unpack(">H", seg)[0]
         if marker in _JPEG_SOF:
-            body = f.read(5)
-            if len(body) != 5:
+            body = f.read(6)  # precision, height, width, number of components
+            if len(body) != 6:
                 raise _bad_header(name, "truncated frame header")
             h, w = struct.unpack(">HH", body[1:5])
-            return h, w
+            return ImageInfo(h, w, body[5])
         f.seek(length - 2, io.SEEK_CUR)
 
 
-def _png_size(f, name: str) -> Tuple[int, int]:
-    head = f.read(24)
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+#: PNG colour types: 0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA
+_PNG_GREY_TYPES = (0, 4)
+
+
+def _png_header(f, name: str) -> "ImageInfo":
+    head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         raise _bad_header(name, "not a PNG file (no IHDR chunk)")
     w, h = struct.unpack(">II", head[16:24])
-    return h, w
+    return ImageInfo(h, w, 1 if head[25] in _PNG_GREY_TYPES else 3)
 
 
-def _radiance_layout(head: bytes, name: str) -> Optional[Tuple[int, int, int, int]]:
-    """``(height, width, start, end)`` of a Radiance file's ``-Y H +X W`` resolution line (byte span
-    ``head[start:end]``); None for other (rotated/flipped) layouts. Raises for a non-Radiance header."""
+#: a Radiance header longer than this is refused (real ones are a few hundred bytes)
+_RADIANCE_HEADER_MAX = 65536
+#: the one pixel format OpenCV decodes
+_RGBE_FORMAT = b"32-bit_rle_rgbe"
+
+
+class RadianceLayout(NamedTuple):
+    """What a Radiance header says about the pixels: the image size and how the scanlines are stored.
+
+    The resolution line names the slow axis first: ``-Y H +X W`` (the standard: rows top-down, pixels left to
+    right), ``+Y H +X W`` (bottom-up), ``-Y H -X W`` (right to left) and the column-major ``±X W ±Y H``.
+    """
+
+    height: int
+    width: int
+    start: int  # byte span of the resolution line in the file
+    end: int
+    rows: int  # the counts of the stored axes, slow axis first
+    cols: int
+    transposed: bool  # the slow axis is X: the stored scanlines are the image's columns
+    flip_rows: bool  # +Y: bottom-up
+    flip_cols: bool  # -X: right to left
+    has_format: bool  # a FORMAT line is present (OpenCV needs one)
+
+    @property
+    def standard(self) -> bool:
+        return not (self.transposed or self.flip_rows or self.flip_cols)
+
+    def standard_bytes(self, data: bytes, rows: int) -> bytes:
+        """``data`` with the resolution line ``-Y rows +X cols`` (and a FORMAT line where it had none), as OpenCV
+        reads it; the stored scanlines are unchanged (rows fewer than stored are decoded only down to there)."""
+        head = data[: self.start]
+        if not self.has_format:
+            head = head[:-1] + b"FORMAT=" + _RGBE_FORMAT + b"\n\n"
+        return head + f"-Y {rows} +X {self.cols}".encode("ascii") + data[self.end :]
+
+    def orient(self, stored: np.ndarray) -> np.ndarray:
+        """The image as displayed (top row first, left to right) from the scanlines as stored."""
+        img = stored.transpose(1, 0, 2) if self.transposed else stored
+        if self.flip_rows:
+            img = img[::-1]
+        if self.flip_cols:
+            img = img[:, ::-1]
+        return img
+
+
+def _radiance_layout(head: bytes, name: str) -> RadianceLayout:
+    """The :class:`RadianceLayout` of a Radiance header (``head``: the file's first bytes).
+
+    Raises :class:`ImageIOError` for a file that is not Radiance, a header that does not end, pixels stored as XYZE
+    (CIE XYZ, which would be read as RGB) or in another format, and a bad resolution line.
+    """
     if not head.startswith(b"#?"):
         raise _bad_header(name, "not a Radiance RGBE file (no '#?' signature)")
     blank = head.find(b"\n\n")
     if blank < 0:
         raise _bad_header(name, "the header does not end")
+    formats = [line[7:].strip() for line in head[:blank].split(b"\n") if line.startswith(b"FORMAT=")]
+    for fmt in formats:
+        if fmt.lower() == b"32-bit_rle_xyze":
+            raise ImageIOError(
+                f"HDR image '{name}' stores its pixels as XYZE (FORMAT=32-bit_rle_xyze: CIE XYZ colours), which this "
+                f"program does not read (they would be taken for RGB). Fix: convert it to RGB, e.g. with Radiance's "
+                f"'ra_xyze -r {os.path.basename(name)} rgb.hdr', or export it from its source as an RGB .hdr or .exr.")
+        if fmt != _RGBE_FORMAT:
+            raise ImageIOError(f"HDR image '{name}' has the pixel format {fmt.decode('latin-1')!r}, not "
+                               f"32-bit_rle_rgbe. Fix: re-export it as a Radiance RGBE .hdr or an .exr.")
     start = blank + 2
     end = head.find(b"\n", start)
     line = head[start : end if end >= 0 else len(head)].split()
-    if end < 0 or len(line) != 4 or line[0] != b"-Y" or line[2] != b"+X":
-        return None
+    axes = line[0::2] if len(line) == 4 else []
+    if not (end >= 0 and len(axes) == 2 and all(len(a) == 2 and a[:1] in (b"+", b"-") for a in axes)
+            and {a[1:] for a in axes} == {b"X", b"Y"}):
+        raise _bad_header(name, f"bad resolution line {b' '.join(line)!r} (expected e.g. '-Y 512 +X 768')")
     if not (line[1].isdigit() and line[3].isdigit()):  # plain digits: int() would read b'1_0' as 10, b'+5' as 5
         raise _bad_header(name, f"bad resolution line {b' '.join(line)!r}")
-    return int(line[1]), int(line[3]), start, end
+    counts = {axes[0][1:]: int(line[1]), axes[1][1:]: int(line[3])}
+    signs = {a[1:]: a[:1] for a in axes}
+    return RadianceLayout(height=counts[b"Y"], width=counts[b"X"], start=start, end=end, rows=int(line[1]),
+                          cols=int(line[3]), transposed=axes[0][1:] == b"X", flip_rows=signs[b"Y"] == b"+",
+                          flip_cols=signs[b"X"] == b"-", has_format=bool(formats))
 
 
-def _radiance_size(f, name: str) -> Optional[Tuple[int, int]]:
+def _radiance_header(f, name: str) -> "ImageInfo":
     head = f.read(4096)
     if b"\n\n" not in head or head.find(b"\n", head.find(b"\n\n") + 2) < 0:
-        head += f.read(65536 - len(head))  # a long header
+        head += f.read(_RADIANCE_HEADER_MAX - len(head))  # a long header
     layout = _radiance_layout(head, name)
-    return None if layout is None else (layout[0], layout[1])
+    return ImageInfo(layout.height, layout.width, 3)
 
 
-def _npy_size(f, name: str) -> Tuple[int, int]:
+def _npy_header(f, name: str) -> "ImageInfo":
     try:
         version = np.lib.format.read_magic(f)
         if version == (1, 0):
@@ -599,6 +735,9 @@ def _npy_size(f, name: str) -> Tuple[int, int]:
             shape, _, dtype = np.lib.format.read_array_header_2_0(f)
     except ValueError as e:
         raise _bad_header(name, f"not a .npy array ({e})") from None
+    error = _npy_dtype_error(np.dtype(dtype), name)
+    if error is not None:
+        raise error
     if len(shape) not in (2, 3):
         raise ImageIOError(f"Image '{name}' has shape {tuple(shape)}; expected H x W x 3 (RGB). "
                            f"Fix: re-save it as a 3-channel image.")
@@ -606,14 +745,31 @@ def _npy_size(f, name: str) -> Tuple[int, int]:
     size = os.fstat(f.fileno()).st_size
     if size < expected:
         raise _bad_header(name, f"the array needs {expected} bytes but the file has {size}")
-    return int(shape[0]), int(shape[1])
+    return ImageInfo(int(shape[0]), int(shape[1]), int(shape[2]) if len(shape) == 3 else 1)
+
+
+class ImageInfo(NamedTuple):
+    """What an image file's header says: its size and how many channels it stores (1: grey; 0: not known)."""
+
+    height: int
+    width: int
+    channels: int
 
 
 def read_image_size(path: PathLike) -> Tuple[int, int]:
-    """``(height, width)`` of an LDR/HDR image file, from its header where the format allows.
+    """``(height, width)`` of an LDR/HDR image file, from its header where the format allows (see
+    :func:`read_image_info`)."""
+    info = read_image_info(path)
+    return info.height, info.width
+
+
+def read_image_info(path: PathLike) -> ImageInfo:
+    """The :class:`ImageInfo` of an LDR/HDR image file, from its header where the format allows.
 
     JPEG, PNG, Radiance ``.hdr``, ``.exr`` and ``.npy`` read only the header (a ``.npy`` file that
-    is shorter than its header promises is reported as truncated); other formats are decoded.
+    is shorter than its header promises is reported as truncated); other formats are decoded (their channels are
+    then not known: the readers make every image 3-channel). The channels are those stored, before the readers
+    replicate a grey image to RGB: a dataset check compares them within a pair.
     Raises :class:`ImageIOError` naming the file when the header is unreadable.
     """
     p = _check_exists(path, "image")
@@ -623,20 +779,20 @@ def read_image_size(path: PathLike) -> Tuple[int, int]:
         import OpenEXR
 
         try:
-            (x0, y0), (x1, y1) = OpenEXR.File(name, header_only=True).header()["dataWindow"]
+            header = OpenEXR.File(name, header_only=True).header()
+            (x0, y0), (x1, y1) = header["dataWindow"]
+            names = [c.name for c in header.get("channels", [])]
         except Exception as e:  # the bindings raise RuntimeError / ValueError / KeyError for bad data
             raise _bad_header(name, f"not an OpenEXR image ({e})") from None
-        return int(y1) - int(y0) + 1, int(x1) - int(x0) + 1
+        return ImageInfo(int(y1) - int(y0) + 1, int(x1) - int(x0) + 1, 1 if _exr_is_grey(names) else 3)
     with open(name, "rb") as f:
         if ext in (".jpg", ".jpeg"):
-            return _jpeg_size(f, name)
+            return _jpeg_header(f, name)
         if ext == ".png":
-            return _png_size(f, name)
+            return _png_header(f, name)
         if ext in (".hdr", ".pic"):
-            hw = _radiance_size(f, name)
-            if hw is not None:
-                return hw
+            return _radiance_header(f, name)
         if ext == ".npy":
-            return _npy_size(f, name)
+            return _npy_header(f, name)
     img = read_hdr(name) if ext in HDR_EXTENSIONS else read_ldr(name)
-    return int(img.shape[0]), int(img.shape[1])
+    return ImageInfo(int(img.shape[0]), int(img.shape[1]), 0)

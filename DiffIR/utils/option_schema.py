@@ -26,7 +26,8 @@ from DiffIR.utils.logger import MESSAGES
 __all__ = ["Value", "TOP", "TRAIN", "OPTIM", "REGION_WEIGHTS", "region_weight_values", "LOSS", "MIXUP", "VAL",
            "LOGGER", "DIST", "DATASET", "NETWORK", "NETWORK_LISTS", "METRIC", "SYNTHETIC", "parse_number", "parse_plain_number", "PLAIN_NUMBER_HINT",
            "coerce_numbers", "name_error", "value_errors", "raise_errors", "check_val_options", "check_dataset_values",
-           "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS", "SELF_ENSEMBLE_SIZES"]
+           "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS", "SELF_ENSEMBLE_SIZES",
+           "tile_size_error", "TONE_DOMAIN_DEFAULTS", "tone_domain", "domain_mismatch_errors", "crop_border_errors"]
 
 #: the DIRformer halves a training patch three times, so ``gt_size`` must be a multiple of 2³
 PATCH_MULTIPLE = 8
@@ -354,6 +355,16 @@ def cudnn_benchmark_errors(opt: Dict[str, Any]) -> List[str]:
     return errors or _disagree(train, "train:cudnn_benchmark", opt, "cudnn_benchmark", "the top-level spelling")
 
 
+def tile_size_error(tile: Any, window: int, key: str, off: str, example: str, window_key: str = "") -> Optional[str]:
+    """Why ``tile`` cannot be a tile side, else None: a positive multiple of the network's size multiple ``window``
+    up to :data:`MAX_IMAGE_SIDE` (``val:tile_size`` and ``inference_hdr.py --tile`` share this bound). ``off`` is
+    the value that turns tiling off, ``window_key`` names where ``window`` comes from."""
+    if isinstance(tile, int) and not isinstance(tile, bool) and 0 < tile <= MAX_IMAGE_SIDE and not tile % window:
+        return None
+    return (f"'{key}' must be a positive multiple of {window}{window_key} up to {MAX_IMAGE_SIDE}, or {off} for "
+            f"whole-image inference, got {tile!r}; e.g. {example}")
+
+
 def _tiling_errors(val: Mapping[str, Any]) -> List[str]:
     """``window_size``, ``tile_size`` and ``tile_overlap`` depend on each other (tiles are network-size multiples
     and must leave a stride)."""
@@ -364,9 +375,9 @@ def _tiling_errors(val: Mapping[str, Any]) -> List[str]:
     tile = val.get("tile_size")
     if tile is None:
         return []
-    if not isinstance(tile, int) or isinstance(tile, bool) or not 0 < tile <= MAX_IMAGE_SIDE or tile % window:
-        return [f"'val:tile_size' must be a positive multiple of {window} (val:window_size) up to {MAX_IMAGE_SIDE}, or "
-                f"~ for whole-image inference, got {tile!r}; e.g. tile_size: 512"]
+    error = tile_size_error(tile, window, "val:tile_size", "~", "tile_size: 512", " (val:window_size)")
+    if error:
+        return [error]
     overlap = val.get("tile_overlap", 32)
     if not isinstance(overlap, int) or overlap < 0 or overlap > tile - window:
         return [f"'val:tile_overlap' must be an integer in [0, tile_size - {window}] = [0, {tile - window}], got "
@@ -413,6 +424,25 @@ def _val_errors(val: Any) -> List[str]:
     return errors
 
 
+def crop_border_errors(metrics: Any, smallest: Optional[Tuple[str, int, int]], where: str) -> List[str]:
+    """Each ``val:metrics`` entry whose ``crop_border`` leaves nothing of ``smallest`` = ``(name, height, width)``,
+    the image with the shortest side of the set ``where``: that image's score, and so the set's mean, would be nan."""
+    if smallest is None or not isinstance(metrics, dict):
+        return []
+    name, height, width = smallest
+    limit = (min(height, width) - 1) // 2  # the most that leaves one pixel of the shorter side
+    errors = []
+    for key, metric in metrics.items():
+        border = metric.get("crop_border") if isinstance(metric, dict) else None
+        if isinstance(border, int) and not isinstance(border, bool) and border > limit:
+            errors.append(
+                f"'val:metrics:{key}:crop_border' is {border}, which leaves nothing of '{name}' ({height}x{width} "
+                f"pixels, the smallest image of {where}): its score and the set's mean would be nan. Fix: a "
+                f"crop_border of at most {limit} (under half the shortest side), e.g. crop_border: 0, or remove the "
+                f"small image from the set.")
+    return errors
+
+
 def check_val_options(val_opt: Optional[Dict[str, Any]]) -> None:
     """Every bad ``val`` value as one :class:`OptionError` (for a model or test run built without the parser)."""
     raise_errors(_val_errors(val_opt or {}))
@@ -432,6 +462,54 @@ def _synthetic_errors(dataset: Any, where: str) -> List[str]:
     elif size is not None:
         syn["size"], error = _SYNTHETIC_SIDE.check(size, f"{where}:synthetic:size")
         errors += [error] if error else []
+    return errors
+
+
+#: the network domain a dataset's options set (``LDR_HDR_PairedDataset``), with the values used where a key is unset
+TONE_DOMAIN_DEFAULTS: Dict[str, Any] = {"hdr_max": 1000.0, "tone_curve": "log", "lq_linearize": True}
+
+
+def tone_domain(dataset: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """``hdr_max`` (float), ``tone_curve`` (lower case) and ``lq_linearize`` (bool) of one dataset section, the
+    defaults filled in. The one reading of these keys: the datasets, the models (the training set's domain) and
+    inference (the domain saved with the weights) all take them from here."""
+    dataset = dataset if isinstance(dataset, Mapping) else {}
+    value = {key: (default if dataset.get(key) is None else dataset[key])
+             for key, default in TONE_DOMAIN_DEFAULTS.items()}
+    return {"hdr_max": float(value["hdr_max"]), "tone_curve": str(value["tone_curve"]).lower(),
+            "lq_linearize": bool(value["lq_linearize"])}
+
+
+def domain_mismatch_errors(datasets: Any) -> List[str]:
+    """Each validation/test set whose ``hdr_max``, ``tone_curve`` or ``lq_linearize`` differs from the training
+    set's. Refused, never just warned: the network is trained in the training set's domain, so a set in another
+    feeds it inputs on another scale and inverts its outputs with another curve; its scores (and the best
+    checkpoint picked by them) would be wrong, with no sign of it. Data that really has another peak is scaled to
+    the training set's hdr_max, not given its own."""
+    if not isinstance(datasets, dict) or not isinstance(datasets.get("train"), dict):
+        return []
+    train = datasets["train"]
+    try:
+        reference = tone_domain(train)
+    except (TypeError, ValueError):  # a bad value: reported by the value table
+        return []
+    errors = []
+    for phase, dataset in datasets.items():
+        if phase == "train" or not isinstance(dataset, dict):
+            continue
+        try:
+            domain = tone_domain(dataset)
+        except (TypeError, ValueError):
+            continue
+        for key, want in reference.items():
+            if domain[key] == want or any(key in DATASET and DATASET[key].check(d.get(key), key)[1]
+                                          for d in (train, dataset)):
+                continue  # the same, or a bad value (reported by the value table)
+            shown = f"{train[key]!r}" if train.get(key) is not None else f"{want!r} (the default)"
+            errors.append(
+                f"'datasets:{phase}:{key}' is {domain[key]!r} but 'datasets:train:{key}' is {shown}: the network works "
+                f"in the training set's domain, so this set's inputs and scores would be in another. Fix: set "
+                f"datasets:{phase}:{key}: {want!r} (the training set's value), or remove it if that is the default.")
     return errors
 
 
@@ -545,6 +623,7 @@ def value_errors(opt: Dict[str, Any], training: bool = False) -> List[str]:
     datasets = opt.get("datasets")
     for phase, dataset in (datasets.items() if isinstance(datasets, dict) else ()):
         errors += _dataset_errors(dataset, f"datasets:{phase}")
+    errors += domain_mismatch_errors(datasets)
     if training:
         errors += _training_requirements(opt)
     return errors

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import os.path as osp
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 import yaml
@@ -278,6 +278,45 @@ def resolve_num_gpu(value: Any) -> int:
         raise OptionError(f"num_gpu must be an integer or 'auto', got {value!r}") from None
 
 
+def ineffective_option_warnings(opt: Mapping[str, Any], file: str, is_train: bool) -> List[str]:
+    """Options that do nothing as written, each with what happens instead (warned, not refused: the run is still
+    meaningful, just not what the file seems to ask for)."""
+    warnings = []
+    raw_gpus = opt.get("num_gpu", "auto")
+    if raw_gpus not in (None, "auto") and resolve_num_gpu(raw_gpus) >= 1 and not torch.cuda.is_available():
+        warnings.append(
+            f"{file}: num_gpu is {raw_gpus}, but torch sees no GPU here (torch.cuda.is_available() is False: no GPU, "
+            f"no driver, or a CPU-only torch build): the run uses the CPU. Fix: set num_gpu: 0 (or auto) to run on the "
+            f"CPU without this warning, or install the CUDA build of torch for your driver.")
+    val_sets = [str(phase) for phase in (opt.get("datasets") or {}) if str(phase) != "train"]
+    if is_train and val_sets and not opt.get("val"):
+        warnings.append(
+            f"{file}: 'val' is {'missing' if 'val' not in opt else 'empty'}, so "
+            f"{', '.join(f'datasets:{p}' for p in val_sets)} is never scored: validation is off (no metrics, no "
+            f"val_freq) and the run ends without scores or a best checkpoint. Fix: give val its metrics and "
+            f"val_freq, e.g. val: {{val_freq: 5000, metrics: {{psnr: {{type: calculate_psnr, crop_border: 0}}}}}}, "
+            f"or remove the validation set(s).")
+    return warnings
+
+
+#: what each ``--launcher`` needs in the environment (set by torchrun / torch.distributed.launch, or by SLURM's srun)
+LAUNCHER_ENVIRONMENT = {"pytorch": ("RANK", "WORLD_SIZE"), "slurm": ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_NODELIST")}
+
+
+def missing_launcher_environment(launcher: str, environ: Mapping[str, str]) -> Optional[str]:
+    """The warning for a ``--launcher`` whose environment is missing (the program was started directly, not by the
+    launcher), else None. Such a run is one plain process (as ``--launcher none``): a process group of one would
+    only take the rendezvous port, and SLURM's variables would be a KeyError."""
+    missing = [key for key in LAUNCHER_ENVIRONMENT.get(launcher, ()) if key not in environ]
+    if not missing:
+        return None
+    start = ("torchrun --nproc_per_node=N <script> ... --launcher pytorch" if launcher == "pytorch"
+             else "srun ... <script> ... --launcher slurm")
+    return (f"--launcher {launcher}, but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: this "
+            f"process was not started by the launcher, so it runs as one plain process (as --launcher none). Fix: "
+            f"start it with {start}, or drop --launcher.")
+
+
 def finalize_options(opt: Dict[str, Any], root_path: str, is_train: bool, file: str = "<options>",
                      debug: bool = False, require_training: bool = False) -> Dict[str, Any]:
     """Validate and fill the derived entries (paths, phases, num_gpu) of a loaded option dict.
@@ -286,6 +325,8 @@ def finalize_options(opt: Dict[str, Any], root_path: str, is_train: bool, file: 
     the same file does not need them).
     """
     validate_options(opt, file, training=require_training)
+    for warning in ineffective_option_warnings(opt, file, require_training):
+        get_root_logger().warning(warning)
     opt["is_train"] = is_train
     opt["num_gpu"] = resolve_num_gpu(opt.get("num_gpu", "auto"))
     if debug and not opt["name"].startswith("debug"):
@@ -337,6 +378,10 @@ def parse_options(root_path: str, is_train: bool = True, argv: Optional[List[str
     if getattr(args, "self_ensemble", None) is not None:
         opt["val"] = {**(opt.get("val") or {}), "self_ensemble": args.self_ensemble}
     opt["auto_resume"] = args.auto_resume
+    launcher_problem = missing_launcher_environment(args.launcher, os.environ)
+    if launcher_problem:
+        get_root_logger().warning(launcher_problem)
+        args.launcher = "none"
     opt["launcher"] = args.launcher
     if args.launcher != "none" and "LOCAL_RANK" not in os.environ:
         os.environ["LOCAL_RANK"] = str(args.local_rank)
