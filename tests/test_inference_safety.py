@@ -245,6 +245,26 @@ def test_unusable_checkpoints_give_one_clear_error(tmp_path: Path) -> None:
     assert isinstance(info.value, ValueError)  # → exit status 2 from every entry script
 
 
+class RunsCode:
+    """Unpickling one calls os.system (``posix.system``): the classic checkpoint that runs code when loaded."""
+
+    def __reduce__(self):
+        return os.system, ("echo this must never run",)
+
+
+def test_checkpoint_that_imports_code_is_refused_as_unsafe_not_damaged(tmp_path: Path) -> None:
+    torch.save({"params": RunsCode()}, tmp_path / "zip.pth")  # the pickle inside torch's zip container
+    with open(tmp_path / "raw.pth", "wb") as f:  # a raw pickle stream (torch's legacy format)
+        pickle.dump({"params": RunsCode()}, f)
+    for name in ("zip.pth", "raw.pth"):
+        with pytest.raises(CheckpointError) as info:
+            load_file(str(tmp_path / name), "network checkpoint")
+        msg = str(info.value)
+        assert f"Refused to load network checkpoint '{tmp_path / name}': it holds pickled Python code" in msg, msg
+        assert "posix.system" in msg and "refused as unsafe" in msg
+        assert "damaged" not in msg and "truncated" not in msg and "weights_only" not in msg
+
+
 def test_checkpoint_of_another_architecture_names_file_network_and_keys(s2_files: Path, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong.yml"
     wrong.write_text(yaml.safe_dump({"network_g": dict(TINY_S2, dim=16)}))
