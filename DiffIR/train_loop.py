@@ -167,13 +167,14 @@ def _checkpoint_note(path: Dict[str, Any], current_iter: int) -> str:
         net_path = osp.join(path["models"], f"net_g_{it}.pth")
         size = sum(osp.getsize(p) for p in (state_path, net_path) if osp.isfile(p)) / 2**20
         return (f" A checkpoint needs about {size:.0f} MB (the previous one); the previous checkpoint {state_path} "
-                f"(with {net_path}) is intact: after freeing space, continue with --auto_resume.")
+                f"(with {net_path}) is intact: after making room as said, continue with --auto_resume.")
     return " No checkpoint of this run was saved yet."
 
 
 def _save_checkpoint(model, path: Dict[str, Any], epoch: int, current_iter: int,
                      extra: Optional[Dict[str, Any]] = None) -> None:
-    """``model.save``; a full disk ends the run with one message naming the file and the intact checkpoint."""
+    """``model.save``; a full disk (or quota, or file size limit) ends the run with one message naming the file, the
+    limit and the intact checkpoint."""
     try:
         model.save(epoch, current_iter, extra)
     except DiskFullError as e:

@@ -27,8 +27,8 @@ from DiffIR.utils.hdr_io import ImageIOError
 from DiffIR.utils.runlock import RunLock
 
 from conftest import ROOT
-from helpers import (cli_run_options, log_text, start_entry, the_one_saved_iteration, wait_for_first_iteration,
-                     write_yaml)
+from helpers import (cli_run_options, entry_env, log_text, start_entry, the_one_saved_iteration,
+                     wait_for_first_iteration, write_yaml)
 
 
 def _yml(tmp_path, name, total_iter, workers=0, **logger):
@@ -216,15 +216,85 @@ def test_disk_full_keeps_the_previous_file(tmp_path, monkeypatch):
         misc.atomic_write_bytes(str(tmp_path / "new_ckpt.pth"), b"x" * 100000)
 
 
-def test_disk_full_while_saving_a_checkpoint_ends_the_run_cleanly(tmp_path, monkeypatch, capsys):
+def _write_fails_for(monkeypatch, marker, code):
+    """torch.save into atomic_open's temporary file for names containing ``marker`` fails after 1000 bytes with
+    OSError(code), as the kernel's write does at a quota (EDQUOT) or file size limit (EFBIG): torch then raises its
+    own "unexpected pos" RuntimeError, with the OSError only in the exception's context."""
+    real = torch.save
+
+    class Limited:
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1000:
+                raise OSError(code, os.strerror(code))
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    def save(obj, f, *args, **kwargs):
+        if hasattr(f, "fileno") and marker in os.readlink(f"/proc/self/fd/{f.fileno()}"):
+            f = Limited(f)
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def test_quota_exceeded_names_the_quota_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pth"
+    atomic_save({"w": torch.ones(3)}, str(path))
+    _write_fails_for(monkeypatch, "ckpt.pth", errno.EDQUOT)
+    with pytest.raises(DiskFullError, match=rf"disk quota exceeded while writing {re.escape(str(path))} .*quota "
+                                            rf"there is used up\); free space within your quota in "
+                                            rf"{re.escape(str(tmp_path))} .*the previous .*ckpt.pth is intact") as info:
+        atomic_save({"w": torch.zeros(100000)}, str(path))
+    assert info.value.errno == errno.EDQUOT and os.listdir(tmp_path) == ["ckpt.pth"]
+    assert torch.equal(load_file(str(path))["w"], torch.ones(3))
+
+
+def test_real_file_size_limit_names_the_limit_and_keeps_the_previous_file(tmp_path):
+    """RLIMIT_FSIZE (ulimit -f) with SIGXFSZ ignored: the kernel's write fails with EFBIG past 100000 bytes."""
+    path = tmp_path / "ckpt.pth"
+    code = f"""if True:
+        import resource, signal, torch
+        from DiffIR.utils.checkpoint import atomic_save
+        from DiffIR.utils.errors import DiskFullError
+        atomic_save({{"w": torch.ones(3)}}, {str(path)!r})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100000, resource.RLIM_INFINITY))
+        try:
+            atomic_save({{"w": torch.zeros(100000)}}, {str(path)!r})
+        except DiskFullError as e:
+            print(e.errno, e)
+        """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=entry_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{errno.EFBIG} file size limit reached while writing {path}: this process may "
+                                  "write files of at most 100000 bytes (ulimit -f 97). Raise the limit"), proc.stdout
+    assert f"the previous {path} is intact" in proc.stdout and "unexpected pos" not in proc.stdout + proc.stderr
+    assert torch.equal(load_file(str(path))["w"], torch.ones(3)) and os.listdir(tmp_path) == ["ckpt.pth"]
+
+
+@pytest.mark.parametrize("kind", ["ENOSPC", "EFBIG"])
+def test_disk_full_while_saving_a_checkpoint_ends_the_run_cleanly(tmp_path, monkeypatch, capsys, kind):
     yml = _yml(tmp_path, "full", 6, save_checkpoint_freq=3)
-    _full_disk_for(monkeypatch, "net_g_6.pth")
+    if kind == "ENOSPC":
+        _full_disk_for(monkeypatch, "net_g_6.pth")
+    else:
+        _write_fails_for(monkeypatch, "net_g_6.pth", errno.EFBIG)
     rc = run_cli(lambda: train_pipeline(str(tmp_path), ["-opt", str(yml)]))
     err = capsys.readouterr().err
     exp = tmp_path / "experiments" / "full"
     assert rc == 2, err
-    assert f"disk full while writing {exp / 'models' / 'net_g_6.pth'}" in err
-    assert f"free space in {exp / 'models'}" in err
+    if kind == "ENOSPC":
+        assert f"disk full while writing {exp / 'models' / 'net_g_6.pth'}" in err
+        assert f"free space in {exp / 'models'}" in err
+    else:
+        assert f"file size limit reached while writing {exp / 'models' / 'net_g_6.pth'}: " in err
+        assert "ulimit -f" in err and "unexpected pos" not in err
     assert f"the previous checkpoint {exp / 'training_states' / '3.state'}" in err and "is intact" in err
     assert "--auto_resume" in err and "Traceback" not in err
     assert load_file(str(exp / "training_states" / "3.state"))["iter"] == 3
