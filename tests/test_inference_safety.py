@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import socket
 import stat
 import struct
 from pathlib import Path
@@ -27,6 +28,7 @@ from DiffIR.utils.cli import run_cli
 from DiffIR.utils.hdr_io import read_hdr, read_ldr, write_hdr
 from DiffIR.utils.misc import atomic_write_bytes
 from DiffIR.utils.errors import OptionError
+from DiffIR.utils.runlock import RunLock
 
 from conftest import ROOT
 from helpers import TINY_NET, TINY_S2, run_entry, save_tiny_s2
@@ -49,6 +51,23 @@ def _args(root: Path, out: Path, *extra: str, input_dir: Path = None) -> List[st
             str(root / "net_g_5.pth"), "--opt", str(root / "net.yml"), "--output", str(out), *extra]
 
 
+def test_second_inference_into_the_same_output_is_refused(s2_files: Path, tmp_path: Path) -> None:
+    """Two runs into one --output (with --overwrite) would silently replace each other's files: the folder's lock is
+    held here, as a running inference holds it, and the run started meanwhile refuses before writing anything."""
+    out = tmp_path / "out"
+    holder = RunLock(str(out), "--output folder")
+    holder.acquire()
+    try:
+        proc = run_entry(tmp_path, "inference_hdr.py", *_args(s2_files, out, "--overwrite"))
+    finally:
+        holder.release()
+    assert proc.returncode == 2, proc.stderr
+    assert (f"ERROR: --output folder '{out}' is in use by pid {os.getpid()} on host {socket.gethostname()} since "
+            in proc.stderr), proc.stderr
+    assert f"wait for it, or choose another --output (lock file {out}.lock)" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists() and not (tmp_path / "out.lock").exists()
+
+
 def _copy_inputs(root: Path, dst: Path) -> Path:
     shutil.copytree(root / "jpg", dst)
     return dst
@@ -64,6 +83,7 @@ def test_inference_refuses_to_overwrite_and_to_write_into_its_inputs(s2_files: P
     assert {p: Path(p).read_bytes() for p in first} == before
     again = ip.main(str(ROOT), _args(s2_files, out, "--seed", "1", "--overwrite"))
     assert again == first and any(Path(p).read_bytes() != before[p] for p in first)
+    assert not (tmp_path / "out.lock").exists()  # each run released its lock on the folder
 
     # a ground-truth folder given as --output: refused, every GT file untouched
     gt = tmp_path / "gt"
