@@ -12,6 +12,7 @@ import math
 import os
 import os.path as osp
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -186,19 +187,38 @@ def _stop_requested(preempted: PreemptionFlag) -> bool:
     return any_rank(preempted.is_set())
 
 
-def _preempted(preempted: PreemptionFlag, msg: Messages, path: Dict[str, Any], current_iter: int) -> Preempted:
+def _preempted(run: "TrainingRun", preempted: PreemptionFlag) -> Preempted:
+    """The stop a signal asked for, once the state of ``run.current_iter`` is saved; noted in the log when the
+    DataLoader workers ended by the same signal (sent to the whole process group)."""
+    msg, it = run.msg, run.current_iter
+    if preempted.children_ended and getattr(run.train_loader, "num_workers", 0) > 0:
+        run.logger.warning(msg("workers_stopped", iter=it))
     if preempted.exit_code == 130:
-        text = msg("interrupted", iter=current_iter, path=osp.join(path["training_states"], f"{current_iter}.state"))
+        text = msg("interrupted", iter=it, path=osp.join(run.path["training_states"], f"{it}.state"))
     else:
-        text = msg("preempted", iter=current_iter)
+        text = msg("preempted", iter=it, signal=preempted.signal_name)
     return Preempted(text, preempted.exit_code)
 
 
-def _batches_or_data_error(batches, save_state: Callable[[], str]):
+_WORKER_DIED = re.compile(r"DataLoader worker \(pids?(?:\(s\))? [\d, ]+\) (?:is killed by signal|exited unexpectedly)")
+
+
+def _worker_gone(exc: BaseException) -> bool:
+    """Whether the loader failed because a DataLoader worker is dead: torch's "worker ... exited unexpectedly" /
+    "is killed by signal", or a batch whose shared tensors the dead worker can no longer hand over (the
+    connection to it is reset or closed)."""
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return True
+    return isinstance(exc, RuntimeError) and bool(_WORKER_DIED.search(str(exc)))
+
+
+def _batches_or_stop(run: "TrainingRun", batches, preempted: PreemptionFlag):
     """Yield ``batches``; a bad data file met while loading saves a state first, then ends with its message.
 
     Such a file slipped past the up-front dataset check (e.g. replaced since the cached check). Under DataLoader
     workers torch wraps the dataset's error in "Caught ... in DataLoader worker"; the message is unwrapped.
+    A worker that died while a stop signal is pending (the signal reached the whole process group) ends the run
+    as that signal does: the last completed iteration is saved.
     """
     it = iter(batches)
     while True:
@@ -206,14 +226,21 @@ def _batches_or_data_error(batches, save_state: Callable[[], str]):
             batch = next(it)
         except StopIteration:
             return
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RuntimeError, EOFError) as e:
+            if preempted.is_set() and _worker_gone(e):
+                preempted.children_ended = True
+                _save_last_iteration(run)
+                raise _preempted(run, preempted) from None
+            if isinstance(e, (RuntimeError, EOFError)):
+                raise
             text = worker_error_message(e)
-            raise DataError(f"{text}\n{save_state()} Fix or replace the file (python check_dataset.py -opt ... "
-                            "lists every problem), then continue with --auto_resume.") from None
+            raise DataError(f"{text}\n{_save_last_iteration(run)} Fix or replace the file (python "
+                            "check_dataset.py -opt ... lists every problem), then continue with --auto_resume."
+                            ) from None
         yield batch
 
 
-def _save_before_data_error(run: "TrainingRun") -> str:
+def _save_last_iteration(run: "TrainingRun") -> str:
     """Save the state of the last completed iteration (unless saved already); says what was kept."""
     state_path = osp.join(run.path["training_states"], f"{run.current_iter}.state")
     if run.current_iter == 0:
@@ -402,7 +429,7 @@ def _run_epoch(run: TrainingRun, preempted: PreemptionFlag) -> bool:
     run.iter_in_epoch, run.skip = run.skip, 0
     data_start = time.time()
     batches = accumulate_batches(run.batches, run.settings.accum)
-    for batch in _batches_or_data_error(batches, lambda: _save_before_data_error(run)):
+    for batch in _batches_or_stop(run, batches, preempted):
         _train_step(run, batch, data_start)
         _after_step(run, preempted)
         if run.current_iter >= run.settings.total_iters:
@@ -437,7 +464,7 @@ def _after_step(run: TrainingRun, preempted: PreemptionFlag) -> None:
         run.logger.info(run.msg("saving", iter=it))
         _save_checkpoint(run.model, run.path, run.epoch, it, {"iter_in_epoch": run.iter_in_epoch})
     if stop:
-        raise _preempted(preempted, run.msg, run.path, it)
+        raise _preempted(run, preempted)
     if settings.val_freq and run.val_loaders and it % settings.val_freq == 0:
         for loader in run.val_loaders:
             _validate(run, loader)

@@ -119,6 +119,129 @@ def test_preemption_flag_first_ctrl_c_sets_the_flag_second_aborts():
         assert flag.is_set() and flag.exit_code == 143
 
 
+def test_hangup_stops_like_sigterm_unless_nohup_ignores_it():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does before starting the run
+    try:
+        with PreemptionFlag() as flag:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGHUP)
+            assert not flag.is_set()
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with PreemptionFlag() as flag:
+            signal.raise_signal(signal.SIGHUP)
+            assert flag.is_set() and flag.exit_code == 129 and flag.signal_name == "SIGHUP"
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+# A run that signals its own process group (its DataLoader worker included) when iteration AT is complete, so
+# that the moment a scheduler's pre-emption of the whole job hits is deterministic. "step": right after the step
+# (the main process is busy). "fetch": as the main process starts waiting for the next batch, which the worker
+# (forked for the epoch of iteration AT) never produces, so the main process is surely waiting on a dead worker.
+_SIGNAL_OWN_GROUP = """if True:
+    import glob, os, signal, sys, time
+    import DiffIR.train_loop as loop
+    from DiffIR.cli_entry import train_hdr
+    from DiffIR.data.ldr_hdr_paired_dataset import LDR_HDR_PairedDataset
+    from DiffIR.models.diffir_s1_model import DiffIRS1Model
+
+    SIG, AT, MODE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    done, calls = [0], [0]
+    optimize, accumulate, get_item = (DiffIRS1Model.optimize_parameters, loop.accumulate_batches,
+                                      LDR_HDR_PairedDataset.__getitem__)
+
+    def ended(pid):
+        try:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    def signal_group():
+        workers = [p for f in glob.glob("/proc/self/task/*/children") for p in open(f).read().split()]
+        assert workers, "no DataLoader worker"
+        os.killpg(0, SIG)
+        deadline = time.time() + 60
+        while SIG != signal.SIGHUP and not all(ended(p) for p in workers) and time.time() < deadline:
+            time.sleep(0.01)  # until the workers are dead (they ignore SIGHUP)
+
+    def step(self, current_iter):
+        optimize(self, current_iter)
+        done[0] = current_iter
+        if MODE == "step" and current_iter == AT:
+            signal_group()
+
+    def batches(loader, n):
+        it = accumulate(loader, n)
+        while True:
+            if MODE == "fetch" and done[0] == AT:
+                signal_group()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            yield batch
+
+    def item(self, index):  # in the worker of iteration AT's epoch: the batch after AT's never comes
+        calls[0] += 1
+        if MODE == "fetch" and done[0] == AT - 1 and calls[0] > 2:
+            time.sleep(600)
+        return get_item(self, index)
+
+    DiffIRS1Model.optimize_parameters, loop.accumulate_batches, LDR_HDR_PairedDataset.__getitem__ = step, batches, item
+    sys.exit(train_hdr(sys.argv[4:], os.getcwd()))
+"""
+
+
+@pytest.mark.parametrize("sig, mode, code", [(signal.SIGTERM, "fetch", 143), (signal.SIGHUP, "step", 129)])
+def test_signal_to_the_process_group_with_workers_saves_the_last_iteration(tmp_path, sig, mode, code):
+    # 4 images, batch 2: iteration 3 starts an epoch (a new worker); SIGHUP: the workers ignore it (as Ctrl-C)
+    yml = _yml(tmp_path, "group", 100, workers=1, save_checkpoint_freq=10000, print_freq=1)
+    exp = tmp_path / "experiments" / "group"
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_OWN_GROUP, str(int(sig)), "3", mode, "-opt", str(yml)],
+                          capture_output=True, text=True, cwd=tmp_path, env=entry_env(), timeout=300,
+                          start_new_session=True)
+    err = proc.stderr
+    assert proc.returncode == code, err
+    assert the_one_saved_iteration(exp) == 3
+    assert f"收到 {sig.name}: 已在第 3 次迭代保存训练状态并停止. 用 --auto_resume 继续." in err
+    assert "Traceback" not in err and "DataLoader worker (pid" not in err and "exited unexpectedly" not in err
+    note = "DataLoader 工作进程也收到了同一信号并已结束"
+    assert (note in err and note in log_text(tmp_path, "group")) == (sig == signal.SIGTERM), err
+    assert not (tmp_path / "experiments" / "group.lock").exists()
+
+
+@pytest.mark.parametrize("error", [RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. "),
+                                   ConnectionResetError(104, "Connection reset by peer")])
+def test_worker_killed_while_a_stop_is_pending_ends_the_run_as_the_signal(tmp_path, records, error):
+    """The group's signal hit while the main process waited for a batch: torch reports the dead worker, or the
+    transfer of a batch from it fails."""
+    from types import SimpleNamespace
+
+    from DiffIR.train_loop import _batches_or_stop
+    from DiffIR.utils.errors import Preempted
+    from DiffIR.utils.logger import Messages, get_root_logger
+
+    def batches():
+        yield {"lq": 1}
+        raise error
+
+    run = SimpleNamespace(current_iter=0, path={"training_states": str(tmp_path)}, msg=Messages("en"),
+                          logger=get_root_logger(), train_loader=SimpleNamespace(num_workers=1))
+    with PreemptionFlag() as flag:
+        stream = _batches_or_stop(run, batches(), flag)
+        assert next(stream) == {"lq": 1}
+        signal.raise_signal(signal.SIGTERM)
+        with pytest.raises(Preempted, match="SIGTERM received: training state saved at iter 0") as info:
+            next(stream)
+    assert info.value.exit_code == 143
+    assert any("ended by the same signal" in r.getMessage() for r in records)
+    with PreemptionFlag() as flag:  # without a stop request the worker's death is an error as before
+        with pytest.raises((RuntimeError, OSError, ValueError)) as info:  # as before: torch's error, DataError
+            list(_batches_or_stop(run, batches(), flag))
+        assert not isinstance(info.value, Preempted)
+
+
 def test_ctrl_c_saves_state_exits_130_and_resumes(tmp_path):
     # one worker: Ctrl-C reaches the workers too (the whole process group)
     yml = _yml(tmp_path, "ctrlc", 10000, workers=1, save_checkpoint_freq=10000, print_freq=1)

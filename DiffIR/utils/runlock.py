@@ -180,28 +180,33 @@ def hold_run_lock(folder: str, what: str, warn: Callable[[str], Any], **names: s
 
 
 def _terminate(signum: int, _frame: Any) -> None:
-    os.write(2, b"\nSIGTERM received: stopped.\n")
+    os.write(2, f"\n{signal.Signals(signum).name} received: stopped.\n".encode())
     raise SystemExit(128 + signum)
+
+
+#: ended like an exception by :func:`holds_run_locks` (SIGHUP: a closed terminal; not where nohup ignores it)
+_ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def holds_run_locks(func: Callable) -> Callable:
     """Decorator for a run (train, test): the locks it takes with :func:`hold_run_lock` are released however it ends.
 
-    That includes SIGTERM outside the training loop (the loop turns SIGTERM into a saved state itself): here it
-    ends the run like an exception (exit status 143), so the lock is released rather than left behind.
+    That includes SIGTERM and SIGHUP outside the training loop (the loop turns them into a saved state itself):
+    here they end the run like an exception (exit status 143, 129), so the lock is released rather than left behind.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         mark = len(_held)
-        previous = None
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            previous = signal.signal(signal.SIGTERM, _terminate)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, _terminate) for sig in _ENDING_SIGNALS
+                        if signal.getsignal(sig) is signal.SIG_DFL}
         try:
             return func(*args, **kwargs)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             while len(_held) > mark:
                 _held.pop().release()
 
