@@ -22,6 +22,7 @@ import torch
 from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
 from DiffIR.data.prefetcher import build_prefetcher
 from DiffIR.models import build_model
+from DiffIR.models.checkpointing import check_resumed_options
 from DiffIR.models.evaluation import preview_domains, preview_row
 from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import list_training_states, load_file
@@ -365,6 +366,8 @@ def set_up_run(root_path: str, make_schedule: ScheduleFactory, argv: Optional[Li
     logger = begin_run_log()  # records are kept until the log file exists
     _lock_experiment(opt, logger)
     resume = find_resume_state(opt, logger)
+    if resume is not None:
+        check_resumed_options(resume.state, opt, resume.state_path, resume.net_path, logger)
     if resume is None and opt.get("auto_resume"):
         warn_archived_states(opt["path"]["experiments_root"], logger)
     schedule = make_schedule(opt)
@@ -515,5 +518,22 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
           default_language: str = "zh") -> Dict[str, Any]:
     """Set up, run and finish one training run. Returns the last validation results per val set."""
     run = set_up_run(root_path, make_schedule, argv, default_language)
+    if run.current_iter >= run.settings.total_iters:
+        return _nothing_to_train(run)
     run_loop(run)
     return finish_run(run)
+
+
+def _nothing_to_train(run: TrainingRun) -> Dict[str, Any]:
+    """A resumed state already at (or past) ``train.total_iter``: say so and how to train longer, instead of
+    "start training" and an empty loop; ``net_g_latest.pth`` is written only if missing (a run stopped by a signal
+    after its last iteration)."""
+    state = osp.join(run.path["training_states"], f"{run.current_iter}.state")
+    run.logger.warning(run.msg("nothing_to_train", path=state, iter=run.current_iter, total=run.settings.total_iters,
+                               more=run.current_iter + max(run.settings.total_iters, 1)))
+    if not osp.isfile(osp.join(run.path["models"], "net_g_latest.pth")):
+        run.logger.info(run.msg("save_latest"))
+        _save_checkpoint(run.model, run.path, run.epoch, -1)
+    if run.tb_logger is not None:
+        run.tb_logger.close()
+    return {"results": {}, "baseline": {}, "iter": run.current_iter}
