@@ -363,12 +363,14 @@ def run_inference(args: argparse.Namespace) -> List[str]:
     pairs = _pair_inputs(args.input, args.dgain)
     targets = {stem: osp.join(args.output, f"{stem}.{args.format}") for stem, _, _ in pairs}
     previews = {stem: osp.join(args.output, f"{stem}.png") for stem in targets} if args.preview else {}
+    outputs, inputs = [*targets.values(), *previews.values()], {"--input": args.input, "--dgain": args.dgain}
+    check_output_targets(args.output, outputs, inputs, args.overwrite)  # a bad folder is named as such first
     # OUTPUT.lock beside the folder for the run's life: a second run into it is refused (with --overwrite the two
-    # would silently replace each other's files), before it checks or writes anything there
-    hold_run_lock(args.output, "--output folder", lambda text: print(f"WARNING: {text}", file=sys.stderr, flush=True),
+    # would silently replace each other's files); the outputs are checked again under the lock, so that a run
+    # which ended meanwhile cannot have written them since
+    hold_run_lock(args.output, "--output", lambda text: print(f"WARNING: {text}", file=sys.stderr, flush=True),
                   name=f"'{osp.abspath(args.output)}'", instead="choose another --output")
-    check_output_targets(args.output, [*targets.values(), *previews.values()],
-                         {"--input": args.input, "--dgain": args.dgain}, args.overwrite)
+    check_output_targets(args.output, outputs, inputs, args.overwrite)
     opt, where = find_network_options(args.model, args.opt)
     if not isinstance(opt.get("network_g"), dict):
         raise OptionError(f"{where} has no network_g section (a mapping with the network's type and sizes): pass "

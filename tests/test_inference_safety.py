@@ -55,14 +55,14 @@ def test_second_inference_into_the_same_output_is_refused(s2_files: Path, tmp_pa
     """Two runs into one --output (with --overwrite) would silently replace each other's files: the folder's lock is
     held here, as a running inference holds it, and the run started meanwhile refuses before writing anything."""
     out = tmp_path / "out"
-    holder = RunLock(str(out), "--output folder")
+    holder = RunLock(str(out), "--output")
     holder.acquire()
     try:
         proc = run_entry(tmp_path, "inference_hdr.py", *_args(s2_files, out, "--overwrite"))
     finally:
         holder.release()
     assert proc.returncode == 2, proc.stderr
-    assert (f"ERROR: --output folder '{out}' is in use by pid {os.getpid()} on host {socket.gethostname()} since "
+    assert (f"ERROR: --output '{out}' is in use by pid {os.getpid()} on host {socket.gethostname()} since "
             in proc.stderr), proc.stderr
     assert f"wait for it, or choose another --output (lock file {out}.lock)" in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists() and not (tmp_path / "out.lock").exists()
