@@ -9,7 +9,8 @@ original fork does) and the tone curve is inverted, giving values in the trainin
 atomically, ``.hdr`` (Radiance RGBE) by default or ``.exr`` (float32); ``--preview`` adds a tone-mapped
 ``<stem>.png`` beside each (the preview ``test.py`` writes).
 
-Before anything is written, every dgain file is read and every image decoded once (one error lists every bad
+The run holds ``OUTPUT.lock`` beside ``--output`` for its life: a second run into the same folder is refused,
+naming the holder. Before anything is written, every dgain file is read and every image decoded once (one error lists every bad
 file), and existing outputs are refused unless ``--overwrite`` (an output folder that is ``--input`` or
 ``--dgain`` always). An image that still fails during the run is skipped and listed at the end (exit status 2).
 Images are read as a viewer displays them: an EXIF orientation tag is applied (training reads pixels as stored,
@@ -52,6 +53,7 @@ from DiffIR.utils.misc import path_encoding_problem
 from DiffIR.utils.options import load_yaml
 from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES, tile_size_error, tone_domain
 from DiffIR.utils.errors import OptionError
+from DiffIR.utils.runlock import hold_run_lock, holds_run_locks
 from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input
 
 __all__ = ["build_arg_parser", "find_network_options", "load_stage2_network", "export_safetensors",
@@ -344,6 +346,7 @@ def check_path_arguments(args: Any, names: Sequence[str]) -> None:
             raise OptionError(f"--{name} {problem}. Fix: pass the path as it is on disk, or rename the file or folder.")
 
 
+@holds_run_locks
 def run_inference(args: argparse.Namespace) -> List[str]:
     """Restore every image of ``args.input``; returns the written paths. Everything is checked before any output.
 
@@ -359,8 +362,14 @@ def run_inference(args: argparse.Namespace) -> List[str]:
     pairs = _pair_inputs(args.input, args.dgain)
     targets = {stem: osp.join(args.output, f"{stem}.{args.format}") for stem, _, _ in pairs}
     previews = {stem: osp.join(args.output, f"{stem}.png") for stem in targets} if args.preview else {}
-    check_output_targets(args.output, [*targets.values(), *previews.values()],
-                         {"--input": args.input, "--dgain": args.dgain}, args.overwrite)
+    outputs, inputs = [*targets.values(), *previews.values()], {"--input": args.input, "--dgain": args.dgain}
+    check_output_targets(args.output, outputs, inputs, args.overwrite)  # a bad folder is named as such first
+    # OUTPUT.lock beside the folder for the run's life: a second run into it is refused (with --overwrite the two
+    # would silently replace each other's files); the outputs are checked again under the lock, so that a run
+    # which ended meanwhile cannot have written them since
+    hold_run_lock(args.output, "--output", lambda text: print(f"WARNING: {text}", file=sys.stderr, flush=True),
+                  name=f"'{osp.abspath(args.output)}'", instead="choose another --output")
+    check_output_targets(args.output, outputs, inputs, args.overwrite)
     opt, where = find_network_options(args.model, args.opt)
     if not isinstance(opt.get("network_g"), dict):
         raise OptionError(f"{where} has no network_g section (a mapping with the network's type and sizes): pass "

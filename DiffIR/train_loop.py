@@ -12,6 +12,7 @@ import math
 import os
 import os.path as osp
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -21,6 +22,7 @@ import torch
 from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
 from DiffIR.data.prefetcher import build_prefetcher
 from DiffIR.models import build_model
+from DiffIR.models.checkpointing import check_resumed_options
 from DiffIR.models.evaluation import check_crop_borders, preview_domains, preview_row
 from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import list_training_states, load_file
@@ -168,13 +170,14 @@ def _checkpoint_note(path: Dict[str, Any], current_iter: int) -> str:
         net_path = osp.join(path["models"], f"net_g_{it}.pth")
         size = sum(osp.getsize(p) for p in (state_path, net_path) if osp.isfile(p)) / 2**20
         return (f" A checkpoint needs about {size:.0f} MB (the previous one); the previous checkpoint {state_path} "
-                f"(with {net_path}) is intact: after freeing space, continue with --auto_resume.")
+                f"(with {net_path}) is intact: after making room as said, continue with --auto_resume.")
     return " No checkpoint of this run was saved yet."
 
 
 def _save_checkpoint(model, path: Dict[str, Any], epoch: int, current_iter: int,
                      extra: Optional[Dict[str, Any]] = None) -> None:
-    """``model.save``; a full disk ends the run with one message naming the file and the intact checkpoint."""
+    """``model.save``; a full disk (or quota, or file size limit) ends the run with one message naming the file, the
+    limit and the intact checkpoint."""
     try:
         model.save(epoch, current_iter, extra)
     except DiskFullError as e:
@@ -186,19 +189,38 @@ def _stop_requested(preempted: PreemptionFlag) -> bool:
     return any_rank(preempted.is_set())
 
 
-def _preempted(preempted: PreemptionFlag, msg: Messages, path: Dict[str, Any], current_iter: int) -> Preempted:
+def _preempted(run: "TrainingRun", preempted: PreemptionFlag) -> Preempted:
+    """The stop a signal asked for, once the state of ``run.current_iter`` is saved; noted in the log when the
+    DataLoader workers ended by the same signal (sent to the whole process group)."""
+    msg, it = run.msg, run.current_iter
+    if preempted.children_ended and getattr(run.train_loader, "num_workers", 0) > 0:
+        run.logger.warning(msg("workers_stopped", iter=it))
     if preempted.exit_code == 130:
-        text = msg("interrupted", iter=current_iter, path=osp.join(path["training_states"], f"{current_iter}.state"))
+        text = msg("interrupted", iter=it, path=osp.join(run.path["training_states"], f"{it}.state"))
     else:
-        text = msg("preempted", iter=current_iter)
+        text = msg("preempted", iter=it, signal=preempted.signal_name)
     return Preempted(text, preempted.exit_code)
 
 
-def _batches_or_data_error(batches, save_state: Callable[[], str]):
+_WORKER_DIED = re.compile(r"DataLoader worker \(pids?(?:\(s\))? [\d, ]+\) (?:is killed by signal|exited unexpectedly)")
+
+
+def _worker_gone(exc: BaseException) -> bool:
+    """Whether the loader failed because a DataLoader worker is dead: torch's "worker ... exited unexpectedly" /
+    "is killed by signal", or a batch whose shared tensors the dead worker can no longer hand over (the
+    connection to it is reset or closed)."""
+    if isinstance(exc, (ConnectionError, EOFError)):
+        return True
+    return isinstance(exc, RuntimeError) and bool(_WORKER_DIED.search(str(exc)))
+
+
+def _batches_or_stop(run: "TrainingRun", batches, preempted: PreemptionFlag):
     """Yield ``batches``; a bad data file met while loading saves a state first, then ends with its message.
 
     Such a file slipped past the up-front dataset check (e.g. replaced since the cached check). Under DataLoader
     workers torch wraps the dataset's error in "Caught ... in DataLoader worker"; the message is unwrapped.
+    A worker that died while a stop signal is pending (the signal reached the whole process group) ends the run
+    as that signal does: the last completed iteration is saved.
     """
     it = iter(batches)
     while True:
@@ -206,14 +228,21 @@ def _batches_or_data_error(batches, save_state: Callable[[], str]):
             batch = next(it)
         except StopIteration:
             return
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RuntimeError, EOFError) as e:
+            if preempted.is_set() and _worker_gone(e):
+                preempted.children_ended = True
+                _save_last_iteration(run)
+                raise _preempted(run, preempted) from None
+            if isinstance(e, (RuntimeError, EOFError)):
+                raise
             text = worker_error_message(e)
-            raise DataError(f"{text}\n{save_state()} Fix or replace the file (python check_dataset.py -opt ... "
-                            "lists every problem), then continue with --auto_resume.") from None
+            raise DataError(f"{text}\n{_save_last_iteration(run)} Fix or replace the file (python "
+                            "check_dataset.py -opt ... lists every problem), then continue with --auto_resume."
+                            ) from None
         yield batch
 
 
-def _save_before_data_error(run: "TrainingRun") -> str:
+def _save_last_iteration(run: "TrainingRun") -> str:
     """Save the state of the last completed iteration (unless saved already); says what was kept."""
     state_path = osp.join(run.path["training_states"], f"{run.current_iter}.state")
     if run.current_iter == 0:
@@ -338,6 +367,8 @@ def set_up_run(root_path: str, make_schedule: ScheduleFactory, argv: Optional[Li
     logger = begin_run_log()  # records are kept until the log file exists
     _lock_experiment(opt, logger)
     resume = find_resume_state(opt, logger)
+    if resume is not None:
+        check_resumed_options(resume.state, opt, resume.state_path, resume.net_path, logger)
     if resume is None and opt.get("auto_resume"):
         warn_archived_states(opt["path"]["experiments_root"], logger)
     schedule = make_schedule(opt)
@@ -402,7 +433,7 @@ def _run_epoch(run: TrainingRun, preempted: PreemptionFlag) -> bool:
     run.iter_in_epoch, run.skip = run.skip, 0
     data_start = time.time()
     batches = accumulate_batches(run.batches, run.settings.accum)
-    for batch in _batches_or_data_error(batches, lambda: _save_before_data_error(run)):
+    for batch in _batches_or_stop(run, batches, preempted):
         _train_step(run, batch, data_start)
         _after_step(run, preempted)
         if run.current_iter >= run.settings.total_iters:
@@ -437,7 +468,7 @@ def _after_step(run: TrainingRun, preempted: PreemptionFlag) -> None:
         run.logger.info(run.msg("saving", iter=it))
         _save_checkpoint(run.model, run.path, run.epoch, it, {"iter_in_epoch": run.iter_in_epoch})
     if stop:
-        raise _preempted(preempted, run.msg, run.path, it)
+        raise _preempted(run, preempted)
     if settings.val_freq and run.val_loaders and it % settings.val_freq == 0:
         for loader in run.val_loaders:
             _validate(run, loader)
@@ -488,5 +519,22 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
           default_language: str = "zh") -> Dict[str, Any]:
     """Set up, run and finish one training run. Returns the last validation results per val set."""
     run = set_up_run(root_path, make_schedule, argv, default_language)
+    if run.current_iter >= run.settings.total_iters:
+        return _nothing_to_train(run)
     run_loop(run)
     return finish_run(run)
+
+
+def _nothing_to_train(run: TrainingRun) -> Dict[str, Any]:
+    """A resumed state already at (or past) ``train.total_iter``: say so and how to train longer, instead of
+    "start training" and an empty loop; ``net_g_latest.pth`` is written only if missing (a run stopped by a signal
+    after its last iteration)."""
+    state = osp.join(run.path["training_states"], f"{run.current_iter}.state")
+    run.logger.warning(run.msg("nothing_to_train", path=state, iter=run.current_iter, total=run.settings.total_iters,
+                               more=run.current_iter + max(run.settings.total_iters, 1)))
+    if not osp.isfile(osp.join(run.path["models"], "net_g_latest.pth")):
+        run.logger.info(run.msg("save_latest"))
+        _save_checkpoint(run.model, run.path, run.epoch, -1)
+    if run.tb_logger is not None:
+        run.tb_logger.close()
+    return {"results": {}, "baseline": {}, "iter": run.current_iter}

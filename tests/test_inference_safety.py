@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import socket
 import stat
 import struct
 from pathlib import Path
@@ -27,6 +28,7 @@ from DiffIR.utils.cli import run_cli
 from DiffIR.utils.hdr_io import read_hdr, read_ldr, write_hdr
 from DiffIR.utils.misc import atomic_write_bytes
 from DiffIR.utils.errors import OptionError
+from DiffIR.utils.runlock import RunLock
 
 from conftest import ROOT
 from helpers import TINY_NET, TINY_S2, run_entry, save_tiny_s2
@@ -49,6 +51,23 @@ def _args(root: Path, out: Path, *extra: str, input_dir: Path = None) -> List[st
             str(root / "net_g_5.pth"), "--opt", str(root / "net.yml"), "--output", str(out), *extra]
 
 
+def test_second_inference_into_the_same_output_is_refused(s2_files: Path, tmp_path: Path) -> None:
+    """Two runs into one --output (with --overwrite) would silently replace each other's files: the folder's lock is
+    held here, as a running inference holds it, and the run started meanwhile refuses before writing anything."""
+    out = tmp_path / "out"
+    holder = RunLock(str(out), "--output")
+    holder.acquire()
+    try:
+        proc = run_entry(tmp_path, "inference_hdr.py", *_args(s2_files, out, "--overwrite"))
+    finally:
+        holder.release()
+    assert proc.returncode == 2, proc.stderr
+    assert (f"ERROR: --output '{out}' is in use by pid {os.getpid()} on host {socket.gethostname()} since "
+            in proc.stderr), proc.stderr
+    assert f"wait for it, or choose another --output (lock file {out}.lock)" in proc.stderr
+    assert "Traceback" not in proc.stderr and not out.exists() and not (tmp_path / "out.lock").exists()
+
+
 def _copy_inputs(root: Path, dst: Path) -> Path:
     shutil.copytree(root / "jpg", dst)
     return dst
@@ -64,6 +83,7 @@ def test_inference_refuses_to_overwrite_and_to_write_into_its_inputs(s2_files: P
     assert {p: Path(p).read_bytes() for p in first} == before
     again = ip.main(str(ROOT), _args(s2_files, out, "--seed", "1", "--overwrite"))
     assert again == first and any(Path(p).read_bytes() != before[p] for p in first)
+    assert not (tmp_path / "out.lock").exists()  # each run released its lock on the folder
 
     # a ground-truth folder given as --output: refused, every GT file untouched
     gt = tmp_path / "gt"
@@ -243,6 +263,26 @@ def test_unusable_checkpoints_give_one_clear_error(tmp_path: Path) -> None:
         else:
             assert "Cannot read" in msg and "unsafe" not in msg
     assert isinstance(info.value, ValueError)  # → exit status 2 from every entry script
+
+
+class RunsCode:
+    """Unpickling one calls os.system (``posix.system``): the classic checkpoint that runs code when loaded."""
+
+    def __reduce__(self):
+        return os.system, ("echo this must never run",)
+
+
+def test_checkpoint_that_imports_code_is_refused_as_unsafe_not_damaged(tmp_path: Path) -> None:
+    torch.save({"params": RunsCode()}, tmp_path / "zip.pth")  # the pickle inside torch's zip container
+    with open(tmp_path / "raw.pth", "wb") as f:  # a raw pickle stream (torch's legacy format)
+        pickle.dump({"params": RunsCode()}, f)
+    for name in ("zip.pth", "raw.pth"):
+        with pytest.raises(CheckpointError) as info:
+            load_file(str(tmp_path / name), "network checkpoint")
+        msg = str(info.value)
+        assert f"Refused to load network checkpoint '{tmp_path / name}': it holds pickled Python code" in msg, msg
+        assert "posix.system" in msg and "refused as unsafe" in msg
+        assert "damaged" not in msg and "truncated" not in msg and "weights_only" not in msg
 
 
 def test_checkpoint_of_another_architecture_names_file_network_and_keys(s2_files: Path, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Crash safety: SIGTERM saves, kill -9 at random moments always resumes, divergence guard, pruning."""
 import glob
 import random
+import re
 import signal
 import time
 
@@ -11,7 +12,7 @@ import yaml
 from DiffIR.models import build_model
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import list_training_states, load_file
-from DiffIR.utils.errors import TrainingStopped
+from DiffIR.utils.errors import OptionError, TrainingStopped
 
 from helpers import (cli_run_options, log_text, model_options, start_entry, the_one_saved_iteration, train_options,
                      wait_for_first_iteration)
@@ -145,3 +146,45 @@ def test_resume_loads_its_own_checkpoint_and_leaves_the_options_alone(tmp_path):
     assert f"从训练状态 {exp / 'training_states' / '2.state'} 恢复: 第 2 次迭代" in log
     dumped = yaml.safe_load((exp / "options_own.yml").read_text())["path"]
     assert dumped["pretrain_network_g"] == missing and dumped["param_key_g"] == "params_ema"
+
+
+def test_resume_compares_the_options_the_state_recorded(tmp_path, records):
+    """The state records network_*, train:optim_g, train:scheduler and train:total_iter: a change the run cannot
+    continue under is refused, every other change is a warning (key: old -> new), a state at total_iter says that
+    there is nothing to train, and a state of an earlier version (no record) is still resumed, with a note."""
+    yml = train_options(tmp_path, name="opts", total_iter=3)
+    train_pipeline(str(tmp_path), ["-opt", str(yml)])
+    state = tmp_path / "experiments" / "opts" / "training_states" / "3.state"
+    assert load_file(str(state))["options"]
+
+    records.clear()
+    assert train_pipeline(str(tmp_path), ["-opt", str(yml), "--auto_resume"])["iter"] == 3
+    messages = [r.getMessage() for r in records]
+    assert any(m.startswith(f"无需训练: 训练状态 {state} 已在第 3 次迭代, 而 train:total_iter 为 3. 要继续训练, 调大 "
+                            "train:total_iter, 例如 --auto_resume --force_yml train:total_iter=6") for m in messages)
+    assert not any("开始训练" in m for m in messages)
+
+    for change, expected in (("train:scheduler:type=CosineAnnealingRestartLR",
+                              "train:scheduler:type: CosineAnnealingWarmupRestarts -> CosineAnnealingRestartLR"),
+                             ("network_g:dim=16", "network_g:dim: 8 -> 16"),
+                             ("train:optim_g:type=SGD", "train:optim_g:type: Adam -> SGD")):
+        with pytest.raises(OptionError, match=f"Cannot resume from {re.escape(str(state))}: .*{re.escape(expected)}"
+                                              f".*path:pretrain_network_g: .*net_g_3.pth"):
+            train_pipeline(str(tmp_path), ["-opt", str(yml), "--auto_resume", "--force_yml", change])
+
+    records.clear()
+    train_pipeline(str(tmp_path), ["-opt", str(yml), "--force_yml", f"path:resume_state={state}", "train:total_iter=4",
+                                   "train:optim_g:lr=0.01", "train:scheduler:first_cycle_steps=20"])
+    warnings = [r.getMessage() for r in records if r.levelname == "WARNING"]
+    for change in ("train:total_iter: 3 -> 4", "train:optim_g:lr: 0.001 -> 0.01",
+                   "train:scheduler:first_cycle_steps: 10 -> 20"):
+        assert f"Resuming with a changed option {change} (the saved run -> these options)" in warnings, warnings
+
+    old = load_file(str(state))
+    del old["options"]  # what an earlier version wrote
+    torch.save(old, state)
+    records.clear()
+    assert train_pipeline(str(tmp_path), ["-opt", str(yml), "--auto_resume", "--force_yml",
+                                          "train:total_iter=4"])["iter"] == 4
+    assert any(r.getMessage().startswith(f"The training state {state} records no options (saved by an earlier "
+                                         "version)") for r in records)

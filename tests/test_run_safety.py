@@ -27,8 +27,8 @@ from DiffIR.utils.hdr_io import ImageIOError
 from DiffIR.utils.runlock import RunLock
 
 from conftest import ROOT
-from helpers import (cli_run_options, log_text, start_entry, the_one_saved_iteration, wait_for_first_iteration,
-                     write_yaml)
+from helpers import (cli_run_options, entry_env, log_text, start_entry, the_one_saved_iteration,
+                     wait_for_first_iteration, write_yaml)
 
 
 def _yml(tmp_path, name, total_iter, workers=0, **logger):
@@ -117,6 +117,129 @@ def test_preemption_flag_first_ctrl_c_sets_the_flag_second_aborts():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         assert flag.is_set() and flag.exit_code == 143
+
+
+def test_hangup_stops_like_sigterm_unless_nohup_ignores_it():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does before starting the run
+    try:
+        with PreemptionFlag() as flag:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGHUP)
+            assert not flag.is_set()
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        with PreemptionFlag() as flag:
+            signal.raise_signal(signal.SIGHUP)
+            assert flag.is_set() and flag.exit_code == 129 and flag.signal_name == "SIGHUP"
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
+# A run that signals its own process group (its DataLoader worker included) when iteration AT is complete, so
+# that the moment a scheduler's pre-emption of the whole job hits is deterministic. "step": right after the step
+# (the main process is busy). "fetch": as the main process starts waiting for the next batch, which the worker
+# (forked for the epoch of iteration AT) never produces, so the main process is surely waiting on a dead worker.
+_SIGNAL_OWN_GROUP = """if True:
+    import glob, os, signal, sys, time
+    import DiffIR.train_loop as loop
+    from DiffIR.cli_entry import train_hdr
+    from DiffIR.data.ldr_hdr_paired_dataset import LDR_HDR_PairedDataset
+    from DiffIR.models.diffir_s1_model import DiffIRS1Model
+
+    SIG, AT, MODE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    done, calls = [0], [0]
+    optimize, accumulate, get_item = (DiffIRS1Model.optimize_parameters, loop.accumulate_batches,
+                                      LDR_HDR_PairedDataset.__getitem__)
+
+    def ended(pid):
+        try:
+            return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    def signal_group():
+        workers = [p for f in glob.glob("/proc/self/task/*/children") for p in open(f).read().split()]
+        assert workers, "no DataLoader worker"
+        os.killpg(0, SIG)
+        deadline = time.time() + 60
+        while SIG != signal.SIGHUP and not all(ended(p) for p in workers) and time.time() < deadline:
+            time.sleep(0.01)  # until the workers are dead (they ignore SIGHUP)
+
+    def step(self, current_iter):
+        optimize(self, current_iter)
+        done[0] = current_iter
+        if MODE == "step" and current_iter == AT:
+            signal_group()
+
+    def batches(loader, n):
+        it = accumulate(loader, n)
+        while True:
+            if MODE == "fetch" and done[0] == AT:
+                signal_group()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            yield batch
+
+    def item(self, index):  # in the worker of iteration AT's epoch: the batch after AT's never comes
+        calls[0] += 1
+        if MODE == "fetch" and done[0] == AT - 1 and calls[0] > 2:
+            time.sleep(600)
+        return get_item(self, index)
+
+    DiffIRS1Model.optimize_parameters, loop.accumulate_batches, LDR_HDR_PairedDataset.__getitem__ = step, batches, item
+    sys.exit(train_hdr(sys.argv[4:], os.getcwd()))
+"""
+
+
+@pytest.mark.parametrize("sig, mode, code", [(signal.SIGTERM, "fetch", 143), (signal.SIGHUP, "step", 129)])
+def test_signal_to_the_process_group_with_workers_saves_the_last_iteration(tmp_path, sig, mode, code):
+    # 4 images, batch 2: iteration 3 starts an epoch (a new worker); SIGHUP: the workers ignore it (as Ctrl-C)
+    yml = _yml(tmp_path, "group", 100, workers=1, save_checkpoint_freq=10000, print_freq=1)
+    exp = tmp_path / "experiments" / "group"
+    proc = subprocess.run([sys.executable, "-c", _SIGNAL_OWN_GROUP, str(int(sig)), "3", mode, "-opt", str(yml)],
+                          capture_output=True, text=True, cwd=tmp_path, env=entry_env(), timeout=300,
+                          start_new_session=True)
+    err = proc.stderr
+    assert proc.returncode == code, err
+    assert the_one_saved_iteration(exp) == 3
+    assert f"收到 {sig.name}: 已在第 3 次迭代保存训练状态并停止. 用 --auto_resume 继续." in err
+    assert "Traceback" not in err and "DataLoader worker (pid" not in err and "exited unexpectedly" not in err
+    note = "DataLoader 工作进程也收到了同一信号并已结束"
+    assert (note in err and note in log_text(tmp_path, "group")) == (sig == signal.SIGTERM), err
+    assert not (tmp_path / "experiments" / "group.lock").exists()
+
+
+@pytest.mark.parametrize("error", [RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. "),
+                                   ConnectionResetError(104, "Connection reset by peer")])
+def test_worker_killed_while_a_stop_is_pending_ends_the_run_as_the_signal(tmp_path, records, error):
+    """The group's signal hit while the main process waited for a batch: torch reports the dead worker, or the
+    transfer of a batch from it fails."""
+    from types import SimpleNamespace
+
+    from DiffIR.train_loop import _batches_or_stop
+    from DiffIR.utils.errors import Preempted
+    from DiffIR.utils.logger import Messages, get_root_logger
+
+    def batches():
+        yield {"lq": 1}
+        raise error
+
+    run = SimpleNamespace(current_iter=0, path={"training_states": str(tmp_path)}, msg=Messages("en"),
+                          logger=get_root_logger(), train_loader=SimpleNamespace(num_workers=1))
+    with PreemptionFlag() as flag:
+        stream = _batches_or_stop(run, batches(), flag)
+        assert next(stream) == {"lq": 1}
+        signal.raise_signal(signal.SIGTERM)
+        with pytest.raises(Preempted, match="SIGTERM received: training state saved at iter 0") as info:
+            next(stream)
+    assert info.value.exit_code == 143
+    assert any("ended by the same signal" in r.getMessage() for r in records)
+    with PreemptionFlag() as flag:  # without a stop request the worker's death is an error as before
+        with pytest.raises((RuntimeError, OSError, ValueError)) as info:  # as before: torch's error, DataError
+            list(_batches_or_stop(run, batches(), flag))
+        assert not isinstance(info.value, Preempted)
 
 
 def test_ctrl_c_saves_state_exits_130_and_resumes(tmp_path):
@@ -216,15 +339,85 @@ def test_disk_full_keeps_the_previous_file(tmp_path, monkeypatch):
         misc.atomic_write_bytes(str(tmp_path / "new_ckpt.pth"), b"x" * 100000)
 
 
-def test_disk_full_while_saving_a_checkpoint_ends_the_run_cleanly(tmp_path, monkeypatch, capsys):
+def _write_fails_for(monkeypatch, marker, code):
+    """torch.save into atomic_open's temporary file for names containing ``marker`` fails after 1000 bytes with
+    OSError(code), as the kernel's write does at a quota (EDQUOT) or file size limit (EFBIG): torch then raises its
+    own "unexpected pos" RuntimeError, with the OSError only in the exception's context."""
+    real = torch.save
+
+    class Limited:
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > 1000:
+                raise OSError(code, os.strerror(code))
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    def save(obj, f, *args, **kwargs):
+        if hasattr(f, "fileno") and marker in os.readlink(f"/proc/self/fd/{f.fileno()}"):
+            f = Limited(f)
+        return real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def test_quota_exceeded_names_the_quota_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pth"
+    atomic_save({"w": torch.ones(3)}, str(path))
+    _write_fails_for(monkeypatch, "ckpt.pth", errno.EDQUOT)
+    with pytest.raises(DiskFullError, match=rf"disk quota exceeded while writing {re.escape(str(path))} .*quota "
+                                            rf"there is used up\); free space within your quota in "
+                                            rf"{re.escape(str(tmp_path))} .*the previous .*ckpt.pth is intact") as info:
+        atomic_save({"w": torch.zeros(100000)}, str(path))
+    assert info.value.errno == errno.EDQUOT and os.listdir(tmp_path) == ["ckpt.pth"]
+    assert torch.equal(load_file(str(path))["w"], torch.ones(3))
+
+
+def test_real_file_size_limit_names_the_limit_and_keeps_the_previous_file(tmp_path):
+    """RLIMIT_FSIZE (ulimit -f) with SIGXFSZ ignored: the kernel's write fails with EFBIG past 100000 bytes."""
+    path = tmp_path / "ckpt.pth"
+    code = f"""if True:
+        import resource, signal, torch
+        from DiffIR.utils.checkpoint import atomic_save
+        from DiffIR.utils.errors import DiskFullError
+        atomic_save({{"w": torch.ones(3)}}, {str(path)!r})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100000, resource.RLIM_INFINITY))
+        try:
+            atomic_save({{"w": torch.zeros(100000)}}, {str(path)!r})
+        except DiskFullError as e:
+            print(e.errno, e)
+        """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=entry_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"{errno.EFBIG} file size limit reached while writing {path}: this process may "
+                                  "write files of at most 100000 bytes (ulimit -f 97). Raise the limit"), proc.stdout
+    assert f"the previous {path} is intact" in proc.stdout and "unexpected pos" not in proc.stdout + proc.stderr
+    assert torch.equal(load_file(str(path))["w"], torch.ones(3)) and os.listdir(tmp_path) == ["ckpt.pth"]
+
+
+@pytest.mark.parametrize("kind", ["ENOSPC", "EFBIG"])
+def test_disk_full_while_saving_a_checkpoint_ends_the_run_cleanly(tmp_path, monkeypatch, capsys, kind):
     yml = _yml(tmp_path, "full", 6, save_checkpoint_freq=3)
-    _full_disk_for(monkeypatch, "net_g_6.pth")
+    if kind == "ENOSPC":
+        _full_disk_for(monkeypatch, "net_g_6.pth")
+    else:
+        _write_fails_for(monkeypatch, "net_g_6.pth", errno.EFBIG)
     rc = run_cli(lambda: train_pipeline(str(tmp_path), ["-opt", str(yml)]))
     err = capsys.readouterr().err
     exp = tmp_path / "experiments" / "full"
     assert rc == 2, err
-    assert f"disk full while writing {exp / 'models' / 'net_g_6.pth'}" in err
-    assert f"free space in {exp / 'models'}" in err
+    if kind == "ENOSPC":
+        assert f"disk full while writing {exp / 'models' / 'net_g_6.pth'}" in err
+        assert f"free space in {exp / 'models'}" in err
+    else:
+        assert f"file size limit reached while writing {exp / 'models' / 'net_g_6.pth'}: " in err
+        assert "ulimit -f" in err and "unexpected pos" not in err
     assert f"the previous checkpoint {exp / 'training_states' / '3.state'}" in err and "is intact" in err
     assert "--auto_resume" in err and "Traceback" not in err
     assert load_file(str(exp / "training_states" / "3.state"))["iter"] == 3

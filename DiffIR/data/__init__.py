@@ -78,10 +78,13 @@ def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> No
     worker_seed = (num_workers * rank + worker_id + int(seed)) % (2 ** 32)
     np.random.seed(worker_seed)
     random.seed(worker_seed)
-    # A terminal's Ctrl-C reaches the whole process group; the main process saves a state and stops, and a worker
-    # ending first would turn that into "DataLoader worker exited unexpectedly". (SIGTERM stays: it is how the
-    # main process ends leftover workers at exit.)
+    # A terminal's Ctrl-C, and its SIGHUP when it closes, reach the whole process group; the main process saves a
+    # state and stops, and a worker ending first would turn that into "DataLoader worker exited unexpectedly".
+    # (SIGTERM stays: it is how the main process ends leftover workers at exit; a group's SIGTERM is handled by
+    # the main process, see PreemptionFlag.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def build_dataloader(

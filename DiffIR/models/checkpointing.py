@@ -8,6 +8,7 @@ reads, the checks that a checkpoint fits a network) is :mod:`DiffIR.utils.checkp
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import os.path as osp
@@ -24,6 +25,64 @@ from DiffIR.utils.checkpoint import (CheckpointError, atomic_save, extract_state
 from DiffIR.utils.dist import all_gather_objects, get_dist_info
 from DiffIR.utils.misc import capture_rng_state, restore_rng_state
 from DiffIR.utils.errors import OptionError
+
+
+#: the options a training state records (``options``, as JSON) and a resume compares: besides these, every network_*
+RESUMED_OPTIONS = ("train:optim_g", "train:scheduler", "train:total_iter")
+#: changes that a resumed run cannot continue under (the saved weights, optimizer or scheduler state would not fit)
+_REFUSED_CHANGES = ("network_", "train:optim_g:type", "train:scheduler:type")
+
+
+def recorded_options(opt: Dict[str, Any]) -> str:
+    """The options a training state records (see :data:`RESUMED_OPTIONS`), as JSON text: loads with
+    ``weights_only`` whatever the values, and compares the same way on resume."""
+    record = {key: value for key, value in opt.items() if key.startswith("network_")}
+    for key in RESUMED_OPTIONS:
+        section, name = key.split(":", 1)
+        record[key] = (opt.get(section) or {}).get(name)
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def _flat(value: Any, key: str) -> Dict[str, Any]:
+    """``{key:sub:path: leaf}`` of a nested mapping (lists are leaves)."""
+    if not isinstance(value, dict):
+        return {key: value}
+    out: Dict[str, Any] = {}
+    for name, sub in value.items():
+        out.update(_flat(sub, f"{key}:{name}"))
+    return out
+
+
+def check_resumed_options(state: Dict[str, Any], opt: Dict[str, Any], state_path: str, net_path: str,
+                          logger: logging.Logger) -> None:
+    """Compare the options recorded in a training state with this run's, before anything is built from them.
+
+    A changed network, optimizer type or scheduler type cannot be continued: one :class:`OptionError` lists them.
+    Every other changed value is a warning ``key: old -> new``. States of earlier versions record no options:
+    a note says that nothing could be compared.
+    """
+    saved_text = state.get("options")
+    if not isinstance(saved_text, str):
+        logger.info(f"The training state {state_path} records no options (saved by an earlier version): changes of "
+                    f"network_g, {', '.join(RESUMED_OPTIONS)} since then cannot be checked.")
+        return
+    saved, now = json.loads(saved_text), json.loads(recorded_options(opt))
+    old: Dict[str, Any] = {}
+    new: Dict[str, Any] = {}
+    for key in sorted(set(saved) | set(now)):
+        old.update(_flat(saved.get(key), key))
+        new.update(_flat(now.get(key), key))
+    changed = [(key, old.get(key, "(unset)"), new.get(key, "(unset)")) for key in sorted(set(old) | set(new))
+               if old.get(key, "(unset)") != new.get(key, "(unset)")]
+    refused = [f"{key}: {a} -> {b}" for key, a, b in changed if key.startswith(_REFUSED_CHANGES)]
+    if refused:
+        raise OptionError(
+            f"Cannot resume from {state_path}: these options differ from the run that saved it (saved -> now), and "
+            f"its network, optimizer or scheduler state cannot continue under them: {'; '.join(refused)}. Fix: restore "
+            f"them, or start a new experiment (another name) from its weights with path:pretrain_network_g: "
+            f"{net_path}.")
+    for key, a, b in changed:
+        logger.warning(f"Resuming with a changed option {key}: {a} -> {b} (the saved run -> these options)")
 
 
 class CheckpointingMixin:
@@ -168,6 +227,7 @@ class CheckpointingMixin:
             "schedulers": [s.state_dict() for s in self.schedulers],
             "rng": rng,
             "world_size": len(rng),
+            "options": recorded_options(self.opt),
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             **({"best": dict(self.best_checkpoint)} if self.best_checkpoint else {}),
             **({"ema": self.ema_record()} if self.net_g_ema is not None else {}),

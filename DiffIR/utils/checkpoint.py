@@ -74,7 +74,10 @@ def _unreadable(path: str, what: str, err: BaseException, data: bytes) -> Checkp
     text = str(err)
     is_zip = data.startswith(b"PK\x03\x04")
     unsafe: Optional[List[str]] = None
-    if "Weights only load failed" in text and "Unsupported global" in text:
+    # torch's safe unpickler names the import it refused ("Unsupported global: GLOBAL x.y", or "unsupported
+    # GLOBAL posix.system whose module posix is blocked"); inside torch's zip container the payload cannot be
+    # scanned like a plain pickle, so that refusal is what tells pickled code from a damaged file
+    if "Weights only load failed" in text and _GLOBAL_RE.search(text):
         unsafe = _GLOBAL_RE.findall(text)
     elif not is_zip:
         unsafe = _pickled_objects(data)

@@ -11,7 +11,8 @@ from DiffIR.utils.errors import OptionError, Preempted, TrainingStopped, worker_
 
 def run_cli(main: Callable[[], Any]) -> int:
     """Run ``main`` and map failures to exit codes: 2 options/files/data (a lock held by another run, a full
-    disk), 3 training stopped, 143 pre-empted (SIGTERM) and 130 interrupted (Ctrl-C) after saving a state.
+    disk), 3 training stopped, 143 pre-empted (SIGTERM), 129 hung up (SIGHUP) and 130 interrupted (Ctrl-C) after
+    saving a state.
 
     Set ``DIFFIR_TRACEBACK=1`` to see the full traceback of such an error.
     """

@@ -28,9 +28,10 @@ class TrainingStopped(RuntimeError):
 
 
 class Preempted(TrainingStopped):
-    """SIGTERM (cluster pre-emption) or Ctrl-C arrived; a training state was saved before stopping.
+    """SIGTERM (cluster pre-emption), SIGHUP (a closed terminal) or Ctrl-C arrived; a training state was saved
+    before stopping.
 
-    ``exit_code`` is the shell's code for the signal: 143 for SIGTERM, 130 for SIGINT (Ctrl-C).
+    ``exit_code`` is the shell's code for the signal: 143 for SIGTERM, 129 for SIGHUP, 130 for SIGINT (Ctrl-C).
     """
 
     def __init__(self, message: str, exit_code: int = 143) -> None:
@@ -70,12 +71,34 @@ def worker_error_message(exc: BaseException) -> str:
     return text[last.end():].strip() if last else text
 
 
+#: the signals that stop a training run after saving: pre-emption (SIGTERM), Ctrl-C, a closed terminal or ssh
+#: session (SIGHUP, unless ``nohup`` made the run ignore it); SIGHUP is missing on Windows
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+
+#: torch's SIGCHLD handler while a stopped run ends (see :meth:`PreemptionFlag._quiet_child_deaths`); None: not parked
+_parked_child_handler: Optional[list] = None
+
+
+def _restore_child_handler() -> None:
+    """Put back the SIGCHLD handler a stopped run parked (the next run of this process wants torch's again)."""
+    global _parked_child_handler
+    if _parked_child_handler is not None:
+        signal.signal(signal.SIGCHLD, _parked_child_handler[0])
+        _parked_child_handler = None
+
+
 class PreemptionFlag:
-    """Context manager turning SIGTERM and SIGINT (Ctrl-C) into a flag the loop checks after each iteration.
+    """Context manager turning SIGTERM, SIGHUP and SIGINT (Ctrl-C) into a flag the loop checks after each iteration.
 
     The loop then saves a training state and stops, so the run continues with ``--auto_resume``. A second
-    Ctrl-C aborts at once (KeyboardInterrupt; atomic writes keep every file whole). Only installed in the
-    main thread (signal handlers cannot be set elsewhere).
+    Ctrl-C aborts at once (KeyboardInterrupt; atomic writes keep every file whole). A signal the run ignores at the
+    start (``nohup`` ignores SIGHUP, ``&`` jobs SIGINT) stays ignored. Only installed in the main thread (signal
+    handlers cannot be set elsewhere).
+
+    A signal sent to the whole process group (a scheduler's pre-emption, a closed terminal) also ends the
+    DataLoader workers. torch's SIGCHLD handler would raise "DataLoader worker (pid N) is killed by signal"
+    wherever the main thread is (mid-step, even mid-save); once a stop is requested it is replaced by one that only
+    records :attr:`children_ended`, so the last completed iteration is still saved.
     """
 
     def __init__(self, interrupt_notice: str = "") -> None:
@@ -83,6 +106,7 @@ class PreemptionFlag:
         self._previous: dict = {}
         self.interrupt_notice = interrupt_notice
         self.signum: Optional[int] = None
+        self.children_ended = False  # a child process (a DataLoader worker) ended after the stop was requested
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -92,19 +116,38 @@ class PreemptionFlag:
         """128 + the signal number, as a shell reports a process ended by that signal."""
         return 128 + int(self.signum or signal.SIGTERM)
 
+    @property
+    def signal_name(self) -> str:
+        return signal.Signals(self.signum or signal.SIGTERM).name
+
     def _handle(self, signum: int, _frame: Any) -> None:
         if signum == signal.SIGINT and self._event.is_set():
             raise KeyboardInterrupt  # a second Ctrl-C: abort without waiting for the save
         if self.signum is None:
             self.signum = signum
+            self._quiet_child_deaths()
         if signum == signal.SIGINT and self.interrupt_notice:
             os.write(2, f"\n{self.interrupt_notice}\n".encode("utf-8", "replace"))
         self._event.set()
 
+    def _quiet_child_deaths(self) -> None:
+        """From the stop on, a worker ending is expected: record it instead of raising (see the class docstring).
+
+        The handler stays parked until the next flag of this process is entered, not only until this one exits:
+        the run's loader (and its dead workers) lives on while the stop unwinds, and torch's handler would raise there.
+        """
+        global _parked_child_handler
+        if hasattr(signal, "SIGCHLD") and _parked_child_handler is None:
+            _parked_child_handler = [signal.signal(signal.SIGCHLD, self._child_ended)]
+
+    def _child_ended(self, _signum: int, _frame: Any) -> None:
+        self.children_ended = True
+
     def __enter__(self) -> "PreemptionFlag":
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. `nohup`/`&` jobs ignore SIGINT: keep that
+            _restore_child_handler()
+            for sig in STOP_SIGNALS:
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # e.g. `nohup` jobs ignore SIGHUP: keep that
                     self._previous[sig] = signal.signal(sig, self._handle)
         return self
 

@@ -159,16 +159,19 @@ def atomic_open(path: str, mode: str = "wb", auto_mkdir: bool = True, **kwargs: 
             os.remove(tmp)
         full = _disk_full_cause(e)
         if full is not None:
-            raise _disk_full_error(path, folder) from full
+            raise _disk_full_error(path, folder, full) from full
         raise
 
 
 # --- disk full: one message for every atomic write (kept apart from atomic_open's body on purpose) ---
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+# ENOSPC: the file system is full; EDQUOT: the user's quota on it is; EFBIG: the file passed the largest size this
+# process may write (ulimit -f, RLIMIT_FSIZE) or the file system can hold (FAT32: 4 GiB). torch.save reports the
+# last two only as "unexpected pos" otherwise.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def _disk_full_cause(exc: BaseException) -> Optional[OSError]:
-    """The ENOSPC/EDQUOT error behind ``exc``: torch.save turns the write's OSError into a RuntimeError whose
+    """The ENOSPC/EDQUOT/EFBIG error behind ``exc``: torch.save turns the write's OSError into a RuntimeError whose
     context is the OSError, so the chain is searched too."""
     seen = 0
     while exc is not None and seen < 8:
@@ -179,14 +182,37 @@ def _disk_full_cause(exc: BaseException) -> Optional[OSError]:
     return None
 
 
-def _disk_full_error(path: str, folder: str) -> "DiskFullError":
+def _file_size_limit() -> str:
+    """This process's largest writable file size (RLIMIT_FSIZE) in words, or that there is none set."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        soft = None
+    if soft is None or soft == getattr(resource, "RLIM_INFINITY", -1):
+        return ("no process limit is set (ulimit -f is unlimited), so it is the file system's largest file size "
+                "(FAT32 holds at most 4 GiB)")
+    return f"this process may write files of at most {soft} bytes (ulimit -f {soft // 1024})"
+
+
+def _disk_full_error(path: str, folder: str, cause: OSError) -> "DiskFullError":
+    """The message of a write that ran out of room (see :data:`_DISK_FULL`): the file, the limit met, the fix."""
     try:
         free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MB free there now"
     except OSError:
         free = "free space unknown"
     kept = f"the previous {path} is intact" if os.path.exists(path) else "no partial file was left"
-    err = DiskFullError(f"disk full while writing {path} ({free}); free space in {folder} and run again ({kept}).")
-    err.errno = errno.ENOSPC
+    if cause.errno == errno.EFBIG:
+        text = (f"file size limit reached while writing {path}: {_file_size_limit()}. Raise the limit (ulimit -f "
+                f"unlimited) or write to a file system that holds larger files, and run again ({kept}).")
+    elif cause.errno == errno.EDQUOT:
+        text = (f"disk quota exceeded while writing {path} ({free}, but your quota there is used up); free space "
+                f"within your quota in {folder} (see: quota -s) or ask for a larger one, and run again ({kept}).")
+    else:
+        text = f"disk full while writing {path} ({free}); free space in {folder} and run again ({kept})."
+    err = DiskFullError(text)
+    err.errno = cause.errno
     return err
 
 

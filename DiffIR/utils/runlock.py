@@ -1,4 +1,5 @@
-"""One run per experiment (or results) folder: a lock file beside the folder, held for the run's life.
+"""One run per experiment (or results, or inference output) folder: a lock file beside the folder, held for the run's
+life.
 
 ``experiments/NAME.lock`` sits BESIDE ``experiments/NAME``, not inside it, because a new run archives an existing
 folder (``NAME_archived_<time>``): a lock inside would move away with the folder it guards, and it must be taken
@@ -52,17 +53,19 @@ class RunLock:
     when it took over the file of a holder that is gone; :meth:`release` removes the file.
     """
 
-    def __init__(self, folder: str, what: str = "experiment") -> None:
+    def __init__(self, folder: str, what: str = "experiment", name: Optional[str] = None,
+                 instead: str = "use another name") -> None:
         self.folder = os.path.abspath(folder)
         self.path = self.folder + ".lock"
         self.what = what
-        self.name = os.path.basename(self.folder)
+        self.name = os.path.basename(self.folder) if name is None else name  # how the messages call the folder
+        self.instead = instead  # the other way out of a refusal than waiting
         self._fd: Optional[int] = None
         self._made_parent = False  # experiments/ (or results/) was created for the lock: removed again if left empty
 
     def _in_use(self, holder: Dict[str, Any], extra: str = "") -> RunInUse:
-        return RunInUse(f"{self.what} {self.name} is in use by {_describe(holder)}; wait for it, or use another "
-                        f"name (lock file {self.path}){extra}")
+        return RunInUse(f"{self.what} {self.name} is in use by {_describe(holder)}; wait for it, or "
+                        f"{self.instead} (lock file {self.path}){extra}")
 
     @staticmethod
     def _read(fd: int) -> Dict[str, Any]:
@@ -165,9 +168,10 @@ class RunLock:
 _held: List[RunLock] = []
 
 
-def hold_run_lock(folder: str, what: str, warn: Callable[[str], Any]) -> RunLock:
-    """Lock ``folder`` until the enclosing :func:`holds_run_locks` function returns (or raises)."""
-    lock = RunLock(folder, what)
+def hold_run_lock(folder: str, what: str, warn: Callable[[str], Any], **names: str) -> RunLock:
+    """Lock ``folder`` until the enclosing :func:`holds_run_locks` function returns (or raises); ``names``: the
+    ``name``/``instead`` wording of :class:`RunLock`."""
+    lock = RunLock(folder, what, **names)
     warning = lock.acquire()
     _held.append(lock)
     if warning:
@@ -176,28 +180,33 @@ def hold_run_lock(folder: str, what: str, warn: Callable[[str], Any]) -> RunLock
 
 
 def _terminate(signum: int, _frame: Any) -> None:
-    os.write(2, b"\nSIGTERM received: stopped.\n")
+    os.write(2, f"\n{signal.Signals(signum).name} received: stopped.\n".encode())
     raise SystemExit(128 + signum)
+
+
+#: ended like an exception by :func:`holds_run_locks` (SIGHUP: a closed terminal; not where nohup ignores it)
+_ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def holds_run_locks(func: Callable) -> Callable:
     """Decorator for a run (train, test): the locks it takes with :func:`hold_run_lock` are released however it ends.
 
-    That includes SIGTERM outside the training loop (the loop turns SIGTERM into a saved state itself): here it
-    ends the run like an exception (exit status 143), so the lock is released rather than left behind.
+    That includes SIGTERM and SIGHUP outside the training loop (the loop turns them into a saved state itself):
+    here they end the run like an exception (exit status 143, 129), so the lock is released rather than left behind.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         mark = len(_held)
-        previous = None
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            previous = signal.signal(signal.SIGTERM, _terminate)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, _terminate) for sig in _ENDING_SIGNALS
+                        if signal.getsignal(sig) is signal.SIG_DFL}
         try:
             return func(*args, **kwargs)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             while len(_held) > mark:
                 _held.pop().release()
 
