@@ -256,7 +256,7 @@ VARIANTS: Dict[str, Optional[Callable[[Dict[str, Any], Dict[str, Any]], None]]] 
     "fork": _fork_recipe,
     "no_pu21_loss": _drop_loss("pu21_opt"),
     "no_fft_loss": _drop_loss("fft_opt"),
-    "plus_ssim_loss": _set_train("ssim_opt", {"type": "SSIMLoss", "loss_weight": 0.1}),
+    "no_ssim_loss": _drop_loss("ssim_opt"),
     "plus_region_weights": _set_train("region_weights", {"highlight": 4.0, "shadow": 2.0,
                                                          "highlight_threshold": 0.9, "shadow_threshold": 0.05}),
     "no_ema_warmup": _set_train("ema_warmup", False),
