@@ -37,6 +37,7 @@ def _worker(rank, world, port, tmp):
         if rank == 0:
             torch.save({"weights": model.get_bare_model(model.net_g).state_dict(),
                         "loss": torch.tensor(model.log_dict["l_pix"])}, os.path.join(tmp, "..", "rank0.pt"))
+        dist.barrier()  # both ranks done before teardown: one rank tearing gloo down early can abort the other
     finally:
         dist.destroy_process_group()
 
