@@ -46,8 +46,8 @@ from DiffIR.data.ldr_hdr_paired_dataset import LQ_EXTENSIONS
 from DiffIR.models.diffir_s2_model import STAGE1_WEIGHTS_MESSAGE, is_stage1_state, restore_ldr_only
 from DiffIR.models.evaluation import ToneDomain, write_preview
 from DiffIR.utils.cpu_malloc import keep_freed_memory
-from DiffIR.utils.checkpoint import (SAFETENSORS_EXT, extract_state_dict, load_checked, load_file,
-                                     read_safetensors_metadata, save_safetensors)
+from DiffIR.utils.checkpoint import (SAFETENSORS_EXT, check_network_record, extract_state_dict, load_checked,
+                                     load_file, read_safetensors_metadata, save_safetensors)
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.misc import path_encoding_problem
 from DiffIR.utils.options import load_yaml
@@ -62,7 +62,8 @@ __all__ = ["build_arg_parser", "find_network_options", "load_stage2_network", "e
 
 OUTPUT_FORMATS = ("hdr", "exr")
 
-#: network_g of the official DiffIR stage 2 (= options/test_DiffIRs2_hdr.yml; a test keeps them equal)
+#: network_g of the official DiffIR stage 2 (= options/test_DiffIRs2_hdr.yml without its highlight_gate; a test
+#: keeps them equal). A checkpoint that records a highlight gate gets it (:func:`load_stage2_network`).
 OFFICIAL_S2_NETWORK: Dict[str, Any] = {
     "type": "DiffIRS2", "n_encoder_res": 5, "inp_channels": 3, "out_channels": 3, "dim": 48,
     "num_blocks": [3, 5, 6, 6], "num_refinement_blocks": 4, "heads": [1, 2, 4, 8], "ffn_expansion_factor": 2,
@@ -194,9 +195,11 @@ def export_safetensors(model_path: str, out_path: str, opt_path: Optional[str] =
         raise OptionError(f"{opt_file} has no network_g section: pass --opt with the options the model was trained with")
     if osp.lexists(out_path) and not overwrite:
         raise FileExistsError(f"'{out_path}' already exists; choose another --out or pass --overwrite")
-    state = extract_state_dict(load_file(model_path, "network checkpoint"), param_key, model_path)
-    load_checked(build_network(dict(opt["network_g"]), "network_g"), state, model_path, param_key,
-                 what=f"network_g of {opt_file}")
+    ckpt = load_file(model_path, "network checkpoint")
+    state = extract_state_dict(ckpt, param_key, model_path)
+    net = build_network(dict(opt["network_g"]), "network_g")
+    check_network_record(ckpt, net, model_path, what=f"network_g of {opt_file}")
+    load_checked(net, state, model_path, param_key, what=f"network_g of {opt_file}")
     found = re.search(r"_(\d+)\.pth$", osp.basename(model_path))
     meta = {"format": "DiffIR-HDR network weights", "network_g": json.dumps(opt["network_g"]),
             "tone": json.dumps(tone_settings(opt)), "source": osp.abspath(model_path), "param_key": param_key,
@@ -209,15 +212,20 @@ def export_safetensors(model_path: str, out_path: str, opt_path: Optional[str] =
 def load_stage2_network(model_path: str, network_opt: Dict[str, Any], param_key: str, where: str,
                         device: torch.device) -> nn.Module:
     """Build ``network_opt`` and load ``model_path`` into it strictly; explain stage-1 files and mismatches."""
-    state = extract_state_dict(load_file(model_path, "network checkpoint"), param_key, model_path)
+    ckpt = load_file(model_path, "network checkpoint")
+    state = extract_state_dict(ckpt, param_key, model_path)
     if is_stage1_state(state):
         raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"The checkpoint {model_path}"))
     if str(network_opt.get("type")) == "DiffIRS1":
         raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"network_g in {where}"))
+    record = ckpt.get("network") if isinstance(ckpt, dict) else None
+    if where == OFFICIAL_S2_WHERE and isinstance(record, dict) and record.get("highlight_gate"):
+        network_opt = {**network_opt, "highlight_gate": dict(record["highlight_gate"])}  # no options: the file's
     net = build_network(network_opt, "network_g")
     if not hasattr(net, "estimate_ipr"):
         raise OptionError(f"network_g in {where} is {type(net).__name__}; LDR-only inference needs a stage-2 "
                           "network (type: DiffIRS2)")
+    check_network_record(ckpt, net, model_path, what=f"network_g of {where}")
     load_checked(net, state, model_path, param_key, what=f"network_g of {where}")
     return net.to(device).eval()
 

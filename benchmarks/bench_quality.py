@@ -250,6 +250,18 @@ def _no_identity(s1: Dict[str, Any], s2: Dict[str, Any]) -> None:
                 o[key]["identity_init"] = False
 
 
+def _gate(value: Any) -> Callable[[Dict[str, Any], Dict[str, Any]], None]:
+    def change(s1: Dict[str, Any], s2: Dict[str, Any]) -> None:
+        for o in (s1, s2):
+            for key in ("network_g", "network_S1"):
+                if key in o:
+                    if value is None:
+                        o[key].pop("highlight_gate", None)
+                    else:
+                        o[key]["highlight_gate"] = copy.deepcopy(value)
+    return change
+
+
 #: name → change of the (shrunk) shipped recipe; "shipped" is the recipe itself
 VARIANTS: Dict[str, Optional[Callable[[Dict[str, Any], Dict[str, Any]], None]]] = {
     "shipped": None,
@@ -261,6 +273,9 @@ VARIANTS: Dict[str, Optional[Callable[[Dict[str, Any], Dict[str, Any]], None]]] 
                                                          "highlight_threshold": 0.9, "shadow_threshold": 0.05}),
     "no_ema_warmup": _set_train("ema_warmup", False),
     "no_identity_init": _no_identity,
+    "gate": _gate({"threshold": 0.7}),
+    "gate_in_training": _gate({"threshold": 0.7, "in_training": True}),
+    "no_gate": _gate(None),
     "tone_log": _tone("log"),
     "tone_pu21": _tone("pu21"),
     "tone_pq": _tone("pq"),

@@ -51,7 +51,7 @@ def test_best_checkpoint_is_written_kept_by_pruning_and_loads_in_test_py(tmp_pat
     models = sorted(p.name for p in (exp / "models").iterdir())
     assert models == ["net_g_9.pth", "net_g_best.pth", "net_g_latest.pth"]  # net_g_3/6 pruned, the best kept
     best = _best(exp)
-    assert set(best) == {"params", "params_ema", "ema", "best"}
+    assert set(best) == {"params", "params_ema", "ema", "network", "best"}
     assert best["best"] == {"metric": "psnr", "value": 25.0, "iter": 3, "dataset": "V"}
     latest = load_file(str(exp / "models" / "net_g_9.pth"))
     assert any(not torch.equal(v, latest["params"][k]) for k, v in best["params"].items())  # iteration 3's weights
@@ -100,7 +100,7 @@ def test_direction_nan_and_the_generic_extra_payload(tmp_path):
                for it, v in ((1, 5.0), (2, 6.0), (3, float("nan")), (4, 4.0), (5, 4.0))]
     assert written == [True, False, False, True, False]
     best = load_file(str(tmp_path / "net_g_best.pth"))
-    assert set(best) == {"params", "best"} and best["best"]["iter"] == 4  # no EMA: params only
+    assert set(best) == {"params", "network", "best"} and best["best"]["iter"] == 4  # no EMA: params only
     with pytest.raises(ValueError, match="would replace the weights"):
         model.save_network([model.net_g], "net_g", "x", ["params"], extra={"params": {}})
 

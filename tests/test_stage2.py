@@ -241,7 +241,7 @@ def test_s2_training_run_from_real_s1_checkpoint_and_resume(s1_checkpoint: Path,
     exp = tmp_path / "experiments" / "s2"
     s1 = load_file(str(s1_checkpoint))["params_ema"]
     ck2 = load_file(str(exp / "models" / "net_g_2.pth"))
-    assert set(ck2) == {"params", "params_ema", "ema"}
+    assert set(ck2) == {"params", "params_ema", "ema", "network"}
     params = ck2["params"]
     assert {"diffusion.betas", "diffusion.model.resmlp.0.weight", "condition.E.0.weight"} <= set(params)
     # iterations 1-2 trained only the prior: the DIRformer is still the teacher's, the prior branch moved
@@ -404,7 +404,7 @@ def test_test_options_build_an_ldr_only_model() -> None:
     model = build_model(opt)
     assert not type(model).needs_gt_for_inference and not hasattr(model, "net_g_S1")
     lq, _ = sine_images(1, 16, 16)
-    model.feed_data({"lq": lq})  # no GT
+    model.feed_data({"lq": lq, "dgain": torch.tensor([2.0]), "gamma": torch.tensor([2.2])})  # no GT
     model.test()
     assert model.output.shape == lq.shape
 

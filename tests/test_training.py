@@ -17,7 +17,7 @@ def test_training_run_writes_basicsr_layout_and_chinese_summary(tmp_path):
     exp = tmp_path / "experiments" / "tiny"
     for it in (3, 6):
         ckpt = load_file(str(exp / "models" / f"net_g_{it}.pth"))
-        assert set(ckpt) == {"params", "params_ema", "ema"}
+        assert set(ckpt) == {"params", "params_ema", "ema", "network"}
         state = load_file(str(exp / "training_states" / f"{it}.state"))
         assert state["iter"] == it and len(state["optimizers"]) == 1 and len(state["schedulers"]) == 1
     latest = load_file(str(exp / "models" / "net_g_latest.pth"))

@@ -9,13 +9,14 @@ function unchanged until it is trained, and official checkpoints still load (non
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from DiffIR.archs.cpen import CPEN_S1
 from DiffIR.archs.dgain_embed import DgainEmbedding
+from DiffIR.archs.highlight_gate import build_highlight_gate
 from DiffIR.archs.dirformer import DIRformer, check_spatial_multiple
 from DiffIR.utils.registry import ARCH_REGISTRY
 
@@ -46,6 +47,7 @@ class DiffIRS1(nn.Module):
         LayerNorm_type: str = "WithBias",  # noqa: N803 (official option name)
         dgain_cond: bool = False,
         identity_init: bool = True,
+        highlight_gate: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__()
         ipr_dim = 4 * _N_FEATS
@@ -68,6 +70,8 @@ class DiffIRS1(nn.Module):
         # (The official class also holds an unused, parameter-free PixelUnshuffle(4); it is omitted here.)
         if self.dgain_cond:
             self.cond_embed = DgainEmbedding(ipr_dim, owner="DiffIRS1")
+        # parameter-free (no state_dict entries): see DiffIR/archs/highlight_gate.py
+        self.gate = build_highlight_gate(highlight_gate, "DiffIRS1")
 
     def extract_ipr(self, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The IPR the DIRformer is conditioned on: CPEN_S1(lq, gt) [+ cond_embed(cond) if dgain_cond].
@@ -78,6 +82,12 @@ class DiffIRS1(nn.Module):
         if self.dgain_cond:
             ipr = ipr + self.cond_embed(cond, ipr)
         return ipr
+
+    def restore_with_prior(self, lq: torch.Tensor, ipr: torch.Tensor, cond: Optional[torch.Tensor] = None
+                           ) -> torch.Tensor:
+        """The DIRformer under ``ipr`` (and the highlight gate, if built with one): what tiled inference runs."""
+        out = self.G(lq, ipr)
+        return out if self.gate is None else self.gate(lq, out, cond)
 
     def forward(
         self, lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor] = None
@@ -92,7 +102,7 @@ class DiffIRS1(nn.Module):
         if lq.shape != gt.shape:
             raise ValueError(f"lq and gt must have the same shape, got {tuple(lq.shape)} and {tuple(gt.shape)}")
         ipr = self.extract_ipr(lq, gt, cond)
-        out = self.G(lq, ipr)
+        out = self.restore_with_prior(lq, ipr, cond)
         if self.training:
             return out, [ipr]
         return out

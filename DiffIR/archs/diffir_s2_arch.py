@@ -13,7 +13,7 @@ estimate of the reverse chain), which a stage-1 ``cond_embed`` initialises.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -21,6 +21,7 @@ import torch.nn as nn
 from DiffIR.archs.cpen import CPEN
 from DiffIR.archs.ddpm import IPRDenoiser, IPRDiffusion
 from DiffIR.archs.dgain_embed import DgainEmbedding
+from DiffIR.archs.highlight_gate import build_highlight_gate
 from DiffIR.archs.dirformer import DIRformer, check_spatial_multiple
 from DiffIR.utils.registry import ARCH_REGISTRY
 
@@ -61,6 +62,7 @@ class DiffIRS2(nn.Module):
         timesteps: int = 4,
         dgain_cond: bool = False,
         identity_init: bool = True,
+        highlight_gate: Optional[Mapping[str, Any]] = None,
     ) -> None:
         super().__init__()
         ipr_dim = 4 * _N_FEATS
@@ -86,6 +88,8 @@ class DiffIRS2(nn.Module):
                                       linear_end=linear_end, ipr_dim=ipr_dim)
         if self.dgain_cond:
             self.cond_embed = DgainEmbedding(ipr_dim, owner="DiffIRS2")
+        # parameter-free (no state_dict entries): see DiffIR/archs/highlight_gate.py
+        self.gate = build_highlight_gate(highlight_gate, "DiffIRS2")
 
     @property
     def timesteps(self) -> int:
@@ -103,6 +107,12 @@ class DiffIRS2(nn.Module):
             estimates = [e + offset for e in estimates]
             ipr = estimates[-1]
         return ipr, estimates
+
+    def restore_with_prior(self, lq: torch.Tensor, ipr: torch.Tensor, cond: Optional[torch.Tensor] = None
+                           ) -> torch.Tensor:
+        """The DIRformer under ``ipr`` (and the highlight gate, if built with one): what tiled inference runs."""
+        out = self.G(lq, ipr)
+        return out if self.gate is None else self.gate(lq, out, cond)
 
     def forward(
         self, lq: torch.Tensor, ipr_s1: Optional[torch.Tensor] = None, cond: Optional[torch.Tensor] = None,
@@ -122,8 +132,8 @@ class DiffIRS2(nn.Module):
             ipr, estimates = self.estimate_ipr(lq, ipr_s1, cond)
             if prior_only:
                 return ipr, estimates
-            return self.G(lq, ipr), estimates
+            return self.restore_with_prior(lq, ipr, cond), estimates
         ipr, _ = self.estimate_ipr(lq, None, cond)
         if prior_only:
             return ipr
-        return self.G(lq, ipr)
+        return self.restore_with_prior(lq, ipr, cond)

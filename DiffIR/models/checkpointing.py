@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 
 from DiffIR.metrics import improves
-from DiffIR.utils.checkpoint import (CheckpointError, atomic_save, extract_state_dict, list_training_states,
-                                     load_checked, load_file)
+from DiffIR.utils.checkpoint import (CheckpointError, atomic_save, check_network_record, extract_state_dict,
+                                     list_training_states, load_checked, load_file, network_record)
 from DiffIR.utils.dist import all_gather_objects, get_dist_info
 from DiffIR.utils.misc import capture_rng_state, restore_rng_state
 from DiffIR.utils.errors import OptionError
@@ -102,10 +102,12 @@ class CheckpointingMixin:
 
     def checkpoint_networks(self) -> Tuple[List[nn.Module], List[str], Dict[str, Any]]:
         """The networks a ``net_g_*.pth`` holds, their keys (``params``, + ``params_ema`` with EMA) and the plain-data
-        entries beside them (``ema``: the EMA's record)."""
+        entries beside them (``ema``: the EMA's record; ``network``: the gate settings the weights were trained
+        with, :func:`~DiffIR.utils.checkpoint.network_record`)."""
+        record = {"network": network_record(self.get_bare_model(self.net_g))}
         if self.net_g_ema is not None:
-            return [self.net_g, self.net_g_ema], ["params", "params_ema"], {"ema": self.ema_record()}
-        return [self.net_g], ["params"], {}
+            return [self.net_g, self.net_g_ema], ["params", "params_ema"], {"ema": self.ema_record(), **record}
+        return [self.net_g], ["params"], record
 
     def save(self, epoch: int, current_iter: int, extra: Optional[Dict[str, Any]] = None) -> None:
         """Network file first, then the training state that refers to it (called on every rank)."""
@@ -117,10 +119,15 @@ class CheckpointingMixin:
         """The checkpoint :meth:`load_network` reads; stage 2 overrides it to read a file once for several networks."""
         return load_file(path, "network checkpoint")
 
-    def load_network(self, net: nn.Module, path: str, strict: bool = True, param_key: Optional[str] = "params") -> None:
-        """Load a BasicSR checkpoint; non-strict loads skip (and report) missing or mis-shaped keys."""
+    def load_network(self, net: nn.Module, path: str, strict: bool = True, param_key: Optional[str] = "params",
+                     check_record: bool = True) -> None:
+        """Load a BasicSR checkpoint; non-strict loads skip (and report) missing or mis-shaped keys; weights trained
+        with another highlight gate are refused unless ``check_record`` is false."""
         net = self.get_bare_model(net)
-        state = extract_state_dict(self.read_network_file(path), param_key, path)
+        ckpt = self.read_network_file(path)
+        state = extract_state_dict(ckpt, param_key, path)
+        if check_record:
+            check_network_record(ckpt, net, path)
         self.logger.info(f"Loading {net.__class__.__name__} from {path} [{param_key}] (strict={strict})")
         own = net.state_dict()
         if not strict:

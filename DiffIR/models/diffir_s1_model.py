@@ -213,9 +213,10 @@ class DiffIRS1Model(BaseModel):
         window, tile, overlap = self.tiling()
         with self.inference_network() as net:
             def restore(lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-                if tile and hasattr(net, "extract_ipr") and hasattr(net, "G"):
+                if tile and hasattr(net, "extract_ipr") and hasattr(net, "restore_with_prior"):
                     ipr = net.extract_ipr(pad_to_multiple(lq, window), pad_to_multiple(gt, window), self.cond)
-                    return tiled_forward(lambda x: net.G(x, ipr), lq, tile=tile, overlap=overlap, multiple=window)
+                    return tiled_forward(lambda x: net.restore_with_prior(x, ipr, self.cond), lq, tile=tile,
+                                         overlap=overlap, multiple=window)
                 return tiled_forward(lambda x, y: net(x, y, cond=self.cond), lq, gt, tile=tile, overlap=overlap,
                                      multiple=window)
 

@@ -185,6 +185,29 @@ def ema_warning(ckpt: Any, path: str) -> Optional[str]:
             "--param_key params) or train longer (train:ema_warmup: true, the default, avoids this).")
 
 
+def network_record(net: nn.Module) -> Dict[str, Any]:
+    """What a checkpoint records of a network's function beyond its weights: the settings of a parameter-free
+    highlight gate (``gate.config()``, or None), which the state_dict cannot show."""
+    gate = getattr(net, "gate", None)
+    return {"highlight_gate": gate.config() if gate is not None else None}
+
+
+def check_network_record(ckpt: Any, net: nn.Module, path: str, what: str = "network_g") -> None:
+    """Refuse weights trained with another highlight gate than ``net`` has (:func:`network_record`): the outputs
+    would silently differ from the trained model's. Files without the record (official, older) are not judged."""
+    record = ckpt.get("network") if isinstance(ckpt, dict) else None
+    if not isinstance(record, dict) or "highlight_gate" not in record:
+        return
+    trained, own = record["highlight_gate"], network_record(net)["highlight_gate"]
+    if trained == own:
+        return
+    fix = (f"highlight_gate: {json.dumps(trained)}" if trained is not None else "no highlight_gate (or null)")
+    raise CheckpointMismatch(
+        f"The checkpoint '{path}' was trained with network_g:highlight_gate {json.dumps(trained)}, but {what} "
+        f"({type(net).__name__}) has {json.dumps(own)}: its outputs would not be the trained model's. Fix: give "
+        f"{what} {fix}, as in the options the checkpoint was trained with.")
+
+
 def training_state_message(path: str, iteration: Any) -> str:
     """Why a training state (``training_states/N.state``: optimizer, scheduler and RNG state) is not a network
     checkpoint, and the network checkpoint of the same iteration (``models/net_g_N.pth``) to use instead."""

@@ -27,7 +27,8 @@ __all__ = ["Value", "TOP", "TRAIN", "OPTIM", "REGION_WEIGHTS", "region_weight_va
            "LOGGER", "DIST", "DATASET", "NETWORK", "NETWORK_LISTS", "METRIC", "SYNTHETIC", "parse_number", "parse_plain_number", "PLAIN_NUMBER_HINT",
            "coerce_numbers", "name_error", "value_errors", "raise_errors", "check_val_options", "check_dataset_values",
            "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS", "SELF_ENSEMBLE_SIZES",
-           "tile_size_error", "TONE_DOMAIN_DEFAULTS", "tone_domain", "domain_mismatch_errors", "crop_border_errors"]
+           "tile_size_error", "TONE_DOMAIN_DEFAULTS", "tone_domain", "domain_mismatch_errors", "crop_border_errors",
+           "gate_domain_errors"]
 
 #: the DIRformer halves a training patch three times, so ``gt_size`` must be a multiple of 2³
 PATCH_MULTIPLE = 8
@@ -513,6 +514,32 @@ def domain_mismatch_errors(datasets: Any) -> List[str]:
     return errors
 
 
+def gate_domain_errors(opt: Mapping[str, Any]) -> List[str]:
+    """Each ``network_*:highlight_gate`` whose tone domain differs from a dataset's: the gate finds the clipped
+    pixels by inverting the network input with it, so in another domain it would gate the wrong pixels."""
+    datasets = opt.get("datasets")
+    errors = []
+    for key, net in opt.items():
+        gate = net.get("highlight_gate") if isinstance(key, str) and key.startswith("network_") \
+            and isinstance(net, Mapping) else None
+        if not isinstance(gate, Mapping):
+            continue
+        for phase, dataset in (datasets.items() if isinstance(datasets, Mapping) else ()):
+            if not isinstance(dataset, Mapping):
+                continue
+            try:
+                domain = tone_domain(dataset)
+                own = tone_domain(gate)
+            except (TypeError, ValueError):  # a bad value: reported by the value tables
+                continue
+            for name, want in domain.items():
+                if own[name] != want:
+                    errors.append(f"'{key}:highlight_gate:{name}' is {own[name]!r} but 'datasets:{phase}:{name}' is "
+                                  f"{want!r}: the gate would look for clipped pixels in another domain than the "
+                                  f"network's input. Fix: set {key}:highlight_gate:{name}: {want!r}.")
+    return errors
+
+
 def _dataset_errors(dataset: Any, where: str) -> List[str]:
     return _check_table(dataset, DATASET, f"{where}:") + _synthetic_errors(dataset, where) + _disagree(
         dataset, f"{where}:use_flip", dataset, f"{where}:use_hflip", "BasicSR's name for the same option")
@@ -623,7 +650,7 @@ def value_errors(opt: Dict[str, Any], training: bool = False) -> List[str]:
     datasets = opt.get("datasets")
     for phase, dataset in (datasets.items() if isinstance(datasets, dict) else ()):
         errors += _dataset_errors(dataset, f"datasets:{phase}")
-    errors += domain_mismatch_errors(datasets)
+    errors += domain_mismatch_errors(datasets) + gate_domain_errors(opt)
     if training:
         errors += _training_requirements(opt)
     return errors
