@@ -47,7 +47,7 @@ from DiffIR.models.diffir_s2_model import STAGE1_WEIGHTS_MESSAGE, is_stage1_stat
 from DiffIR.models.evaluation import ToneDomain, write_preview
 from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import (SAFETENSORS_EXT, check_network_record, extract_state_dict, load_checked,
-                                     load_file, read_safetensors_metadata, save_safetensors)
+                                     load_file, read_safetensors_metadata, recorded_gate, save_safetensors)
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.misc import path_encoding_problem
 from DiffIR.utils.options import load_yaml
@@ -218,9 +218,8 @@ def load_stage2_network(model_path: str, network_opt: Dict[str, Any], param_key:
         raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"The checkpoint {model_path}"))
     if str(network_opt.get("type")) == "DiffIRS1":
         raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"network_g in {where}"))
-    record = ckpt.get("network") if isinstance(ckpt, dict) else None
-    if where == OFFICIAL_S2_WHERE and isinstance(record, dict) and record.get("highlight_gate"):
-        network_opt = {**network_opt, "highlight_gate": dict(record["highlight_gate"])}  # no options: the file's
+    if where == OFFICIAL_S2_WHERE and recorded_gate(ckpt):
+        network_opt = {**network_opt, "highlight_gate": recorded_gate(ckpt)}  # no options: the file's gate
     net = build_network(network_opt, "network_g")
     if not hasattr(net, "estimate_ipr"):
         raise OptionError(f"network_g in {where} is {type(net).__name__}; LDR-only inference needs a stage-2 "

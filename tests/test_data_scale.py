@@ -455,3 +455,15 @@ def test_scripts_check_build_and_train_refuses_a_bad_set(tmp_path, capsys):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "b.txt' has no 'dgain:' line" in proc.stderr and "Nothing was trained" in proc.stderr
     assert not (tmp_path / "experiments" / name).exists()  # nothing half-written
+
+
+def test_pickled_lmdb_record_that_names_code_is_refused_even_with_allow_pickle(tmp_path):
+    from DiffIR.data.lmdb_io import LmdbPairReader
+    from DiffIR.utils.hdr_io import ImageIOError
+
+    arr = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    reader = LmdbPairReader.__new__(LmdbPairReader)
+    np.testing.assert_array_equal(reader._unpickle(pickle.dumps(arr), "a"), arr)
+    assert reader._unpickle(pickle.dumps({"dgain": 2.0, "gamma": 2.2}), "b") == {"dgain": 2.0, "gamma": 2.2}
+    with pytest.raises(ImageIOError, match="posix.system|os.system|nt.system"):
+        reader._unpickle(pickle.dumps(os.system), "c")

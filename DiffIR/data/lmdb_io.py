@@ -714,6 +714,12 @@ def _finish(b: _Build, written: int, skipped: int, seconds: float) -> Dict[str, 
 # ----------------------------------------------------------------------------------------------
 # reader
 # ----------------------------------------------------------------------------------------------
+#: the globals a pickled numpy array (and its dtype and scalars) needs, in numpy 1 and 2
+_NUMPY_PICKLE_MODULES = frozenset({"numpy", "numpy.core.multiarray", "numpy._core.multiarray",
+                                   "numpy.core.numeric", "numpy._core.numeric"})
+_NUMPY_PICKLE_NAMES = frozenset({"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"})
+
+
 class LmdbPairReader:
     """Reads triples from ``lq.lmdb`` / ``gt.lmdb`` / ``dgain.lmdb`` (ours, or the origin fork's with ``allow_pickle``).
 
@@ -865,10 +871,20 @@ class LmdbPairReader:
         return value
 
     def _unpickle(self, data: Any, name: str) -> Any:
-        import pickle  # only for the origin fork's format, behind allow_pickle (warned at construction)
+        """A record of the origin fork's format (behind allow_pickle, warned at construction): plain data and
+        numpy arrays only; any other global a pickle names (a function it would call) is refused."""
+        import io
+        import pickle
+
+        class NumpyOnly(pickle.Unpickler):
+            def find_class(self, module: str, global_name: str) -> Any:
+                if module in _NUMPY_PICKLE_MODULES and global_name in _NUMPY_PICKLE_NAMES:
+                    return super().find_class(module, global_name)
+                raise pickle.UnpicklingError(f"it names {module}.{global_name}, which is not numpy array data "
+                                             "(unpickling it would run code)")
 
         try:
-            return pickle.loads(bytes(data))
+            return NumpyOnly(io.BytesIO(bytes(data))).load()
         except Exception as e:  # unpickling can fail in arbitrary ways
             raise ImageIOError(f"Cannot unpickle '{name}': {e}. Fix: rebuild the LMDB.") from None
 

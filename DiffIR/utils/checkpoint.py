@@ -192,13 +192,20 @@ def network_record(net: nn.Module) -> Dict[str, Any]:
     return {"highlight_gate": gate.config() if gate is not None else None}
 
 
+def recorded_gate(ckpt: Any) -> Optional[Dict[str, Any]]:
+    """The highlight-gate settings a checkpoint records (:func:`network_record`), or None (none, or no record)."""
+    record = ckpt.get("network") if isinstance(ckpt, dict) else None
+    gate = record.get("highlight_gate") if isinstance(record, dict) else None
+    return dict(gate) if isinstance(gate, dict) else None
+
+
 def check_network_record(ckpt: Any, net: nn.Module, path: str, what: str = "network_g") -> None:
     """Refuse weights trained with another highlight gate than ``net`` has (:func:`network_record`): the outputs
     would silently differ from the trained model's. Files without the record (official, older) are not judged."""
     record = ckpt.get("network") if isinstance(ckpt, dict) else None
     if not isinstance(record, dict) or "highlight_gate" not in record:
         return
-    trained, own = record["highlight_gate"], network_record(net)["highlight_gate"]
+    trained, own = recorded_gate(ckpt), network_record(net)["highlight_gate"]
     if trained == own:
         return
     fix = (f"highlight_gate: {json.dumps(trained)}" if trained is not None else "no highlight_gate (or null)")
