@@ -211,7 +211,7 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
             logger.info(msg("test_outputs", name=name, n=len(res.saved), path=save_dir))
         preview = publish_previews(res, osp.join(path["visualization"], name), suffix)
         if preview is not None:
-            logger.info(msg("test_preview", name=name, n=len(res.previews), path=preview))
+            logger.info(msg("test_preview", name=name, n=len(res.previews), path=preview.path))
         results[name] = res
 
     metric_names = list((val_opt.get("metrics") or {}).keys())

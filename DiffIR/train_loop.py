@@ -23,13 +23,13 @@ from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
 from DiffIR.data.prefetcher import build_prefetcher
 from DiffIR.models import build_model
 from DiffIR.models.checkpointing import check_resumed_options
-from DiffIR.models.evaluation import check_crop_borders, preview_domains, preview_row
+from DiffIR.models.evaluation import ValidationResult, check_crop_borders, preview_domains, preview_row
 from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import list_training_states, load_file
 from DiffIR.utils.dist import any_rank, barrier, get_dist_info, init_dist
-from DiffIR.utils.img_util import make_preview_grid
-from DiffIR.utils.logger import (MessageLogger, Messages, begin_run_log, dict2str, get_env_info, get_root_logger,
-                                 init_tb_logger)
+from DiffIR.utils.img_util import make_preview_grid, tensor2img
+from DiffIR.utils.log_sinks import SinkGroup, TensorBoardSink
+from DiffIR.utils.logger import MessageLogger, Messages, begin_run_log, dict2str, get_env_info, get_root_logger
 from DiffIR.utils.misc import format_duration, mkdir_and_rename, remove_stale_temp_files, set_random_seed
 from DiffIR.utils.options import dump_options, parse_options
 from DiffIR.utils.errors import DataError, DiskFullError, OptionError, Preempted, PreemptionFlag, worker_error_message
@@ -144,7 +144,7 @@ def accumulate_batches(loader, n: int):
             group = []
 
 
-def _log_preview(tb_logger, model, current_iter: int, dataset) -> None:
+def _log_preview(sinks: SinkGroup, model, current_iter: int, dataset) -> None:
     """Training samples as input | output | GT | error map, displayed as validation previews are (preview_row)."""
     vis = model.get_current_visuals()
     if "gt" not in vis:
@@ -152,7 +152,7 @@ def _log_preview(tb_logger, model, current_iter: int, dataset) -> None:
     domain, input_domain = preview_domains(dataset)
     rows = [preview_row(vis["lq"][i], vis["result"][i], vis["gt"][i], domain=domain, input_domain=input_domain)
             for i in range(min(4, vis["lq"].shape[0]))]
-    tb_logger.add_image("train/input_output_gt", make_preview_grid(rows), current_iter)
+    sinks.image("train/input_output_gt", tensor2img(make_preview_grid(rows)), current_iter)
 
 
 def _lock_experiment(opt: Dict[str, Any], logger) -> None:
@@ -295,7 +295,7 @@ class TrainingRun:
     sampler: EnlargedSampler
     batches: Any  # the prefetcher over train_loader
     val_loaders: List[Any]
-    tb_logger: Any = None
+    sinks: SinkGroup = field(default_factory=SinkGroup)  # rank 0's trackers; empty elsewhere
     msg_logger: Optional[MessageLogger] = None
     epoch: int = 0
     current_iter: int = 0
@@ -407,14 +407,14 @@ def _resume(run: TrainingRun, resume: Optional[Resume]) -> None:
 
 
 def _open_loggers(run: TrainingRun, root_path: str) -> None:
-    """TensorBoard (rank 0, not for debug runs) and the per-iteration message logger."""
+    """The sinks (rank 0; TensorBoard unless turned off or a debug run) and the per-iteration message logger."""
     logger_opt = run.opt.get("logger") or {}
     if (logger_opt.get("wandb") or {}).get("project"):
         run.logger.warning("logger.wandb is not supported by this program and is ignored; use TensorBoard "
                            "(tb_logger/).")
     if logger_opt.get("use_tb_logger", True) and run.opt["rank"] == 0 and "debug" not in run.opt["name"]:
-        run.tb_logger = init_tb_logger(osp.join(root_path, "tb_logger", run.opt["name"]))
-    run.msg_logger = MessageLogger(run.opt, run.current_iter + 1, run.tb_logger)
+        run.sinks.sinks.append(TensorBoardSink(osp.join(root_path, "tb_logger", run.opt["name"])))
+    run.msg_logger = MessageLogger(run.opt["name"], run.settings.total_iters, run.current_iter + 1, run.sinks)
 
 
 def run_loop(run: TrainingRun) -> None:
@@ -461,8 +461,8 @@ def _train_step(run: TrainingRun, batch: Dict[str, Any], data_start: float) -> N
 def _after_step(run: TrainingRun, preempted: PreemptionFlag) -> None:
     """Preview, checkpoint (also when a signal asked to stop, then stop) and validation, as their frequencies say."""
     it, settings = run.current_iter, run.settings
-    if run.tb_logger is not None and it % settings.image_freq == 0:
-        _log_preview(run.tb_logger, run.model, it, run.train_loader.dataset)
+    if run.sinks and it % settings.image_freq == 0:
+        _log_preview(run.sinks, run.model, it, run.train_loader.dataset)
     stop = _stop_requested(preempted)
     if it % settings.save_freq == 0 or stop:
         run.logger.info(run.msg("saving", iter=it))
@@ -476,10 +476,21 @@ def _after_step(run: TrainingRun, preempted: PreemptionFlag) -> None:
 
 def _validate(run: TrainingRun, loader) -> None:
     """Score one val set; the first one also decides ``models/net_g_best.pth`` (``val.save_best``)."""
-    metrics = run.model.validation(loader, run.current_iter, run.tb_logger, run.settings.save_img)
-    run.results[loader.dataset.opt.get("name")] = metrics
+    result = run.model.validation(loader, run.current_iter, run.settings.save_img)
+    _record_validation(run.sinks, result, run.current_iter)
+    run.results[loader.dataset.opt.get("name")] = result.metrics
     if loader is run.val_loaders[0]:
-        run.model.update_best_checkpoint(loader.dataset.opt.get("name", "val"), metrics, run.current_iter)
+        run.model.update_best_checkpoint(loader.dataset.opt.get("name", "val"), result.metrics, run.current_iter)
+
+
+def _record_validation(sinks: SinkGroup, result: ValidationResult, step: int) -> None:
+    """``val/<set>/input_output_gt_error`` (the grid on disk), ``metrics/<set>/<name>`` and, once per set, the
+    input's ``metrics/<set>/<name>_input``."""
+    if result.preview is not None:
+        sinks.image(f"val/{result.dataset}/input_output_gt_error", result.preview.image, step)
+    figures = {f"metrics/{result.dataset}/{name}_input": v for name, v in result.baseline.items()}
+    figures.update({f"metrics/{result.dataset}/{name}": v for name, v in result.metrics.items()})
+    sinks.scalars(figures, step)
 
 
 def finish_run(run: TrainingRun) -> Dict[str, Any]:
@@ -498,8 +509,6 @@ def finish_run(run: TrainingRun) -> Dict[str, Any]:
             if not validated_now or name not in run.results:
                 _validate(run, loader)
             _log_final_comparison(run, name)
-    if run.tb_logger is not None:
-        run.tb_logger.close()
     names = [loader.dataset.opt.get("name") for loader in run.val_loaders]
     return {"results": run.results, "baseline": {name: run.model.baseline_results(name) for name in names},
             "iter": run.current_iter}
@@ -519,10 +528,13 @@ def train(root_path: str, make_schedule: ScheduleFactory, argv: Optional[List[st
           default_language: str = "zh") -> Dict[str, Any]:
     """Set up, run and finish one training run. Returns the last validation results per val set."""
     run = set_up_run(root_path, make_schedule, argv, default_language)
-    if run.current_iter >= run.settings.total_iters:
-        return _nothing_to_train(run)
-    run_loop(run)
-    return finish_run(run)
+    try:
+        if run.current_iter >= run.settings.total_iters:
+            return _nothing_to_train(run)
+        run_loop(run)
+        return finish_run(run)
+    finally:
+        run.sinks.close()  # also when the run stops early: what the sinks hold is flushed
 
 
 def _nothing_to_train(run: TrainingRun) -> Dict[str, Any]:
@@ -535,6 +547,4 @@ def _nothing_to_train(run: TrainingRun) -> Dict[str, Any]:
     if not osp.isfile(osp.join(run.path["models"], "net_g_latest.pth")):
         run.logger.info(run.msg("save_latest"))
         _save_checkpoint(run.model, run.path, run.epoch, -1)
-    if run.tb_logger is not None:
-        run.tb_logger.close()
     return {"results": {}, "baseline": {}, "iter": run.current_iter}

@@ -100,8 +100,12 @@ def _write_pair(folder: str, stem: str, pair: Tuple[np.ndarray, np.ndarray, floa
 
 
 def build_real_set(real_dir: str, out: str, held_out: Tuple[str, ...], seed: int = 0, train_crops: int = 12,
-                   val_crops: int = 4, train_size: int = 160, val_size: int = 192) -> Dict[str, Any]:
-    """``out/train`` and ``out/val`` in the AIM layout; returns what was built (photographs, crop counts)."""
+                   val_crops: int = 4, train_size: int = 160, val_size: int = 192, extra_train_crops: int = 0
+                   ) -> Dict[str, Any]:
+    """``out/train`` and ``out/val`` in the AIM layout; returns what was built (photographs, crop counts).
+
+    ``extra_train_crops`` more crops (and exposures) per training photograph come from a second random stream, so
+    that the held-out crops and the first ``train_crops`` stay those of ``seed``."""
     files = sorted(glob.glob(osp.join(real_dir, "*.exr")) + glob.glob(osp.join(real_dir, "*.hdr")))
     if not files:
         raise SystemExit(f"No .exr/.hdr photographs in {real_dir}: pass --real FOLDER")
@@ -118,6 +122,10 @@ def build_real_set(real_dir: str, out: str, held_out: Tuple[str, ...], seed: int
         phase, n, size = ("val", val_crops, val_size) if name in held_out else ("train", train_crops, train_size)
         for i, pair in enumerate(_crop_pairs(img, size, n, rng)):
             _write_pair(osp.join(out, phase), f"{name}_{i:02d}", pair)
+        if phase == "train" and extra_train_crops:
+            extra = np.random.default_rng([seed, len(built["train"]), 1])
+            for i, pair in enumerate(_crop_pairs(img, size, extra_train_crops, extra), start=n):
+                _write_pair(osp.join(out, phase), f"{name}_{i:02d}", pair)
         built[phase].append(name)
     return built
 
@@ -240,6 +248,9 @@ def _tone(curve: str) -> Callable[[Dict[str, Any], Dict[str, Any]], None]:
         for o in (s1, s2):
             for d in o["datasets"].values():
                 d["tone_curve"] = curve
+            for key in ("network_g", "network_S1"):  # the gate reads the network input in the datasets' domain
+                if isinstance(o.get(key, {}).get("highlight_gate"), dict):
+                    o[key]["highlight_gate"]["tone_curve"] = curve
     return change
 
 
@@ -370,6 +381,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--s2-iters", type=int, default=1100)
     p.add_argument("--no-ensemble", action="store_true", help="skip the x8 self-ensemble evaluation")
     p.add_argument("--seed", type=int, default=0, help="seed of the data set (crops, exposures, noise)")
+    p.add_argument("--extra-train-crops", type=int, default=0,
+                   help="more training crops (each its own exposure) per training photograph; held-out set unchanged")
     p.add_argument("--json", help="write every figure to this JSON file")
     p.add_argument("--headroom-only", action="store_true", help="build the set, print the headroom, train nothing")
     args = p.parse_args(argv)
@@ -379,7 +392,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         p.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)} or all")
     os.makedirs(args.work, exist_ok=True)
     data = osp.join(args.work, "data")
-    built = build_real_set(args.real, data, tuple(args.held_out), seed=args.seed)
+    built = build_real_set(args.real, data, tuple(args.held_out), seed=args.seed,
+                           extra_train_crops=args.extra_train_crops)
     print(f"data: train crops from {', '.join(built['train'])}; held out: {', '.join(built['val'])} ({data})")
     built["headroom"] = {phase: headroom(osp.join(data, phase)) for phase in ("train", "val")}
     for phase in ("train", "val"):

@@ -100,7 +100,7 @@ def test_fixed_first_images_and_the_option(tmp_path):
     model, loader = _model(), _loader(tmp_path)
     res = evaluate_dataset(model, loader, {"pbar": False, "num_preview_images": 1})
     assert len(res.previews) == 1 and len(res.previews[0]) == 4  # the first image only, with its error map
-    path = publish_previews(res, str(tmp_path / "vis"), "7")
+    path = publish_previews(res, str(tmp_path / "vis"), "7").path
     assert path.endswith("vis/preview_7.png") and _png(path).shape == (40, 4 * 44, 3)
     assert evaluate_dataset(model, loader, {"pbar": False}).previews.__len__() == 2  # default 4, the set has 2
     res = evaluate_dataset(model, loader, {"pbar": False, "num_preview_images": 0})
@@ -128,7 +128,7 @@ def test_sets_without_ground_truth_get_input_and_output_panels(tmp_path):
 
     res = evaluate_dataset(LdrOnly(), loader, {"pbar": False})
     assert not res.has_gt and [len(r) for r in res.previews] == [2, 2]
-    assert _png(publish_previews(res, str(tmp_path / "vis"))).shape == (2 * 40, 2 * 44, 3)
+    assert _png(publish_previews(res, str(tmp_path / "vis")).path).shape == (2 * 40, 2 * 44, 3)
 
 
 def test_test_pipeline_writes_the_grid_beside_the_outputs(tmp_path):
@@ -143,25 +143,53 @@ def test_test_pipeline_writes_the_grid_beside_the_outputs(tmp_path):
 
 
 def test_only_rank_0_draws(tmp_path, monkeypatch):
-    """Validation runs whole on rank 0 (other ranks return at once), so the fixed images are all there."""
+    """Validation runs whole on rank 0 (other ranks return at once), so the fixed images are all there; the model
+    returns the grid it wrote (for the loop's sinks) instead of writing to TensorBoard itself."""
     model, loader = _model(), _loader(tmp_path)
     model.opt["path"]["visualization"] = str(tmp_path / "vis")
-    tags = []
-
-    class TB:
-        def add_image(self, tag, img, step, dataformats="CHW"):
-            tags.append((tag, tuple(img.shape), step, dataformats))
-
-        def add_scalar(self, *a):
-            pass
-
     monkeypatch.setattr(base_model, "get_dist_info", lambda: (1, 2))
-    assert model.validation(loader, 5, TB()) == {}
-    assert not (tmp_path / "vis").exists() and tags == []
+    other = model.validation(loader, 5)
+    assert other.metrics == {} and other.preview is None and not (tmp_path / "vis").exists()
     monkeypatch.setattr(base_model, "get_dist_info", lambda: (0, 2))
-    model.validation(loader, 5, TB())
-    assert (tmp_path / "vis" / "Tiny" / "preview_5.png").is_file()
-    assert tags == [("val/Tiny/input_output_gt_error", (80, 176, 3), 5, "HWC")]
+    res = model.validation(loader, 5)
+    path = tmp_path / "vis" / "Tiny" / "preview_5.png"
+    assert res.preview is not None and res.preview.path == str(path) and path.is_file()
+    assert res.preview.image.shape == (80, 176, 3) and res.preview.image.dtype == np.uint8
+    np.testing.assert_array_equal(res.preview.image, _png(path))
+
+
+def test_the_loop_records_validation_results_in_its_sinks():
+    """Scalars and the preview grid reach every sink of the group, the baseline only when it was computed."""
+    from DiffIR.models.evaluation import PreviewGrid, ValidationResult
+    from DiffIR.train_loop import _record_validation
+    from DiffIR.utils.log_sinks import LogSink, SinkGroup
+
+    class Sink:
+        def __init__(self):
+            self.calls, self.closed = [], 0
+
+        def scalars(self, values, step):
+            self.calls.append(("scalars", dict(values), step))
+
+        def image(self, tag, image, step):
+            self.calls.append(("image", tag, image.shape, step))
+
+        def close(self):
+            self.closed += 1
+
+    a, b = Sink(), Sink()
+    assert isinstance(a, LogSink)
+    group = SinkGroup([a, b])
+    grid = np.zeros((4, 6, 3), np.uint8)
+    _record_validation(group, ValidationResult("V", {"psnr": 30.0}, {"psnr": 25.0}, PreviewGrid("p.png", grid)), 7)
+    _record_validation(group, ValidationResult("V", {"psnr": 31.0}), 9)
+    assert a.calls == b.calls == [
+        ("image", "val/V/input_output_gt_error", (4, 6, 3), 7),
+        ("scalars", {"metrics/V/psnr_input": 25.0, "metrics/V/psnr": 30.0}, 7),
+        ("scalars", {"metrics/V/psnr": 31.0}, 9)]
+    group.close()
+    group.close()
+    assert a.closed == b.closed == 1 and not group
 
 
 # ------------------------------------------------------------------------------------------- training

@@ -15,7 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from DiffIR.metrics import check_metric_options, improves
 from DiffIR.models.checkpointing import CheckpointingMixin
-from DiffIR.models.evaluation import check_val_options, evaluate_dataset, publish_previews
+from DiffIR.models.evaluation import ValidationResult, check_val_options, evaluate_dataset, publish_previews
 from DiffIR.models.lr_scheduler import build_scheduler, get_scheduler, update_learning_rate
 from DiffIR.models.speed import apply_cudnn_benchmark, compile_for_training, repeated_blocks
 from DiffIR.utils.cpu_features import cpu_kind
@@ -273,20 +273,21 @@ class BaseModel(CheckpointingMixin):
         return self.log_dict
 
     # ----------------------------------------------------------------------------- validation
-    def validation(self, dataloader, current_iter: int, tb_logger: Any, save_img: bool = False) -> Dict[str, float]:
-        """Validate on rank 0 (other ranks return at once; the EMA/bare network needs no collective calls)."""
+    def validation(self, dataloader, current_iter: int, save_img: bool = False) -> ValidationResult:
+        """Validate on rank 0 (other ranks return an empty result at once; the EMA/bare network needs no collective
+        calls)."""
         rank, _ = get_dist_info()
         if rank != 0:
-            return {}
-        return self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+            return ValidationResult(dataloader.dataset.opt.get("name", "val"))
+        return self.nondist_validation(dataloader, current_iter, save_img)
 
-    def nondist_validation(self, dataloader, current_iter: int, tb_logger: Any, save_img: bool) -> Dict[str, float]:
-        """Score one val set with the shared evaluation loop (the one ``test.py`` runs), then log and keep bests.
+    def nondist_validation(self, dataloader, current_iter: int, save_img: bool) -> ValidationResult:
+        """Score one val set with the shared evaluation loop (the one ``test.py`` runs), log it and keep bests.
 
-        The input's own scores (the baseline) are computed once per val set and cached. With ``save_img`` the
-        outputs go to ``visualization/<set>/<stem>_<iter>.<save_format>`` plus PNG previews. Every validation writes
-        the first ``val.num_preview_images`` images as one grid, ``visualization/<set>/preview_<iter>.png``, and to
-        TensorBoard (``val/<set>/input_output_gt_error``).
+        The input's own scores (the baseline) are computed once per val set and cached (and returned the time they
+        are computed). With ``save_img`` the outputs go to ``visualization/<set>/<stem>_<iter>.<save_format>`` plus
+        PNG previews. Every validation writes the first ``val.num_preview_images`` images as one grid,
+        ``visualization/<set>/preview_<iter>.png``, returned for the run's sinks.
         """
         dataset_name = dataloader.dataset.opt.get("name", "val")
         val_opt = self.opt.get("val") or {}
@@ -294,23 +295,20 @@ class BaseModel(CheckpointingMixin):
         save_dir = osp.join(self.opt["path"]["visualization"], dataset_name) if save_img else None
         res = evaluate_dataset(self, dataloader, val_opt, baseline=want_baseline, save_dir=save_dir,
                                suffix=str(current_iter), desc=f"Validate {dataset_name}")
-        publish_previews(res, osp.join(self.opt["path"]["visualization"], dataset_name), str(current_iter), tb_logger,
-                         current_iter)
+        preview = publish_previews(res, osp.join(self.opt["path"]["visualization"], dataset_name), str(current_iter))
         if not res.metrics:
-            return {}
-        if want_baseline and res.baseline:
-            self._baseline_cache[dataset_name] = res.baseline
-            if tb_logger is not None:
-                for name, value in res.baseline.items():
-                    tb_logger.add_scalar(f"metrics/{dataset_name}/{name}_input", value, current_iter)
-        self._log_validation(dataset_name, current_iter, res.metrics, tb_logger)
-        return res.metrics
+            return ValidationResult(dataset_name, preview=preview)
+        new_baseline = res.baseline if want_baseline else {}
+        if new_baseline:
+            self._baseline_cache[dataset_name] = new_baseline
+        self._log_validation(dataset_name, current_iter, res.metrics)
+        return ValidationResult(dataset_name, res.metrics, new_baseline, preview)
 
     def baseline_results(self, dataset_name: str) -> Dict[str, float]:
         """Metrics of the network input itself (the plain inverse tone mapping of the LDR) on a val set."""
         return self._baseline_cache.get(dataset_name, {})
 
-    def _log_validation(self, dataset_name: str, current_iter: int, results: Dict[str, float], tb_logger: Any) -> None:
+    def _log_validation(self, dataset_name: str, current_iter: int, results: Dict[str, float]) -> None:
         metrics = (self.opt.get("val") or {}).get("metrics") or {}
         best = self.best_metric_results.setdefault(dataset_name, {})
         base = self._baseline_cache.get(dataset_name, {})
@@ -321,6 +319,4 @@ class BaseModel(CheckpointingMixin):
                 best[name] = {"val": value, "iter": current_iter}
             msg += (f"\n\t # {name}: {value:.4f}\tBest: {best[name]['val']:.4f} @ {best[name]['iter']} iter"
                     + (f"\t(input: {base[name]:.4f})" if name in base else ""))
-            if tb_logger is not None:
-                tb_logger.add_scalar(f"metrics/{dataset_name}/{name}", value, current_iter)
         self.logger.info(msg)

@@ -4,8 +4,8 @@ For every image it runs the model (``feed_data`` / ``test`` / ``get_current_visu
 ``val.metrics`` entry in the domain the metric declares, optionally scores the network *input* the same way
 (the "baseline": the plain inverse tone mapping of the LDR), and optionally writes the output as a linear HDR
 file plus a tone-mapped PNG preview. The first ``val.num_preview_images`` images of each set also become preview rows
-(input | output | GT | error map, see :func:`preview_row`) that the callers write as one PNG grid per set and send to
-TensorBoard (:func:`publish_previews`).
+(input | output | GT | error map, see :func:`preview_row`) that the callers write as one PNG grid per set
+(:func:`publish_previews`), which training also hands to its log sinks.
 
 Domains (see ``DiffIR.metrics.metric_domain``):
 
@@ -39,7 +39,7 @@ from DiffIR.utils.tone_mapping import TONE_CURVES, display_tone_map, inverse_ton
 
 __all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "output_suffix", "evaluate_dataset",
            "PREVIEW_ERROR_SCALE", "PREVIEW_PANEL_SIZE", "preview_domains", "error_map", "preview_row",
-           "publish_previews", "write_preview", "check_crop_borders"]
+           "publish_previews", "PreviewGrid", "ValidationResult", "write_preview", "check_crop_borders"]
 
 logger = logging.getLogger("DiffIR")
 
@@ -301,15 +301,32 @@ def preview_row(lq: torch.Tensor, result: torch.Tensor, gt: Optional[torch.Tenso
     return panels
 
 
-def publish_previews(result: EvalResult, folder: str, suffix: str = "", tb_logger: Any = None,
-                     step: Optional[int] = None) -> Optional[str]:
-    """Write ``result.previews`` as one grid ``<folder>/preview[_<suffix>].png`` (atomically) and, with a
-    TensorBoard writer, as the image ``val/<set>/input_output_gt_error`` at ``step``. Returns the PNG path."""
+@dataclass(frozen=True)
+class PreviewGrid:
+    """The preview grid of one evaluation: the PNG written and its pixels (H x W x 3 RGB uint8), the image the
+    training loop hands to its sinks."""
+
+    path: str
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What one validation during training found, for the loop to record: the metric means, the input's scores
+    when they were computed at this validation (once per set), and the preview grid written."""
+
+    dataset: str
+    metrics: Dict[str, float] = field(default_factory=dict)
+    baseline: Dict[str, float] = field(default_factory=dict)
+    preview: Optional[PreviewGrid] = None
+
+
+def publish_previews(result: EvalResult, folder: str, suffix: str = "") -> Optional[PreviewGrid]:
+    """Write ``result.previews`` as one grid ``<folder>/preview[_<suffix>].png`` (atomically); None without
+    previews. The grid is rounded once, so a sink shows exactly the pixels on disk."""
     if not result.previews:
         return None
-    grid = tensor2img(make_preview_grid(result.previews, max_rows=len(result.previews)))  # rounded once, for both
+    grid = tensor2img(make_preview_grid(result.previews, max_rows=len(result.previews)))
     path = osp.join(folder, f"preview_{suffix}.png" if suffix else "preview.png")
     write_ldr(path, grid)
-    if tb_logger is not None:
-        tb_logger.add_image(f"val/{result.dataset}/input_output_gt_error", grid, step, dataformats="HWC")
-    return path
+    return PreviewGrid(path, grid)

@@ -185,21 +185,15 @@ def begin_run_log() -> logging.Logger:
     return logger
 
 
-@master_only
-def init_tb_logger(log_dir: str):
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=log_dir)
-
-
 class MessageLogger:
-    """Formats the periodic training line (epoch, iter, lr, losses, time/iter, data time, ETA) and mirrors it to TB."""
+    """Formats the periodic training line (epoch, iter, lr, losses, time/iter, data time, ETA) and hands the losses
+    and learning rates to the run's sinks (``losses/<name>``, ``train/lr``, ``train/lr_<i>``)."""
 
-    def __init__(self, opt: Dict[str, Any], start_iter: int = 1, tb_logger: Any = None) -> None:
-        self.exp_name = opt["name"]
-        self.max_iters = opt["train"]["total_iter"]
+    def __init__(self, name: str, total_iters: int, start_iter: int = 1, sink: Any = None) -> None:
+        self.exp_name = name
+        self.max_iters = total_iters
         self.start_iter = start_iter
-        self.tb_logger = tb_logger
+        self.sink = sink
         self.start_time = time.time()
         self.logger = get_root_logger()
 
@@ -219,11 +213,10 @@ class MessageLogger:
             msg += f"[eta: {format_duration(eta)}, time (data): {iter_time:.3f} ({data_time:.3f})] "
         for k, v in log_vars.items():
             msg += f"{k}: {v:.4e} "
-            if self.tb_logger is not None:
-                self.tb_logger.add_scalar(f"losses/{k}", v, current_iter)
-        if self.tb_logger is not None:
-            for i, lr in enumerate(lrs):
-                self.tb_logger.add_scalar(f"train/lr{'' if i == 0 else f'_{i}'}", lr, current_iter)
+        if self.sink is not None:
+            figures = {f"losses/{k}": v for k, v in log_vars.items()}
+            figures.update({f"train/lr{'' if i == 0 else f'_{i}'}": lr for i, lr in enumerate(lrs)})
+            self.sink.scalars(figures, current_iter)
         self.logger.info(msg)
 
 
