@@ -1,4 +1,5 @@
-"""Tests of DiffIR.models.lr_scheduler against the stored reference values and BasicSR semantics."""
+"""Tests of the learning-rate schedulers (DiffIR.models.lr_scheduler, lr_restarts, lr_warmup_restarts) against the
+stored reference values and BasicSR semantics."""
 from __future__ import annotations
 
 import copy
@@ -12,17 +13,15 @@ from typing import Dict, List
 import pytest
 import torch
 
+from DiffIR.models.lr_restarts import CosineAnnealingRestartCyclicLR, CosineAnnealingRestartLR, MultiStepRestartLR
 from DiffIR.models.lr_scheduler import (
     SCHEDULERS,
-    CosineAnnealingRestartCyclicLR,
-    CosineAnnealingRestartLR,
-    CosineAnnealingWarmupRestarts,
-    MultiStepRestartLR,
     build_scheduler,
     get_scheduler,
     update_learning_rate,
     warmup_lrs,
 )
+from DiffIR.models.lr_warmup_restarts import CosineAnnealingWarmupRestarts
 
 REF_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "cosine_warmup_restarts_reference.json"
 REL = 1e-12
