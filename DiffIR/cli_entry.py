@@ -59,14 +59,15 @@ LMDB_HELP = """Pack an AIM-ITM style data set (LDR / HDR / dgain folders) into t
 meta_info.txt); train with ``io_backend: {type: lmdb}`` and dataroot_lq/gt/dgain = those three folders (always the
 three of one --out: each build carries an id, and training refuses LMDBs of different builds). Running the command
 again resumes an interrupted build (also one stopped by a full disk, after freeing space); a build over other
-sources or options, or over a truncated data.mdb, is refused. Format and precision: DiffIR/data/lmdb_io.py and the
+sources or options, or over a truncated data.mdb, is refused. Format and precision: DiffIR/data/lmdb_format.py and the
 README's "LMDB" section.
 """
 
 
 def create_lmdb(argv: Optional[List[str]] = None) -> int:
     """``diffir-lmdb``: see :data:`LMDB_HELP`."""
-    from DiffIR.data.lmdb_io import GT_DTYPES, create_lmdb_hdr
+    from DiffIR.data.lmdb_format import GT_DTYPES
+    from DiffIR.data.lmdb_writer import create_lmdb_hdr
 
     p = argparse.ArgumentParser(description=LMDB_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lq", required=True, help="folder of LDR inputs (.jpg/.jpeg/.png)")
@@ -103,7 +104,7 @@ wrong (a bad key or value, a dataroot that does not exist).
 
 def check_dataset(argv: Optional[List[str]] = None) -> int:
     """``diffir-check``: see :data:`CHECK_HELP`; 1 when a data set has errors."""
-    from DiffIR.data.checks import check_options_file
+    from DiffIR.dataset_check_cli import check_options_file
 
     p = argparse.ArgumentParser(description=CHECK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-opt", required=True, help="training option file (YAML)")

@@ -40,7 +40,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from DiffIR.archs import build_network
-from DiffIR.data.checks import implausible_exposure_entry, implausible_exposure_note
+from DiffIR.data.check_report import implausible_exposure_entry, implausible_exposure_note
 from DiffIR.data.dgain import read_dgain_file
 from DiffIR.data.ldr_hdr_paired_dataset import LQ_EXTENSIONS
 from DiffIR.models.diffir_s2_model import STAGE1_WEIGHTS_MESSAGE, is_stage1_state, restore_ldr_only

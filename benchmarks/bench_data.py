@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from DiffIR.data import EnlargedSampler, build_dataset  # noqa: E402
 from DiffIR.data.dgain import read_dgain_file  # noqa: E402
-from DiffIR.data.lmdb_io import create_lmdb_hdr  # noqa: E402
+from DiffIR.data.lmdb_writer import create_lmdb_hdr  # noqa: E402
 from DiffIR.data.pairing import scan_paired_folders  # noqa: E402
 from DiffIR.data.seeding import sample_rng  # noqa: E402
 from DiffIR.data.synthetic_hdr import generate_dataset  # noqa: E402

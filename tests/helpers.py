@@ -123,7 +123,7 @@ def folder_set_options(root: Path, phase: str = "val", train_crop: int = 32, **k
 
 def build_lmdb(root: Path, out: Path, **kw: Any):
     """The three LMDBs of ``make_hdr_folder(root)`` in ``out``, quietly."""
-    from DiffIR.data.lmdb_io import create_lmdb_hdr
+    from DiffIR.data.lmdb_writer import create_lmdb_hdr
 
     return create_lmdb_hdr(str(root / "lq"), str(root / "gt"), str(root / "dg"), str(out), progress=False,
                            log=lambda m: None, **kw)

@@ -19,13 +19,15 @@ import OpenEXR
 import pytest
 
 from DiffIR.data import build_dataset
-from DiffIR.data import lmdb_io
-from DiffIR.data.checks import DatasetCheckError
+from DiffIR.data import lmdb_format, lmdb_reader, lmdb_writer
+from DiffIR.data.check_report import DatasetCheckError
 from DiffIR.data.dgain import format_dgain_text
-from DiffIR.data.lmdb_io import STATE_KEY, LmdbBuildError
+from DiffIR.data.generated_folder import MARKER_NAME
+from DiffIR.data.lmdb_format import STATE_KEY
+from DiffIR.data.lmdb_writer import LmdbBuildError
 from DiffIR.data.pairing import PairingError
 from DiffIR.data.synthetic_deblur import ensure_synthetic_deblur_dataset
-from DiffIR.data.synthetic_hdr import MARKER_NAME, ensure_synthetic_dataset
+from DiffIR.data.synthetic_hdr import ensure_synthetic_dataset
 from DiffIR.utils.hdr_io import read_hdr, write_hdr, write_ldr
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import hdr_to_ldr
@@ -124,7 +126,7 @@ def test_truncated_lmdb_is_refused_with_a_message_not_a_crash(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'scripts')!r}]
-        from DiffIR.data.lmdb_io import LmdbPairReader
+        from DiffIR.data.lmdb_reader import LmdbPairReader
         import check_dataset, create_lmdb_hdr
         out = {str(out)!r}
         try:
@@ -150,7 +152,7 @@ def test_lmdbs_of_different_builds_are_refused(tmp_path):
     build_lmdb(_make(tmp_path / "d1", seed=1), out1)
     build_lmdb(_make(tmp_path / "d2", seed=2), out2)  # same stems, other images
     assert len(build_dataset(_lmdb_opt(out1))) == 3
-    states = {k: lmdb_io._read_state(lmdb_io._reader_env(str(out1 / f"{k}.lmdb"))) for k in ("lq", "gt", "dgain")}
+    states = {k: lmdb_format.read_state(lmdb_reader.reader_env(str(out1 / f"{k}.lmdb"))) for k in ("lq", "gt", "dgain")}
     assert len({s["build_id"] for s in states.values()}) == 1 and len(states["gt"]["build_id"]) == 32
     mixed = _lmdb_opt(out1, dataroot_gt=str(out2 / "gt.lmdb"))
     with pytest.raises(OptionError) as ei:
@@ -160,7 +162,7 @@ def test_lmdbs_of_different_builds_are_refused(tmp_path):
     assert f"dataroot_lq='{out1 / 'lq.lmdb'}'" in msg and "Fix: point dataroot_lq/gt/dgain at" in msg
     # LMDBs of an older build (no id): read, with a one-line warning
     for k in ("lq", "gt", "dgain"):
-        lmdb_io._forget_reader_env(str(out1 / f"{k}.lmdb"))  # this process reads it: close before writing
+        lmdb_reader.forget_reader_env(str(out1 / f"{k}.lmdb"))  # this process reads it: close before writing
         env = lmdb.open(str(out1 / f"{k}.lmdb"))
         with env.begin(write=True) as txn:
             st = json.loads(bytes(txn.get(STATE_KEY)))
@@ -184,7 +186,7 @@ def test_lmdbs_of_different_builds_are_refused(tmp_path):
 def test_disk_full_while_building_an_lmdb_says_so_and_resumes(tmp_path, monkeypatch):
     root = _make(tmp_path / "d", stems=("a", "b", "c", "e"))
     out = tmp_path / "lmdb"
-    real_txn = lmdb_io._write_txn
+    real_txn = lmdb_writer._write_txn
     calls = {"n": 0}
     free = {"bytes": 1 << 40}
 
@@ -197,30 +199,30 @@ def test_disk_full_while_building_an_lmdb_says_so_and_resumes(tmp_path, monkeypa
             return real_txn(*args, **kwargs)
         return write
 
-    monkeypatch.setattr(lmdb_io, "_free_bytes", lambda path: free["bytes"])
+    monkeypatch.setattr(lmdb_writer, "_free_bytes", lambda path: free["bytes"])
     # the OS says ENOSPC
-    monkeypatch.setattr(lmdb_io, "_write_txn", full_after(5, OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(lmdb_writer, "_write_txn", full_after(5, OSError(errno.ENOSPC, "No space left on device")))
     with pytest.raises(LmdbBuildError, match=r"Disk full while writing the LMDB .*lmdb.*Fix: free space.*build resumes"):
         build_lmdb(root, out, batch_items=1)
     # LMDB reports a short write as an I/O error: with no room left it is a full disk
     calls["n"], free["bytes"] = 0, 1 << 40
-    monkeypatch.setattr(lmdb_io, "_write_txn", full_after(2, lmdb.Error("mdb_txn_commit: Input/output error")))
+    monkeypatch.setattr(lmdb_writer, "_write_txn", full_after(2, lmdb.Error("mdb_txn_commit: Input/output error")))
     with pytest.raises(LmdbBuildError, match=r"Disk full .*Input/output error"):
         build_lmdb(root, out, batch_items=1)
     # the same error with room left is not called a full disk
     calls["n"] = 0
-    monkeypatch.setattr(lmdb_io, "_free_bytes", lambda path: 1 << 40)
-    monkeypatch.setattr(lmdb_io, "_write_txn", full_after(0, lmdb.Error("mdb_txn_commit: Input/output error")))
+    monkeypatch.setattr(lmdb_writer, "_free_bytes", lambda path: 1 << 40)
+    monkeypatch.setattr(lmdb_writer, "_write_txn", full_after(0, lmdb.Error("mdb_txn_commit: Input/output error")))
     with pytest.raises(LmdbBuildError, match=r"Writing the LMDB .* failed: .*Input/output error.*resumes") as ei:
         build_lmdb(root, out, batch_items=1)
     assert "Disk full" not in str(ei.value)
     # meta_info.txt on a full disk
-    monkeypatch.setattr(lmdb_io, "_write_txn", real_txn)
+    monkeypatch.setattr(lmdb_writer, "_write_txn", real_txn)
 
     def no_room(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(lmdb_io, "_write_meta_info", no_room)
+    monkeypatch.setattr(lmdb_writer, "write_meta_info", no_room)
     with pytest.raises(LmdbBuildError, match=r"Disk full while writing the LMDB .*No space left"):
         build_lmdb(root, out, batch_items=1)
     monkeypatch.undo()
@@ -232,7 +234,7 @@ def test_disk_full_while_building_an_lmdb_says_so_and_resumes(tmp_path, monkeypa
     assert len(ds) == 4
     np.testing.assert_array_equal(ds.reader.read(3)["gt"], read_hdr(root / "gt" / "e.exr"))
     # no room to even open a new database (LMDB would crash on its lock file): refused up front
-    monkeypatch.setattr(lmdb_io, "_free_bytes", lambda path: 1000)
+    monkeypatch.setattr(lmdb_writer, "_free_bytes", lambda path: 1000)
     with pytest.raises(LmdbBuildError, match="Disk full .*no room left to open"):
         build_lmdb(root, tmp_path / "other")
 

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from DiffIR.data import EnlargedSampler, SampleIndex, build_dataloader, build_dataset, build_prefetcher
-from DiffIR.data.checks import (CACHE_VERSION, CheckCache, CheckSettings, DatasetCheckError, DgainFacts, ImageFacts,
-                                check_reader)
+from DiffIR.data.check_cache import CACHE_VERSION, CheckCache, DgainFacts, ImageFacts
+from DiffIR.data.check_report import DatasetCheckError
+from DiffIR.data.checks import CheckSettings, check_reader
 from DiffIR.data.dgain import format_dgain_text
-from DiffIR.data.lmdb_io import (LmdbBuildError, decode_hdr_record, encode_hdr_record,
-                                 hdr_record_shape)
+from DiffIR.data.lmdb_format import decode_hdr_record, encode_hdr_record, hdr_record_shape
+from DiffIR.data.lmdb_writer import LmdbBuildError
 from DiffIR.data.pairing import PairingError
 from DiffIR.data.prefetcher import CPUPrefetcher, CUDAPrefetcher
 from DiffIR.utils.hdr_io import read_hdr, write_hdr
@@ -26,7 +27,7 @@ from helpers import (build_lmdb, folder_set_options, import_scripts, make_hdr_fo
                      write_yaml)
 
 H, W = 40, 48
-F16_REL = 2.0 ** -11  # float16 rounding bound (relative), see DiffIR/data/lmdb_io.py
+F16_REL = 2.0 ** -11  # float16 rounding bound (relative), see DiffIR/data/lmdb_format.py
 
 
 def _opt(root, phase="val", **kw):
@@ -116,11 +117,11 @@ def test_lmdb_build_resumes_after_bad_input_and_refuses_to_mix(tmp_path):
 
 
 def test_interrupted_lmdb_build_resumes(tmp_path, monkeypatch):
-    import DiffIR.data.lmdb_io as lmdb_io
+    import DiffIR.data.lmdb_writer as lmdb_writer
 
     root = make_hdr_folder(tmp_path / "d", stems=("a", "b", "c", "d"))
     calls = []
-    real = lmdb_io.read_hdr
+    real = lmdb_writer.read_hdr
 
     def crash_on_third(path, *args, **kwargs):
         calls.append(path)
@@ -128,13 +129,13 @@ def test_interrupted_lmdb_build_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated Ctrl-C")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(lmdb_io, "read_hdr", crash_on_third)
+    monkeypatch.setattr(lmdb_writer, "read_hdr", crash_on_third)
     out = tmp_path / "lmdb"
     with pytest.raises(KeyboardInterrupt):
         build_lmdb(root, out, batch_items=1, threads=1)
     with pytest.raises(OptionError, match="unfinished build"):
         build_dataset(_lmdb_opt(out, root))
-    monkeypatch.setattr(lmdb_io, "read_hdr", real)
+    monkeypatch.setattr(lmdb_writer, "read_hdr", real)
     summary = build_lmdb(root, out, batch_items=1, threads=1)
     assert (summary["skipped"], summary["written"]) == (2, 2)
     disk, db = build_dataset(_opt(root)), build_dataset(_lmdb_opt(out, root))
@@ -458,8 +459,8 @@ def test_scripts_check_build_and_train_refuses_a_bad_set(tmp_path, capsys):
 
 
 def test_pickled_lmdb_record_that_names_code_is_refused_even_with_allow_pickle(tmp_path):
-    from DiffIR.data.lmdb_io import LmdbPairReader
-    from DiffIR.utils.hdr_io import ImageIOError
+    from DiffIR.data.lmdb_reader import LmdbPairReader
+    from DiffIR.utils.image_common import ImageIOError
 
     arr = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
     reader = LmdbPairReader.__new__(LmdbPairReader)

@@ -13,10 +13,11 @@ import DiffIR.data.synthetic_hdr as synthetic_hdr
 from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
 from DiffIR.data.dgain import format_dgain_text, parse_dgain_text, read_dgain_file
 from DiffIR.data.ldr_hdr_paired_dataset import DatasetCheckError, LDR_HDR_PairedDataset, PairingError
-from DiffIR.data.synthetic_hdr import (MARKER_NAME, ensure_synthetic_dataset, generate_dataset, generate_hdr_scene,
-                                       generate_pair)
+from DiffIR.data.generated_folder import MARKER_NAME
+from DiffIR.data.synthetic_hdr import ensure_synthetic_dataset, generate_dataset, generate_hdr_scene, generate_pair
 from DiffIR.data.transforms import augment_pair, img2tensor, paired_random_crop, random_window
-from DiffIR.utils.hdr_io import Window, read_hdr, read_ldr, resolve_window, write_hdr
+from DiffIR.utils.hdr_io import read_hdr, read_ldr, write_hdr
+from DiffIR.utils.image_common import Window, resolve_window
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.tone_mapping import ldr_to_hdr, log_tone_map
 

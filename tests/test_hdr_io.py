@@ -7,8 +7,9 @@ import OpenEXR
 import pytest
 import torch
 
-from DiffIR.utils.hdr_io import (ImageIOError, decode_hdr_bytes, decode_ldr_bytes, encode_hdr_bytes, read_hdr,
-                                 read_image_size, read_ldr, write_hdr, write_ldr)
+from DiffIR.utils.hdr_io import (decode_hdr_bytes, decode_ldr_bytes, encode_hdr_bytes, read_hdr, read_image_size,
+                                 read_ldr, write_hdr, write_ldr)
+from DiffIR.utils.image_common import ImageIOError
 from DiffIR.utils.tone_mapping import (display_tone_map, hdr_to_ldr, inverse_log_tone_map, ldr_to_hdr,
                                        linear_tone_map, log_tone_map)
 

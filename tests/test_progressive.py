@@ -223,7 +223,7 @@ def test_deblur_dataset_errors_name_the_file_or_key(tmp_path):
     with pytest.raises(OptionError, match="max_blurr"):
         build_dataset(_deblur_opt(root, synthetic={"max_blurr": 3}))
     # checked when the dataset is built, i.e. before training: sizes, unreadable files
-    from DiffIR.data.checks import DatasetCheckError
+    from DiffIR.data.check_report import DatasetCheckError
 
     write_ldr(root / "lq" / "c.png", np.zeros((20, 26, 3), np.uint8))  # partner back, but of another size
     with pytest.raises(DatasetCheckError) as e:

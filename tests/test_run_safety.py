@@ -23,7 +23,7 @@ from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import atomic_save, list_training_states, load_file
 from DiffIR.utils.cli import run_cli
 from DiffIR.utils.errors import DiskFullError, PreemptionFlag, RunInUse, worker_error_message
-from DiffIR.utils.hdr_io import ImageIOError
+from DiffIR.utils.image_common import ImageIOError
 from DiffIR.utils.runlock import RunLock
 
 from conftest import ROOT

@@ -15,13 +15,15 @@ import yaml
 
 from DiffIR import inference_pipeline as ip
 from DiffIR.data import build_dataset
-from DiffIR.data.checks import DatasetCheckError, check_options_file
-from DiffIR.data.lmdb_io import LmdbBuildError
+from DiffIR.data.check_report import DatasetCheckError
+from DiffIR.data.lmdb_writer import LmdbBuildError
 from DiffIR.data.pairing import PairingError
 from DiffIR.models.evaluation import check_crop_borders
+from DiffIR.dataset_check_cli import check_options_file
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.errors import OptionError
-from DiffIR.utils.hdr_io import ImageIOError, decode_hdr_bytes, read_hdr, read_image_info, read_image_size, write_ldr
+from DiffIR.utils.hdr_io import decode_hdr_bytes, read_hdr, read_image_info, read_image_size, write_ldr
+from DiffIR.utils.image_common import ImageIOError
 from DiffIR.utils.options import finalize_options, parse_options, validate_options
 
 from conftest import ROOT

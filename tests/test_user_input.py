@@ -11,7 +11,7 @@ import yaml
 
 from DiffIR.cli_entry import export
 from DiffIR.data import build_dataset
-from DiffIR.data.checks import implausible_exposure_entry, implausible_exposure_note
+from DiffIR.data.check_report import implausible_exposure_entry, implausible_exposure_note
 from DiffIR.data.dgain import parse_dgain_text, read_dgain_file
 from DiffIR.data.ldr_hdr_paired_dataset import DatasetCheckError
 from DiffIR.inference_pipeline import default_export_path

@@ -4,7 +4,7 @@ Sources (``io_backend``)::
 
     disk:  dataroot_lq/<stem>.png|.jpg|...      blurred input
            dataroot_gt/<stem>.png|.jpg|...      sharp target
-    lmdb:  dataroot_lq/gt = the two .lmdb folders (see DiffIR.data.lmdb_io)
+    lmdb:  dataroot_lq/gt = the two .lmdb folders (see DiffIR.data.lmdb_reader)
 
 Pairs are found by stem with BasicSR's ``filename_tmpl`` (the LQ stem is ``filename_tmpl.format(gt_stem)``)
 and ``meta_info_file``. Everything but the domain is

@@ -6,7 +6,7 @@ Sources (``io_backend``)::
            dataroot_gt/<stem>.hdr|.exr|.npy      linear HDR target (peak ~ hdr_max)
            dataroot_dgain/<stem>.txt             'dgain: x' / 'gamma: y' lines
     lmdb:  dataroot_lq/gt/dgain = OUT/lq.lmdb, OUT/gt.lmdb, OUT/dgain.lmdb of scripts/create_lmdb_hdr.py
-           (see DiffIR.data.lmdb_io; the origin fork's pickled LMDBs need allow_pickle: true)
+           (see DiffIR.data.lmdb_reader; the origin fork's pickled LMDBs need allow_pickle: true)
 
 Pairing follows BasicSR's ``filename_tmpl`` semantics: for a GT stem ``g`` the LQ stem is
 ``filename_tmpl.format(g)`` (default ``'{}'``: identical stems); the dgain entry is named after the
@@ -39,7 +39,8 @@ from typing import Any, Callable, Dict, Mapping
 import numpy as np
 import torch
 
-from DiffIR.data.checks import DatasetCheckError, nonfinite_message
+from DiffIR.data.check_report import DatasetCheckError
+from DiffIR.data.pair_problems import nonfinite_message
 from DiffIR.data.paired_common import HDR_PAIRS
 from DiffIR.data.paired_image_dataset import DiskPairReader, PairedImageDataset, choice_option, make_pair_reader
 from DiffIR.data.pairing import (DGAIN_EXTENSIONS, GT_EXTENSIONS, LQ_EXTENSIONS, MAX_LISTED, PairingError,

@@ -3,7 +3,7 @@ before training, the training window and its random numbers.
 
 Readers (one per ``io_backend``) serve pairs by index: ``len()``, ``records``, ``paths(i)``,
 ``read(i, window)``, ``roots()``, ``backend``; the disk one is here, the LMDB one in
-:mod:`DiffIR.data.lmdb_io`. What a pair is made of comes from the dataset's ``PAIR_FORMAT``
+:mod:`DiffIR.data.lmdb_reader`. What a pair is made of comes from the dataset's ``PAIR_FORMAT``
 (:mod:`DiffIR.data.paired_common`).
 
 Per training item a random ``gt_size`` window is drawn from the image size and only that window is
@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from DiffIR.data.checks import (LEVELS, SMALL_IMAGE_POLICIES, CheckReport, CheckSettings, paired_windows,
-                                size_mismatch_message, too_small_message)
+from DiffIR.data.check_report import CheckReport
+from DiffIR.data.checks import LEVELS, SMALL_IMAGE_POLICIES, CheckSettings
 from DiffIR.data.dgain import read_dgain_file
-from DiffIR.data.lmdb_io import LmdbPairReader
+from DiffIR.data.lmdb_reader import LmdbPairReader
+from DiffIR.data.pair_problems import paired_windows, size_mismatch_message, too_small_message
 from DiffIR.data.paired_common import HDR_PAIRS, PROGRESSIVE_KEYS, PairFormat
 from DiffIR.data.pairing import (PairingError, collect_pairing_problems, collecting_pairing_problems,
                                  pair_format_parts, scan_paired_folders)
@@ -36,7 +37,8 @@ from DiffIR.data.seeding import sample_rng
 from DiffIR.data.transforms import augment_pair, pad_to_size, random_window
 from DiffIR.utils.dist import get_dist_info
 from DiffIR.utils.errors import OptionError
-from DiffIR.utils.hdr_io import Window, WindowArg, read_hdr, read_ldr
+from DiffIR.utils.hdr_io import read_hdr, read_ldr
+from DiffIR.utils.image_common import Window, WindowArg
 from DiffIR.utils.option_schema import check_dataset_values
 from DiffIR.utils.registry import check_keys, lookup
 

@@ -8,7 +8,7 @@ path of 1/3..1 x ``max_blur`` pixels) in linear light (gamma 2.2), adds optional
 so the blur has no border artefacts: each pair is a "blurred crop" of a generated image, as GoPro's.
 
 Files: ``<dataroot_gt>/im_000001.png`` (sharp) and ``<dataroot_lq>/im_000001.png`` (blurred), lossless PNG.
-Generation on first use is crash-safe (:func:`DiffIR.data.synthetic_hdr.ensure_generated_folders`).
+Generation on first use is crash-safe (:func:`DiffIR.data.generated_folder.ensure_generated_folders`).
 
 Command line: ``python -m DiffIR.data.synthetic_deblur --out datasets/synthetic_deblur --num-images 24``
 writes ``<out>/target`` and ``<out>/input``.
@@ -23,8 +23,8 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from DiffIR.data.synthetic_hdr import (ensure_generated_folders, generate_hdr_scene, size_arg, synthesize_ldr,
-                                      synthetic_arg_parser)
+from DiffIR.data.generated_folder import ensure_generated_folders
+from DiffIR.data.synthetic_hdr import generate_hdr_scene, size_arg, synthesize_ldr, synthetic_arg_parser
 from DiffIR.utils.hdr_io import write_ldr
 
 PathLike = Union[str, os.PathLike]

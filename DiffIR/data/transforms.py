@@ -6,7 +6,7 @@ from typing import List, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from DiffIR.utils.hdr_io import Window
+from DiffIR.utils.image_common import Window
 
 NUM_VARIANTS = 8
 
