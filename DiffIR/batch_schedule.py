@@ -185,8 +185,8 @@ class ProgressiveBatchSchedule:
             out = {key: _take(value, indices, n) for key, value in out.items()}
         if patch < h or patch < w:
             if patch > h or patch > w:
-                raise ValueError(f"Progressive training: the batch holds {h}x{w} patches, smaller than this stage's "
-                                 f"patch size {patch}. Fix: the dataset must crop gt_size >= every gt_sizes entry.")
+                raise OptionError(f"Progressive training: the batch holds {h}x{w} patches, smaller than this stage's "
+                                  f"patch size {patch}. Fix: the dataset must crop gt_size >= every gt_sizes entry.")
             top = int((h - patch) * random.random())
             left = int((w - patch) * random.random())
             out = {key: _crop(key, value, top, left, patch, (h, w)) for key, value in out.items()}

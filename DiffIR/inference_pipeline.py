@@ -52,7 +52,7 @@ from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.misc import path_encoding_problem
 from DiffIR.utils.options import load_yaml
 from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES, tile_size_error, tone_domain
-from DiffIR.utils.errors import OptionError
+from DiffIR.utils.errors import DataError, DiffIRError, OptionError
 from DiffIR.utils.runlock import hold_run_lock, holds_run_locks
 from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input
 
@@ -312,13 +312,13 @@ def check_inputs(pairs: Sequence[Tuple[str, str, str]]) -> Dict[str, Dict[str, f
     if odd:  # as training and scripts/check_dataset.py warn: the output of such an image may be black or clipped
         print(f"WARNING: {implausible_exposure_note(odd, osp.dirname(pairs[0][2]))}", file=sys.stderr, flush=True)
     if bad:
-        raise ValueError(f"{len(bad)} input problem(s) found before any output was written:\n  "
-                         + "\n  ".join(bad[:20]) + (f"\n  ... (+{len(bad) - 20} more)" if len(bad) > 20 else "")
-                         + "\nFix or remove these files, then run again.")
+        raise DataError(f"{len(bad)} input problem(s) found before any output was written:\n  "
+                        + "\n  ".join(bad[:20]) + (f"\n  ... (+{len(bad) - 20} more)" if len(bad) > 20 else "")
+                        + "\nFix or remove these files, then run again.")
     return metas
 
 
-class ImagesFailed(OSError):
+class ImagesFailed(DiffIRError, OSError):
     """Some images failed during the run (after the checks passed); the others were written."""
 
 

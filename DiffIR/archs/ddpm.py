@@ -23,6 +23,8 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from DiffIR.utils.errors import OptionError
+
 __all__ = ["IPRDenoiser", "IPRDiffusion", "linear_beta_schedule"]
 
 _SLOPE = 0.1  # LeakyReLU slope of the official denoiser
@@ -38,9 +40,9 @@ SCHEDULE_BUFFERS = (
 def linear_beta_schedule(timesteps: int, linear_start: float, linear_end: float) -> torch.Tensor:
     """LDM's "linear" schedule (linear in sqrt(beta)): ``linspace(√start, √end, T)²`` in float64."""
     if int(timesteps) < 1:
-        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        raise OptionError(f"timesteps must be >= 1, got {timesteps}")
     if not 0 < linear_start <= linear_end < 1:
-        raise ValueError(f"need 0 < linear_start <= linear_end < 1, got {linear_start} and {linear_end}")
+        raise OptionError(f"need 0 < linear_start <= linear_end < 1, got {linear_start} and {linear_end}")
     return torch.linspace(linear_start ** 0.5, linear_end ** 0.5, int(timesteps), dtype=torch.float64) ** 2
 
 

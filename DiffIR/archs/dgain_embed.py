@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from DiffIR.utils.errors import MissingInputError
+
 __all__ = ["DgainEmbedding"]
 
 _HIDDEN = 64
@@ -32,8 +34,8 @@ class DgainEmbedding(nn.Sequential):
     def forward(self, cond: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         """The offset for ``cond``, on ``like``'s device and dtype (``like`` is the (B, ipr_dim) IPR)."""
         if cond is None:
-            raise ValueError(f"{self.owner} was built with dgain_cond=True, so forward() needs cond=(B, 2) "
-                             "[dgain, gamma]")
+            raise MissingInputError(f"{self.owner} was built with dgain_cond=True, so forward() needs cond=(B, 2) "
+                                    "[dgain, gamma]")
         batch = like.shape[0]
         if cond.dim() != 2 or cond.shape != (batch, 2):
             raise ValueError(f"cond must be a ({batch}, 2) tensor of [dgain, gamma], got shape {tuple(cond.shape)}")

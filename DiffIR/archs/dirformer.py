@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from DiffIR.utils.errors import OptionError
+
 __all__ = [
     "BiasFreeLayerNorm",
     "WithBiasLayerNorm",
@@ -98,7 +100,7 @@ class LayerNorm(nn.Module):
             self.body = WithBiasLayerNorm(dim)
         else:
             # The official code silently treats any other string as 'WithBias'; a typo should not pass silently.
-            raise ValueError(f"LayerNorm_type must be 'WithBias' or 'BiasFree', got {layer_norm_type!r}")
+            raise OptionError(f"LayerNorm_type must be 'WithBias' or 'BiasFree', got {layer_norm_type!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -136,7 +138,7 @@ class Attention(nn.Module):
     def __init__(self, dim: int, num_heads: int, bias: bool, ipr_dim: int = 256) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+            raise OptionError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.kernel = nn.Sequential(nn.Linear(ipr_dim, dim * 2, bias=False))
@@ -309,12 +311,12 @@ class DIRformer(nn.Module):
     ) -> None:
         super().__init__()
         if inp_channels != out_channels:
-            raise ValueError(
+            raise OptionError(
                 f"inp_channels ({inp_channels}) must equal out_channels ({out_channels}): "
                 "the output adds the input image (global residual)"
             )
         if len(num_blocks) != 4 or len(heads) != 4:
-            raise ValueError(f"num_blocks and heads need 4 entries each, got {list(num_blocks)} and {list(heads)}")
+            raise OptionError(f"num_blocks and heads need 4 entries each, got {list(num_blocks)} and {list(heads)}")
         ln = LayerNorm_type
         ffn = ffn_expansion_factor
         d1, d2, d3, d4 = dim, dim * 2, dim * 4, dim * 8

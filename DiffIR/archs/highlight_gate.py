@@ -21,6 +21,7 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 import torch.nn as nn
 
+from DiffIR.utils.errors import MissingInputError, OptionError
 from DiffIR.utils.option_schema import TONE_DOMAIN_DEFAULTS
 from DiffIR.utils.tone_mapping import TONE_CURVES, network_input_to_ldr
 
@@ -56,9 +57,9 @@ class HighlightGate(nn.Module):
         x = lq.float().clamp(0.0, 1.0)
         if self.lq_linearize:
             if cond is None:
-                raise ValueError("network_g:highlight_gate needs each image's dgain and gamma to find its clipped "
-                                 "pixels: give the dataset a dataroot_dgain (inference: --dgain), or remove "
-                                 "highlight_gate from network_g")
+                raise MissingInputError("network_g:highlight_gate needs each image's dgain and gamma to find its "
+                                        "clipped pixels: give the dataset a dataroot_dgain (inference: --dgain), or "
+                                        "remove highlight_gate from network_g")
             x = network_input_to_ldr(x, cond[:, 0].float(), cond[:, 1].float(), self.hdr_max, self.tone_curve)
         m = x.clamp(0.0, 1.0).amax(dim=1, keepdim=True)
         return ((m - self.threshold) / (1.0 - self.threshold)).clamp(0.0, 1.0)
@@ -77,27 +78,27 @@ def build_highlight_gate(opt: Optional[Mapping[str, Any]], owner: str) -> Option
     if opt is True:
         opt = {}
     if not isinstance(opt, Mapping):
-        raise ValueError(f"{owner}: highlight_gate must be a mapping such as {{threshold: 0.7}}, true, or null; "
-                         f"got {opt!r}")
+        raise OptionError(f"{owner}: highlight_gate must be a mapping such as {{threshold: 0.7}}, true, or null; "
+                          f"got {opt!r}")
     unknown = sorted(set(opt) - set(GATE_DEFAULTS))
     if unknown:
-        raise ValueError(f"{owner}: unknown highlight_gate key(s) {', '.join(unknown)}; the keys are "
-                         f"{', '.join(GATE_DEFAULTS)}")
+        raise OptionError(f"{owner}: unknown highlight_gate key(s) {', '.join(unknown)}; the keys are "
+                          f"{', '.join(GATE_DEFAULTS)}")
     values = {**GATE_DEFAULTS, **opt}
     try:
         threshold, hdr_max = float(values["threshold"]), float(values["hdr_max"])
     except (TypeError, ValueError):
-        raise ValueError(f"{owner}: highlight_gate threshold and hdr_max must be numbers, got "
-                         f"{values['threshold']!r} and {values['hdr_max']!r}") from None
+        raise OptionError(f"{owner}: highlight_gate threshold and hdr_max must be numbers, got "
+                          f"{values['threshold']!r} and {values['hdr_max']!r}") from None
     if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"{owner}: highlight_gate threshold must be in [0, 1) (the LDR level where the ramp "
-                         f"starts), got {threshold}")
+        raise OptionError(f"{owner}: highlight_gate threshold must be in [0, 1) (the LDR level where the ramp "
+                          f"starts), got {threshold}")
     if hdr_max <= 0.0:
-        raise ValueError(f"{owner}: highlight_gate hdr_max must be positive, got {hdr_max}")
+        raise OptionError(f"{owner}: highlight_gate hdr_max must be positive, got {hdr_max}")
     if values["tone_curve"] not in TONE_CURVES:
-        raise ValueError(f"{owner}: highlight_gate tone_curve {values['tone_curve']!r} is not one of "
-                         f"{', '.join(TONE_CURVES)}")
+        raise OptionError(f"{owner}: highlight_gate tone_curve {values['tone_curve']!r} is not one of "
+                          f"{', '.join(TONE_CURVES)}")
     for key in ("lq_linearize", "in_training"):
         if not isinstance(values[key], bool):
-            raise ValueError(f"{owner}: highlight_gate {key} must be true or false, got {values[key]!r}")
+            raise OptionError(f"{owner}: highlight_gate {key} must be true or false, got {values[key]!r}")
     return HighlightGate(threshold, values["tone_curve"], hdr_max, values["lq_linearize"], values["in_training"])

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from DiffIR.data.dgain import implausible_exposure
 from DiffIR.data.pair_problems import PROBLEM_TITLES, problem_text
 from DiffIR.data.pairing import MAX_LISTED, PairingError, format_names
+from DiffIR.utils.errors import DataError
 
 __all__ = ["DatasetCheckError", "UnpairedSetError", "CheckReport", "HDR_MAX_HEADROOM", "implausible_exposure_entry",
            "implausible_exposure_note"]
@@ -20,7 +21,7 @@ __all__ = ["DatasetCheckError", "UnpairedSetError", "CheckReport", "HDR_MAX_HEAD
 HDR_MAX_HEADROOM = 2.0
 
 
-class DatasetCheckError(ValueError):
+class DatasetCheckError(DataError):
     """The data set has problems that would break or silently spoil training; the message lists them."""
 
 

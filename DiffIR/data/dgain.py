@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Tuple, Union
 
+from DiffIR.utils.errors import DataError
 from DiffIR.utils.misc import decode_utf8
 from DiffIR.utils.option_schema import PLAIN_NUMBER_HINT, parse_plain_number
 
@@ -70,7 +71,7 @@ def parse_dgain_text(
             continue
         val = _value(raw, key, source, number)
         if key in found and found[key][0] != val:
-            raise ValueError(
+            raise DataError(
                 f"dgain file '{source}' gives '{key}' twice with different values: {found[key][1]} (line "
                 f"{found[key][2]}) and {raw} (line {number}). Fix: keep the line with the right value."
             )
@@ -82,7 +83,7 @@ def parse_dgain_text(
         elif defaults is not None and key in defaults:
             out[key] = float(defaults[key])
         else:
-            raise ValueError(
+            raise DataError(
                 f"dgain file '{source}' has no '{key}:' line. Fix: add a line '{key}: <positive number>' "
                 f"(both 'dgain' and 'gamma' are required)."
             )
@@ -90,15 +91,15 @@ def parse_dgain_text(
 
 
 def _value(raw: str, key: str, source: str, line: int) -> float:
-    """The value of a ``dgain``/``gamma`` line: a finite number > 0, else a ValueError naming file, line and key."""
+    """The value of a ``dgain``/``gamma`` line: a finite number > 0, else a DataError naming file, line and key."""
     val = parse_plain_number(raw)
     if val is None:
-        raise ValueError(
+        raise DataError(
             f"dgain file '{source}', line {line}: value of '{key}' is '{raw}', not a number. "
             f"Fix: write '{key}: <positive number>', {PLAIN_NUMBER_HINT}."
         )
     if not (math.isfinite(val) and val > 0):
-        raise ValueError(
+        raise DataError(
             f"dgain file '{source}', line {line}: '{key}' must be a finite number > 0, got {raw}. Fix the value in the file."
         )
     return val
@@ -107,8 +108,8 @@ def _value(raw: str, key: str, source: str, line: int) -> float:
 def read_dgain_file(path: Union[str, os.PathLike], defaults: Optional[Mapping[str, float]] = None) -> Dict[str, float]:
     """Read ``path`` and return ``{'dgain': float, 'gamma': float}``.
 
-    Raises ``FileNotFoundError`` if the file is missing and ``ValueError`` (naming the file and the
-    key) if ``dgain``/``gamma`` is missing, unparsable, non-finite or <= 0.
+    Raises ``FileNotFoundError`` if the file is missing and :class:`DataError` (a ``ValueError``, naming the file
+    and the key) if ``dgain``/``gamma`` is missing, unparsable, non-finite or <= 0.
     """
     p = Path(path)
     if not p.is_file():

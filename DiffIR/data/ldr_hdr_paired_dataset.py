@@ -46,6 +46,7 @@ from DiffIR.data.paired_image_dataset import DiskPairReader, PairedImageDataset,
 from DiffIR.data.pairing import (DGAIN_EXTENSIONS, GT_EXTENSIONS, LQ_EXTENSIONS, MAX_LISTED, PairingError,
                                  scan_paired_folders)
 from DiffIR.data.transforms import img2tensor
+from DiffIR.utils.errors import DataError
 from DiffIR.utils.option_schema import TONE_DOMAIN_DEFAULTS, tone_domain
 from DiffIR.utils.registry import DATASET_REGISTRY
 from DiffIR.utils.tone_mapping import TONE_CURVES as _CURVES
@@ -107,7 +108,7 @@ class LDR_HDR_PairedDataset(PairedImageDataset):
 
     def _make_sample(self, item: Dict[str, Any], lq: np.ndarray, gt: np.ndarray) -> Dict[str, Any]:
         if not np.isfinite(gt).all():
-            raise ValueError(nonfinite_message(item["gt_path"]))
+            raise DataError(nonfinite_message(item["gt_path"]))
         dgain, gamma = float(item["dgain"]), float(item["gamma"])
         gt = self.tone(np.maximum(gt, np.float32(0.0)))
         lq = ldr_to_network_input(lq, dgain, gamma, self.hdr_max, self.tone_curve, self.lq_linearize)

@@ -30,13 +30,13 @@ from DiffIR.data.pair_problems import (PROBLEM_TITLES, channel_mismatch_message,
                                        problem_text, size_mismatch_message)
 from DiffIR.data.pairing import format_names, scan_paired_folders
 from DiffIR.data.parallel import default_threads, parallel_map
-from DiffIR.utils.errors import OptionError
+from DiffIR.utils.errors import DiffIRError, OptionError
 from DiffIR.utils.hdr_io import decode_ldr_bytes, read_hdr, read_image_info
 
 __all__ = ["LmdbBuildError", "create_lmdb_hdr", "disk_full_error", "MIN_FREE_BYTES"]
 
 
-class LmdbBuildError(ValueError):
+class LmdbBuildError(DiffIRError, ValueError):
     """The LMDB cannot be built (bad inputs, or an existing output that must not be overwritten)."""
 
 

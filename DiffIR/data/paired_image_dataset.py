@@ -36,7 +36,7 @@ from DiffIR.data.pairing import (PairingError, collect_pairing_problems, collect
 from DiffIR.data.seeding import sample_rng
 from DiffIR.data.transforms import augment_pair, pad_to_size, random_window
 from DiffIR.utils.dist import get_dist_info
-from DiffIR.utils.errors import OptionError
+from DiffIR.utils.errors import DataError, OptionError
 from DiffIR.utils.hdr_io import read_hdr, read_ldr
 from DiffIR.utils.image_common import Window, WindowArg
 from DiffIR.utils.option_schema import check_dataset_values
@@ -304,7 +304,7 @@ class PairedImageDataset(Dataset):
 
         def window(h: int, w: int) -> Window:
             if (h < gs or w < gs) and self.small_images == "error":
-                raise ValueError(too_small_message(name(), (h, w), gs))
+                raise DataError(too_small_message(name(), (h, w), gs))
             return random_window(rng, h, w, gs, gs)
 
         return window
@@ -323,7 +323,7 @@ class PairedImageDataset(Dataset):
             item = self.reader.read(index)
             lq, gt = item["lq"], item["gt"]
             if lq.shape[:2] != gt.shape[:2]:  # the readers check this already; kept for any other reader
-                raise ValueError(size_mismatch_message(item["lq_path"], lq.shape, item["gt_path"], gt.shape))
+                raise DataError(size_mismatch_message(item["lq_path"], lq.shape, item["gt_path"], gt.shape))
         return item, lq, gt
 
     def __getitem__(self, index: int) -> Dict[str, Any]:

@@ -26,7 +26,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from DiffIR.utils.errors import OptionError
+from DiffIR.utils.errors import DataError, OptionError
 
 LQ_EXTENSIONS = (".jpg", ".jpeg", ".png")
 GT_EXTENSIONS = (".hdr", ".exr", ".npy")
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 
-class PairingError(ValueError):
+class PairingError(DataError):
     """Files in the LQ / GT / dgain folders (or keys of the three LMDBs) do not pair up."""
 
 

@@ -14,10 +14,10 @@ def build_loss(opt: Dict[str, Any], where: str = "train:pixel_opt") -> nn.Module
     :class:`OptionError` naming the section."""
     try:
         return build_from_registry(LOSS_REGISTRY, dict(opt), where)
+    except LossValueError as e:  # an OptionError without the section: named here
+        raise OptionError(f"'{where}:{e.key}' {e.problem}") from None
     except OptionError:
         raise
-    except LossValueError as e:
-        raise OptionError(f"'{where}:{e.key}' {e.problem}") from None
     except ValueError as e:
         raise OptionError(f"{where}: {e}") from None
 

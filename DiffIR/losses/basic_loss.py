@@ -8,12 +8,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.registry import LOSS_REGISTRY
 
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-class LossValueError(ValueError):
+class LossValueError(OptionError):
     """A bad value of the loss argument ``key``; :func:`DiffIR.losses.build_loss` names it with its option section."""
 
     def __init__(self, key: str, problem: str) -> None:

@@ -105,8 +105,8 @@ def ssim_map(x: torch.Tensor, y: torch.Tensor, window_size: int = 11, sigma: flo
     positions where the whole window fits (``H − window_size + 1`` rows): what skimage's ``structural_similarity``
     averages with ``gaussian_weights=True, use_sample_covariance=False``."""
     if min(x.shape[-2:]) < window_size:
-        raise ValueError(f"SSIM needs images of at least {window_size} x {window_size} pixels, got "
-                         f"{tuple(x.shape[-2:])}")
+        raise OptionError(f"SSIM needs images of at least {window_size} x {window_size} pixels, got "
+                          f"{tuple(x.shape[-2:])}")
     c = x.shape[1]
     g = _gaussian_kernel(window_size, sigma, x)
     rows, cols = g.view(1, 1, -1, 1).expand(c, 1, -1, 1), g.view(1, 1, 1, -1).expand(c, 1, 1, -1)

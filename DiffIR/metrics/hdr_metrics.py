@@ -28,6 +28,7 @@ import numpy as np
 from DiffIR.metrics.mu_law import MU_LAW_MU, mu_law
 from DiffIR.metrics.psnr_ssim import _check, _prepare
 from DiffIR.metrics.pu21 import PU21_PARAMS, PU21_PEAK, luminance, pu21_encode
+from DiffIR.utils.errors import DataError
 from DiffIR.utils.registry import METRIC_REGISTRY
 
 
@@ -93,7 +94,7 @@ def calculate_pu21_ssim(img: np.ndarray, img2: np.ndarray, lum_scale: float = 1.
     a, b = _linear_pair(img, img2, crop_border)
     need = 11 if gaussian_weights else 7
     if min(a.shape[:2]) < need:
-        raise ValueError(f"PU21-SSIM needs images of at least {need}x{need} pixels, got {a.shape[0]}x{a.shape[1]}")
+        raise DataError(f"PU21-SSIM needs images of at least {need}x{need} pixels, got {a.shape[0]}x{a.shape[1]}")
     s = float(lum_scale)
     ya, yb = pu21_encode(luminance(a) * s, pu21_type), pu21_encode(luminance(b) * s, pu21_type)
     kwargs: Dict[str, Any] = {"data_range": float(data_range)}

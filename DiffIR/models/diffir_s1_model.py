@@ -17,7 +17,7 @@ from DiffIR.models.region_weights import RegionWeights, training_tone_domain
 from DiffIR.models.self_ensemble import self_ensemble
 from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.img_util import pad_to_multiple
-from DiffIR.utils.errors import OptionError
+from DiffIR.utils.errors import MissingInputError, OptionError
 from DiffIR.utils.registry import MODEL_REGISTRY
 
 #: (target, estimate) of a prior loss: stage 2's teacher IPR and the student's final IPR
@@ -208,8 +208,8 @@ class DiffIRS1Model(BaseModel):
         is the prior's input) and the outputs are averaged.
         """
         if self.gt is None:
-            raise RuntimeError("DiffIR stage 1 builds its prior from the HDR ground truth, so every test image needs "
-                               "a GT. For LDR-only inference use a stage-2 model.")
+            raise MissingInputError("DiffIR stage 1 builds its prior from the HDR ground truth, so every test image "
+                                    "needs a GT. For LDR-only inference use a stage-2 model.")
         window, tile, overlap = self.tiling()
         with self.inference_network() as net:
             def restore(lq: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Tuple
 
 import torch
 
-from DiffIR.utils.errors import OptionError
+from DiffIR.utils.errors import MissingInputError, OptionError
 from DiffIR.utils.option_schema import region_weight_values, tone_domain
 from DiffIR.utils.tone_mapping import TONE_CURVES, network_input_to_ldr
 
@@ -48,9 +48,9 @@ class RegionWeights:
         """The brightest channel of the LDR behind the network input ``lq`` (B x 1 x H x W, in [0, 1])."""
         if self.lq_linearize:
             if cond is None:
-                raise RuntimeError(f"{self.where} needs each image's dgain and gamma to recover its LDR from the "
-                                   "network input: give the training set a dataroot_dgain, or set "
-                                   "datasets:train:lq_linearize: false")
+                raise MissingInputError(f"{self.where} needs each image's dgain and gamma to recover its LDR from the "
+                                        "network input: give the training set a dataroot_dgain, or set "
+                                        "datasets:train:lq_linearize: false")
             lq = network_input_to_ldr(lq.float().clamp(0.0, 1.0), cond[:, 0], cond[:, 1], self.hdr_max,
                                       self.tone_curve)
         return lq.float().clamp(0.0, 1.0).amax(dim=1, keepdim=True)

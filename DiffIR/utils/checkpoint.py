@@ -18,17 +18,25 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from DiffIR.utils.errors import DiffIRError
 from DiffIR.utils.misc import atomic_open, atomic_write_bytes
 
 SAFETENSORS_EXT = ".safetensors"
 
 
-class CheckpointError(ValueError, RuntimeError):
+class CheckpointError(DiffIRError, ValueError, RuntimeError):
     """A checkpoint that cannot be read, is refused as unsafe, or does not fit the network.
 
-    A ``ValueError`` so the entry scripts end with the message and exit status 2 (``DiffIR.utils.cli``); also a
-    ``RuntimeError``, what a failed load raised before, so callers that skip an unreadable training state still do.
+    A :class:`~DiffIR.utils.errors.DiffIRError` so the entry scripts end with the message and exit status 2
+    (``DiffIR.utils.cli``); a ``ValueError`` as before; also a ``RuntimeError``, what a failed load raised before, so
+    callers that skip an unreadable training state still do.
     """
+
+
+class CheckpointKeyError(CheckpointError, KeyError):
+    """A checkpoint without the weights entry asked for (``path:param_key_g``); a ``KeyError`` as before."""
+
+    __str__ = BaseException.__str__  # KeyError would quote the message
 
 
 class CheckpointMismatch(CheckpointError):
@@ -247,8 +255,8 @@ def extract_state_dict(ckpt: Any, param_key: Optional[str], path: str) -> Dict[s
         elif "optimizers" in ckpt and "iter" in ckpt:
             raise CheckpointError(training_state_message(path, ckpt.get("iter")))
         else:
-            raise KeyError(f"Checkpoint '{path}' has no '{param_key}' entry (it has: {', '.join(map(str, ckpt))}). "
-                           "Set path.param_key_g to one of those.")
+            raise CheckpointKeyError(f"Checkpoint '{path}' has no '{param_key}' entry (it has: "
+                                     f"{', '.join(map(str, ckpt))}). Set path.param_key_g to one of those.")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"Checkpoint '{path}' [{param_key}] does not hold a state_dict (a mapping of names to "
                               "tensors): it is a training state or another kind of file. Use a network checkpoint, "

@@ -1,4 +1,8 @@
-"""Entry-point wrapper: configuration, data and training-stop errors end the program with one clear message."""
+"""Entry-point wrapper: the project's errors and file-system errors end the program with one clear message.
+
+Only :class:`~DiffIR.utils.errors.DiffIRError` (options, data, a stopped run, ...) and ``OSError`` (a missing or
+unwritable file, a full disk) are such messages; any other exception is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
 import os
@@ -6,13 +10,13 @@ import sys
 import traceback
 from typing import Any, Callable
 
-from DiffIR.utils.errors import OptionError, Preempted, TrainingStopped, worker_error_message
+from DiffIR.utils.errors import DiffIRError, Preempted, TrainingStopped, worker_error_message
 
 
 def run_cli(main: Callable[[], Any]) -> int:
     """Run ``main`` and map failures to exit codes: 2 options/files/data (a lock held by another run, a full
     disk), 3 training stopped, 143 pre-empted (SIGTERM), 129 hung up (SIGHUP) and 130 interrupted (Ctrl-C) after
-    saving a state.
+    saving a state. Other exceptions propagate (a traceback and exit status 1).
 
     Set ``DIFFIR_TRACEBACK=1`` to see the full traceback of such an error.
     """
@@ -21,7 +25,7 @@ def run_cli(main: Callable[[], Any]) -> int:
     except Preempted as e:
         print(f"\n{e}", file=sys.stderr, flush=True)
         return e.exit_code
-    except (OptionError, OSError, ValueError, TrainingStopped) as e:
+    except (DiffIRError, OSError) as e:
         if os.environ.get("DIFFIR_TRACEBACK"):
             traceback.print_exc()
         # a DataLoader worker's error reads "Caught X in DataLoader worker ... Traceback": keep its own message

@@ -9,8 +9,22 @@ import threading
 from typing import Any, Iterable, Optional
 
 
-class OptionError(ValueError):
+class DiffIRError(Exception):
+    """The root of the project's errors: the ones that end a run with a message for people.
+
+    :func:`DiffIR.utils.cli.run_cli` prints such an error in one line (exit status 2, or 3 for a stopped run) and
+    lets every other exception through with its traceback, so a bug never reads as a configuration mistake. Each
+    subclass also keeps the builtin base its callers catch (``ValueError``, ``OSError``, ``RuntimeError``).
+    """
+
+
+class OptionError(DiffIRError, ValueError):
     """A configuration mistake, reported with the offending key and how to fix it."""
+
+
+class MissingInputError(OptionError, RuntimeError):
+    """The configuration needs a per-image input the data does not give (the dgain and gamma of each image, a
+    ground truth); a ``RuntimeError`` too, as the forward pass that finds it raised before."""
 
 
 def did_you_mean(name: Any, choices: Iterable[Any]) -> str:
@@ -23,7 +37,7 @@ def did_you_mean(name: Any, choices: Iterable[Any]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-class TrainingStopped(RuntimeError):
+class TrainingStopped(DiffIRError, RuntimeError):
     """Training cannot continue sensibly (e.g. the loss diverged); the last good checkpoint is kept."""
 
 
@@ -39,15 +53,16 @@ class Preempted(TrainingStopped):
         self.exit_code = exit_code
 
 
-class DataError(ValueError):
-    """A data file turned out unreadable or wrong while training (after the up-front dataset check)."""
+class DataError(DiffIRError, ValueError):
+    """A data file (an image, a dgain file) is unreadable or wrong; also what training raises for a file that broke
+    after the up-front dataset check."""
 
 
-class DiskFullError(OSError):
+class DiskFullError(DiffIRError, OSError):
     """The disk filled up while a file was written; the file it would have replaced is intact."""
 
 
-class RunInUse(OSError):
+class RunInUse(DiffIRError, OSError):
     """Another live process holds the lock of this experiment (or results) folder."""
 
 

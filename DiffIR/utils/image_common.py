@@ -13,6 +13,8 @@ from typing import Callable, Iterator, NamedTuple, Optional, Tuple, Union
 import cv2
 import numpy as np
 
+from DiffIR.utils.errors import DiffIRError
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -61,7 +63,7 @@ __all__ = [
 ]
 
 
-class ImageIOError(OSError):
+class ImageIOError(DiffIRError, OSError):
     """An image file exists but cannot be decoded, or has an unusable layout."""
 
 

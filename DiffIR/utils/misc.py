@@ -14,7 +14,7 @@ from typing import IO, Any, Iterator, List, Optional
 import numpy as np
 import torch
 
-from DiffIR.utils.errors import DiskFullError
+from DiffIR.utils.errors import DataError, DiskFullError
 
 
 def shown_path(path: str) -> str:
@@ -37,18 +37,18 @@ def path_encoding_problem(path: Any) -> Optional[str]:
 
 
 def decode_utf8(data: bytes, source: str, fix: str) -> str:
-    """``data`` decoded as UTF-8 (a leading byte-order mark is dropped); else a ValueError naming ``source``, the
+    """``data`` decoded as UTF-8 (a leading byte-order mark is dropped); else a DataError naming ``source``, the
     line, column and byte offset of the first byte that is not UTF-8, and ``fix``."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ValueError(f"{source} is UTF-16 text, not UTF-8. Fix: {fix}")
+        raise DataError(f"{source} is UTF-16 text, not UTF-8. Fix: {fix}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise ValueError(f"{source} is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column {column} (byte "
-                         f"offset {e.start}) is not valid UTF-8 (Latin-1 or Windows-1252 text looks like this). "
-                         f"Fix: {fix}") from None
+        raise DataError(f"{source} is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column {column} (byte "
+                        f"offset {e.start}) is not valid UTF-8 (Latin-1 or Windows-1252 text looks like this). "
+                        f"Fix: {fix}") from None
 
 
 def set_random_seed(seed: int) -> None:
