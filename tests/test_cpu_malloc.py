@@ -39,6 +39,7 @@ def _run(mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_freed_activation_sized_tensors_stay_resident_for_reuse():
     if not keep_freed_memory():
         pytest.skip("glibc malloc is not the allocator here")

@@ -114,6 +114,7 @@ def test_synthetic_regeneration_replaces_only_its_own_files(tmp_path):
 
 
 # ------------------------------------------------------------------ 2. truncated LMDB: a message, not SIGBUS
+@pytest.mark.slow
 def test_truncated_lmdb_is_refused_with_a_message_not_a_crash(tmp_path):
     root = _make(tmp_path / "d")
     out = tmp_path / "lmdb"

@@ -437,6 +437,7 @@ def _yml(tmp_path, root, name):
     return write_yaml(tmp_path / f"{name}.yml", opt)
 
 
+@pytest.mark.slow
 def test_scripts_check_build_and_train_refuses_a_bad_set(tmp_path, capsys):
     check_dataset, create_lmdb_hdr = import_scripts()
     root = make_hdr_folder(tmp_path / "d")

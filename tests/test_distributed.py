@@ -48,6 +48,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_batch1_equal_one_process_batch2(tmp_path):
     torch.manual_seed(0)
     single = build_model(_opt(tmp_path / "single", False))
@@ -75,6 +76,7 @@ def test_two_processes_batch1_equal_one_process_batch2(tmp_path):
     assert state["world_size"] == 2 and len(state["rng"]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["torch.distributed.run", "torch.distributed.launch"])
 def test_training_summary_in_log_file_and_rank0_console_under_launchers(tmp_path, launcher):
     """torchrun (= torch.distributed.run) and the older torch.distributed.launch (passes --local-rank): the whole

@@ -205,6 +205,7 @@ def test_result_files_are_replaced_atomically(tmp_path):
     assert path.read_bytes() == b"good\n" and [p.name for p in path.parent.iterdir()] == ["metrics.csv"]
 
 
+@pytest.mark.slow
 def test_test_pipeline_errors_before_any_work(tmp_path):
     weights = _weights(tmp_path)
     yml = _test_yml(tmp_path, weights, name="nogt")

@@ -51,6 +51,7 @@ def _args(root: Path, out: Path, *extra: str, input_dir: Path = None) -> List[st
             str(root / "net_g_5.pth"), "--opt", str(root / "net.yml"), "--output", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_second_inference_into_the_same_output_is_refused(s2_files: Path, tmp_path: Path) -> None:
     """Two runs into one --output (with --overwrite) would silently replace each other's files: the folder's lock is
     held here, as a running inference holds it, and the run started meanwhile refuses before writing anything."""
@@ -313,6 +314,7 @@ def _train_yml(tmp_path: Path, **path_opt) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_entry_scripts_exit_2_without_traceback_on_bad_checkpoints(s2_files: Path, tmp_path: Path, capsys) -> None:
     files = _bad_checkpoints(tmp_path / "ck")
     # train_hdr.py: pretrain_network_g not a checkpoint, of another architecture, a pickle payload; resume_state

@@ -212,6 +212,7 @@ def test_implausible_dgain_and_gamma_are_reported_not_refused(tmp_path):
 
 
 # ------------------------------------------------------------------ nothing archived by a bad value
+@pytest.mark.slow
 def test_bad_value_in_a_cli_run_exits_2_and_archives_nothing(tmp_path):
     yml = train_options(tmp_path, name="keep")
     exp = tmp_path / "experiments" / "keep"

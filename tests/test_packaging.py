@@ -130,6 +130,7 @@ PYTHONPATH='{tmp_path / "fake"}' exec '{sys.executable}' "$@"
     return proc, (log.read_text() if log.exists() else "")
 
 
+@pytest.mark.slow
 def test_make_keeps_a_newer_torch(tmp_path) -> None:
     proc, log = _fake_make_install(tmp_path, "__version__ = '2.14.0+cu130'\n"
                                              "from types import SimpleNamespace\n"
@@ -139,6 +140,7 @@ def test_make_keeps_a_newer_torch(tmp_path) -> None:
     assert (tmp_path / "stamp").exists()
 
 
+@pytest.mark.slow
 def test_make_refuses_a_torch_older_than_2_6(tmp_path) -> None:
     proc, log = _fake_make_install(tmp_path, "__version__ = '2.5.1'\nfrom types import SimpleNamespace\n"
                                              "compiler = SimpleNamespace()\n")
@@ -147,6 +149,7 @@ def test_make_refuses_a_torch_older_than_2_6(tmp_path) -> None:
     assert log == "" and not (tmp_path / "stamp").exists()
 
 
+@pytest.mark.slow
 def test_make_installs_the_cpu_torch_when_there_is_none(tmp_path) -> None:
     proc, log = _fake_make_install(tmp_path, "raise ImportError('no torch here')\n")
     assert log.splitlines()[0] == "pip: -m pip install torch==2.13.0"  # the CPU wheel, never an open range
@@ -154,6 +157,7 @@ def test_make_installs_the_cpu_torch_when_there_is_none(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------ the sdist
+@pytest.mark.slow
 def test_sdist_contains_the_package_and_installs(tmp_path) -> None:
     src = tmp_path / "src"
     src.mkdir()

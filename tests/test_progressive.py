@@ -431,6 +431,7 @@ def test_auto_resume_continues_inside_the_right_stage_and_matches_an_uninterrupt
             assert torch.equal(a[key][k], b[key][k]), (key, k)
 
 
+@pytest.mark.slow
 def test_cli_reports_a_bad_progressive_option_in_one_line(tmp_path):
     yml = _run_options(tmp_path, "cli", gt_sizes=[8, 32])
     proc = run_entry(tmp_path, "train.py", "-opt", str(yml))

@@ -1,9 +1,9 @@
-"""Crash safety: SIGTERM saves, kill -9 at random moments always resumes, divergence guard, pruning."""
+"""Crash safety: SIGTERM saves, kill -9 mid-save or mid-run always resumes, divergence guard, pruning."""
 import glob
-import random
 import re
 import signal
-import time
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,10 +14,11 @@ from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import list_training_states, load_file
 from DiffIR.utils.errors import OptionError, TrainingStopped
 
-from helpers import (cli_run_options, log_text, model_options, start_entry, the_one_saved_iteration, train_options,
-                     wait_for_first_iteration)
+from helpers import (cli_run_options, entry_env, log_text, model_options, start_entry, the_one_saved_iteration,
+                     train_options, wait_for_first_iteration)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_state_and_exits_143(tmp_path):
     yml, exp = cli_run_options(tmp_path, "term", 10000, save_checkpoint_freq=10000, print_freq=1)
     proc = start_entry(tmp_path, "train_hdr.py", "-opt", str(yml))
@@ -28,25 +29,63 @@ def test_sigterm_saves_state_and_exits_143(tmp_path):
     the_one_saved_iteration(exp)
 
 
-def test_kill9_at_random_moments_always_resumes(tmp_path):
+# A run that kills itself (SIGKILL: what `kill -9` or the kernel's OOM killer does) at one point given by name:
+# "net_g_4.pth" / "8.state" once that file's bytes are written but before it is renamed into place (a kill mid-save),
+# "step:11" right after the step of iteration 11 (between two checkpoints). A point, not a moment: no sleep decides
+# where the kill lands.
+_KILL_AT = """if True:
+    import contextlib, os, signal, sys
+    import DiffIR.utils.checkpoint as checkpoint
+    from DiffIR.cli_entry import train_hdr
+    from DiffIR.models.diffir_s1_model import DiffIRS1Model
+
+    AT = sys.argv[1]
+    atomic_open, optimize = checkpoint.atomic_open, DiffIRS1Model.optimize_parameters
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    @contextlib.contextmanager
+    def open_then_die(path, *args, **kw):
+        with atomic_open(path, *args, **kw) as f:
+            yield f
+            if os.path.basename(path) == AT:
+                f.flush()
+                die()
+
+    def step(self, current_iter):
+        optimize(self, current_iter)
+        if AT == f"step:{current_iter}":
+            die()
+
+    checkpoint.atomic_open, DiffIRS1Model.optimize_parameters = open_then_die, step
+    sys.exit(train_hdr(sys.argv[2:], os.getcwd()))
+"""
+
+
+@pytest.mark.slow
+def test_kill9_at_save_and_step_points_always_resumes(tmp_path):
     yml, exp = cli_run_options(tmp_path, "kill", 40, save_checkpoint_freq=2, print_freq=1, keep_last_n=3)
-    rng = random.Random(0)
-    for attempt in range(3):
-        proc = start_entry(tmp_path, "train_hdr.py", "-opt", str(yml), "--auto_resume")
-        time.sleep(3.5 + rng.random() * 3.0)
-        proc.kill()
-        proc.communicate()
+    resumed_from = None
+    # (kill point, the training states left): a state is saved every 2 iterations, the newest 3 are kept
+    for at, states_left in (("net_g_4.pth", [2]), ("8.state", [6, 4, 2]), ("step:11", [10, 8, 6])):
+        proc = subprocess.run([sys.executable, "-c", _KILL_AT, at, "-opt", str(yml), "--auto_resume"],
+                              capture_output=True, text=True, cwd=tmp_path, env=entry_env(), timeout=300)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        if resumed_from is not None:  # from the newest complete checkpoint, the unfinished write removed
+            log = proc.stdout + proc.stderr
+            assert f"恢复: 第 {resumed_from} 次迭代" in log, log
+            assert re.search(r"Removed \S+/\.tmp_\S+: the unfinished write", log), log
         states = list_training_states(str(exp / "training_states"))
-        for _, path in states:  # whatever moment the kill hit, every kept state (and its network) is readable
+        assert [it for it, _ in states] == states_left
+        for _, path in states:  # whatever the kill interrupted, every kept state (and its network) is readable
             state = load_file(path)
             load_file(str(exp / "models" / f"net_g_{state['iter']}.pth"))
-        assert len(states) <= 4
-    # what a kill during a save leaves behind (the random kills above hit one only sometimes)
-    (exp / "training_states" / ".tmp_x1y2z3_12.state").write_bytes(b"half a state")
+        resumed_from = states_left[0]
     proc = start_entry(tmp_path, "train_hdr.py", "-opt", str(yml), "--auto_resume")
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0, err
-    assert ".tmp_x1y2z3_12.state: the unfinished write" in out + err
+    assert f"恢复: 第 {resumed_from} 次迭代" in err
     assert load_file(str(exp / "training_states" / "40.state"))["iter"] == 40
     assert (exp / "models" / "net_g_latest.pth").is_file()
     assert len(list_training_states(str(exp / "training_states"))) == 3  # keep_last_n

@@ -68,6 +68,7 @@ def test_second_run_with_the_same_name_refuses_before_archiving(tmp_path, capsys
     assert not (tmp_path / "experiments" / "busy.lock").exists()
 
 
+@pytest.mark.slow
 def test_stale_lock_of_a_dead_process_is_taken_over_and_released_on_error(tmp_path):
     lock = tmp_path / "experiments" / "stale.lock"
     lock.parent.mkdir(parents=True)
@@ -84,6 +85,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_and_released_on_error(tmp_pa
     assert not lock.exists()
 
 
+@pytest.mark.slow
 def test_lock_holder_killed_by_the_kernel_frees_the_lock(tmp_path):
     """flock dies with its process (kill -9 included); the next run takes the left file over."""
     folder = tmp_path / "experiments" / "k9"
@@ -106,16 +108,13 @@ def test_lock_holder_killed_by_the_kernel_frees_the_lock(tmp_path):
 # ------------------------------------------------------------------------------------------- Ctrl-C
 def test_preemption_flag_first_ctrl_c_sets_the_flag_second_aborts():
     with PreemptionFlag("notice") as flag:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
+        signal.raise_signal(signal.SIGINT)  # the handler has run when raise_signal returns: nothing to wait for
         assert flag.is_set() and flag.exit_code == 130
         with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
+            signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     with PreemptionFlag() as flag:
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)
+        signal.raise_signal(signal.SIGTERM)
         assert flag.is_set() and flag.exit_code == 143
 
 
@@ -193,6 +192,7 @@ _SIGNAL_OWN_GROUP = """if True:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, mode, code", [(signal.SIGTERM, "fetch", 143), (signal.SIGHUP, "step", 129)])
 def test_signal_to_the_process_group_with_workers_saves_the_last_iteration(tmp_path, sig, mode, code):
     # 4 images, batch 2: iteration 3 starts an epoch (a new worker); SIGHUP: the workers ignore it (as Ctrl-C)
@@ -242,6 +242,7 @@ def test_worker_killed_while_a_stop_is_pending_ends_the_run_as_the_signal(tmp_pa
         assert not isinstance(info.value, Preempted)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_state_exits_130_and_resumes(tmp_path):
     # one worker: Ctrl-C reaches the workers too (the whole process group)
     yml = _yml(tmp_path, "ctrlc", 10000, workers=1, save_checkpoint_freq=10000, print_freq=1)
@@ -378,6 +379,7 @@ def test_quota_exceeded_names_the_quota_and_keeps_the_previous_file(tmp_path, mo
     assert torch.equal(load_file(str(path))["w"], torch.ones(3))
 
 
+@pytest.mark.slow
 def test_real_file_size_limit_names_the_limit_and_keeps_the_previous_file(tmp_path):
     """RLIMIT_FSIZE (ulimit -f) with SIGXFSZ ignored: the kernel's write fails with EFBIG past 100000 bytes."""
     path = tmp_path / "ckpt.pth"

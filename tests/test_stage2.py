@@ -356,6 +356,7 @@ def _ddp_worker(rank: int, world: int, port: int, s1: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_phase_training_under_ddp_keeps_ranks_in_sync(s1_checkpoint: Path, tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -451,6 +452,7 @@ def test_inference_writes_readable_hdr_files(ldr_folder: Path, tmp_path: Path) -
     assert np.isfinite(tiled).all() and not np.array_equal(tiled, whole)
 
 
+@pytest.mark.slow
 def test_inference_errors_name_the_problem(ldr_folder: Path, tmp_path: Path, s1_checkpoint: Path) -> None:
     ckpt = _tiny_s2_files(tmp_path)
     base = ["--input", str(ldr_folder / "jpg"), "--dgain", str(ldr_folder / "dgain"), "--output", str(tmp_path / "o")]

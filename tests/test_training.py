@@ -82,6 +82,7 @@ def test_bad_config_fails_before_training(tmp_path):
     assert not glob.glob(str(tmp_path / "experiments" / "bad" / "models" / "*.pth"))
 
 
+@pytest.mark.slow
 def test_cli_reports_config_error_in_one_line(tmp_path):
     yml = train_options(tmp_path, name="cli")
     proc = run_entry(tmp_path, "train_hdr.py", "-opt", str(yml), "--force_yml", "train:optim_g:type=Adamm")
