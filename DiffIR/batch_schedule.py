@@ -178,7 +178,7 @@ class ProgressiveBatchSchedule:
                                         end=end, patch=patch, batch=mini_batch))
         lq = batch["lq"]
         n, (h, w) = lq.shape[0], lq.shape[-2:]
-        keep = mini_batch * max(1, n // self.batch_size)  # train.accum_iter joins N loader batches: N mini-batches
+        keep = mini_batch * max(1, n // self.batch_size)  # a loader batch of N x batch_size: N mini-batches
         out = dict(batch)
         if keep < n:
             indices = random.sample(range(n), k=keep)

@@ -13,7 +13,7 @@ from DiffIR.data import build_dataset
 from DiffIR.data.checks import CheckSettings, exception_text
 from DiffIR.data.pairing import collect_pairing_problems
 from DiffIR.utils.errors import OptionError
-from DiffIR.utils.options import finalize_options, load_yaml
+from DiffIR.config.loading import finalize_options, load_yaml
 
 __all__ = ["check_options_file"]
 

@@ -50,8 +50,9 @@ from DiffIR.utils.checkpoint import (SAFETENSORS_EXT, check_network_record, extr
                                      load_file, read_safetensors_metadata, recorded_gate, save_safetensors)
 from DiffIR.utils.hdr_io import read_ldr, write_hdr
 from DiffIR.utils.misc import path_encoding_problem
-from DiffIR.utils.options import load_yaml
-from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES, tile_size_error, tone_domain
+from DiffIR.config.loading import load_yaml
+from DiffIR.config.sections import SELF_ENSEMBLE_SIZES, tile_size_error
+from DiffIR.config.schema import tone_domain
 from DiffIR.utils.errors import DataError, DiffIRError, OptionError
 from DiffIR.utils.runlock import hold_run_lock, holds_run_locks
 from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input

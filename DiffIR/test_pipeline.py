@@ -21,11 +21,12 @@ from DiffIR.data import build_dataloader, build_dataset
 from DiffIR.metrics import check_metric_options
 from DiffIR.models import MODEL_REGISTRY, build_model
 from DiffIR.utils.cpu_malloc import keep_freed_memory
-from DiffIR.models.evaluation import (EvalResult, check_crop_borders, check_val_options, evaluate_dataset,
+from DiffIR.config.sections import RunOptions
+from DiffIR.models.evaluation import (EvalResult, check_crop_borders, evaluate_dataset,
                                       output_suffix, publish_previews)
 from DiffIR.utils.logger import Messages, begin_run_log, dict2str, get_env_info, get_root_logger
 from DiffIR.utils.misc import atomic_write_bytes, mkdir_and_rename, set_random_seed
-from DiffIR.utils.options import parse_options
+from DiffIR.config.loading import parse_options
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.runlock import hold_run_lock, holds_run_locks
 
@@ -37,11 +38,12 @@ def _eval_phases(opt: Dict[str, Any]) -> List[str]:
     return [p for p in sorted(opt.get("datasets") or {}) if p.startswith(("val", "test"))]
 
 
-def check_test_options(opt: Dict[str, Any], file: str = "<options>") -> None:
+def check_test_options(opt: Dict[str, Any], file: str = "<options>") -> RunOptions:
     """Everything a test run needs, checked before any data is read or generated.
 
     A ``val*``/``test*`` dataset, trained weights (``path.pretrain_network_g``), valid ``val`` values and metric
     options, and, for a model whose prior needs the ground truth (DiffIR stage 1), a GT folder in every set.
+    Returns the run's sections.
     """
     phases = _eval_phases(opt)
     if not phases:
@@ -63,8 +65,9 @@ def check_test_options(opt: Dict[str, Any], file: str = "<options>") -> None:
     if not osp.isfile(weights):
         raise OptionError(f"'path:pretrain_network_g' = '{weights}' does not exist. Train first (python train_hdr.py "
                           "-opt ...) or point it at a checkpoint file.")
-    check_val_options(opt.get("val"))
-    check_metric_options((opt.get("val") or {}).get("metrics") or {})
+    options = RunOptions.build(opt)
+    check_metric_options(options.val.metrics)
+    return options
 
 
 def _plain_name(name: str) -> bool:
@@ -163,9 +166,9 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
     if opt.get("launcher", "none") != "none":
         raise OptionError("test.py runs in one process; drop --launcher (one GPU or the CPU is used)")
     opt["dist"], opt["rank"], opt["world_size"] = False, 0, 1
-    check_test_options(opt, args.opt)
-    set_random_seed(int(opt.get("manual_seed") or 0))
-    msg = Messages((opt.get("logger") or {}).get("language", "zh"))
+    options = check_test_options(opt, args.opt)
+    set_random_seed(options.top.manual_seed or 0)
+    msg = Messages(options.logger.language or "zh")
 
     path = opt["path"]
     check_test_outputs(opt)
@@ -176,10 +179,10 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
     for phase in _eval_phases(opt):
         dataset_opt = opt["datasets"][phase]
         dataset = build_dataset(dataset_opt)
-        check_crop_borders(opt.get("val"), dataset)
+        check_crop_borders(options.val.metrics, dataset)
         loaders.append(build_dataloader(dataset, dataset_opt, opt["num_gpu"], False, None, opt.get("manual_seed")))
         logger.info(msg("test_set", name=dataset_opt.get("name", phase), n=len(dataset)))
-    model = build_model(opt)
+    model = build_model(opt, options)
     logger.info(msg("test_device", device=model.device))
     if model.device.type == "cpu":
         keep_freed_memory()
@@ -194,16 +197,16 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
     logger = get_root_logger(log_file=log_file)
     logger.info(get_env_info())
     logger.info("\n" + dict2str(opt))
-    val_opt = opt.get("val") or {}
-    if not val_opt.get("metrics") and not val_opt.get("save_img") and not val_opt.get("num_preview_images", 4):
+    val = options.val
+    if not val.metrics and not val.save_img and not val.num_preview_images:
         logger.warning("val has no metrics and save_img is off: the run will neither score nor save anything")
 
     results: Dict[str, EvalResult] = {}
-    suffix = output_suffix(val_opt, opt["name"])
+    suffix = output_suffix(val.suffix, opt["name"])
     for loader in loaders:
         name = loader.dataset.opt.get("name", "test")
-        save_dir = osp.join(path["visualization"], name) if val_opt.get("save_img") else None
-        res = evaluate_dataset(model, loader, val_opt, baseline=val_opt.get("baseline", True), save_dir=save_dir,
+        save_dir = osp.join(path["visualization"], name) if val.save_img else None
+        res = evaluate_dataset(model, loader, val, baseline=val.baseline, save_dir=save_dir,
                                suffix=suffix, desc=f"Test {name}", overwrite=False)
         if not res.has_gt:
             logger.warning(msg("test_no_gt", name=name))
@@ -214,7 +217,7 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
             logger.info(msg("test_preview", name=name, n=len(res.previews), path=preview.path))
         results[name] = res
 
-    metric_names = list((val_opt.get("metrics") or {}).keys())
+    metric_names = list(val.metrics)
     rows = results_table(results, metric_names)
     logger.info(msg("test_results") + "\n" + format_table(rows))
     files = _write_results(opt, results, rows)

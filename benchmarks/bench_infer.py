@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from DiffIR.models import build_model  # noqa: E402
 from DiffIR.models.tiling import tile_starts  # noqa: E402
-from DiffIR.utils.options import load_yaml  # noqa: E402
+from DiffIR.config.loading import load_yaml  # noqa: E402
 
 
 def peak_rss_gb() -> float:

@@ -11,6 +11,7 @@ import yaml
 
 import DiffIR.models.base_model as base_model
 from DiffIR import test_pipeline as tp
+from DiffIR.config.sections import check_val_options
 from DiffIR.data import build_dataloader, build_dataset
 from DiffIR.models import build_model
 from DiffIR.models.evaluation import ToneDomain, evaluate_dataset
@@ -34,11 +35,12 @@ ALL_METRICS = {
 }
 
 
-def _model(val=None, weights=None):
+def _model(val=None, weights=None, visualization=None):
     torch.manual_seed(0)
     opt = {"name": "t", "model_type": "DiffIRS1Model", "num_gpu": 0, "is_train": False, "dist": False,
            "network_g": dict(TINY_NET, identity_init=False), "val": dict(val or {}),
-           "path": {"pretrain_network_g": weights, "param_key_g": "params_ema", "strict_load_g": True}}
+           "path": {"pretrain_network_g": weights, "param_key_g": "params_ema", "strict_load_g": True,
+                    "visualization": visualization}}
     return build_model(opt)
 
 
@@ -134,7 +136,7 @@ def test_evaluate_writes_linear_hdr_that_standard_tools_read(tmp_path):
     loader = _loader(tmp_path)
     files = {}
     for fmt in ("npy", "exr", "hdr"):
-        res = evaluate_dataset(model, loader, {"metrics": ALL_METRICS, "save_format": fmt, "pbar": False},
+        res = evaluate_dataset(model, loader, check_val_options({"metrics": ALL_METRICS, "save_format": fmt, "pbar": False}),
                                save_dir=str(tmp_path / fmt), suffix="s")
         files[fmt] = sorted(p for p in res.saved if not p.endswith(".png"))
         assert len(files[fmt]) == 2 and all(p.endswith(f"_s.{fmt}") for p in files[fmt])
@@ -232,8 +234,8 @@ def test_test_pipeline_errors_before_any_work(tmp_path):
 def test_test_option_files_are_accepted(name, tmp_path):
     from conftest import REFERENCE
     from DiffIR.metrics import check_metric_options
-    from DiffIR.models.evaluation import check_val_options
-    from DiffIR.utils.options import finalize_options, load_yaml
+
+    from DiffIR.config.loading import finalize_options, load_yaml
 
     path = REFERENCE / "origin_options" / "test_DiffIRs1_hdr.yml" if name == "origin" else ROOT / "options" / name
     if not path.is_file():

@@ -12,7 +12,7 @@ from DiffIR.models.diffir_s2_model import restore_ldr_only
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import CheckpointMismatch, check_network_record, load_file
 from DiffIR.utils.errors import OptionError
-from DiffIR.utils.option_schema import value_errors
+from DiffIR.config.schema import value_errors
 from DiffIR.utils.tone_mapping import ldr_to_network_input
 
 from helpers import TINY_NET, TINY_S2, train_options

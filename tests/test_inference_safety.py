@@ -21,7 +21,7 @@ import DiffIR.inference_pipeline as ip
 from DiffIR import test_pipeline as tp
 from DiffIR.archs import build_network
 from DiffIR.data.synthetic_hdr import generate_dataset
-from DiffIR.models.evaluation import check_val_options
+from DiffIR.config.sections import check_val_options
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import CheckpointError, atomic_save, load_file
 from DiffIR.utils.cli import run_cli
@@ -153,12 +153,12 @@ def test_evaluation_refuses_to_replace_an_output_when_asked(tmp_path: Path) -> N
 
     loader = Loader([{"lq": torch.full((1, 3, 8, 8), 0.5), "lq_path": ["x/a.jpg"]}])
     save = tmp_path / "vis"
-    evaluate_dataset(Model(), loader, {"pbar": False}, save_dir=str(save), overwrite=False)
+    evaluate_dataset(Model(), loader, check_val_options({"pbar": False}), save_dir=str(save), overwrite=False)
     first = (save / "a.hdr").read_bytes()
     with pytest.raises(FileExistsError, match="a.hdr' already exists"):
-        evaluate_dataset(Model(), loader, {"pbar": False}, save_dir=str(save), overwrite=False)
+        evaluate_dataset(Model(), loader, check_val_options({"pbar": False}), save_dir=str(save), overwrite=False)
     assert (save / "a.hdr").read_bytes() == first
-    evaluate_dataset(Model(), loader, {"pbar": False}, save_dir=str(save))  # validation may rewrite its own
+    evaluate_dataset(Model(), loader, check_val_options({"pbar": False}), save_dir=str(save))  # validation may rewrite its own
 
 
 # ---------------------------------------------------------------------------------------------- 2. bad inputs

@@ -11,10 +11,10 @@ import yaml
 from DiffIR.data import build_dataset
 from DiffIR.data.dgain import format_dgain_text, implausible_exposure
 from DiffIR.models.lr_scheduler import get_scheduler
-from DiffIR.train_loop import warn_archived_states
+from DiffIR.run_setup import warn_archived_states
 from DiffIR.train_pipeline_hdr import train_pipeline
-from DiffIR.utils.option_schema import coerce_numbers
-from DiffIR.utils.options import apply_overrides, finalize_options, load_yaml, parse_options
+from DiffIR.config.schema import coerce_numbers
+from DiffIR.config.loading import apply_overrides, finalize_options, load_yaml, parse_options
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.registry import check_kwargs
 
@@ -284,7 +284,7 @@ def test_val_and_dataset_values_are_checked_once_in_the_schema(tmp_path):
     """The ``val`` tiling/format checks run with the option file's other checks (all listed at once); a dataset or
     model built without the option parser runs the same schema check."""
     from DiffIR.data import build_dataset
-    from DiffIR.utils.option_schema import check_val_options
+    from DiffIR.config.sections import check_val_options
 
     text = _errors(dict(BASE, val={"tile_size": 100, "save_format": "png", "num_preview_images": None}), tmp_path)
     for words in ("'val:tile_size' must be a positive multiple of 8", "'val:save_format' is 'png'",

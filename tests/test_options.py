@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from DiffIR.utils.options import apply_overrides, finalize_options, load_yaml, parse_options, validate_options
+from DiffIR.config.loading import apply_overrides, finalize_options, load_yaml, parse_options, validate_options
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.registry import ARCH_REGISTRY, Registry, build_from_registry, lookup
 

@@ -192,7 +192,7 @@ def test_sdist_contains_the_package_and_installs(tmp_path) -> None:
 # ------------------------------------------------------------------ inference defaults outside the repository
 def test_builtin_inference_defaults_match_the_official_options_file() -> None:
     from DiffIR.inference_pipeline import OFFICIAL_S2_NETWORK, tone_settings
-    from DiffIR.utils.options import load_yaml
+    from DiffIR.config.loading import load_yaml
 
     official = load_yaml(str(ROOT / "options" / "test_DiffIRs2_hdr.yml"))
     assert official["network_g"].pop("highlight_gate") == {"threshold": 0.7}  # the shipped recipe's

@@ -8,6 +8,7 @@ import torch
 import yaml
 
 import DiffIR.models.base_model as base_model
+from DiffIR.config.sections import check_val_options
 from DiffIR import test_pipeline as tp
 from DiffIR.models.evaluation import (PREVIEW_ERROR_SCALE, ToneDomain, error_map, evaluate_dataset, preview_domains,
                                       preview_row, publish_previews)
@@ -98,12 +99,12 @@ def test_grid_pads_rows_of_different_widths():
 # ------------------------------------------------------------------------------------------- evaluation / test.py
 def test_fixed_first_images_and_the_option(tmp_path):
     model, loader = _model(), _loader(tmp_path)
-    res = evaluate_dataset(model, loader, {"pbar": False, "num_preview_images": 1})
+    res = evaluate_dataset(model, loader, check_val_options({"pbar": False, "num_preview_images": 1}))
     assert len(res.previews) == 1 and len(res.previews[0]) == 4  # the first image only, with its error map
     path = publish_previews(res, str(tmp_path / "vis"), "7").path
     assert path.endswith("vis/preview_7.png") and _png(path).shape == (40, 4 * 44, 3)
-    assert evaluate_dataset(model, loader, {"pbar": False}).previews.__len__() == 2  # default 4, the set has 2
-    res = evaluate_dataset(model, loader, {"pbar": False, "num_preview_images": 0})
+    assert evaluate_dataset(model, loader, check_val_options({"pbar": False})).previews.__len__() == 2  # default 4, the set has 2
+    res = evaluate_dataset(model, loader, check_val_options({"pbar": False, "num_preview_images": 0}))
     assert res.previews == [] and publish_previews(res, str(tmp_path / "none")) is None
     assert not (tmp_path / "none").exists()
     weights = _weights(tmp_path)
@@ -126,7 +127,7 @@ def test_sets_without_ground_truth_get_input_and_output_panels(tmp_path):
         def get_current_visuals(self):
             return {"lq": self.lq, "result": self.lq * 0.9}
 
-    res = evaluate_dataset(LdrOnly(), loader, {"pbar": False})
+    res = evaluate_dataset(LdrOnly(), loader, check_val_options({"pbar": False}))
     assert not res.has_gt and [len(r) for r in res.previews] == [2, 2]
     assert _png(publish_previews(res, str(tmp_path / "vis")).path).shape == (2 * 40, 2 * 44, 3)
 
@@ -145,8 +146,7 @@ def test_test_pipeline_writes_the_grid_beside_the_outputs(tmp_path):
 def test_only_rank_0_draws(tmp_path, monkeypatch):
     """Validation runs whole on rank 0 (other ranks return at once), so the fixed images are all there; the model
     returns the grid it wrote (for the loop's sinks) instead of writing to TensorBoard itself."""
-    model, loader = _model(), _loader(tmp_path)
-    model.opt["path"]["visualization"] = str(tmp_path / "vis")
+    model, loader = _model(visualization=str(tmp_path / "vis")), _loader(tmp_path)
     monkeypatch.setattr(base_model, "get_dist_info", lambda: (1, 2))
     other = model.validation(loader, 5)
     assert other.metrics == {} and other.preview is None and not (tmp_path / "vis").exists()

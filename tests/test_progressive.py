@@ -82,7 +82,7 @@ def test_call_subsets_and_crops_consistently_like_the_official_loop():
     # stage 1: full batch, only cropped (all 8 samples in order)
     out1 = s(b, 1)
     assert out1["lq"].shape == (8, 3, 16, 16) and out1["lq_path"] == b["lq_path"]
-    # a loader batch of k x batch_size (accumulation / non-distributed multi-GPU) keeps k x mini_batch_size
+    # a loader batch of k x batch_size (non-distributed multi-GPU) keeps k x mini_batch_size
     assert s(_batch(n=16), 3)["lq"].shape[0] == 6
 
 
@@ -309,7 +309,7 @@ def _check_dataset_and_schedule(opt):
 @pytest.mark.parametrize("name", ["train_DiffIRS1.yml", "demo_deblur_DiffIRS1.yml", "train_DiffIRS2.yml"])
 def test_option_files_validate(name, tmp_path):
     import DiffIR.models  # noqa: F401  (registers the model classes)
-    from DiffIR.utils.options import finalize_options, load_yaml
+    from DiffIR.config.loading import finalize_options, load_yaml
     from DiffIR.utils.registry import MODEL_REGISTRY
 
     opt = load_yaml(str(ROOT / "options" / name))

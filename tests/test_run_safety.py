@@ -218,6 +218,7 @@ def test_worker_killed_while_a_stop_is_pending_ends_the_run_as_the_signal(tmp_pa
     transfer of a batch from it fails."""
     from types import SimpleNamespace
 
+    from DiffIR.config.context import RunPaths
     from DiffIR.train_loop import _batches_or_stop
     from DiffIR.utils.errors import Preempted
     from DiffIR.utils.logger import Messages, get_root_logger
@@ -226,7 +227,7 @@ def test_worker_killed_while_a_stop_is_pending_ends_the_run_as_the_signal(tmp_pa
         yield {"lq": 1}
         raise error
 
-    run = SimpleNamespace(current_iter=0, path={"training_states": str(tmp_path)}, msg=Messages("en"),
+    run = SimpleNamespace(current_iter=0, path=RunPaths(training_states=str(tmp_path)), msg=Messages("en"),
                           logger=get_root_logger(), train_loader=SimpleNamespace(num_workers=1))
     with PreemptionFlag() as flag:
         stream = _batches_or_stop(run, batches(), flag)

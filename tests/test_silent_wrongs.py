@@ -24,7 +24,7 @@ from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import decode_hdr_bytes, read_hdr, read_image_info, read_image_size, write_ldr
 from DiffIR.utils.image_common import ImageIOError
-from DiffIR.utils.options import finalize_options, parse_options, validate_options
+from DiffIR.config.loading import finalize_options, parse_options, validate_options
 
 from conftest import ROOT
 from helpers import (PSNR, build_lmdb, folder_set_options, hdr_datasets, make_hdr_folder, short_run_options,
@@ -129,9 +129,9 @@ def test_a_crop_border_leaving_nothing_of_a_validation_image_is_refused_before_t
     assert not (tmp_path / "experiments" / "crop").exists()
     # 17 leaves 2 x 2 pixels; with check: off the sizes come from a header-only check
     val = build_dataset(dict(opt["datasets"]["val"], phase="val", check="off"))
-    check_crop_borders({"metrics": {"psnr": {"crop_border": 17}}}, val)
+    check_crop_borders({"psnr": {"crop_border": 17}}, val)
     with pytest.raises(OptionError, match="crop_border' is 18"):
-        check_crop_borders({"metrics": {"psnr": {"crop_border": 18}}}, val)
+        check_crop_borders({"psnr": {"crop_border": 18}}, val)
 
 
 # ------------------------------------------------------------------ 3. options that do nothing

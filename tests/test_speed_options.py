@@ -34,10 +34,13 @@ def _data(n=2, seed=3):
             "dgain": torch.full((n,), 2.0), "gamma": torch.full((n,), 2.2)}
 
 
-def _train(model, steps=4):
+def _train(model, steps=4, micro=1):
+    """``steps`` optimizer steps on batches of 2; ``micro``: fed as that many micro-batches (as the loop hands
+    ``train.accum_iter`` loader batches to the model)."""
     losses = []
     for i in range(steps):
-        model.feed_data(_data(seed=i))
+        data = _data(seed=i)
+        model.feed_data(data if micro == 1 else [{k: v[j::micro] for k, v in data.items()} for j in range(micro)])
         model.optimize_parameters(i + 1)
         losses.append(model.log_dict["l_pix"])
     return losses
@@ -45,7 +48,7 @@ def _train(model, steps=4):
 
 def test_accumulation_equals_the_full_batch(tmp_path):
     full, accum = _model(tmp_path), _model(tmp_path, accum_iter=2)
-    lf, la = _train(full, 2), _train(accum, 2)
+    lf, la = _train(full, 2), _train(accum, 2, micro=2)
     assert la == pytest.approx(lf, rel=1e-5)
     for (k, a), b in zip(full.net_g.state_dict().items(), accum.net_g.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=k)
@@ -293,23 +296,27 @@ def test_cpu_backward_layout_setting_respects_the_environment(monkeypatch, induc
 
 
 def test_cudnn_benchmark_option_is_read_and_applied_on_cuda(tmp_path):
-    from DiffIR.models.speed import apply_cudnn_benchmark, cudnn_benchmark_option
+    from DiffIR.config.sections import RunOptions
+    from DiffIR.models.speed import apply_cudnn_benchmark
 
-    assert cudnn_benchmark_option({"train": {}}) is True  # BasicSR's default
-    assert cudnn_benchmark_option({"train": {"cudnn_benchmark": False}}) is False
-    assert cudnn_benchmark_option({"cudnn_benchmark": False, "train": {}}) is False  # top-level spelling
+    def value(opt):
+        return RunOptions.build(opt).cudnn_benchmark
+
+    assert value({"train": {}}) is True  # BasicSR's default
+    assert value({"train": {"cudnn_benchmark": False}}) is False
+    assert value({"cudnn_benchmark": False, "train": {}}) is False  # top-level spelling
     with pytest.raises(OptionError, match="disagree"):
-        cudnn_benchmark_option({"cudnn_benchmark": True, "train": {"cudnn_benchmark": False}})
+        value({"cudnn_benchmark": True, "train": {"cudnn_benchmark": False}})
     with pytest.raises(OptionError, match="'train:cudnn_benchmark' is 'yes'"):
-        cudnn_benchmark_option({"train": {"cudnn_benchmark": "yes"}})
+        value({"train": {"cudnn_benchmark": "yes"}})
     saved = torch.backends.cudnn.benchmark
     try:
         torch.backends.cudnn.benchmark = True
-        assert apply_cudnn_benchmark({"train": {"cudnn_benchmark": False}}, torch.device("cpu")) is None
+        assert apply_cudnn_benchmark(False, torch.device("cpu")) is None
         assert torch.backends.cudnn.benchmark is True  # off CUDA: untouched
-        assert apply_cudnn_benchmark({"train": {"cudnn_benchmark": False}}, torch.device("cuda", 0)) is False
+        assert apply_cudnn_benchmark(False, torch.device("cuda", 0)) is False
         assert torch.backends.cudnn.benchmark is False
-        assert apply_cudnn_benchmark({"train": {}}, torch.device("cuda", 0)) is True
+        assert apply_cudnn_benchmark(True, torch.device("cuda", 0)) is True
         assert torch.backends.cudnn.benchmark is True
     finally:
         torch.backends.cudnn.benchmark = saved
@@ -368,3 +375,28 @@ def test_gpu_check_arguments_and_tables(tmp_path, monkeypatch):
     assert parsed == {"step_s": 0.04, "data_s": 0.001, "last_iter": 1200, "psnr": 28.95, "psnr_input": 21.1}
     demo = "\n".join(gc.demo_table({"iters": 1200, "wall_s": 100.0, "status": "ok", **parsed}))
     assert "| 1200 | 100 | 12.00 | 0.040 | 0.001 | psnr 28.95 (input 21.10) | ok |" in demo
+
+
+def test_the_loop_hands_accum_iter_micro_batches_to_the_model(tmp_path, monkeypatch):
+    """train.accum_iter loader batches per step reach the model as a list, each whole (nothing joined and split)."""
+    import yaml
+
+    from DiffIR.models.diffir_s1_model import DiffIRS1Model
+    from DiffIR.train_pipeline_hdr import train_pipeline
+    from helpers import train_options
+
+    fed = []
+    real = DiffIRS1Model.feed_data
+
+    def record(self, data):
+        fed.append([b["lq"].shape[0] for b in data] if isinstance(data, list) else "one")
+        return real(self, data)
+
+    monkeypatch.setattr(DiffIRS1Model, "feed_data", record)
+    yml = train_options(tmp_path, name="acc", total_iter=2)
+    opt = yaml.safe_load(yml.read_text())
+    opt["train"]["accum_iter"] = 2
+    yml.write_text(yaml.safe_dump(opt))
+    train_pipeline(str(tmp_path), ["-opt", str(yml)])
+    batch = opt["datasets"]["train"]["batch_size_per_gpu"]
+    assert fed[:2] == [[batch, batch], [batch, batch]] and set(fed[2:]) == {"one"}  # then validation, per image

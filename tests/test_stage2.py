@@ -28,7 +28,7 @@ from DiffIR.models.diffir_s2_model import DiffIRS2Model, restore_ldr_only
 from DiffIR.train_pipeline_hdr import train_pipeline
 from DiffIR.utils.checkpoint import CheckpointError, load_file
 from DiffIR.utils.hdr_io import read_hdr, read_ldr
-from DiffIR.utils.options import finalize_options, load_yaml
+from DiffIR.config.loading import finalize_options, load_yaml
 from DiffIR.utils.errors import OptionError
 
 from conftest import REFERENCE, ROOT

@@ -18,7 +18,7 @@ from DiffIR.inference_pipeline import default_export_path
 from DiffIR.utils.checkpoint import CheckpointError, extract_state_dict
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import read_image_size, write_hdr
-from DiffIR.utils.options import StrictLoader, finalize_options, load_yaml, parse_options
+from DiffIR.config.loading import StrictLoader, finalize_options, load_yaml, parse_options
 
 from conftest import ROOT
 from helpers import TINY_NET, folder_set_options, make_hdr_folder, save_tiny_s2, write_yaml

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from DiffIR.utils.errors import MissingInputError, OptionError
-from DiffIR.utils.option_schema import TONE_DOMAIN_DEFAULTS
+from DiffIR.config.schema import TONE_DOMAIN_DEFAULTS
 from DiffIR.utils.tone_mapping import TONE_CURVES, network_input_to_ldr
 
 __all__ = ["HighlightGate", "build_highlight_gate", "GATE_DEFAULTS"]

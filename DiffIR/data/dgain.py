@@ -23,7 +23,7 @@ from typing import Dict, Mapping, Optional, Tuple, Union
 
 from DiffIR.utils.errors import DataError
 from DiffIR.utils.misc import decode_utf8
-from DiffIR.utils.option_schema import PLAIN_NUMBER_HINT, parse_plain_number
+from DiffIR.utils.numbers import PLAIN_NUMBER_HINT, parse_plain_number
 
 REQUIRED_KEYS = ("dgain", "gamma")
 

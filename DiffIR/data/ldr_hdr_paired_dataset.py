@@ -47,7 +47,7 @@ from DiffIR.data.pairing import (DGAIN_EXTENSIONS, GT_EXTENSIONS, LQ_EXTENSIONS,
                                  scan_paired_folders)
 from DiffIR.data.transforms import img2tensor
 from DiffIR.utils.errors import DataError
-from DiffIR.utils.option_schema import TONE_DOMAIN_DEFAULTS, tone_domain
+from DiffIR.config.schema import TONE_DOMAIN_DEFAULTS, tone_domain
 from DiffIR.utils.registry import DATASET_REGISTRY
 from DiffIR.utils.tone_mapping import TONE_CURVES as _CURVES
 from DiffIR.utils.tone_mapping import apply_tone_curve, ldr_to_network_input
@@ -86,7 +86,7 @@ class LDR_HDR_PairedDataset(PairedImageDataset):
     OPTION_KEYS = PairedImageDataset.OPTION_KEYS + ("dataroot_dgain", "hdr_max", "tone_curve", "lq_linearize")
 
     def _read_domain_options(self, opt: Mapping[str, Any], where: str) -> None:
-        domain = tone_domain(opt)  # the values were checked with the others (option_schema.DATASET)
+        domain = tone_domain(opt)  # the values were checked with the others (schema.DATASET)
         self.hdr_max = domain["hdr_max"]
         self.tone_curve = choice_option(opt, "tone_curve", TONE_CURVES, TONE_DOMAIN_DEFAULTS["tone_curve"], where)
         self.lq_linearize = domain["lq_linearize"]

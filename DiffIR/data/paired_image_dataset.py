@@ -39,7 +39,7 @@ from DiffIR.utils.dist import get_dist_info
 from DiffIR.utils.errors import DataError, OptionError
 from DiffIR.utils.hdr_io import read_hdr, read_ldr
 from DiffIR.utils.image_common import Window, WindowArg
-from DiffIR.utils.option_schema import check_dataset_values
+from DiffIR.config.schema import check_dataset_values
 from DiffIR.utils.registry import check_keys, lookup
 
 logger = logging.getLogger("DiffIR")

@@ -15,13 +15,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from DiffIR.metrics import check_metric_options, improves
 from DiffIR.models.checkpointing import CheckpointingMixin
-from DiffIR.models.evaluation import ValidationResult, check_val_options, evaluate_dataset, publish_previews
+from DiffIR.config.sections import RunOptions
+from DiffIR.models.evaluation import ValidationResult, evaluate_dataset, publish_previews
 from DiffIR.models.lr_scheduler import build_scheduler, get_scheduler, update_learning_rate
 from DiffIR.models.speed import apply_cudnn_benchmark, compile_for_training, repeated_blocks
 from DiffIR.utils.cpu_features import cpu_kind
 from DiffIR.utils.dist import all_finite, get_dist_info, local_rank, reduce_mean
 from DiffIR.utils.logger import get_root_logger
-from DiffIR.utils.errors import OptionError, TrainingStopped
+from DiffIR.utils.errors import TrainingStopped
 from DiffIR.utils.misc import select_device
 from DiffIR.utils.registry import check_kwargs, lookup
 
@@ -41,10 +42,12 @@ def ema_decay_at(decay: float, updates: int) -> float:
 class BaseModel(CheckpointingMixin):
     """BasicSR-compatible model base. Subclasses build ``net_g`` and implement feed/optimize/test."""
 
-    def __init__(self, opt: Dict[str, Any]) -> None:
+    def __init__(self, opt: Dict[str, Any], options: Optional[RunOptions] = None) -> None:
         self.opt = opt
-        self.device = select_device(opt.get("num_gpu", 0), local_rank() if opt.get("dist") else None)
-        self.is_train = opt["is_train"]
+        self.options = options if options is not None else RunOptions.build(opt)  # checked once, typed
+        context = self.options.context
+        self.device = select_device(context.num_gpu, local_rank() if context.dist else None)
+        self.is_train = context.is_train
         self.optimizers: List[torch.optim.Optimizer] = []
         self.schedulers: List[Any] = []
         self.log_dict: Dict[str, float] = OrderedDict()
@@ -61,13 +64,11 @@ class BaseModel(CheckpointingMixin):
         self.amp_dtype: Optional[torch.dtype] = None
         self.scaler: Optional[torch.amp.GradScaler] = None
         self.channels_last = False
-        self.accum_iter = 1
         self.use_compile = False
         self.compiled_blocks: List[nn.Module] = []
         self._nonfinite_in_a_row = 0
         self.nonfinite_total = 0
-        check_metric_options((opt.get("val") or {}).get("metrics") or {})
-        check_val_options(opt.get("val"))
+        check_metric_options(self.options.val.metrics)
         if self.is_train:
             self.setup_speed_options()
 
@@ -76,10 +77,10 @@ class BaseModel(CheckpointingMixin):
         net = net.to(self.device)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        if self.opt.get("dist"):
+        if self.options.context.dist:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = DistributedDataParallel(net, device_ids=ids,
-                                          find_unused_parameters=self.opt.get("find_unused_parameters", False))
+                                          find_unused_parameters=self.options.top.find_unused_parameters)
         return net
 
     @staticmethod
@@ -133,15 +134,22 @@ class BaseModel(CheckpointingMixin):
         return cls(params, **opt)
 
     def setup_schedulers(self) -> None:
-        sched_opt = dict(self.opt["train"].get("scheduler") or {})
-        for o in self.optimizers:  # BasicSR's warm-up scales from the optimizer's own lr
+        """A ``train:scheduler`` for each optimizer, after :meth:`check_schedule`."""
+        sched_opt = self.check_schedule()
+        if sched_opt:
+            self.schedulers = [build_scheduler(o, sched_opt) for o in self.optimizers]
+
+    def check_schedule(self) -> Dict[str, Any]:
+        """Record each parameter group's ``initial_lr`` (BasicSR's warm-up scales from it) and check
+        ``train:scheduler`` against the scheduler's signature; returns the scheduler options ({} for none)."""
+        sched_opt = dict(self.options.train.scheduler)
+        for o in self.optimizers:
             for g in o.param_groups:
                 g.setdefault("initial_lr", g["lr"])
-        if not sched_opt:
-            return
-        cls = get_scheduler(sched_opt.get("type"), "train:scheduler:type")
-        check_kwargs(cls, {k: v for k, v in sched_opt.items() if k != "type"}, "train:scheduler")
-        self.schedulers = [build_scheduler(o, sched_opt) for o in self.optimizers]
+        if sched_opt:
+            cls = get_scheduler(sched_opt.get("type"), "train:scheduler:type")
+            check_kwargs(cls, {k: v for k, v in sched_opt.items() if k != "type"}, "train:scheduler")
+        return sched_opt
 
     def update_learning_rate(self, current_iter: int, warmup_iter: int = -1) -> None:
         """BasicSR order: step the schedulers from iteration 2 on, then let ``warmup_iter`` override linearly."""
@@ -152,19 +160,14 @@ class BaseModel(CheckpointingMixin):
 
     # ----------------------------------------------------------------------------- speed options
     def setup_speed_options(self) -> None:
-        """``train.amp`` (bf16|fp16|none), ``train.compile``, ``train.channels_last``, ``train.accum_iter``."""
-        train_opt = self.opt.get("train") or {}
-        amp = str(train_opt.get("amp", "none") or "none").lower()
-        if amp not in ("none", "bf16", "fp16"):
-            raise OptionError(f"train:amp is {amp!r}; use bf16, fp16 or none")
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-        self.scaler = torch.amp.GradScaler(self.device.type) if amp == "fp16" else None
-        self.channels_last = bool(train_opt.get("channels_last", False))
-        self.accum_iter = int(train_opt.get("accum_iter", 1) or 1)
-        if self.accum_iter < 1:
-            raise OptionError(f"train:accum_iter must be >= 1, got {self.accum_iter}")
-        self.use_compile = bool(train_opt.get("compile", False))
-        apply_cudnn_benchmark(self.opt, self.device)
+        """``train.amp`` (bf16|fp16|none), ``train.compile``, ``train.channels_last`` (``train.accum_iter`` is the
+        loop's: it hands the model that many micro-batches per step)."""
+        speed = self.options.train.speed
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[speed.amp]
+        self.scaler = torch.amp.GradScaler(self.device.type) if speed.amp == "fp16" else None
+        self.channels_last = speed.channels_last
+        self.use_compile = speed.compile
+        apply_cudnn_benchmark(self.options.cudnn_benchmark, self.device)
         if self.amp_dtype is not None and self.device.type == "cpu":
             self.logger.info(f"train:amp on the CPU ({cpu_kind()}): the DIRformer attention (norms, matmuls, "
                              "softmax) runs in fp32, the convolutions in reduced precision.")
@@ -203,12 +206,6 @@ class BaseModel(CheckpointingMixin):
             return torch.compiler.set_stance("force_eager")
         return contextlib.nullcontext()
 
-    def micro_batches(self, n: int) -> List[slice]:
-        """Split a batch of ``n`` into ``train.accum_iter`` micro-batches for gradient accumulation."""
-        k = min(self.accum_iter, n)
-        bounds = [round(i * n / k) for i in range(k + 1)]
-        return [slice(bounds[i], bounds[i + 1]) for i in range(k)]
-
     def no_sync(self, net: nn.Module, last: bool):
         """Skip DDP's gradient all-reduce on all but the last micro-batch."""
         if not last and isinstance(net, DistributedDataParallel):
@@ -224,7 +221,7 @@ class BaseModel(CheckpointingMixin):
         if not all_finite(loss):
             self._nonfinite_in_a_row += 1
             self.nonfinite_total += 1
-            limit = int((self.opt.get("train") or {}).get("max_nonfinite_steps", 10))
+            limit = self.options.train.max_nonfinite_steps
             self.logger.warning(f"Non-finite loss ({loss.item()}): step skipped "
                                 f"({self._nonfinite_in_a_row} in a row, {self.nonfinite_total} in total)."
                                 + self._nonfinite_hint())
@@ -252,7 +249,7 @@ class BaseModel(CheckpointingMixin):
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """Optional ``train.grad_clip``, then the (GradScaler-aware) optimizer step."""
         self._nonfinite_in_a_row = 0
-        clip = (self.opt.get("train") or {}).get("grad_clip")
+        clip = self.options.train.grad_clip
         if clip:
             if self.scaler is not None:
                 self.scaler.unscale_(optimizer)
@@ -290,12 +287,12 @@ class BaseModel(CheckpointingMixin):
         ``visualization/<set>/preview_<iter>.png``, returned for the run's sinks.
         """
         dataset_name = dataloader.dataset.opt.get("name", "val")
-        val_opt = self.opt.get("val") or {}
-        want_baseline = val_opt.get("baseline", True) and dataset_name not in self._baseline_cache
-        save_dir = osp.join(self.opt["path"]["visualization"], dataset_name) if save_img else None
-        res = evaluate_dataset(self, dataloader, val_opt, baseline=want_baseline, save_dir=save_dir,
+        want_baseline = self.options.val.baseline and dataset_name not in self._baseline_cache
+        folder = osp.join(self.options.context.paths.visualization, dataset_name)
+        save_dir = folder if save_img else None
+        res = evaluate_dataset(self, dataloader, self.options.val, baseline=want_baseline, save_dir=save_dir,
                                suffix=str(current_iter), desc=f"Validate {dataset_name}")
-        preview = publish_previews(res, osp.join(self.opt["path"]["visualization"], dataset_name), str(current_iter))
+        preview = publish_previews(res, folder, str(current_iter))
         if not res.metrics:
             return ValidationResult(dataset_name, preview=preview)
         new_baseline = res.baseline if want_baseline else {}
@@ -309,7 +306,7 @@ class BaseModel(CheckpointingMixin):
         return self._baseline_cache.get(dataset_name, {})
 
     def _log_validation(self, dataset_name: str, current_iter: int, results: Dict[str, float]) -> None:
-        metrics = (self.opt.get("val") or {}).get("metrics") or {}
+        metrics = self.options.val.metrics
         best = self.best_metric_results.setdefault(dataset_name, {})
         base = self._baseline_cache.get(dataset_name, {})
         msg = f"Validation {dataset_name}, iter {current_iter}"

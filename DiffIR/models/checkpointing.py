@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from DiffIR.config.sections import RunOptions
 from DiffIR.metrics import improves
 from DiffIR.utils.checkpoint import (CheckpointError, atomic_save, check_network_record, extract_state_dict,
                                      list_training_states, load_checked, load_file, network_record)
@@ -90,6 +91,7 @@ class CheckpointingMixin:
     below (``get_bare_model`` too)."""
 
     opt: Dict[str, Any]
+    options: RunOptions
     logger: logging.Logger
     net_g: nn.Module
     net_g_ema: Optional[nn.Module]
@@ -155,7 +157,7 @@ class CheckpointingMixin:
         if get_dist_info()[0] != 0:
             return
         name = "latest" if current_iter == -1 else current_iter
-        path = osp.join(self.opt["path"]["models"], f"{label}_{name}.pth")
+        path = osp.join(self.options.context.paths.models, f"{label}_{name}.pth")
         payload: Dict[str, Any] = {k: {kk: v.detach().cpu() for kk, v in self.get_bare_model(n).state_dict().items()}
                                    for n, k in zip(nets, param_keys)}
         clash = sorted(set(extra or {}) & set(payload))
@@ -170,34 +172,34 @@ class CheckpointingMixin:
 
         Only rank 0 validates, so the other ranks get no metrics and write nothing.
         """
-        val_opt = self.opt.get("val") or {}
-        name = val_opt.get("save_best")
+        val = self.options.val
+        name = val.save_best
         if not name or name not in metrics:
             return False
         value = float(metrics[name])
         if not improves(value, None if self.best_checkpoint is None else self.best_checkpoint["value"],
-                        val_opt["metrics"][name]):
+                        val.metrics[name]):
             return False
         record = {"metric": str(name), "value": value, "iter": int(current_iter), "dataset": str(dataset)}
         nets, keys, entries = self.checkpoint_networks()
         self.save_network(nets, "net_g", "best", keys, extra={**entries, "best": record})
         self.best_checkpoint = record
         self.logger.info(f"New best {name} on {dataset}: {value:.4f} @ iter {current_iter}; saved "
-                         f"{osp.join(self.opt['path']['models'], 'net_g_best.pth')}")
+                         f"{osp.join(self.options.context.paths.models, 'net_g_best.pth')}")
         return True
 
     def _restore_best(self, saved: Any) -> None:
         """The best-so-far of a resumed run: the training state's record, or that of ``net_g_best.pth`` when it is
         better (the state of an iteration is saved before that iteration's validation). Records of another metric
         than ``val.save_best`` are dropped: the first validation then starts a new best."""
-        val_opt = self.opt.get("val") or {}
-        name = val_opt.get("save_best")
+        val = self.options.val
+        name = val.save_best
         if not name:
             return
         for record in (saved, self._best_on_disk()):
             if (isinstance(record, dict) and record.get("metric") == name and improves(
                     float(record["value"]), None if self.best_checkpoint is None else self.best_checkpoint["value"],
-                    val_opt["metrics"][name])):
+                    val.metrics[name])):
                 self.best_checkpoint = dict(record)
         if self.best_checkpoint is not None:
             b = self.best_checkpoint
@@ -206,7 +208,7 @@ class CheckpointingMixin:
 
     def _best_on_disk(self) -> Optional[Dict[str, Any]]:
         """The ``best`` record of this experiment's ``models/net_g_best.pth``, if it exists and reads."""
-        path = osp.join(self.opt["path"]["models"], "net_g_best.pth")
+        path = osp.join(self.options.context.paths.models, "net_g_best.pth")
         if not osp.isfile(path):
             return None
         try:
@@ -240,22 +242,22 @@ class CheckpointingMixin:
             **({"ema": self.ema_record()} if self.net_g_ema is not None else {}),
             **(extra or {}),
         }
-        atomic_save(state, osp.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
+        atomic_save(state, osp.join(self.options.context.paths.training_states, f"{current_iter}.state"))
         self._prune_checkpoints(current_iter)
 
     def _prune_checkpoints(self, current_iter: int) -> None:
         """With ``logger.keep_last_n``, delete all but the newest n network/state pairs (never the new one)."""
-        keep = (self.opt.get("logger") or {}).get("keep_last_n")
+        keep = self.options.logger.keep_last_n
         if not keep:
             return
-        states = list_training_states(self.opt["path"]["training_states"])
-        for it, state_path in states[int(keep):]:
+        states = list_training_states(self.options.context.paths.training_states)
+        for it, state_path in states[keep:]:
             if it == current_iter:
                 continue
             os.remove(state_path)
-            for name in os.listdir(self.opt["path"]["models"]):
+            for name in os.listdir(self.options.context.paths.models):
                 if name.endswith(f"_{it}.pth"):
-                    os.remove(osp.join(self.opt["path"]["models"], name))
+                    os.remove(osp.join(self.options.context.paths.models, name))
 
     def resume_networks(self, path: str) -> None:
         """The networks of a resumed run from its ``net_g_ITER.pth``: ``params`` → net_g, ``params_ema`` → the EMA

@@ -5,12 +5,13 @@ import contextlib
 import copy
 import inspect
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from DiffIR.archs import build_network
+from DiffIR.config.sections import RunOptions
 from DiffIR.losses import build_loss
 from DiffIR.models.base_model import BaseModel
 from DiffIR.models.region_weights import RegionWeights, training_tone_domain
@@ -24,6 +25,8 @@ from DiffIR.utils.registry import MODEL_REGISTRY
 PriorPair = Tuple[torch.Tensor, torch.Tensor]
 #: what :meth:`DiffIRS1Model.train_step` needs of one micro-batch: (detached output or None, loss, losses to log)
 ChunkLosses = Tuple[Optional[torch.Tensor], torch.Tensor, Dict[str, torch.Tensor]]
+#: (lq, gt, cond) of one micro-batch, on the device
+MicroBatch = Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]
 
 
 class MixingAugment:
@@ -48,53 +51,58 @@ class DiffIRS1Model(BaseModel):
     #: inference needs the HDR ground truth (the prior's input); test.py refuses test sets without one
     needs_gt_for_inference = True
 
-    def __init__(self, opt: Dict[str, Any]) -> None:
-        super().__init__(opt)
+    def __init__(self, opt: Dict[str, Any], options: Optional[RunOptions] = None) -> None:
+        super().__init__(opt, options)
         if "network_g" not in opt:
             raise OptionError("DiffIRS1Model needs a 'network_g' section")
         self.net_g = self.model_to_device(build_network(opt["network_g"], "network_g"))
         self.print_network(self.net_g)
-        path = opt.get("path") or {}
-        self._pretrain_path = path.get("pretrain_network_g")
+        weights = self.options.path.weights("g")
+        self._pretrain_path = weights.path
         if self._pretrain_path:
-            self.load_network(self.net_g, self._pretrain_path, path.get("strict_load_g", True),
-                              path.get("param_key_g", "params"))
+            self.load_network(self.net_g, self._pretrain_path, weights.strict, weights.param_key)
         if self.is_train:
             self.init_training_settings()
 
     def init_training_settings(self) -> None:
         """EMA copy, training forward (compiled with train.compile), losses from every ``*_opt``, optimizer."""
-        train_opt = self.opt["train"]
+        train = self.options.train
         self.net_g.train()
-        self.ema_decay = float(train_opt.get("ema_decay", 0) or 0)
-        self.ema_warmup = bool(train_opt.get("ema_warmup", True))
+        self.ema_decay = train.ema_decay
+        self.ema_warmup = train.ema_warmup
         if self.ema_decay > 0:  # copied before train.compile compiles blocks of net_g in place: the EMA stays eager
             self.net_g_ema = copy.deepcopy(self.get_bare_model(self.net_g)).to(self.device)
             if self._pretrain_path:
-                self.load_network(self.net_g_ema, self._pretrain_path,
-                                  self.opt["path"].get("strict_load_g", True), "params_ema")
+                self.load_network(self.net_g_ema, self._pretrain_path, self.options.path.weights("g").strict,
+                                  "params_ema")
             self.net_g_ema.eval()
             for p in self.net_g_ema.parameters():
                 p.requires_grad_(False)
         self.train_forward = self.prepare_training_network(self.net_g)
-        self.losses = OrderedDict()
-        for key, value in train_opt.items():
-            if key.endswith("_opt") and key != "optim_g" and value:
-                self.losses[key] = build_loss(value, f"train:{key}").to(self.device)
-        if not self.losses:
+        if not train.losses:
             raise OptionError("train has no loss: add e.g. 'pixel_opt: {type: L1Loss, loss_weight: 1.0}'")
-        self._setup_region_weights(train_opt)
-        mix = train_opt.get("mixing_augs") or {}
+        self.losses = OrderedDict((key, build_loss(dict(value), f"train:{key}").to(self.device))
+                                  for key, value in self.image_loss_options().items())
+        self._setup_region_weights(train.region_weights)
+        mix = train.mixing_augs
         self.mixing = (MixingAugment(mix.get("mixup_beta", 1.2), mix.get("use_identity", True)) if mix.get("mixup")
                        else None)
-        if "optim_g" not in train_opt:
+        if not train.optim_g:
             raise OptionError("train needs 'optim_g', e.g. {type: Adam, lr: 2e-4}")
-        params = [p for p in self.net_g.parameters() if p.requires_grad]
-        self.optimizer_g = self.build_optimizer(train_opt["optim_g"], params)
-        self.optimizers.append(self.optimizer_g)
+        self.setup_optimizers()
         self.setup_schedulers()
 
-    def _setup_region_weights(self, train_opt: Dict[str, Any]) -> None:
+    def image_loss_options(self) -> Dict[str, Any]:
+        """The ``train:*_opt`` sections of the losses on the restored image (stage 2 keeps its KD loss apart)."""
+        return dict(self.options.train.losses)
+
+    def setup_optimizers(self) -> None:
+        """``optimizer_g`` over every trainable parameter (stage 2 adds the prior branch's own optimizer)."""
+        params = [p for p in self.net_g.parameters() if p.requires_grad]
+        self.optimizer_g = self.build_optimizer(self.options.train.optim_g, params)
+        self.optimizers.append(self.optimizer_g)
+
+    def _setup_region_weights(self, region: Any) -> None:
         """Give the losses that work in linear HDR the training set's tone domain; build ``train.region_weights``
         and note which losses take per-pixel weights (those whose ``forward`` has a ``weight`` argument)."""
         curve, hdr_max, linearize = training_tone_domain(self.opt)
@@ -103,7 +111,6 @@ class DiffIRS1Model(BaseModel):
                 loss_fn.set_tone_domain(curve, hdr_max)
         self.weighted_losses = {key for key, loss_fn in self.losses.items()
                                 if "weight" in inspect.signature(loss_fn.forward).parameters}
-        region = train_opt.get("region_weights")
         self.region_weights = None
         if region is not None and region is not False:
             self.region_weights = RegionWeights(region, curve, hdr_max, linearize)
@@ -112,14 +119,22 @@ class DiffIRS1Model(BaseModel):
                                   "per-pixel weights. Fix: add e.g. 'pixel_opt: {type: L1Loss}' (L1Loss, MSELoss, "
                                   "CharbonnierLoss and PU21Loss take them) or remove region_weights.")
 
-    def feed_data(self, data: Dict[str, Any]) -> None:
-        self.lq = self.to_input(data["lq"])
-        self.gt = self.to_input(data["gt"]) if "gt" in data else None
-        self.cond = None
+    def feed_data(self, data: Union[Dict[str, Any], Sequence[Dict[str, Any]]]) -> None:
+        """One batch (BasicSR's call), or the micro-batches of one optimizer step (``train.accum_iter`` loader
+        batches, which the training loop hands over as a list; each is mixed on its own, as a batch is).
+        ``lq``/``gt``/``cond`` are the first micro-batch: what the previews show."""
+        self.micro = [self._prepare(d) for d in ([data] if isinstance(data, Mapping) else data)]
+        self.lq, self.gt, self.cond = self.micro[0]
+
+    def _prepare(self, data: Mapping[str, Any]) -> MicroBatch:
+        lq = self.to_input(data["lq"])
+        gt = self.to_input(data["gt"]) if "gt" in data else None
+        cond = None
         if "dgain" in data and "gamma" in data:
-            self.cond = torch.stack([data["dgain"], data["gamma"]], dim=1).float().to(self.device)
+            cond = torch.stack([data["dgain"], data["gamma"]], dim=1).float().to(self.device)
         if self.is_train and self.mixing is not None and self.net_g.training:
-            self.lq, self.gt, self.cond = self.mixing(self.lq, self.gt, self.cond)
+            lq, gt, cond = self.mixing(lq, gt, cond)
+        return lq, gt, cond
 
     def _forward(self, net: Callable[..., Any], lq: torch.Tensor, gt: torch.Tensor, cond: Optional[torch.Tensor]
                  ) -> Tuple[torch.Tensor, Optional[PriorPair]]:
@@ -151,38 +166,35 @@ class DiffIRS1Model(BaseModel):
         return total, loss_dict
 
     def optimize_parameters(self, current_iter: int) -> None:
-        """One step on the fed batch, in ``train.accum_iter`` micro-batches; the input stands in for a skipped step."""
-        outputs = self.train_step(self.optimizer_g, self.micro_batches(self.lq.shape[0]), self._restoration_losses)
-        self.output = self.lq if outputs is None else torch.cat(outputs)
+        """One step on the fed micro-batches; the input stands in for the output of a skipped step."""
+        outputs = self.train_step(self.optimizer_g, self._restoration_losses)
+        self.output = self.lq if outputs is None else outputs[0]
 
-    def _restoration_losses(self, sl: slice, last: bool) -> ChunkLosses:
-        """Forward and losses of the micro-batch ``sl``; DDP all-reduces the gradients after the ``last`` one."""
-        lq, gt, cond = self.chunk(sl)
+    def _restoration_losses(self, micro: MicroBatch, last: bool) -> ChunkLosses:
+        """Forward and losses of one micro-batch; DDP all-reduces the gradients after the ``last`` one."""
+        lq, gt, cond = micro
         with self.no_sync(self.net_g, last), self.autocast():
             out, priors = self._forward(self.train_forward, lq, gt, cond)
         weight = None if self.region_weights is None else self.region_weights(lq, cond)
         total, loss_dict = self.compute_losses(out, gt, priors, weight)
         return out.detach(), total, loss_dict
 
-    def chunk(self, sl: slice) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """The (lq, gt, cond) rows ``sl`` of the fed batch."""
-        return self.lq[sl], self.gt[sl], None if self.cond is None else self.cond[sl]
-
-    def train_step(self, optimizer: torch.optim.Optimizer, chunks: List[slice],
-                   losses: Callable[[slice, bool], ChunkLosses],
+    def train_step(self, optimizer: torch.optim.Optimizer, losses: Callable[[MicroBatch, bool], ChunkLosses],
                    before_step: Optional[Callable[[], None]] = None) -> Optional[List[Optional[torch.Tensor]]]:
-        """One optimizer step: the gradients of ``losses`` summed over ``chunks`` (micro-batches, each weighted
-        ``1/len(chunks)``), ``before_step``, the step, the log of the averaged losses and the EMA update.
+        """One optimizer step: the gradients of ``losses`` summed over the fed micro-batches (each weighted
+        ``1/len``), ``before_step``, the step, the log of the averaged losses and the EMA update.
 
-        ``losses(sl, last)`` returns (detached output or None, loss to back-propagate, losses to log). A non-finite
-        loss skips the whole step (:meth:`BaseModel.backward` counts it and stops a diverging run): the gradients
-        are dropped and the log shows that chunk's losses. Returns the chunks' outputs, None for a skipped step.
+        ``losses(micro, last)`` returns (detached output or None, loss to back-propagate, losses to log). A
+        non-finite loss skips the whole step (:meth:`BaseModel.backward` counts it and stops a diverging run): the
+        gradients are dropped and the log shows that micro-batch's losses. Returns the micro-batches' outputs,
+        None for a skipped step.
         """
+        chunks = self.micro
         optimizer.zero_grad(set_to_none=True)
         outputs: List[Optional[torch.Tensor]] = []
         logged: Dict[str, torch.Tensor] = OrderedDict()
-        for i, sl in enumerate(chunks):
-            out, total, loss_dict = losses(sl, i == len(chunks) - 1)
+        for i, micro in enumerate(chunks):
+            out, total, loss_dict = losses(micro, i == len(chunks) - 1)
             if not self.backward(total, 1.0 / len(chunks)):
                 optimizer.zero_grad(set_to_none=True)
                 self.log_dict = self.reduce_loss_dict(loss_dict)
@@ -236,12 +248,12 @@ class DiffIRS1Model(BaseModel):
 
     def tiling(self) -> Tuple[int, Optional[int], int]:
         """``val``'s window_size (default 8), tile_size (None: the whole image) and tile_overlap (default 32)."""
-        val_opt = self.opt.get("val") or {}
-        return int(val_opt.get("window_size") or 8), val_opt.get("tile_size"), int(val_opt.get("tile_overlap", 32))
+        tiling = self.options.val.tiling
+        return tiling.window_size, tiling.tile_size, tiling.tile_overlap
 
     def self_ensemble_size(self) -> int:
         """``val.self_ensemble``: 0 (one plain pass, the default), 4 or 8 transformed passes averaged."""
-        return int((self.opt.get("val") or {}).get("self_ensemble") or 0)
+        return self.options.val.self_ensemble
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:
         out = OrderedDict(lq=self.lq.detach().cpu(), result=self.output.detach().cpu())

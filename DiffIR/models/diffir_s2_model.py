@@ -34,8 +34,11 @@ import torch
 import torch.nn as nn
 
 from DiffIR.archs import build_network
+from DiffIR.config.context import NetworkWeights
+from DiffIR.config.sections import RunOptions, Stage2Recipe
+from DiffIR.losses import build_loss
 from DiffIR.losses.kd_loss import KDLoss
-from DiffIR.models.diffir_s1_model import ChunkLosses, DiffIRS1Model, PriorPair
+from DiffIR.models.diffir_s1_model import ChunkLosses, DiffIRS1Model, MicroBatch, PriorPair
 from DiffIR.models.self_ensemble import self_ensemble
 from DiffIR.models.tiling import tiled_forward
 from DiffIR.utils.checkpoint import CheckpointMismatch, extract_state_dict
@@ -110,27 +113,27 @@ class DiffIRS2Model(DiffIRS1Model):
     #: the prior is generated from the LDR alone; test sets may lack GT
     needs_gt_for_inference = False
 
-    def __init__(self, opt: Dict[str, Any]) -> None:
+    def __init__(self, opt: Dict[str, Any], options: Optional[RunOptions] = None) -> None:
         # Several networks may load from one file: the official configuration names the stage-1 checkpoint as both
         # path:pretrain_network_g (student and its EMA copy) and path:pretrain_network_S1 (teacher). Each file is read
         # once while the model is built (read_network_file) and let go afterwards.
         self._files: Optional[Dict[str, Any]] = {}
         self._active_optimizer: Optional[torch.optim.Optimizer] = None  # the optimizer of the current phase
         self.output: Optional[torch.Tensor] = None
+        options = options if options is not None else RunOptions.build(opt)
         try:
-            if not opt.get("is_train"):
-                self._refuse_stage1_weights(opt.get("path") or {})
-            super().__init__(opt)
+            if not options.context.is_train:
+                self._refuse_stage1_weights(options.path.weights("g"))
+            super().__init__(opt, options)
         finally:
             self._files = None
 
-    def _refuse_stage1_weights(self, path_opt: Dict[str, Any]) -> None:
+    def _refuse_stage1_weights(self, weights: NetworkWeights) -> None:
         """Testing with stage-1 weights would run with a random prior: refuse them before loading."""
-        weights = path_opt.get("pretrain_network_g")
-        if weights:
-            state = extract_state_dict(self.read_network_file(weights), path_opt.get("param_key_g", "params"), weights)
+        if weights.path:
+            state = extract_state_dict(self.read_network_file(weights.path), weights.param_key, weights.path)
             if is_stage1_state(state):
-                raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"path:pretrain_network_g '{weights}'"))
+                raise OptionError(STAGE1_WEIGHTS_MESSAGE.format(what=f"path:pretrain_network_g '{weights.path}'"))
 
     def read_network_file(self, path: str) -> Any:
         """The checkpoint at ``path``, read from disk once while the model is built."""
@@ -144,59 +147,57 @@ class DiffIRS2Model(DiffIRS1Model):
     def init_training_settings(self) -> None:
         """Teacher and student initialisation first (the EMA copies the student), then the stage-1 settings,
         then the stage-2 additions: the KD loss and the prior branch's optimizer."""
-        train_opt = self.opt["train"]
-        self.recipe = self._read_recipe(train_opt)
+        self.recipe = self._read_recipe(self.options.train.stage2)
         self.net_g_S1 = self._build_teacher()
         if not self._pretrain_path:
             self._init_student_from_teacher()
         super().init_training_settings()
-
-        self.cri_kd = self._take_kd_loss()
-        bare = self.get_bare_model(self.net_g)
-        self._prior_params = [p for n, p in bare.named_parameters() if not n.startswith("G.") and p.requires_grad]
-        self.optimizer_e = self.build_optimizer(train_opt["optim_g"], self._prior_params)
-        self.optimizers.append(self.optimizer_e)  # [optimizer_g, optimizer_e]: training states in the official order
-        self.setup_schedulers()  # checks train:scheduler and records every group's initial_lr (BasicSR warm-up)
-        if train_opt.get("scheduler") or int(train_opt.get("warmup_iter", -1) or -1) > 0:
-            # The official model attaches the scheduler to both optimizers and then overwrites the learning rate
-            # every iteration; we check its options but do not run it.
-            self.logger.info("train:scheduler / warmup_iter have no effect in stage 2: the two-phase recipe "
-                             "(lr_encoder/lr_sr, gamma_*, lr_decay_*) sets the learning rate every iteration, as in "
-                             "the official DiffIRS2Model.")
-        self.schedulers = []
         self._active_optimizer = self.optimizer_g
 
-    def _take_kd_loss(self) -> KDLoss:
-        """``train:kd_opt``, taken out of the image losses that stage 1 built from every ``*_opt``."""
-        kd = self.losses.pop("kd_opt", None)
-        if kd is None:
+    def image_loss_options(self) -> Dict[str, Any]:
+        """Every ``*_opt`` but ``kd_opt``, which becomes :attr:`cri_kd` (the distillation loss on the prior)."""
+        sections = super().image_loss_options()
+        kd_opt = sections.pop("kd_opt", None)
+        if kd_opt is None:
             raise OptionError("DiffIRS2Model needs 'train:kd_opt' (the distillation loss on the prior), e.g. "
                               "kd_opt: {type: KDLoss, loss_weight: 1, temperature: 0.15}")
+        kd = build_loss(dict(kd_opt), "train:kd_opt").to(self.device)
         if not isinstance(kd, KDLoss):
             raise OptionError(f"'train:kd_opt:type' must be KDLoss (it returns the KL and L1 terms), got "
                               f"{type(kd).__name__}")
-        if not self.losses:
+        if not sections:
             raise OptionError("DiffIRS2Model needs an image loss besides kd_opt for its second phase, e.g. "
                               "pixel_opt: {type: L1Loss, loss_weight: 1.0}")
-        return kd
+        self.cri_kd = kd
+        return sections
+
+    def setup_optimizers(self) -> None:
+        """``optimizer_g`` (every parameter, the joint phase), then ``optimizer_e`` (the prior branch, the first
+        phase): the official order of the optimizers in a training state."""
+        super().setup_optimizers()
+        bare = self.get_bare_model(self.net_g)
+        self._prior_params = [p for n, p in bare.named_parameters() if not n.startswith("G.") and p.requires_grad]
+        self.optimizer_e = self.build_optimizer(self.options.train.optim_g, self._prior_params)
+        self.optimizers.append(self.optimizer_e)
+
+    def setup_schedulers(self) -> None:
+        """No scheduler runs: the two-phase recipe sets the learning rate every iteration, as the official
+        DiffIRS2Model does (which attaches the scheduler to both optimizers and then overwrites it). Its options
+        are still checked."""
+        if self.check_schedule() or self.options.train.warmup_iter > 0:
+            self.logger.info("train:scheduler / warmup_iter have no effect in stage 2: the two-phase recipe "
+                             "(lr_encoder/lr_sr, gamma_*, lr_decay_*) sets the learning rate every iteration, as in "
+                             "the official DiffIRS2Model.")
 
     @staticmethod
-    def _read_recipe(train_opt: Dict[str, Any]) -> Dict[str, float]:
-        missing = [k for k in RECIPE_KEYS if train_opt.get(k) is None]
+    def _read_recipe(stage2: Stage2Recipe) -> Dict[str, Any]:
+        """The recipe's values (their types and ranges are rows of the option table); all of them are required."""
+        recipe = {k: getattr(stage2, k) for k in RECIPE_KEYS}
+        missing = [k for k, v in recipe.items() if v is None]
         if missing:
             example = ", ".join(f"{k}: {RECIPE_KEYS[k]}" for k in missing)
             raise OptionError(f"DiffIRS2Model needs the two-phase recipe in 'train': missing {', '.join(missing)} "
                               f"(official values: {example}).")
-        recipe = {k: float(train_opt[k]) for k in RECIPE_KEYS}
-        for k in ("lr_encoder", "lr_sr", "gamma_encoder", "gamma_sr"):
-            if not recipe[k] > 0:
-                raise OptionError(f"'train:{k}' must be > 0, got {train_opt[k]!r}")
-        for k in ("encoder_iter", "lr_decay_encoder", "lr_decay_sr"):
-            v = train_opt[k]
-            low = 0 if k == "encoder_iter" else 1
-            if isinstance(v, bool) or not float(v).is_integer() or v < low:
-                raise OptionError(f"'train:{k}' must be an integer >= {low} (iterations), got {v!r}")
-            recipe[k] = int(v)
         return recipe
 
     def _build_teacher(self) -> nn.Module:
@@ -204,8 +205,8 @@ class DiffIRS2Model(DiffIRS1Model):
         if not self.opt.get("network_S1"):
             raise OptionError("DiffIRS2Model training needs 'network_S1': the stage-1 network (type DiffIRS1 with the "
                               "network_g options of the stage-1 training) whose prior is distilled")
-        path_opt = self.opt.get("path") or {}
-        path = path_opt.get("pretrain_network_S1")
+        weights = self.options.path.weights("S1", "params_ema")
+        path = weights.path
         if not path:
             raise OptionError("DiffIRS2Model training needs 'path:pretrain_network_S1': the trained stage-1 "
                               "checkpoint, e.g. experiments/train_DiffIRS1_hdr/models/net_g_latest.pth")
@@ -213,10 +214,9 @@ class DiffIRS2Model(DiffIRS1Model):
         if not hasattr(teacher, "extract_ipr"):
             raise OptionError(f"'network_S1:type' must be a stage-1 network (DiffIRS1), got {type(teacher).__name__}")
         teacher = teacher.to(self.device)
-        key = path_opt.get("param_key_S1", "params_ema")
         try:
             # the teacher gives only its prior, so a highlight gate it was trained with does not matter here
-            self.load_network(teacher, path, path_opt.get("strict_load_S1", True), key, check_record=False)
+            self.load_network(teacher, path, weights.strict, weights.param_key, check_record=False)
         except CheckpointMismatch as e:  # an unreadable or unsafe file keeps its own message
             hint = ""
             if "diffusion." in str(e) or "condition." in str(e):
@@ -226,7 +226,7 @@ class DiffIRS2Model(DiffIRS1Model):
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        self.logger.info(f"Stage-1 teacher loaded from {path} [{key}]")
+        self.logger.info(f"Stage-1 teacher loaded from {path} [{weights.param_key}]")
         return teacher
 
     def _init_student_from_teacher(self) -> None:
@@ -279,15 +279,14 @@ class DiffIRS2Model(DiffIRS1Model):
         """Phase A: only the diffusion branch runs (no DIRformer); loss = KD L1 of the final IPR.
 
         The bare network is called (its DIRformer gets no gradient, which a DDP wrapper would wait for), so under
-        DDP the prior's gradients are averaged before the step. The whole batch is processed at once (this branch
-        is small, so ``train.accum_iter`` does not apply).
+        DDP the prior's gradients are averaged before the step.
         """
-        self.train_step(self.optimizer_e, [slice(None)], self._prior_losses, before_step=self._average_prior_grads)
+        self.train_step(self.optimizer_e, self._prior_losses, before_step=self._average_prior_grads)
         self.output = None  # no image is restored in this phase
 
-    def _prior_losses(self, sl: slice, last: bool) -> ChunkLosses:
-        """Phase A's forward and KD losses of the rows ``sl`` (no output image: the DIRformer does not run)."""
-        lq, gt, cond = self.chunk(sl)
+    def _prior_losses(self, micro: MicroBatch, last: bool) -> ChunkLosses:
+        """Phase A's forward and KD losses of one micro-batch (no output image: the DIRformer does not run)."""
+        lq, gt, cond = micro
         target = self.teacher_ipr(lq, gt, cond)
         with self.autocast():
             _, estimates = self.get_bare_model(self.net_g)(lq, target, cond=cond, prior_only=True)
@@ -344,7 +343,7 @@ class DiffIRS2Model(DiffIRS1Model):
         window, tile, overlap = self.tiling()
         with self.inference_network() as net:
             self.output = restore_ldr_only(net, self.lq, self.cond, window=window, tile=tile, overlap=overlap,
-                                           seed=int(self.opt.get("manual_seed") or 0),
+                                           seed=self.options.context.seed or 0,
                                            ensemble=self.self_ensemble_size())
 
     def get_current_visuals(self) -> Dict[str, torch.Tensor]:

@@ -34,20 +34,20 @@ from DiffIR.metrics import calculate_metric, metric_domain
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import write_hdr, write_ldr
 from DiffIR.utils.img_util import make_preview_grid, tensor2img
-from DiffIR.utils.option_schema import SAVE_FORMATS, check_val_options, crop_border_errors, raise_errors, tone_domain
+from DiffIR.config.sections import ValOptions
+from DiffIR.config.schema import crop_border_errors, raise_errors, tone_domain
 from DiffIR.utils.tone_mapping import TONE_CURVES, display_tone_map, inverse_tone_curve
 
-__all__ = ["SAVE_FORMATS", "ToneDomain", "EvalResult", "check_val_options", "output_suffix", "evaluate_dataset",
+__all__ = ["ToneDomain", "EvalResult", "output_suffix", "evaluate_dataset",
            "PREVIEW_ERROR_SCALE", "PREVIEW_PANEL_SIZE", "preview_domains", "error_map", "preview_row",
            "publish_previews", "PreviewGrid", "ValidationResult", "write_preview", "check_crop_borders"]
 
 logger = logging.getLogger("DiffIR")
 
 
-def check_crop_borders(val_opt: Optional[Mapping[str, Any]], dataset: Any) -> None:
+def check_crop_borders(metrics: Mapping[str, Any], dataset: Any) -> None:
     """Refuse, before anything is trained or scored, a ``val:metrics`` ``crop_border`` that leaves nothing of the
     smallest image of ``dataset`` (its score would be nan; see :func:`crop_border_errors`)."""
-    metrics = (val_opt or {}).get("metrics")
     if metrics:
         raise_errors(crop_border_errors(metrics, dataset.smallest_image(), getattr(dataset, "where", "datasets")))
 
@@ -102,9 +102,8 @@ class EvalResult:
     previews: List[List[torch.Tensor]] = field(default_factory=list)  # rows of display panels (preview_row)
 
 
-def output_suffix(val_opt: Optional[Mapping[str, Any]], default: str) -> str:
+def output_suffix(suffix: Optional[str], default: str) -> str:
     """BasicSR's ``val.suffix``: ``~`` → ``default`` (run name or iteration), ``''`` → no suffix."""
-    suffix = (val_opt or {}).get("suffix")
     return default if suffix is None else str(suffix)
 
 
@@ -166,10 +165,10 @@ def _save_outputs(linear: np.ndarray, hdr_max: float, base: str, fmt: str, previ
     return targets
 
 
-def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str, Any]] = None, *,
+def evaluate_dataset(model: Any, dataloader: Any, val: ValOptions, *,
                      baseline: bool = True, save_dir: Optional[str] = None, suffix: str = "",
                      desc: Optional[str] = None, overwrite: bool = True) -> EvalResult:
-    """Run ``model`` over ``dataloader`` and score it with ``val_opt['metrics']``.
+    """Run ``model`` over ``dataloader`` and score it with ``val.metrics``.
 
     ``baseline``: also score the network input against the GT. ``save_dir``: write ``<stem>[_<suffix>].<fmt>``
     (linear HDR in the GT files' units; ``val.save_format``: hdr, exr or npy) and ``<stem>[_<suffix>].png``
@@ -179,20 +178,18 @@ def evaluate_dataset(model: Any, dataloader: Any, val_opt: Optional[Mapping[str,
     ``overwrite=False`` (``test.py``) refuses to replace an existing output file; validation during
     training rewrites its own outputs of an iteration it validates again after a resume.
     """
-    val_opt = val_opt or {}
-    metrics = val_opt.get("metrics") or {}
+    metrics = val.metrics
     dataset = dataloader.dataset
     name = (getattr(dataset, "opt", None) or {}).get("name", "val")
     domain = ToneDomain.from_dataset(dataset)
-    fmt = val_opt.get("save_format", "hdr")
-    preview = bool(val_opt.get("save_preview", True))
+    fmt, preview = val.save_format, val.save_preview
     tail = f"_{suffix}" if suffix else ""
-    num_previews, (out_domain, in_domain) = int(val_opt.get("num_preview_images", 4)), preview_domains(dataset)
+    num_previews, (out_domain, in_domain) = val.num_preview_images, preview_domains(dataset)
     result = EvalResult(dataset=name)
     scored: List[Dict[str, float]] = []
     base_rows: List[Dict[str, float]] = []
     pbar = tqdm(total=len(dataloader), unit="image", desc=desc or f"Validate {name}",
-                disable=not val_opt.get("pbar", True), leave=False)
+                disable=not val.pbar, leave=False)
     for index, data in enumerate(dataloader):
         model.feed_data(data)
         model.test()

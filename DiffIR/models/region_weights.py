@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Tuple
 import torch
 
 from DiffIR.utils.errors import MissingInputError, OptionError
-from DiffIR.utils.option_schema import region_weight_values, tone_domain
+from DiffIR.config.schema import region_weight_values, tone_domain
 from DiffIR.utils.tone_mapping import TONE_CURVES, network_input_to_ldr
 
 __all__ = ["RegionWeights", "training_tone_domain"]
@@ -31,7 +31,7 @@ def training_tone_domain(opt: Mapping[str, Any]) -> Tuple[str, float, bool]:
 
 class RegionWeights:
     """``train.region_weights``: see the module docstring. Built once per model from the options; the keys and
-    their defaults are :data:`DiffIR.utils.option_schema.REGION_WEIGHTS`."""
+    their defaults are :data:`DiffIR.config.schema.REGION_WEIGHTS`."""
 
     def __init__(self, opt: Optional[Mapping[str, Any]], tone_curve: str = "log", hdr_max: float = 1000.0,
                  lq_linearize: bool = True, where: str = "train:region_weights") -> None:

@@ -13,7 +13,7 @@ from typing import Callable, List, Tuple
 
 import torch
 
-from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES
+from DiffIR.config.sections import SELF_ENSEMBLE_SIZES
 
 __all__ = ["SELF_ENSEMBLE_SIZES", "Transform", "ensemble_transforms", "apply_transform", "invert_transform",
            "self_ensemble"]

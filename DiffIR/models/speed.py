@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 
 from DiffIR.utils.cpu_features import cpu_kind
-from DiffIR.utils.option_schema import cudnn_benchmark_errors, raise_errors
 
 
 def inductor_cpu_settings(kind: str, amp_dtype: Optional[torch.dtype]) -> Dict[str, Any]:
@@ -73,20 +72,11 @@ def prefer_channels_last_in_inductor_backward(device: torch.device) -> Optional[
     return "train:compile on the CPU: inductor lays out backward graphs channels-last too (force_layout_optimization)"
 
 
-def cudnn_benchmark_option(opt: Dict[str, Any]) -> bool:
-    """``train:cudnn_benchmark`` (or the top-level ``cudnn_benchmark`` of some BasicSR forks); default true as in
-    BasicSR. Both given with different values, or a value that is not a boolean: :class:`OptionError`."""
-    raise_errors(cudnn_benchmark_errors(opt))
-    given = [src.get("cudnn_benchmark") for src in (opt.get("train") or {}, opt)]
-    return next((v for v in given if v is not None), True)
-
-
-def apply_cudnn_benchmark(opt: Dict[str, Any], device: torch.device) -> Optional[bool]:
-    """Set ``torch.backends.cudnn.benchmark`` from :func:`cudnn_benchmark_option` for a CUDA run; returns the value
-    set (None off CUDA, where the flag means nothing and is left as it is). Autotuning picks the fastest
+def apply_cudnn_benchmark(value: bool, device: torch.device) -> Optional[bool]:
+    """Set ``torch.backends.cudnn.benchmark`` to ``value`` (``RunOptions.cudnn_benchmark``) for a CUDA run; returns
+    the value set (None off CUDA, where the flag means nothing and is left as it is). Autotuning picks the fastest
     convolution algorithms for the first batch shape; with changing patch sizes (progressive training) each new
     shape is tuned once, so it pays off after a few iterations."""
-    value = cudnn_benchmark_option(opt)
     if device.type != "cuda":
         return None
     torch.backends.cudnn.benchmark = value

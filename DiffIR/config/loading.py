@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import os.path as osp
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
@@ -9,34 +10,31 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import torch
 import yaml
 
+from DiffIR.config.sections import (SELF_ENSEMBLE_SIZES, DistOptions, LoggerOptions, TopOptions, TrainOptions,
+                                    ValOptions)
 from DiffIR.utils.logger import get_root_logger
 from DiffIR.utils.misc import decode_utf8, path_encoding_problem
-from DiffIR.utils.option_schema import SELF_ENSEMBLE_SIZES, coerce_numbers, value_errors
+from DiffIR.config.schema import coerce_numbers, value_errors
 from DiffIR.utils.errors import OptionError, did_you_mean
 
 # Keys each section understands. Sections holding components (networks, datasets, losses, optimizer,
 # scheduler, metrics) are checked by the component's own builder against its signature instead.
 TOP_KEYS = {
-    "name", "model_type", "scale", "num_gpu", "manual_seed", "datasets", "path", "train", "val", "logger",
-    "dist_params", "find_unused_parameters", "cudnn_benchmark",
+    "name", "model_type", "num_gpu", "datasets", "path", "train", "val", "logger", "dist_params", "cudnn_benchmark",
+    *TopOptions.rows(),
     # set by the program, allowed in files for BasicSR compatibility
     "is_train", "dist", "rank", "world_size", "auto_resume", "launcher", "root_path",
 }
 PATH_KEYS = {"resume_state", "root", "experiments_root", "models", "training_states", "log", "visualization",
              "results_root", "ignore_resume_networks"}
 PATH_PREFIXES = ("pretrain_network_", "param_key_", "strict_load_")
-TRAIN_KEYS = {"ema_decay", "ema_warmup", "region_weights", "optim_g", "scheduler", "total_iter", "warmup_iter",
-              "mixing_augs", "grad_clip",
-              "max_nonfinite_steps", "amp", "compile", "channels_last", "accum_iter", "cudnn_benchmark"}
-# the official stage-2 (DiffIRS2Model) two-phase recipe: prior-only phase, then joint training
-TRAIN_KEYS |= {"encoder_iter", "lr_encoder", "lr_sr", "gamma_encoder", "gamma_sr", "lr_decay_encoder", "lr_decay_sr"}
+TRAIN_KEYS = set(TrainOptions.rows())
 TRAIN_SUFFIXES = ("_opt",)  # losses: pixel_opt, perceptual_opt, ...
 MIXUP_KEYS = {"mixup", "mixup_beta", "use_identity"}
-VAL_KEYS = {"val_freq", "save_img", "metrics", "suffix", "window_size", "pbar", "baseline", "tile_size", "tile_overlap",
-            "save_format", "save_preview", "num_preview_images", "self_ensemble", "save_best"}
-LOGGER_KEYS = {"print_freq", "save_checkpoint_freq", "use_tb_logger", "wandb", "language", "tb_image_freq", "keep_last_n"}
+VAL_KEYS = set(ValOptions.rows())
+LOGGER_KEYS = set(LoggerOptions.rows())
 WANDB_KEYS = {"project", "resume_id", "entity"}
-DIST_KEYS = {"backend", "port"}
+DIST_KEYS = set(DistOptions.rows())
 
 
 def _unknown(keys: Iterable[str], known: Iterable[str], where: str, file: str,
@@ -51,7 +49,7 @@ def _unknown(keys: Iterable[str], known: Iterable[str], where: str, file: str,
 
 
 #: ``train`` sub-sections that must be mappings when given (besides every loss ``*_opt``); region_weights takes
-#: ``~``/``true``/``false`` too (option_schema.region_weight_errors)
+#: ``~``/``true``/``false`` too (schema.region_weight_errors)
 TRAIN_MAPPINGS = ("optim_g", "scheduler", "mixing_augs")
 
 
@@ -116,7 +114,7 @@ def path_errors(opt: Dict[str, Any]) -> List[str]:
 
 
 def validate_options(opt: Dict[str, Any], file: str = "<options>", training: bool = False) -> None:
-    """Report every unknown key and every bad value, all at once, naming the file (values: ``option_schema``).
+    """Report every unknown key and every bad value, all at once, naming the file (values: ``DiffIR.config.schema``).
 
     Numeric text (``lr: 5e-4``, which YAML 1.1 reads as a string) becomes a number in place. ``training``: also
     require what a training run needs.
@@ -371,12 +369,17 @@ def finalize_options(opt: Dict[str, Any], root_path: str, is_train: bool, file: 
 
 def parse_options(root_path: str, is_train: bool = True, argv: Optional[List[str]] = None
                   ) -> Tuple[Dict[str, Any], argparse.Namespace]:
-    """Parse the command line and the YAML file into the option dict every pipeline uses."""
+    """Parse the command line and the YAML file into the option dict every pipeline uses.
+
+    ``args.user_options`` keeps what the user wrote (the file with ``--force_yml`` and ``--self_ensemble``
+    applied), without the entries the program derives: a training run saves it as ``options_NAME.yml``.
+    """
     args = build_arg_parser(is_train).parse_args(argv)
     opt = load_yaml(args.opt)
     apply_overrides(opt, args.force_yml)
     if getattr(args, "self_ensemble", None) is not None:
         opt["val"] = {**(opt.get("val") or {}), "self_ensemble": args.self_ensemble}
+    args.user_options = copy.deepcopy(opt)
     opt["auto_resume"] = args.auto_resume
     launcher_problem = missing_launcher_environment(args.launcher, os.environ)
     if launcher_problem:

@@ -1,10 +1,10 @@
 """Option values: one table per section of (type, range, default), checked all at once before anything is touched.
 
-Keys are checked by :mod:`DiffIR.utils.options`; this module checks what they hold, so that a wrong value stops the
+Keys are checked by :mod:`DiffIR.config.loading`; this module checks what they hold, so that a wrong value stops the
 run before a dataset is read or an experiment folder is created, with every problem listed, each naming its key
 and the fix. Component sections (``network_*``, the scheduler, metrics) are checked against their constructor's
 signature by :func:`DiffIR.utils.registry.check_kwargs` instead. Objects that can be built without the option
-parser (datasets, models) call the section's check here (:func:`check_dataset_values`, :func:`check_val_options`,
+parser (datasets, models) call the section's check here (:func:`check_dataset_values`,
 :func:`cudnn_benchmark_errors`) rather than keeping a copy of it.
 
 Numbers written as text: PyYAML follows YAML 1.1, which reads ``5e-4``, ``1e-4`` or ``3e5`` (an exponent without a
@@ -14,72 +14,25 @@ where a number is expected is refused by name.
 """
 from __future__ import annotations
 
-import math
 import os
-import re
-from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from DiffIR.config.limits import (MAX_BATCH, MAX_ENLARGE, MAX_IMAGE_SIDE, MAX_PATCH, MAX_PREFETCH, MAX_SYNTHETIC,
+                                  MAX_WORKERS, PATCH_MULTIPLE)
+from DiffIR.config.sections import DistOptions, LoggerOptions, TopOptions, TrainOptions, ValOptions
+from DiffIR.config.table import Value
 from DiffIR.utils.errors import OptionError
-from DiffIR.utils.logger import MESSAGES
+from DiffIR.utils.numbers import as_number, parse_number
 
 __all__ = ["Value", "TOP", "TRAIN", "OPTIM", "REGION_WEIGHTS", "region_weight_values", "LOSS", "MIXUP", "VAL",
-           "LOGGER", "DIST", "DATASET", "NETWORK", "NETWORK_LISTS", "METRIC", "SYNTHETIC", "parse_number", "parse_plain_number", "PLAIN_NUMBER_HINT",
-           "coerce_numbers", "name_error", "value_errors", "raise_errors", "check_val_options", "check_dataset_values",
-           "cudnn_benchmark_errors", "PATCH_MULTIPLE", "SAVE_FORMATS", "SELF_ENSEMBLE_SIZES",
-           "tile_size_error", "TONE_DOMAIN_DEFAULTS", "tone_domain", "domain_mismatch_errors", "crop_border_errors",
+           "LOGGER", "DIST", "DATASET", "NETWORK", "NETWORK_LISTS", "SYNTHETIC",
+           "coerce_numbers", "name_error", "value_errors", "raise_errors", "check_dataset_values",
+           "cudnn_benchmark_errors", "TONE_DOMAIN_DEFAULTS", "tone_domain", "domain_mismatch_errors", "crop_border_errors",
            "gate_domain_errors"]
 
-#: the DIRformer halves a training patch three times, so ``gt_size`` must be a multiple of 2³
-PATCH_MULTIPLE = 8
-#: Upper bounds of sizes: far above any real use, low enough that a typo (an extra digit, a number pasted in the
-#: wrong place) is named by its key instead of ending in numpy's "array is too big" or an exhausted memory.
-MAX_PATCH = 8192          # gt_size: a training patch side in pixels
-MAX_IMAGE_SIDE = 16384    # val:tile_size and a metric's crop_border: sides of whole images
-MAX_BATCH = 1024          # batch_size_per_gpu
-MAX_WORKERS = 256         # num_worker_per_gpu
-MAX_ENLARGE = 1000        # dataset_enlarge_ratio (the sampler draws a permutation of len(set) x ratio positions)
-MAX_PREFETCH = 64         # num_prefetch_queue batches kept in memory
-MAX_WINDOW = 256          # val:window_size, the network's size multiple
-MAX_SYNTHETIC = 100000    # synthetic:num_images
-#: ``val:save_format``: the file type of the linear HDR outputs
-SAVE_FORMATS = ("hdr", "exr", "npy")
-#: ``val:self_ensemble``: how many flipped/transposed passes are averaged at test time (0 = off, one pass)
-SELF_ENSEMBLE_SIZES = (0, 4, 8)
-
-_NUMBER = re.compile(r"[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][-+]?\d+)?")
 #: keys whose values are text even when they look like numbers (names, paths, templates)
 _TEXT_KEYS = {"name", "type", "model_type", "filename_tmpl", "suffix", "meta_info_file", "check_cache_dir",
               "language", "project", "resume_id", "entity", "backend", "launcher", "root_path"}
-
-
-#: a number in a data file (dgain files): digits, an optional point and exponent; no '_' (``float('1_0')`` is 10),
-#: no ``nan``/``inf``, no hex, ASCII digits only (``float`` also reads the digits of other scripts)
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
-PLAIN_NUMBER_HINT = "digits with an optional '.' and exponent, e.g. 2.5 or 1e-3 (no '_', ',', nan or inf)"
-
-
-def parse_plain_number(text: str) -> Optional[float]:
-    """The number ``text`` spells as a plain decimal (see ``_PLAIN_NUMBER``; surrounding blanks allowed), else None.
-
-    For numbers in data files, where nothing like YAML's digit separators is expected: Python's ``float`` would read
-    ``1_0`` as 10 and ``nan``/``infinity`` as numbers.
-    """
-    s = text.strip()
-    return float(s) if _PLAIN_NUMBER.fullmatch(s) else None
-
-
-def parse_number(text: str) -> Optional[float]:
-    """The number a string such as ``'5e-4'``, ``'3e5'`` or ``'0.5'`` spells (as float), else None."""
-    s = text.strip()
-    if not _NUMBER.fullmatch(s) or s.startswith("_") or "__" in s:
-        return None
-    return float(s.replace("_", ""))
-
-
-def _as_number(value: float) -> Any:
-    """An integral value read from text becomes an int (``total_iter: 3e5`` → 300000), others stay float."""
-    return int(value) if value.is_integer() and abs(value) < 2 ** 53 else value
 
 
 def coerce_numbers(node: Any, skip_top: Iterable[str] = ("path",)) -> Any:
@@ -92,7 +45,7 @@ def coerce_numbers(node: Any, skip_top: Iterable[str] = ("path",)) -> Any:
             return value
         if isinstance(value, str):
             number = parse_number(value)
-            return value if number is None else _as_number(number)
+            return value if number is None else as_number(number)
         if isinstance(value, dict):
             for k in list(value):
                 value[k] = convert(value[k], str(k))
@@ -108,83 +61,6 @@ def coerce_numbers(node: Any, skip_top: Iterable[str] = ("path",)) -> Any:
     return node
 
 
-def _fmt(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
-
-
-@dataclass(frozen=True)
-class Value:
-    """What one option key holds: ``kind`` (int, float, bool or str) and its allowed range.
-
-    ``lo``/``hi`` are inclusive bounds, ``above``/``below`` exclusive ones; ``multiple`` asks for a multiple;
-    ``choices`` lists the allowed strings. ``~`` (None) means "the default" (``default``, documentation of what
-    the program uses then) unless ``nullable`` is false, for a key whose reader has no use for ``~``. A flag
-    takes 0/1 as false/true unless ``exact``. ``example`` is shown in the fix.
-    """
-
-    kind: type
-    lo: Optional[float] = None
-    hi: Optional[float] = None
-    above: Optional[float] = None
-    below: Optional[float] = None
-    multiple: Optional[int] = None
-    choices: Tuple[str, ...] = ()
-    default: Any = None
-    example: str = ""
-    nullable: bool = True
-    exact: bool = False
-
-    def describe(self) -> str:
-        """The allowed values in words, e.g. ``an integer >= 1`` or ``a number in [0, 1)``."""
-        if self.kind is bool:
-            return "true or false"
-        if self.kind is str:
-            return "one of " + ", ".join(self.choices) if self.choices else "a text"
-        what = "an integer" if self.kind is int else "a number"
-        if self.multiple:
-            what = f"a multiple of {self.multiple}"
-        low = (f"[{_fmt(self.lo)}" if self.lo is not None else f"({_fmt(self.above)}" if self.above is not None else None)
-        high = (f"{_fmt(self.hi)}]" if self.hi is not None else f"{_fmt(self.below)})" if self.below is not None else None)
-        if low and high:
-            return f"{what} in {low}, {high}"
-        if low:
-            return f"{what} {'>=' if self.lo is not None else '>'} {low[1:]}"
-        if high:
-            return f"{what} {'<=' if self.hi is not None else '<'} {high[:-1]}"
-        return what
-
-    def check(self, value: Any, key: str) -> Tuple[Any, Optional[str]]:
-        """``(value as the program uses it, error or None)``; numeric text becomes a number."""
-        fix = f" Fix: use {self.describe()}" + (f", e.g. {self.example}." if self.example else ".")
-        if value is None:
-            return None, (None if self.nullable else f"'{key}' is ~ (empty).{fix}")
-        if self.kind is bool:
-            if isinstance(value, bool):
-                return value, None
-            if isinstance(value, int) and value in (0, 1) and not self.exact:
-                return bool(value), None
-            quoted = " (without quotes)" if isinstance(value, str) else ""
-            return value, f"'{key}' is {value!r}, not true or false. Fix: write true or false{quoted}."
-        if self.kind is str:
-            if isinstance(value, str) and (not self.choices or value in self.choices):
-                return value, None
-            return value, f"'{key}' is {value!r}.{fix}"
-        number = parse_number(value) if isinstance(value, str) else value
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-            return value, f"'{key}' is {value!r}, not a number.{fix}"
-        if self.kind is int:
-            if number != int(number):
-                return value, f"'{key}' is {value!r}, not a whole number.{fix}"
-            number = int(number)
-        elif isinstance(value, str):
-            number = _as_number(number)
-        if ((self.lo is not None and number < self.lo) or (self.hi is not None and number > self.hi)
-                or (self.above is not None and number <= self.above) or (self.below is not None and number >= self.below)
-                or (self.multiple and number % self.multiple)):
-            return number, f"'{key}' is {value!r}.{fix}"
-        return number, None
-
-
 def _int(lo: Optional[int] = None, example: str = "", **kw: Any) -> Value:
     return Value(int, lo=lo, example=example, **kw)
 
@@ -195,30 +71,8 @@ def _num(example: str = "", **kw: Any) -> Value:
 
 _FLAG = Value(bool)
 
-TOP: Dict[str, Value] = {
-    "manual_seed": _int(0, "manual_seed: 0", hi=2 ** 31 - 1),  # seed + rank must stay a valid numpy seed
-    "scale": _int(1, "scale: 1"),
-    "find_unused_parameters": _FLAG,
-}
-TRAIN: Dict[str, Value] = {
-    "total_iter": _int(1, "total_iter: 300000"),
-    "warmup_iter": _int(-1, "warmup_iter: -1 (no warm-up) or a number of iterations", default=-1),
-    "ema_decay": _num("ema_decay: 0.999 (0: no EMA)", lo=0, below=1, default=0),
-    "ema_warmup": _FLAG,
-    "grad_clip": _num("grad_clip: 0.01 (~: no clipping)", lo=0),
-    "max_nonfinite_steps": _int(1, "max_nonfinite_steps: 10", default=10),
-    "accum_iter": _int(1, "accum_iter: 1", default=1),
-    "compile": _FLAG,
-    "channels_last": _FLAG,
-    # the official stage-2 two-phase recipe
-    "encoder_iter": _int(0, "encoder_iter: 100000"),
-    "lr_encoder": _num("lr_encoder: 2e-4", above=0),
-    "lr_sr": _num("lr_sr: 2e-4", above=0),
-    "gamma_encoder": _num("gamma_encoder: 0.1", above=0),
-    "gamma_sr": _num("gamma_sr: 0.5", above=0),
-    "lr_decay_encoder": _int(1, "lr_decay_encoder: 60000"),
-    "lr_decay_sr": _int(1, "lr_decay_sr: 80000"),
-}
+TOP: Dict[str, Value] = TopOptions.rows()
+TRAIN: Dict[str, Value] = TrainOptions.rows()
 #: ``train:region_weights`` (:mod:`DiffIR.models.region_weights`): weights >= 1, LDR thresholds in (0, 1)
 REGION_WEIGHTS: Dict[str, Value] = {
     "highlight": _num("highlight: 4.0 (the weight of a clipped pixel; 1: none)", lo=1, default=4.0),
@@ -232,7 +86,7 @@ def region_weight_errors(section: Any, where: str = "train:region_weights") -> L
     """What is wrong with a ``train:region_weights`` section (``{}`` or ``true``: every default; ``~``/``false``: off)."""
     if section is None or isinstance(section, bool):
         return []
-    if not isinstance(section, dict):
+    if not isinstance(section, Mapping):
         return [f"'{where}' is {section!r}. Fix: write a mapping such as region_weights: {{highlight: 4.0, "
                 "shadow: 2.0}, or remove it."]
     errors = [f"'{where}:{key}' is not an option. Fix: use {', '.join(REGION_WEIGHTS)}."
@@ -243,7 +97,7 @@ def region_weight_errors(section: Any, where: str = "train:region_weights") -> L
 def region_weight_values(section: Any, where: str = "train:region_weights") -> Dict[str, float]:
     """The checked ``train:region_weights`` with defaults filled in; raises OptionError naming every bad key."""
     section = {} if section is None or isinstance(section, bool) else section
-    if isinstance(section, dict):
+    if isinstance(section, Mapping):
         section = dict(section)
     errors = region_weight_errors(section, where)
     if errors:
@@ -263,20 +117,9 @@ _BETA = _num("betas: [0.9, 0.999]", lo=0, below=1)
 #: every loss section ``train:*_opt``
 LOSS: Dict[str, Value] = {"loss_weight": _num("loss_weight: 1.0", lo=0)}
 MIXUP: Dict[str, Value] = {"mixup": _FLAG, "mixup_beta": _num("mixup_beta: 1.2", above=0), "use_identity": _FLAG}
-VAL: Dict[str, Value] = {
-    "val_freq": _int(1, "val_freq: 5000 (~: validate only at the end)"),
-    "save_img": _FLAG, "pbar": _FLAG, "baseline": _FLAG, "save_preview": _FLAG,
-    "num_preview_images": _int(0, "num_preview_images: 4", default=4, nullable=False),
-}
-LOGGER: Dict[str, Value] = {
-    "print_freq": _int(1, "print_freq: 100", default=100),
-    "save_checkpoint_freq": _int(1, "save_checkpoint_freq: 5000", default=5000),
-    "tb_image_freq": _int(1, "tb_image_freq: 5000 (default: save_checkpoint_freq)"),
-    "keep_last_n": _int(0, "keep_last_n: 5 (0 or ~: keep every checkpoint)"),
-    "use_tb_logger": _FLAG,
-    "language": Value(str, choices=tuple(sorted(MESSAGES))),  # default: the pipeline's (zh for train_hdr.py)
-}
-DIST: Dict[str, Value] = {"port": _int(1, "port: 29500", hi=65535)}
+VAL: Dict[str, Value] = ValOptions.rows()
+LOGGER: Dict[str, Value] = LoggerOptions.rows()
+DIST: Dict[str, Value] = DistOptions.rows()
 #: every ``datasets:<phase>`` section (keys a dataset does not know are refused by the dataset itself)
 DATASET: Dict[str, Value] = {
     "gt_size": _int(PATCH_MULTIPLE, "gt_size: 256 (the network halves a patch three times)", multiple=PATCH_MULTIPLE,
@@ -306,8 +149,6 @@ NETWORK_LISTS: Dict[str, Value] = {
     "num_blocks": _int(0, "num_blocks: [4, 6, 6, 8]", hi=64),
     "heads": _int(1, "heads: [1, 2, 4, 8]", hi=64),
 }
-#: every ``val:metrics:<name>`` entry (its other arguments are checked against the metric's signature)
-METRIC: Dict[str, Value] = {"crop_border": _int(0, "crop_border: 0", hi=MAX_IMAGE_SIDE // 2)}
 
 #: the sizes of a dataset's ``synthetic`` generator (``size``: a side, or [height, width]; checked item by item)
 SYNTHETIC: Dict[str, Value] = {
@@ -349,92 +190,32 @@ def _disagree(first: Any, first_key: str, second: Any, second_key: str, same: st
 
 
 def cudnn_benchmark_errors(opt: Dict[str, Any]) -> List[str]:
-    """``train:cudnn_benchmark`` and the top-level ``cudnn_benchmark`` of some BasicSR forks: flags that agree."""
+    """``train:cudnn_benchmark`` and the top-level ``cudnn_benchmark`` of some BasicSR forks must agree (their
+    values are rows of the TRAIN and TOP tables)."""
     train = opt.get("train")
-    errors = (_check_table(train, {"cudnn_benchmark": Value(bool, exact=True)}, "train:")
-              + _check_table(opt, {"cudnn_benchmark": _FLAG}, ""))
-    return errors or _disagree(train, "train:cudnn_benchmark", opt, "cudnn_benchmark", "the top-level spelling")
-
-
-def tile_size_error(tile: Any, window: int, key: str, off: str, example: str, window_key: str = "") -> Optional[str]:
-    """Why ``tile`` cannot be a tile side, else None: a positive multiple of the network's size multiple ``window``
-    up to :data:`MAX_IMAGE_SIDE` (``val:tile_size`` and ``inference_hdr.py --tile`` share this bound). ``off`` is
-    the value that turns tiling off, ``window_key`` names where ``window`` comes from."""
-    if isinstance(tile, int) and not isinstance(tile, bool) and 0 < tile <= MAX_IMAGE_SIDE and not tile % window:
-        return None
-    return (f"'{key}' must be a positive multiple of {window}{window_key} up to {MAX_IMAGE_SIDE}, or {off} for "
-            f"whole-image inference, got {tile!r}; e.g. {example}")
-
-
-def _tiling_errors(val: Mapping[str, Any]) -> List[str]:
-    """``window_size``, ``tile_size`` and ``tile_overlap`` depend on each other (tiles are network-size multiples
-    and must leave a stride)."""
-    window = val.get("window_size") or 8
-    if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= MAX_WINDOW:
-        return [f"'val:window_size' must be an integer in [1, {MAX_WINDOW}] (the network's size multiple, 8 for "
-                f"DiffIR), got {window!r}"]
-    tile = val.get("tile_size")
-    if tile is None:
+    given = [d.get("cudnn_benchmark") for d in (train, opt) if isinstance(d, dict)]
+    if not all(isinstance(v, bool) for v in given):
         return []
-    error = tile_size_error(tile, window, "val:tile_size", "~", "tile_size: 512", " (val:window_size)")
-    if error:
-        return [error]
-    overlap = val.get("tile_overlap", 32)
-    if not isinstance(overlap, int) or overlap < 0 or overlap > tile - window:
-        return [f"'val:tile_overlap' must be an integer in [0, tile_size - {window}] = [0, {tile - window}], got "
-                f"{overlap!r} (default 32); e.g. tile_overlap: {min(32, tile // 4)}"]
-    return []
-
-
-def _save_best_errors(val: Mapping[str, Any]) -> List[str]:
-    """``val:save_best`` names the metric (a key of ``val:metrics``) that picks ``models/net_g_best.pth``."""
-    best = val.get("save_best")
-    if best is None:
-        return []
-    metrics = val.get("metrics")
-    names = list(metrics) if isinstance(metrics, dict) else []
-    if not names:
-        return [f"'val:save_best' is {best!r}, but val:metrics is empty. Fix: add the metric to val:metrics (e.g. "
-                "psnr: {type: calculate_psnr}) or remove save_best."]
-    if not isinstance(best, str) or best not in names:
-        return [f"'val:save_best' is {best!r}; it must name one of val:metrics: {', '.join(map(str, names))} "
-                f"(e.g. save_best: {names[0]})."]
-    return []
+    return _disagree(train, "train:cudnn_benchmark", opt, "cudnn_benchmark", "the top-level spelling")
 
 
 def _val_errors(val: Any) -> List[str]:
-    """The ``val`` section: the table, tiling, the output format and the file-name suffix."""
+    """The ``val`` section: its rows (converted in place) and the checks that span its keys (ValOptions)."""
     if not isinstance(val, dict):
         return []
-    errors = _check_table(val, VAL, "val:") + _tiling_errors(val)
-    metrics = val.get("metrics")
-    for name, metric in (metrics.items() if isinstance(metrics, dict) else ()):
-        errors += _check_table(metric, METRIC, f"val:metrics:{name}:")
-    fmt = val.get("save_format", "hdr")
-    if fmt not in SAVE_FORMATS:
-        errors.append(f"'val:save_format' is {fmt!r}; use one of: {', '.join(SAVE_FORMATS)}")
-    ensemble = val.get("self_ensemble")
-    if ensemble is not None and (isinstance(ensemble, bool) or ensemble not in SELF_ENSEMBLE_SIZES):
-        errors.append(f"'val:self_ensemble' is {ensemble!r}; use 0 (off), 4 (flips) or 8 (flips and transposes), "
-                      "e.g. self_ensemble: 8")
-    errors += _save_best_errors(val)
-    suffix = val.get("suffix")
-    if suffix is not None and any(c in str(suffix) for c in ("/", "\\", "\0")):
-        errors.append(f"'val:suffix' is {suffix!r}: it is appended to output file names, so it cannot hold a path "
-                      "separator; e.g. suffix: test (or ~ for the run name, '' for none)")
-    return errors
+    return _check_table(val, VAL, "val:") + ValOptions.key_errors(val)
 
 
 def crop_border_errors(metrics: Any, smallest: Optional[Tuple[str, int, int]], where: str) -> List[str]:
     """Each ``val:metrics`` entry whose ``crop_border`` leaves nothing of ``smallest`` = ``(name, height, width)``,
     the image with the shortest side of the set ``where``: that image's score, and so the set's mean, would be nan."""
-    if smallest is None or not isinstance(metrics, dict):
+    if smallest is None or not isinstance(metrics, Mapping):
         return []
     name, height, width = smallest
     limit = (min(height, width) - 1) // 2  # the most that leaves one pixel of the shorter side
     errors = []
     for key, metric in metrics.items():
-        border = metric.get("crop_border") if isinstance(metric, dict) else None
+        border = metric.get("crop_border") if isinstance(metric, Mapping) else None
         if isinstance(border, int) and not isinstance(border, bool) and border > limit:
             errors.append(
                 f"'val:metrics:{key}:crop_border' is {border}, which leaves nothing of '{name}' ({height}x{width} "
@@ -442,11 +223,6 @@ def crop_border_errors(metrics: Any, smallest: Optional[Tuple[str, int, int]], w
                 f"crop_border of at most {limit} (under half the shortest side), e.g. crop_border: 0, or remove the "
                 f"small image from the set.")
     return errors
-
-
-def check_val_options(val_opt: Optional[Dict[str, Any]]) -> None:
-    """Every bad ``val`` value as one :class:`OptionError` (for a model or test run built without the parser)."""
-    raise_errors(_val_errors(val_opt or {}))
 
 
 def _synthetic_errors(dataset: Any, where: str) -> List[str]:
