@@ -22,6 +22,7 @@ from DiffIR.models.lr_scheduler import (
     warmup_lrs,
 )
 from DiffIR.models.lr_warmup_restarts import CosineAnnealingWarmupRestarts
+from DiffIR.utils.errors import OptionError
 
 REF_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "cosine_warmup_restarts_reference.json"
 REL = 1e-12
@@ -261,12 +262,14 @@ def test_warmup_steps_zero_starts_at_peak(ref):
 
 def test_constructor_validation():
     opt = make_opt(0.1)
-    with pytest.raises(ValueError):
+    # option mistakes (the scheduler section of a user's file): OptionError, which the CLI reports in one line
+    with pytest.raises(OptionError):
         CosineAnnealingWarmupRestarts(opt, first_cycle_steps=10, warmup_steps=10)
-    with pytest.raises(ValueError):
+    with pytest.raises(OptionError):
         CosineAnnealingWarmupRestarts(opt, first_cycle_steps=10, cycle_mult=0)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError) as info:
         CosineAnnealingWarmupRestarts(opt, first_cycle_steps=10.5)
+    assert isinstance(info.value, OptionError)
     s = CosineAnnealingWarmupRestarts(opt, first_cycle_steps=5.0e4, warmup_steps=2.0e3)
     assert (s.first_cycle_steps, s.warmup_steps) == (50000, 2000)
 

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from DiffIR.utils.errors import OptionError
 from DiffIR.utils.file_lock import file_lock
 
 PathLike = Union[str, os.PathLike]
@@ -149,7 +150,7 @@ def ensure_generated_folders(
     """
     targets = [Path(t) for t in targets]
     if len({os.path.abspath(t) for t in targets}) != len(targets):
-        raise ValueError(
+        raise OptionError(
             f"synthetic generation needs {len(targets)} different folders for {', '.join(labels)}; got "
             f"{', '.join(str(t) for t in targets)}"
         )

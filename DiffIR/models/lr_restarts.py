@@ -15,6 +15,8 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from DiffIR.utils.errors import OptionError, OptionTypeError
+
 __all__ = ["MultiStepRestartLR", "CosineAnnealingRestartLR", "CosineAnnealingRestartCyclicLR", "as_int"]
 
 
@@ -22,12 +24,12 @@ def as_int(name: str, value: Any) -> int:
     """Return ``value`` as an int; integral floats (``5.0``, YAML ``5.0e+4``) are accepted (every scheduler
     checks its step counts this way)."""
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
+        raise OptionTypeError(f"{name} must be an integer, got {value!r}")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    raise TypeError(f"{name} must be an integer, got {value!r}")
+    raise OptionTypeError(f"{name} must be an integer, got {value!r}")
 
 
 def _cumulative(periods: Sequence[int]) -> List[int]:
@@ -57,7 +59,7 @@ def _cycle_position(last_epoch: int, periods: Sequence[int], cumulative: Sequenc
 def _check_periods(periods: Sequence[Any]) -> List[int]:
     out = [as_int("periods[i]", p) for p in periods]
     if not out or any(p <= 0 for p in out):
-        raise ValueError(f"periods must be a non-empty list of positive integers, got {list(periods)!r}")
+        raise OptionError(f"periods must be a non-empty list of positive integers, got {list(periods)!r}")
     return out
 
 
@@ -92,7 +94,7 @@ class MultiStepRestartLR(LRScheduler):
         self.restarts = [as_int("restarts[i]", r) for r in restarts]
         self.restart_weights = list(restart_weights)
         if len(self.restarts) != len(self.restart_weights):
-            raise ValueError(
+            raise OptionError(
                 f"restarts ({len(self.restarts)}) and restart_weights ({len(self.restart_weights)}) must have the same length"
             )
         super().__init__(optimizer, last_epoch)
@@ -126,9 +128,9 @@ class _CosineRestarts(LRScheduler):
         self.restart_weights = list(restart_weights)
         self.eta_mins = list(eta_mins) if eta_mins is not None else [self.eta_min] * len(self.periods)
         if len(self.periods) != len(self.restart_weights):
-            raise ValueError("periods and restart_weights should have the same length.")
+            raise OptionError("periods and restart_weights should have the same length.")
         if len(self.periods) != len(self.eta_mins):
-            raise ValueError("periods and eta_mins should have the same length.")
+            raise OptionError("periods and eta_mins should have the same length.")
         self.cumulative_period = _cumulative(self.periods)
         super().__init__(optimizer, last_epoch)
 

@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from DiffIR.models.lr_restarts import as_int
+from DiffIR.utils.errors import OptionError
 
 __all__ = ["CosineAnnealingWarmupRestarts"]
 
@@ -96,14 +97,14 @@ class CosineAnnealingWarmupRestarts(LRScheduler):
         warmup_steps = as_int("warmup_steps", warmup_steps)
         last_epoch = as_int("last_epoch", last_epoch)
         if not 0 <= warmup_steps < first_cycle_steps:
-            raise ValueError(
+            raise OptionError(
                 f"need 0 <= warmup_steps < first_cycle_steps, got warmup_steps={warmup_steps}, "
                 f"first_cycle_steps={first_cycle_steps}"
             )
         if not cycle_mult > 0:
-            raise ValueError(f"cycle_mult must be > 0, got {cycle_mult}")
+            raise OptionError(f"cycle_mult must be > 0, got {cycle_mult}")
         if last_epoch < -1:
-            raise ValueError(f"last_epoch must be >= -1, got {last_epoch}")
+            raise OptionError(f"last_epoch must be >= -1, got {last_epoch}")
 
         self.first_cycle_steps = first_cycle_steps
         self.cycle_mult = cycle_mult

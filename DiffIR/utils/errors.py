@@ -22,6 +22,10 @@ class OptionError(DiffIRError, ValueError):
     """A configuration mistake, reported with the offending key and how to fix it."""
 
 
+class OptionTypeError(OptionError, TypeError):
+    """An option of the wrong kind (text where an integer belongs); a ``TypeError`` as such checks raised before."""
+
+
 class MissingInputError(OptionError, RuntimeError):
     """The configuration needs a per-image input the data does not give (the dgain and gamma of each image, a
     ground truth); a ``RuntimeError`` too, as the forward pass that finds it raised before."""
