@@ -147,7 +147,7 @@ _SIGNAL_OWN_GROUP = """if True:
 
     SIG, AT, MODE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     done, calls = [0], [0]
-    optimize, accumulate, get_item = (DiffIRS1Model.optimize_parameters, loop.accumulate_batches,
+    optimize, accumulate, get_item = (DiffIRS1Model.optimize_parameters, loop.step_batches,
                                       LDR_HDR_PairedDataset.__getitem__)
 
     def ended(pid):
@@ -187,7 +187,7 @@ _SIGNAL_OWN_GROUP = """if True:
             time.sleep(600)
         return get_item(self, index)
 
-    DiffIRS1Model.optimize_parameters, loop.accumulate_batches, LDR_HDR_PairedDataset.__getitem__ = step, batches, item
+    DiffIRS1Model.optimize_parameters, loop.step_batches, LDR_HDR_PairedDataset.__getitem__ = step, batches, item
     sys.exit(train_hdr(sys.argv[4:], os.getcwd()))
 """
 
