@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from DiffIR.data import EnlargedSampler, build_dataset  # noqa: E402
 from DiffIR.data.dgain import read_dgain_file  # noqa: E402
 from DiffIR.data.lmdb_writer import create_lmdb_hdr  # noqa: E402
+from DiffIR.data.pair_reader import PairSource  # noqa: E402
 from DiffIR.data.pairing import scan_paired_folders  # noqa: E402
 from DiffIR.data.seeding import sample_rng  # noqa: E402
 from DiffIR.data.synthetic_hdr import generate_dataset  # noqa: E402
@@ -94,7 +95,7 @@ def bench_index(n: int, tmp: str) -> float:
         for i in range(n):
             open(os.path.join(root, sub, f"im_{i:07d}{ext}"), "wb").close()
     t0 = time.perf_counter()
-    recs = scan_paired_folders(os.path.join(root, "lq"), os.path.join(root, "gt"), os.path.join(root, "dg"))
+    recs = scan_paired_folders(PairSource(*(os.path.join(root, s) for s in ("lq", "gt", "dg"))))
     dt = time.perf_counter() - t0
     assert len(recs) == n
     shutil.rmtree(root)
@@ -119,7 +120,7 @@ def bench_quick_check(n: int, tmp: str) -> Dict[str, float]:
         for i in range(n):
             with open(os.path.join(root, sub, f"im_{i:07d}{ext}"), "wb") as f:
                 f.write(blobs[sub])
-    reader = DiskPairReader(*(os.path.join(root, s) for s in ("lq", "gt", "dg")))
+    reader = DiskPairReader(PairSource(*(os.path.join(root, s) for s in ("lq", "gt", "dg"))))
     out = {}
     for label in ("cold", "cached"):
         t0 = time.perf_counter()
@@ -170,7 +171,7 @@ def main() -> None:
     datasets: Dict[str, Dataset] = {}
     for mode in args.modes:
         if mode == "baseline":
-            datasets[mode] = OriginOrderDataset(scan_paired_folders(*dirs), args.crop)
+            datasets[mode] = OriginOrderDataset(scan_paired_folders(PairSource(*dirs)), args.crop)
         elif mode == "disk":
             datasets[mode] = build_dataset(dict(base_opt))
         elif mode in lmdbs:

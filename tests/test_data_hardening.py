@@ -128,10 +128,11 @@ def test_truncated_lmdb_is_refused_with_a_message_not_a_crash(tmp_path):
         import sys
         sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'scripts')!r}]
         from DiffIR.data.lmdb_reader import LmdbPairReader
+        from DiffIR.data.pair_reader import PairSource
         import check_dataset, create_lmdb_hdr
         out = {str(out)!r}
         try:
-            LmdbPairReader(out + "/lq.lmdb", out + "/gt.lmdb", out + "/dgain.lmdb")
+            LmdbPairReader(PairSource(out + "/lq.lmdb", out + "/gt.lmdb", out + "/dgain.lmdb"))
         except OSError as e:
             print("READER:", e)
         print("CHECK rc", check_dataset.main(["-opt", {str(yml)!r}]))

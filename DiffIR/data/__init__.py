@@ -10,7 +10,8 @@
   (:mod:`DiffIR.data.prefetcher`).
 
 Every module ``DiffIR/data/*_dataset.py`` is imported here so its ``@DATASET_REGISTRY.register()``
-classes are available by name.
+classes are available by name, and every ``DiffIR/data/*_reader.py`` so its ``@IO_BACKEND_REGISTRY.register()``
+readers are (the ``io_backend`` types, :mod:`DiffIR.data.pair_reader`).
 """
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ __all__ = ["build_dataset", "build_dataloader", "EnlargedSampler", "SampleIndex"
 
 logger = logging.getLogger("DiffIR")
 
-for _f in sorted(Path(__file__).parent.glob("*_dataset.py")):
-    importlib.import_module(f"{__name__}.{_f.stem}")
+for _pattern in ("*_reader.py", "*_dataset.py"):  # the io_backend readers, then the datasets, by name
+    for _f in sorted(Path(__file__).parent.glob(_pattern)):
+        importlib.import_module(f"{__name__}.{_f.stem}")
 
 
 def _where(opt: Mapping[str, Any]) -> str:

@@ -21,9 +21,13 @@ a warning. Under DDP each rank decodes its own share of the files (rank r: pairs
 full scan is split over the ranks; a problem found by any rank stops the job. What a check found is a
 :class:`~DiffIR.data.check_report.CheckReport`.
 
-LMDBs built by :func:`DiffIR.data.lmdb_writer.create_lmdb_hdr` were fully checked when written (the
-writer refuses NaN/Inf, unreadable images and size mismatches); their ``full`` check reads the
-writer's record instead of decoding again. The origin fork's pickled LMDBs are decoded.
+This module is the shared driver: the settings, one run over a reader and the verdicts every backend shares
+(:class:`CheckRun`). What is read, and how, is the reader's own ``check`` (see
+:class:`~DiffIR.data.pair_reader.PairReader`): :class:`~DiffIR.data.disk_reader.DiskPairReader` reads headers
+and decodes files through the per-file cache; :class:`~DiffIR.data.lmdb_reader.LmdbPairReader` reads the sizes
+of meta_info.txt, and LMDBs built by :func:`DiffIR.data.lmdb_writer.create_lmdb_hdr` (fully checked when written:
+the writer refuses NaN/Inf, unreadable images and size mismatches) get the writer's record instead of a second
+decode. The origin fork's pickled LMDBs are decoded.
 """
 from __future__ import annotations
 
@@ -31,19 +35,18 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Tuple
 
-import numpy as np
-
-from DiffIR.data.check_cache import DGAIN_RULES, CheckCache, DgainFacts, ImageFacts
+from DiffIR.data.check_cache import CheckCache
 from DiffIR.data.check_report import HDR_MAX_HEADROOM, CheckReport
-from DiffIR.data.dgain import read_dgain_file
-from DiffIR.data.pair_problems import (PixelCounts, channel_mismatch_message, count_bad_pixels, nonfinite_message,
-                                       size_mismatch_message, too_small_message)
-from DiffIR.data.parallel import default_threads, parallel_map
+from DiffIR.data.pair_problems import (PixelCounts, channel_mismatch_message, nonfinite_message, size_mismatch_message,
+                                       too_small_message)
+from DiffIR.data.parallel import default_threads
 from DiffIR.utils.errors import OptionError
-from DiffIR.utils.hdr_io import read_hdr, read_image_info, read_ldr
 from DiffIR.utils.image_common import ImageIOError
+
+if TYPE_CHECKING:
+    from DiffIR.data.pair_reader import PairReader
 
 logger = logging.getLogger("DiffIR")
 
@@ -54,6 +57,7 @@ __all__ = [
     "LEVELS",
     "SMALL_IMAGE_POLICIES",
     "CheckSettings",
+    "CheckRun",
     "check_reader",
     "check_file_tail",
     "exception_text",
@@ -130,24 +134,26 @@ class CheckSettings:
         if self.small_images not in SMALL_IMAGE_POLICIES:
             raise OptionError(f"'{self.where}:small_images' = '{self.small_images}' is unknown. Fix: use pad or error.")
 
-    def run(self, reader: Any) -> CheckReport:
-        """Check every pair ``reader`` serves (a disk or LMDB pair reader); ``raise_if_errors()`` stops on problems."""
+    def run(self, reader: "PairReader") -> CheckReport:
+        """Check every pair ``reader`` serves (an ``io_backend`` reader); ``raise_if_errors()`` stops on problems."""
         report = CheckReport(self.where, self.level, len(reader))
         report.hdr_max = self.hdr_max
         if self.level == "off":
             return report
         t0 = time.time()
-        run = _CheckRun(self, reader, report, CheckCache(reader.roots(), self.cache_dir))
-        (_check_lmdb if getattr(reader, "backend", "disk") == "lmdb" else _check_disk)(run)
+        run = CheckRun(self, reader, report, CheckCache(reader.roots(), self.cache_dir))
+        reader.check(run)  # the backend's part: DiskPairReader.check, LmdbPairReader.check, ...
         run.cache.save()
         report.seconds = time.time() - t0
         return report
 
 
-class _CheckRun:
-    """One check of one reader: its settings, report and cache, and the verdicts both backends share."""
+class CheckRun:
+    """One check of one reader: its settings, report and cache, and the verdicts every backend shares (a reader's
+    ``check`` reports through them, so that each problem reads the same whatever the storage)."""
 
-    def __init__(self, settings: CheckSettings, reader: Any, report: CheckReport, cache: CheckCache) -> None:
+    def __init__(self, settings: CheckSettings, reader: "PairReader", report: CheckReport,
+                 cache: CheckCache) -> None:
         self.settings, self.reader, self.report, self.cache = settings, reader, report, cache
         self.log = settings.log or logger.info
         self.threads = settings.threads or default_threads()
@@ -195,233 +201,10 @@ class _CheckRun:
 
 
 # ----------------------------------------------------------------------------------------------
-# disk backend
-# ----------------------------------------------------------------------------------------------
-def _cache_key(role: str, path: str) -> str:
-    """Cache keys are relative to the (realpath) roots that name the cache file: ``gt/im_1.hdr``."""
-    return f"{role}/{os.path.basename(path)}"
-
-
-@dataclass
-class _ImageFile:
-    """One image of a pair while it is checked: its cache key and stat, and what is known of it."""
-
-    role: str
-    path: str
-    stat: Tuple[int, int] = (0, 0)
-    facts: Optional[ImageFacts] = None  # None: unreadable
-
-    @property
-    def key(self) -> str:
-        return _cache_key(self.role, self.path)
-
-    def remember(self, cache: CheckCache, facts: ImageFacts) -> None:
-        self.facts = facts
-        cache.put(self.key, self.stat, facts)
-
-
-@dataclass
-class _Pair:
-    rec: Mapping[str, str]
-    lq: _ImageFile
-    gt: _ImageFile
-    bad: bool = False  # a problem was reported: no further checks of this pair
-
-
-def _check_disk(run: _CheckRun) -> None:
-    """Headers and dgain entries of every pair; with ``full`` the pixels too (from the cache where it can)."""
-    pairs = [_check_disk_pair(run, rec) for rec in run.reader.records]
-    if run.settings.level == "full":
-        _scan_disk_pixels(run, pairs)
-    for pair in pairs:  # what is known about pixels: this run's scan or the cache
-        gt = pair.gt.facts
-        if gt is not None and gt.scanned and not (gt.nonfinite and pair.bad):
-            run.note_pixels(pair.rec["gt_path"], PixelCounts(gt.nonfinite, gt.negative, gt.peak))
-
-
-def _check_disk_pair(run: _CheckRun, rec: Mapping[str, str]) -> _Pair:
-    """The quick part for one pair: cheap (stats, and headers of new or changed files only)."""
-    pair = _Pair(rec, _ImageFile("lq", rec["lq_path"]), _ImageFile("gt", rec["gt_path"]))
-    dpath = rec.get("dgain_path")  # None for pair formats without dgain
-    if dpath is not None and not _check_dgain_file(run, dpath):
-        pair.bad = True
-    for image in (pair.lq, pair.gt):
-        err = _read_header(run, image)
-        if err is not None:
-            run.report.add("unreadable", err)
-            pair.bad = True
-    lq, gt = pair.lq.facts, pair.gt.facts
-    if lq is not None and gt is not None:
-        if not run.sizes_ok(rec["lq_path"], (lq.height, lq.width), rec["gt_path"], (gt.height, gt.width),
-                            (lq.channels, gt.channels)):
-            pair.bad = True
-    return pair
-
-
-def _check_dgain_file(run: _CheckRun, path: str) -> bool:
-    """Check one dgain file (cached); False after reporting a problem."""
-    try:
-        st = run.cache.stat(path)
-        key = _cache_key("dgain", path)
-        facts = run.cache.get(key, st, DgainFacts)
-        if facts is None or facts.rules != DGAIN_RULES:
-            vals = read_dgain_file(path)
-            facts = DgainFacts(vals["dgain"], vals["gamma"])
-            run.cache.put(key, st, facts)
-        else:
-            run.report.from_cache += 1
-    except (OSError, ValueError) as e:
-        run.report.add("dgain", exception_text(e))
-        return False
-    run.report.note_exposure(os.path.basename(path), facts.dgain, facts.gamma)
-    return True
-
-
-def _read_header(run: _CheckRun, image: _ImageFile) -> Optional[str]:
-    """Fill ``image.stat``/``facts`` from the cache or the file's header; the error message, if any."""
-    try:
-        image.stat = run.cache.stat(image.path)
-    except OSError as e:
-        return f"'{image.path}': {e.strerror or e}. Fix: check the file's permissions or restore it."
-    image.facts = run.cache.get(image.key, image.stat, ImageFacts)
-    if image.facts is not None:
-        run.report.from_cache += 1
-        return None
-    try:
-        check_file_tail(image.path)
-        info = read_image_info(image.path)
-    except (OSError, ValueError) as e:
-        return exception_text(e)
-    image.remember(run.cache, ImageFacts(info.height, info.width, channels=info.channels))
-    return None
-
-
-def _scan_disk_pixels(run: _CheckRun, pairs: Sequence[_Pair]) -> None:
-    """Decode this rank's share of the pairs whose pixels are not known yet, and cache what they hold."""
-    todo = [pair for i, pair in enumerate(pairs) if run.mine(i) and not pair.bad
-            and not (pair.lq.facts.scanned and pair.gt.facts.scanned)]
-    rank, world = run.settings.shard
-    if world > 1:
-        run.report.note = f"rank {rank} of {world} decoded its share"
-    read_gt = read_hdr if getattr(run.reader, "gt_hdr", True) else read_ldr
-    progress = run.progress(len(todo))
-    for pair, err, counts in parallel_map(lambda p: _decode_pair(p, read_gt), todo, run.threads):
-        progress.step()
-        run.report.decoded += 1
-        if err is not None:
-            run.report.add("unreadable", err)
-            pair.bad = True
-            continue
-        if not pair.lq.facts.scanned:
-            pair.lq.remember(run.cache, pair.lq.facts._replace(scanned=True))
-        if counts is not None:
-            pair.gt.remember(run.cache, pair.gt.facts._replace(scanned=True, **counts._asdict()))
-
-
-def _decode_pair(pair: _Pair,
-                 read_gt: Callable[[str], np.ndarray]) -> Tuple[_Pair, Optional[str], Optional[PixelCounts]]:
-    """``(pair, error message, GT pixel counts)``; runs in a worker thread, so it only reads."""
-    counts = None
-    try:
-        if not pair.lq.facts.scanned:
-            err = _decoded_size_error("LDR", pair.lq, read_ldr(pair.lq.path))
-            if err is not None:
-                return pair, err, None
-        if not pair.gt.facts.scanned:
-            hdr = read_gt(pair.gt.path)
-            err = _decoded_size_error("HDR", pair.gt, hdr)
-            if err is not None:
-                return pair, err, None
-            counts = count_bad_pixels(hdr)
-    except (OSError, ValueError) as e:
-        return pair, exception_text(e), None
-    return pair, None, counts
-
-
-def _decoded_size_error(what: str, image: _ImageFile, img: np.ndarray) -> Optional[str]:
-    """A decoded image whose size differs from its header's is damaged."""
-    h, w = img.shape[:2]
-    if (h, w) == (image.facts.height, image.facts.width):
-        return None
-    return (f"{what} image '{image.path}' decodes to {h}x{w} but its header says "
-            f"{image.facts.height}x{image.facts.width}. Fix: re-export it.")
-
-
-# ----------------------------------------------------------------------------------------------
-# LMDB backend
-# ----------------------------------------------------------------------------------------------
-def _check_lmdb(run: _CheckRun) -> None:
-    """Sizes from meta_info.txt and every dgain entry; with ``full`` the writer's record or a decode."""
-    good = [_check_lmdb_pair(run, i) for i in range(len(run.reader))]
-    if run.settings.level != "full":
-        return
-    validated = run.reader.validation()
-    if validated is not None:  # our format: the writer decoded and checked every record
-        run.report.note = "pixels checked when the LMDB was written"
-        for key, count in sorted(validated.get("negatives", {}).items()):
-            run.report.negatives.append((key, int(count)))
-        if run.settings.hdr_max:
-            run.report.peaks_unchecked = (
-                f"The HDR peaks of '{run.report.where}' were not compared with hdr_max={run.settings.hdr_max:g}: the "
-                f"LMDB records no peaks. Run python scripts/check_dataset.py on options naming the source folders "
-                f"to compare them.")
-        return
-    _scan_lmdb_pixels(run, good)
-
-
-def _check_lmdb_pair(run: _CheckRun, index: int) -> bool:
-    """The quick part for one pair; False after reporting a problem that makes the pair unusable."""
-    reader, ok = run.reader, True
-    names = reader.paths(index)
-    if getattr(reader, "has_dgain", True):
-        try:
-            vals = reader.read_dgain(index)
-            run.report.note_exposure(names.get("dgain_path", str(index)), vals["dgain"], vals["gamma"])
-        except (OSError, ValueError) as e:
-            run.report.add("dgain", exception_text(e))
-            ok = False
-    lq_hw, gt_hw = reader.header_size(index, "lq"), reader.header_size(index, "gt")
-    if lq_hw is not None and gt_hw is not None:
-        ok = run.sizes_ok(names["lq_path"], lq_hw, names["gt_path"], gt_hw) and ok
-    return ok
-
-
-def _scan_lmdb_pixels(run: _CheckRun, good: Sequence[bool]) -> None:
-    """Legacy (pickled) LMDB: decode each GT record; the cache is keyed by the databases' own size/mtime."""
-    reader = run.reader
-    fp = reader.fingerprint()
-    todo = []
-    for i in range(len(reader)):
-        counts = run.cache.get(f"lmdb:{reader.paths(i)['gt_path']}", fp, PixelCounts)
-        if counts is not None:
-            run.report.from_cache += 1
-            run.note_pixels(reader.paths(i)["gt_path"], counts)
-        elif good[i] and run.mine(i):
-            todo.append(i)
-    progress = run.progress(len(todo))
-
-    def scan(i: int) -> Tuple[int, Optional[str], Optional[PixelCounts]]:
-        try:
-            return i, None, count_bad_pixels(reader.read(i)["gt"])
-        except (OSError, ValueError) as e:
-            return i, exception_text(e), None
-
-    for i, err, counts in parallel_map(scan, todo, run.threads):
-        progress.step()
-        run.report.decoded += 1
-        if err is not None:
-            run.report.add("unreadable", err)
-            continue
-        gt_name = reader.paths(i)["gt_path"]
-        run.cache.put(f"lmdb:{gt_name}", fp, counts)
-        run.note_pixels(gt_name, counts)
-
-
-# ----------------------------------------------------------------------------------------------
 # entry points
 # ----------------------------------------------------------------------------------------------
 def check_reader(
-    reader: Any,
+    reader: "PairReader",
     level: str = "full",
     gt_size: Optional[int] = None,
     small_images: str = "pad",

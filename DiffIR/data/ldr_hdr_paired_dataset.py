@@ -42,7 +42,8 @@ import torch
 from DiffIR.data.check_report import DatasetCheckError
 from DiffIR.data.pair_problems import nonfinite_message
 from DiffIR.data.paired_common import HDR_PAIRS
-from DiffIR.data.paired_image_dataset import DiskPairReader, PairedImageDataset, choice_option, make_pair_reader
+from DiffIR.data.paired_image_dataset import (DiskPairReader, PairedImageDataset, PairSource, choice_option,
+                                              make_pair_reader)
 from DiffIR.data.pairing import (DGAIN_EXTENSIONS, GT_EXTENSIONS, LQ_EXTENSIONS, MAX_LISTED, PairingError,
                                  scan_paired_folders)
 from DiffIR.data.transforms import img2tensor
@@ -63,6 +64,7 @@ __all__ = [
     "DatasetCheckError",
     "PairingError",
     "DiskPairReader",
+    "PairSource",
     "make_pair_reader",
     "scan_paired_folders",
     "LQ_EXTENSIONS",

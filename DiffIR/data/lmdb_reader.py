@@ -17,17 +17,21 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from DiffIR.data.checks import CheckRun, exception_text
 from DiffIR.data.dgain import parse_dgain_text
 from DiffIR.data.lmdb_format import FORMAT_VERSION, decode_hdr_record, read_meta_info, read_state
-from DiffIR.data.pair_problems import paired_windows
-from DiffIR.data.pairing import pair_format_parts, pair_stems, read_meta_info_file
+from DiffIR.data.pair_problems import PixelCounts, count_bad_pixels, paired_windows
+from DiffIR.data.pair_reader import PairRecords, PairSource
+from DiffIR.data.pairing import pair_format_parts, pair_stems
+from DiffIR.data.parallel import parallel_map
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.hdr_io import decode_ldr_bytes
 from DiffIR.utils.image_common import ImageIOError, WindowArg, resolve_window
+from DiffIR.utils.registry import IO_BACKEND_REGISTRY
 
 logger = logging.getLogger("DiffIR")
 
@@ -104,30 +108,23 @@ _NUMPY_PICKLE_MODULES = frozenset({"numpy", "numpy.core.multiarray", "numpy._cor
 _NUMPY_PICKLE_NAMES = frozenset({"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"})
 
 
-class LmdbPairReader:
+@IO_BACKEND_REGISTRY.register(name="lmdb")
+class LmdbPairReader(PairRecords):
     """Reads triples from ``lq.lmdb`` / ``gt.lmdb`` / ``dgain.lmdb`` (ours, or the origin fork's with ``allow_pickle``).
 
-    Interface (shared with the disk reader): ``len()``, ``paths(i)``, ``read(i, window)``,
-    ``roots()``, plus ``header_size(i, role)``, ``read_dgain(i)``, ``validation()`` and
-    ``fingerprint()`` for the dataset checks. Databases are opened once per process, on first use
-    (DataLoader workers open their own handles; the reader itself holds none, so it pickles).
+    A :class:`~DiffIR.data.pair_reader.PairReader`; its check uses the sizes of meta_info.txt
+    (``header_size``), the dgain records (``read_dgain``), the writer's record of its pixel check
+    (``validation``) and, for the origin fork's LMDBs, a decode cached by ``fingerprint``. Databases are opened
+    once per process, on first use (DataLoader workers open their own handles; the reader itself holds none, so
+    it pickles).
     """
 
     backend = "lmdb"
 
-    def __init__(self, dataroot_lq: str, dataroot_gt: str, dataroot_dgain: Optional[str], filename_tmpl: str = "{}",
-                 where: str = "datasets", meta_info_file: Optional[str] = None, allow_pickle: bool = False,
-                 pair_format: Any = None, **backend_opt: Any) -> None:
-        if backend_opt:
-            raise OptionError(
-                f"'{where}:io_backend' has keys {sorted(backend_opt)} that the lmdb backend does not use. "
-                f"Fix: remove them (accepted: type, allow_pickle)."
-            )
-        self.where = where
-        _, _, self.gt_hdr, self.has_dgain = pair_format_parts(pair_format)
-        self.db = {"lq": str(dataroot_lq), "gt": str(dataroot_gt)}
-        if self.has_dgain:
-            self.db["dgain"] = str(dataroot_dgain)
+    def __init__(self, source: PairSource, allow_pickle: bool = False) -> None:
+        self.where = source.where
+        _, _, self.gt_hdr, self.has_dgain = pair_format_parts(source.pair_format)
+        self.db = dict(zip(("lq", "gt", "dgain"), source.roots))
         self.allow_pickle = bool(allow_pickle)
         self.state: Dict[str, Any] = {}
         states = self._read_states()
@@ -137,11 +134,8 @@ class LmdbPairReader:
         elif self.gt_hdr or self.has_dgain:  # origin-fork layout: pickled arrays / dicts
             self._allow_pickled()
         keys = self._read_meta_infos()
-        only = read_meta_info_file(meta_info_file, where) if meta_info_file else None
-        labels = (f"dataroot_lq='{self.db['lq']}'", f"dataroot_gt='{self.db['gt']}'",
-                  f"dataroot_dgain='{self.db.get('dgain')}'")
-        self.pairs = pair_stems(keys["lq"], keys["gt"], keys.get("dgain"), filename_tmpl, where, labels, only,
-                                str(meta_info_file or ""), dgain_suffix="")
+        self.pairs = pair_stems(keys["lq"], keys["gt"], keys.get("dgain"), source, source.meta_info_stems(),
+                                dgain_suffix="")
         self.records = []
         for g, q in self.pairs:
             rec = {"lq_path": os.path.join(self.db["lq"], q), "gt_path": os.path.join(self.db["gt"], g)}
@@ -238,12 +232,6 @@ class LmdbPairReader:
     def _env(self, role: str) -> Any:
         return reader_env(self.db[role])
 
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def paths(self, index: int) -> Dict[str, str]:
-        return dict(self.records[index])
-
     def roots(self) -> List[str]:
         return list(self.db.values())
 
@@ -272,7 +260,70 @@ class LmdbPairReader:
         except Exception as e:  # unpickling can fail in arbitrary ways
             raise ImageIOError(f"Cannot unpickle '{name}': {e}. Fix: rebuild the LMDB.") from None
 
-    # -- checks -----------------------------------------------------------------------------------
+    # -- the check before training ----------------------------------------------------------------
+    def check(self, run: CheckRun) -> None:
+        """Sizes from meta_info.txt and every dgain entry; with ``full`` the writer's record or a decode."""
+        good = [self._check_pair(run, i) for i in range(len(self))]
+        if run.settings.level != "full":
+            return
+        validated = self.validation()
+        if validated is not None:  # our format: the writer decoded and checked every record
+            run.report.note = "pixels checked when the LMDB was written"
+            for key, count in sorted(validated.get("negatives", {}).items()):
+                run.report.negatives.append((key, int(count)))
+            if run.settings.hdr_max:
+                run.report.peaks_unchecked = (
+                    f"The HDR peaks of '{run.report.where}' were not compared with hdr_max={run.settings.hdr_max:g}: "
+                    f"the LMDB records no peaks. Run python scripts/check_dataset.py on options naming the source "
+                    f"folders to compare them.")
+            return
+        self._scan_pixels(run, good)
+
+    def _check_pair(self, run: CheckRun, index: int) -> bool:
+        """The quick part for one pair; False after reporting a problem that makes the pair unusable."""
+        ok = True
+        names = self.paths(index)
+        if self.has_dgain:
+            try:
+                vals = self.read_dgain(index)
+                run.report.note_exposure(names.get("dgain_path", str(index)), vals["dgain"], vals["gamma"])
+            except (OSError, ValueError) as e:
+                run.report.add("dgain", exception_text(e))
+                ok = False
+        lq_hw, gt_hw = self.header_size(index, "lq"), self.header_size(index, "gt")
+        if lq_hw is not None and gt_hw is not None:
+            ok = run.sizes_ok(names["lq_path"], lq_hw, names["gt_path"], gt_hw) and ok
+        return ok
+
+    def _scan_pixels(self, run: CheckRun, good: Sequence[bool]) -> None:
+        """Legacy (pickled) LMDB: decode each GT record; the cache is keyed by the databases' own size/mtime."""
+        fp = self.fingerprint()
+        todo = []
+        for i in range(len(self)):
+            counts = run.cache.get(f"lmdb:{self.paths(i)['gt_path']}", fp, PixelCounts)
+            if counts is not None:
+                run.report.from_cache += 1
+                run.note_pixels(self.paths(i)["gt_path"], counts)
+            elif good[i] and run.mine(i):
+                todo.append(i)
+        progress = run.progress(len(todo))
+
+        def scan(i: int) -> Tuple[int, Optional[str], Optional[PixelCounts]]:
+            try:
+                return i, None, count_bad_pixels(self.read(i)["gt"])
+            except (OSError, ValueError) as e:
+                return i, exception_text(e), None
+
+        for i, err, counts in parallel_map(scan, todo, run.threads):
+            progress.step()
+            run.report.decoded += 1
+            if err is not None:
+                run.report.add("unreadable", err)
+                continue
+            gt_name = self.paths(i)["gt_path"]
+            run.cache.put(f"lmdb:{gt_name}", fp, counts)
+            run.note_pixels(gt_name, counts)
+
     def header_size(self, index: int, role: str) -> Optional[Tuple[int, int]]:
         """(h, w) from meta_info.txt (None when it does not say)."""
         g, q = self.pairs[index]

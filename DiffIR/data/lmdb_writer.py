@@ -28,6 +28,7 @@ from DiffIR.data.lmdb_format import (FLOAT16_MAX, FORMAT_NAME, FORMAT_VERSION, G
 from DiffIR.data.lmdb_reader import forget_reader_env, lmdb_module, open_checked
 from DiffIR.data.pair_problems import (PROBLEM_TITLES, channel_mismatch_message, count_bad_pixels, nonfinite_message,
                                        problem_text, size_mismatch_message)
+from DiffIR.data.pair_reader import PairSource
 from DiffIR.data.pairing import format_names, scan_paired_folders
 from DiffIR.data.parallel import default_threads, parallel_map
 from DiffIR.utils.errors import DiffIRError, OptionError
@@ -181,8 +182,8 @@ def create_lmdb_hdr(
     """
     if gt_dtype not in GT_DTYPES:
         raise OptionError(f"--gt-dtype must be one of {', '.join(GT_DTYPES)}, got {gt_dtype!r}")
-    build = _Build.from_sources(dataroot_lq, dataroot_gt, dataroot_dgain, out_dir, gt_dtype, filename_tmpl,
-                                meta_info_file, log)
+    source = PairSource(dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, "create_lmdb_hdr", meta_info_file)
+    build = _Build.from_source(source, out_dir, gt_dtype, log)
     try:
         os.makedirs(out_dir, exist_ok=True)
         try:
@@ -221,23 +222,20 @@ class _Build:
     build_id: str = ""
 
     @classmethod
-    def from_sources(cls, dataroot_lq: str, dataroot_gt: str, dataroot_dgain: str, out_dir: str, gt_dtype: str,
-                     filename_tmpl: str, meta_info_file: Optional[str], log: Callable[[str], None]) -> "_Build":
+    def from_source(cls, source: PairSource, out_dir: str, gt_dtype: str, log: Callable[[str], None]) -> "_Build":
         """Pair the three source folders (refusing missing ones) and record what the build is made of."""
-        for flag, folder in (("--lq", dataroot_lq), ("--gt", dataroot_gt), ("--dgain", dataroot_dgain)):
+        for flag, folder in zip(("--lq", "--gt", "--dgain"), source.roots):
             if not os.path.isdir(folder):
                 what = "does not exist" if not os.path.exists(folder) else "is not a folder"
                 raise OptionError(f"{flag} '{folder}' {what}. Fix: pass the folder of the "
                                   f"{dict(lq='LDR images', gt='HDR images', dgain='dgain .txt files')[flag[2:]]}.")
-        records = scan_paired_folders(dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, "create_lmdb_hdr",
-                                      meta_info_file)
+        records = scan_paired_folders(source)
         items = [(_stem(r["gt_path"]), _stem(r["lq_path"]), r) for r in records]
         config = {
-            "sources": {"lq": os.path.abspath(dataroot_lq), "gt": os.path.abspath(dataroot_gt),
-                        "dgain": os.path.abspath(dataroot_dgain)},
+            "sources": dict(zip(("lq", "gt", "dgain"), map(os.path.abspath, source.roots))),
             "gt_dtype": gt_dtype,
-            "filename_tmpl": filename_tmpl,
-            "meta_info_file": os.path.abspath(meta_info_file) if meta_info_file else None,
+            "filename_tmpl": source.filename_tmpl,
+            "meta_info_file": os.path.abspath(source.meta_info_file) if source.meta_info_file else None,
         }
         return cls(out_dir, items, config, log, lmdb_paths(out_dir))
 

@@ -1,10 +1,9 @@
-"""What every paired LQ/GT dataset shares: the option checks, the ``io_backend`` readers, the checks
+"""What every paired LQ/GT dataset shares: the option checks, the ``io_backend`` reader, the checks
 before training, the training window and its random numbers.
 
-Readers (one per ``io_backend``) serve pairs by index: ``len()``, ``records``, ``paths(i)``,
-``read(i, window)``, ``roots()``, ``backend``; the disk one is here, the LMDB one in
-:mod:`DiffIR.data.lmdb_reader`. What a pair is made of comes from the dataset's ``PAIR_FORMAT``
-(:mod:`DiffIR.data.paired_common`).
+The reader (one per ``io_backend``, see :mod:`DiffIR.data.pair_reader`: disk in :mod:`DiffIR.data.disk_reader`,
+LMDB in :mod:`DiffIR.data.lmdb_reader`) serves the pairs by index and runs its part of the check. What a pair is
+made of comes from the dataset's ``PAIR_FORMAT`` (:mod:`DiffIR.data.paired_common`).
 
 Per training item a random ``gt_size`` window is drawn from the image size and only that window is
 read and converted; images smaller than the patch are reflect-padded (``small_images: pad``, default)
@@ -27,27 +26,26 @@ from torch.utils.data import Dataset
 
 from DiffIR.data.check_report import CheckReport
 from DiffIR.data.checks import LEVELS, SMALL_IMAGE_POLICIES, CheckSettings
-from DiffIR.data.dgain import read_dgain_file
+from DiffIR.data.disk_reader import DiskPairReader
 from DiffIR.data.lmdb_reader import LmdbPairReader
-from DiffIR.data.pair_problems import paired_windows, size_mismatch_message, too_small_message
+from DiffIR.data.pair_problems import size_mismatch_message, too_small_message
+from DiffIR.data.pair_reader import PairReader, PairSource, make_pair_reader
 from DiffIR.data.paired_common import HDR_PAIRS, PROGRESSIVE_KEYS, PairFormat
-from DiffIR.data.pairing import (PairingError, collect_pairing_problems, collecting_pairing_problems,
-                                 pair_format_parts, scan_paired_folders)
+from DiffIR.data.pairing import PairingError, collect_pairing_problems, collecting_pairing_problems
 from DiffIR.data.seeding import sample_rng
 from DiffIR.data.transforms import augment_pair, pad_to_size, random_window
 from DiffIR.utils.dist import get_dist_info
 from DiffIR.utils.errors import DataError, OptionError
-from DiffIR.utils.hdr_io import read_hdr, read_ldr
-from DiffIR.utils.image_common import Window, WindowArg
+from DiffIR.utils.image_common import Window
 from DiffIR.config.schema import check_dataset_values
-from DiffIR.utils.registry import check_keys, lookup
+from DiffIR.utils.registry import check_keys
 
 logger = logging.getLogger("DiffIR")
 
 PREFETCH_MODES = (None, "cpu", "cuda")
 
-__all__ = ["PairedImageDataset", "DiskPairReader", "make_pair_reader", "augmentation_flags", "choice_option",
-           "PREFETCH_MODES"]
+__all__ = ["PairedImageDataset", "DiskPairReader", "LmdbPairReader", "PairSource", "make_pair_reader",
+           "augmentation_flags", "choice_option", "PREFETCH_MODES"]
 
 
 def _log(msg: str) -> None:
@@ -62,71 +60,6 @@ def _warn(msg: str) -> None:
         logger.warning(msg)
     else:
         print(f"WARNING: {msg}", flush=True)
-
-
-# ----------------------------------------------------------------------------------------------
-# readers (one per io_backend). Interface: len(), records, paths(i), read(i, window), roots(), backend
-# ----------------------------------------------------------------------------------------------
-class DiskPairReader:
-    """Reads triples (LQ, GT, dgain) from three folders, or pairs without dgain (``pair_format``)."""
-
-    backend = "disk"
-
-    def __init__(self, dataroot_lq: str, dataroot_gt: str, dataroot_dgain: Optional[str], filename_tmpl: str = "{}",
-                 where: str = "datasets", meta_info_file: Optional[str] = None, pair_format: Any = None,
-                 **backend_opt: Any) -> None:
-        if backend_opt:
-            raise OptionError(
-                f"'{where}:io_backend' has keys {sorted(backend_opt)} that the disk backend does not use. "
-                f"Fix: remove them (io_backend: {{type: disk}})."
-            )
-        _, _, self.gt_hdr, self.has_dgain = pair_format_parts(pair_format)
-        self.dirs = tuple(str(d) for d in (dataroot_lq, dataroot_gt, dataroot_dgain)[: 3 if self.has_dgain else 2])
-        self.records = scan_paired_folders(dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where,
-                                           meta_info_file, pair_format)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def paths(self, index: int) -> Dict[str, str]:
-        return dict(self.records[index])
-
-    def roots(self) -> Sequence[str]:
-        return list(self.dirs)
-
-    def read(self, index: int, window: WindowArg = None) -> Dict[str, Any]:
-        """``{lq, gt, dgain, gamma, lq_path, gt_path, dgain_path}`` with float32 RGB arrays.
-
-        ``window`` (a tuple or a function of the LQ's size) crops both images before any per-pixel
-        conversion; a GT whose size differs from its LQ raises the size-mismatch error.
-        """
-        rec = self.records[index]
-        out: Dict[str, Any] = dict(rec)
-        lq_window, gt_window = paired_windows(window, rec["lq_path"], rec["gt_path"])
-        out["lq"] = read_ldr(rec["lq_path"], window=lq_window)
-        out["gt"] = (read_hdr if self.gt_hdr else read_ldr)(rec["gt_path"], window=gt_window)
-        if self.has_dgain:
-            out.update(read_dgain_file(rec["dgain_path"]))
-        return out
-
-
-_READERS: Dict[str, Callable[..., Any]] = {"disk": DiskPairReader, "lmdb": LmdbPairReader}
-
-
-def make_pair_reader(io_backend: Optional[Mapping[str, Any]], dataroot_lq: str, dataroot_gt: str,
-                     dataroot_dgain: Optional[str], filename_tmpl: str = "{}", where: str = "datasets",
-                     meta_info_file: Optional[str] = None, pair_format: Any = None) -> Any:
-    """Build the reader for ``io_backend`` (a dict with ``type``; None means disk).
-
-    ``pair_format`` (see :mod:`DiffIR.data.pairing`) lets other paired datasets reuse the readers;
-    the default is the LDR/HDR/dgain layout of this dataset.
-    """
-    if io_backend is not None and not isinstance(io_backend, Mapping):
-        raise OptionError(f"'{where}:io_backend' must be a mapping like {{type: disk}}, got {io_backend!r}.")
-    backend = dict(io_backend or {"type": "disk"})
-    reader = lookup(_READERS, backend.pop("type", "disk"), "io_backend type", f"{where}:io_backend:type")
-    return reader(dataroot_lq, dataroot_gt, dataroot_dgain, filename_tmpl, where,
-                           meta_info_file=meta_info_file, pair_format=pair_format, **backend)
 
 
 def augmentation_flags(opt: Mapping[str, Any]) -> Tuple[bool, bool]:
@@ -233,23 +166,20 @@ class PairedImageDataset(Dataset):
             self.gt_size = int(opt["gt_size"])
         self.aug_flip, self.aug_rot = augmentation_flags(opt)
 
-    def _open_reader(self, opt: Mapping[str, Any], where: str) -> Any:
+    def _open_reader(self, opt: Mapping[str, Any], where: str) -> PairReader:
         """The ``io_backend`` reader over the dataroots (generating the ``synthetic`` set first)."""
         for key in self.DATAROOTS:
             if not opt.get(key):
                 raise OptionError(f"'{where}:{key}' is missing. Fix: set it to the {key[9:].upper()} folder.")
-        io_backend = opt.get("io_backend") or {"type": "disk"}
+        source = PairSource.from_options(opt, where, self.PAIR_FORMAT)
         syn = opt.get("synthetic")
         if syn is not None:
+            io_backend = source.io_backend
             btype = io_backend.get("type", "disk") if isinstance(io_backend, Mapping) else io_backend
             if btype != "disk":
                 raise OptionError(f"'{where}:synthetic' works with io_backend type 'disk' only (got '{btype}').")
             self._generate_synthetic(opt, {**self.SYNTHETIC_KEYS, **dict(syn)}, _log)
-        return make_pair_reader(
-            io_backend, str(opt["dataroot_lq"]), str(opt["dataroot_gt"]),
-            str(opt["dataroot_dgain"]) if self.PAIR_FORMAT.dgain else None,
-            str(opt.get("filename_tmpl", "{}")), where, opt.get("meta_info_file"), pair_format=self.PAIR_FORMAT,
-        )
+        return make_pair_reader(source)
 
     def _check_data(self, pairing: Sequence[str]) -> CheckReport:
         """Check the pairs before anything trains: one error for the ``pairing`` problems and every bad file."""

@@ -24,9 +24,12 @@ import contextvars
 import os
 import unicodedata
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from DiffIR.utils.errors import DataError, OptionError
+
+if TYPE_CHECKING:
+    from DiffIR.data.pair_reader import PairSource
 
 LQ_EXTENSIONS = (".jpg", ".jpeg", ".png")
 GT_EXTENSIONS = (".hdr", ".exr", ".npy")
@@ -222,25 +225,22 @@ def pair_stems(
     lq: Mapping[str, str],
     gt: Mapping[str, str],
     dg: Optional[Mapping[str, str]],
-    filename_tmpl: str = "{}",
-    where: str = "datasets",
-    labels: Tuple[str, str, str] = ("dataroot_lq", "dataroot_gt", "dataroot_dgain"),
+    source: "PairSource",
     only: Optional[Sequence[str]] = None,
-    only_source: str = "",
     dgain_suffix: str = ".txt",
     skipped: Optional[Tuple[Mapping[str, str], Mapping[str, str], Mapping[str, str]]] = None,
 ) -> List[Tuple[str, str]]:
     """``[(gt_stem, lq_stem)]`` of the complete triples; raises one :class:`PairingError` for all gaps.
 
     ``lq``/``gt``/``dg`` map a stem to a display name (file path or LMDB key); ``dg`` is None for
-    pairs without dgain. For a GT stem ``g`` the LQ stem is ``filename_tmpl.format(g)`` and the dgain
-    entry is named after the LQ stem. ``labels``
-    are the option values shown in messages (e.g. ``"dataroot_gt='/data/hdr'"``). Without ``only`` the
-    result is sorted by GT stem and every LQ entry must have a GT partner; with ``only`` (stems from a
-    meta_info_file named ``only_source``) exactly those GT stems are used, in that order, and entries
+    pairs without dgain. For a GT stem ``g`` the LQ stem is ``source.filename_tmpl.format(g)`` and the dgain
+    entry is named after the LQ stem; messages name ``source.where`` and show ``source.labels``. Without ``only``
+    the result is sorted by GT stem and every LQ entry must have a GT partner; with ``only`` (the stems of the
+    source's meta_info_file) exactly those GT stems are used, in that order, and entries
     not listed are ignored. ``skipped``: the LQ, GT and dgain folder scans' skipped entries (see
     :func:`scan_folder`), to say why a partner is missing.
     """
+    filename_tmpl, where, only_source = source.filename_tmpl, source.where, str(source.meta_info_file or "")
     check_filename_tmpl(filename_tmpl, where)
     why = _MissingPartner(lq, gt, dg, skipped)
     out: List[Tuple[str, str]] = []
@@ -265,7 +265,7 @@ def pair_stems(
     lq_no_gt = [] if only is not None else sorted(
         why.named(os.path.basename(lq[q]), "gt", _gt_stem(filename_tmpl, q)) for q in lq if q not in used_lq)
 
-    problems = _pairing_problems(labels, filename_tmpl, only_source, gt_missing, gt_no_lq, lq_no_gt, no_dgain)
+    problems = _pairing_problems(source.labels, filename_tmpl, only_source, gt_missing, gt_no_lq, lq_no_gt, no_dgain)
     _report_pairing_problems(problems, where, dg is not None, bool(gt_missing))
     return out
 
@@ -345,32 +345,24 @@ def _report_pairing_problems(problems: Sequence[Tuple[str, str]], where: str, ha
         )
 
 
-def scan_paired_folders(
-    dataroot_lq: str,
-    dataroot_gt: str,
-    dataroot_dgain: Optional[str],
-    filename_tmpl: str = "{}",
-    where: str = "datasets",
-    meta_info_file: Optional[str] = None,
-    pair_format: Any = None,
-) -> List[Dict[str, str]]:
-    """Pair the folders by stem in linear time; returns ``[{lq_path, gt_path, dgain_path}]``.
+def scan_paired_folders(source: "PairSource") -> List[Dict[str, str]]:
+    """Pair the folders of ``source`` by stem in linear time; returns ``[{lq_path, gt_path, dgain_path}]``.
 
     Sorted by GT stem (or in ``meta_info_file`` order when given). Raises :class:`OptionError` for a
     missing/empty folder (naming the option key) and one :class:`PairingError` listing, per folder,
-    how many files lack a partner and the first few names. Without dgain in ``pair_format`` the
-    records have no ``dgain_path``.
+    how many files lack a partner and the first few names. Without dgain in the source's ``pair_format``
+    the records have no ``dgain_path``.
     """
-    check_filename_tmpl(filename_tmpl, where)
-    lq_exts, gt_exts, _, has_dgain = pair_format_parts(pair_format)
-    only = read_meta_info_file(meta_info_file, where) if meta_info_file else None
+    where = source.where
+    check_filename_tmpl(source.filename_tmpl, where)
+    lq_exts, gt_exts, _, has_dgain = pair_format_parts(source.pair_format)
+    only = source.meta_info_stems()
     skipped: Tuple[Dict[str, str], Dict[str, str], Dict[str, str]] = ({}, {}, {})
-    lq = scan_folder(dataroot_lq, "dataroot_lq", lq_exts, where, skipped[0])
-    gt = scan_folder(dataroot_gt, "dataroot_gt", gt_exts, where, skipped[1])
-    dg = (scan_folder(str(dataroot_dgain), "dataroot_dgain", DGAIN_EXTENSIONS, where, skipped[2]) if has_dgain
+    lq = scan_folder(source.dataroot_lq, "dataroot_lq", lq_exts, where, skipped[0])
+    gt = scan_folder(source.dataroot_gt, "dataroot_gt", gt_exts, where, skipped[1])
+    dg = (scan_folder(str(source.dataroot_dgain), "dataroot_dgain", DGAIN_EXTENSIONS, where, skipped[2]) if has_dgain
           else None)
-    labels = (f"dataroot_lq='{dataroot_lq}'", f"dataroot_gt='{dataroot_gt}'", f"dataroot_dgain='{dataroot_dgain}'")
-    pairs = pair_stems(lq, gt, dg, filename_tmpl, where, labels, only, str(meta_info_file or ""), skipped=skipped)
+    pairs = pair_stems(lq, gt, dg, source, only, skipped=skipped)
     if dg is None:
         return [{"lq_path": lq[q], "gt_path": gt[g]} for g, q in pairs]
     return [{"lq_path": lq[q], "gt_path": gt[g], "dgain_path": dg[q]} for g, q in pairs]

@@ -70,6 +70,8 @@ DATASET_REGISTRY = Registry("dataset")
 MODEL_REGISTRY = Registry("model")
 LOSS_REGISTRY = Registry("loss")
 METRIC_REGISTRY = Registry("metric")
+#: ``io_backend: {type: ...}`` of a paired dataset -> its reader class (:mod:`DiffIR.data.pair_reader`)
+IO_BACKEND_REGISTRY = Registry("io_backend type")
 
 
 def check_keys(keys: Iterable[str], accepted: Sequence[str], where: str, what: str) -> None:
