@@ -18,10 +18,12 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from DiffIR.utils.errors import OptionError
 
 __all__ = [
+    "set_grad_checkpointing",
     "BiasFreeLayerNorm",
     "WithBiasLayerNorm",
     "LayerNorm",
@@ -228,12 +230,33 @@ class TransformerBlock(nn.Module):
 
 class BlockStack(nn.ModuleList):
     """Integer-indexed list of :class:`TransformerBlock` (same keys as the official ``nn.Sequential``)
-    that threads the shared IPR through every block."""
+    that threads the shared IPR through every block.
+
+    ``checkpoint_every = N`` (0: off) recomputes every N-th block in the backward pass instead of keeping its
+    activations (attention maps, the FFN's expanded features), when gradients are being recorded: activation
+    memory for compute, the same gradients. Set it with :func:`set_grad_checkpointing`.
+    """
+
+    checkpoint_every: int = 0
 
     def forward(self, x: torch.Tensor, ipr: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        for block in self:
-            x = block(x, ipr)
+        every = self.checkpoint_every if torch.is_grad_enabled() else 0
+        for i, block in enumerate(self):
+            if every and i % every == 0:
+                x = checkpoint(block, x, ipr, use_reentrant=False)
+            else:
+                x = block(x, ipr)
         return x
+
+
+def set_grad_checkpointing(net: nn.Module, every: int) -> int:
+    """Checkpoint every ``every``-th transformer block of each :class:`BlockStack` in ``net`` (0: none); returns
+    how many blocks are checkpointed."""
+    count = 0
+    for stack in (m for m in net.modules() if isinstance(m, BlockStack)):
+        stack.checkpoint_every = int(every)
+        count += len(range(0, len(stack), every)) if every else 0
+    return count
 
 
 def _stack(n: int, dim: int, heads: int, ffn: float, bias: bool, ln: str, ipr_dim: int) -> BlockStack:

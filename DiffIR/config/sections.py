@@ -36,6 +36,16 @@ class TopOptions(Section):
     cudnn_benchmark: Optional[bool] = option(None, bool, help="some BasicSR forks' spelling of train:cudnn_benchmark")
 
 
+def _every_nth(value: Any, key: str) -> Tuple[Any, Optional[str]]:
+    """``false``/``true``/N as the block interval of ``train:grad_checkpoint`` (0: off, 1: every block)."""
+    if value is True or value is False:
+        return int(value), None
+    if isinstance(value, int) and value >= 0:
+        return value, None
+    return value, (f"'{key}' is {value!r}. Fix: write false, true (every transformer block) or a whole number N "
+                   ">= 1 (every N-th block), e.g. grad_checkpoint: true.")
+
+
 @dataclass(frozen=True)
 class SpeedOptions(Section):
     """How fast a step runs; none of these changes what is learnt beyond floating-point rounding."""
@@ -48,6 +58,9 @@ class SpeedOptions(Section):
                              help="loader batches per optimizer step (gradient accumulation)")
     cudnn_benchmark: Optional[bool] = option(None, bool, exact=True,
                                              help="cuDNN autotuning on CUDA; ~: on (BasicSR's default)")
+    grad_checkpoint: int = option(0, convert=_every_nth,
+                                  help="false | true | N: recompute every (N-th) transformer block in the backward "
+                                       "pass instead of keeping its activations (0: off)")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.numbers import as_number, parse_number
@@ -43,7 +43,8 @@ class Value:
     ``choices`` lists the allowed strings. ``~`` (None) means "the default" (``default``, what the program uses
     then) unless ``nullable`` is false, for a key whose reader has no use for ``~``. A flag takes 0/1 as
     false/true unless ``exact``; a text of ``choices`` is matched in lower case with ``casefold`` (``amp: BF16``).
-    ``example`` is shown in the fix, ``help`` says what the key does.
+    ``example`` is shown in the fix, ``help`` says what the key does. ``convert(value, key) -> (value, error)``
+    checks a value no kind expresses (``false | true | N``); the kind is then None.
     """
 
     kind: Optional[type]
@@ -58,6 +59,7 @@ class Value:
     nullable: bool = True
     exact: bool = False
     casefold: bool = False
+    convert: Optional[Callable[[Any, str], Tuple[Any, Optional[str]]]] = None
     help: str = ""
 
     def describe(self) -> str:
@@ -84,7 +86,7 @@ class Value:
     def check(self, value: Any, key: str) -> Tuple[Any, Optional[str]]:
         """``(value as the program uses it, error or None)``; numeric text becomes a number."""
         if self.kind is None:
-            return value, None
+            return (value, None) if self.convert is None or value is None else self.convert(value, key)
         fix = f" Fix: use {self.describe()}" + (f", e.g. {self.example}." if self.example else ".")
         if value is None:
             return None, (None if self.nullable else f"'{key}' is ~ (empty).{fix}")

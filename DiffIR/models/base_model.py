@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from DiffIR.metrics import check_metric_options, improves
 from DiffIR.models.checkpointing import CheckpointingMixin
+from DiffIR.archs.dirformer import set_grad_checkpointing
 from DiffIR.config.sections import RunOptions
 from DiffIR.models.evaluation import ValidationResult, evaluate_dataset, publish_previews
 from DiffIR.models.lr_scheduler import build_scheduler, get_scheduler, update_learning_rate
@@ -65,6 +66,7 @@ class BaseModel(CheckpointingMixin):
         self.scaler: Optional[torch.amp.GradScaler] = None
         self.channels_last = False
         self.use_compile = False
+        self.grad_checkpoint = 0  # train:grad_checkpoint: every N-th transformer block recomputed (0: off)
         self.compiled_blocks: List[nn.Module] = []
         self._nonfinite_in_a_row = 0
         self.nonfinite_total = 0
@@ -167,6 +169,7 @@ class BaseModel(CheckpointingMixin):
         self.scaler = torch.amp.GradScaler(self.device.type) if speed.amp == "fp16" else None
         self.channels_last = speed.channels_last
         self.use_compile = speed.compile
+        self.grad_checkpoint = speed.grad_checkpoint
         apply_cudnn_benchmark(self.options.cudnn_benchmark, self.device)
         if self.amp_dtype is not None and self.device.type == "cpu":
             self.logger.info(f"train:amp on the CPU ({cpu_kind()}): the DIRformer attention (norms, matmuls, "
@@ -188,7 +191,15 @@ class BaseModel(CheckpointingMixin):
     def prepare_training_network(self, net: nn.Module) -> nn.Module:
         """The callable used for training forwards: ``net`` itself, or with ``train.compile`` compiled
         (:func:`~DiffIR.models.speed.compile_for_training`: regionally where the network declares
-        ``repeated_blocks``)."""
+        ``repeated_blocks``). ``train.grad_checkpoint`` is set on the network first (a block checkpointed and
+        compiled in place runs its compiled graph again in the backward pass)."""
+        if self.grad_checkpoint:
+            count = set_grad_checkpointing(self.get_bare_model(net), self.grad_checkpoint)
+            self.logger.info(f"train:grad_checkpoint: {count} transformer blocks are recomputed in the backward pass "
+                             "instead of keeping their activations.")
+            if not count:
+                self.logger.warning("train:grad_checkpoint is set, but the network has no transformer blocks to "
+                                    "checkpoint: it has no effect.")
         if not self.use_compile:
             return net
         blocks = repeated_blocks(self.get_bare_model(net))
