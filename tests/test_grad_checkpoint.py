@@ -99,3 +99,11 @@ def test_bad_values_are_refused_by_name(tmp_path):
         _model(tmp_path, grad_checkpoint="yes")
     with pytest.raises(OptionError, match="grad_checkpoint"):
         _model(tmp_path, grad_checkpoint=-1)
+
+
+def test_compiled_blocks_checkpointed_train_as_without_it(tmp_path):
+    """train.compile compiles the blocks in place; checkpointed, their graphs run again in the backward pass."""
+    plain, ckpt = _model(tmp_path, compile=True), _model(tmp_path, compile=True, grad_checkpoint=True)
+    assert _train(ckpt, steps=2) == pytest.approx(_train(plain, steps=2), abs=1e-6)
+    for (k, a), b in zip(plain.net_g.state_dict().items(), ckpt.net_g.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-5, msg=k)
