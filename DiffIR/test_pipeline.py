@@ -22,6 +22,7 @@ from DiffIR.metrics import check_metric_options
 from DiffIR.models import MODEL_REGISTRY, build_model
 from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.config.sections import RunOptions
+from DiffIR.models.memory import inference_oom_message, out_of_memory_stops
 from DiffIR.models.evaluation import (EvalResult, check_crop_borders, evaluate_dataset,
                                       output_suffix, publish_previews)
 from DiffIR.utils.logger import Messages, begin_run_log, dict2str, get_env_info, get_root_logger
@@ -206,8 +207,9 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
     for loader in loaders:
         name = loader.dataset.opt.get("name", "test")
         save_dir = osp.join(path["visualization"], name) if val.save_img else None
-        res = evaluate_dataset(model, loader, val, baseline=val.baseline, save_dir=save_dir,
-                               suffix=suffix, desc=f"Test {name}", overwrite=False)
+        with out_of_memory_stops(lambda: inference_oom_message(model.device, f"test set {name}", val.tiling.tile_size)):
+            res = evaluate_dataset(model, loader, val, baseline=val.baseline, save_dir=save_dir,
+                                   suffix=suffix, desc=f"Test {name}", overwrite=False)
         if not res.has_gt:
             logger.warning(msg("test_no_gt", name=name))
         if save_dir is not None:

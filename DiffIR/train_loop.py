@@ -26,6 +26,8 @@ from DiffIR.data.prefetcher import build_prefetcher
 from DiffIR.models import build_model
 from DiffIR.models.checkpointing import check_resumed_options
 from DiffIR.models.evaluation import ValidationResult, preview_domains, preview_row
+from DiffIR.models.memory import (inference_oom_message, memory_short_warning, out_of_memory_stops,
+                                  training_oom_message)
 from DiffIR.utils.cpu_malloc import keep_freed_memory
 from DiffIR.utils.checkpoint import list_training_states
 from DiffIR.utils.dist import any_rank, barrier, get_dist_info, init_dist
@@ -333,6 +335,9 @@ def _open_loggers(run: TrainingRun, root_path: str) -> None:
 def run_loop(run: TrainingRun) -> None:
     """Epochs until ``train.total_iter``; a signal saves a state and ends the run with :class:`Preempted`."""
     run.logger.info(run.msg("start_training", epoch=run.epoch, iter=run.current_iter + 1))
+    warning = memory_short_warning(device=run.model.device, **_step_setting(run))
+    if warning:
+        run.logger.warning(warning)
     run.start_time = time.time()
     with PreemptionFlag(run.msg("interrupt_notice")) as preempted:
         while run.current_iter < run.settings.total_iters:
@@ -363,13 +368,26 @@ def _train_step(run: TrainingRun, group: List[Dict[str, Any]], data_start: float
     run.iter_in_epoch += 1
     model = run.model
     model.update_learning_rate(run.current_iter, warmup_iter=run.settings.warmup_iter)
-    model.feed_data([run.schedule(batch, run.current_iter) for batch in group])
-    model.optimize_parameters(run.current_iter)
+    with out_of_memory_stops(lambda: _step_oom_text(run)):
+        model.feed_data([run.schedule(batch, run.current_iter) for batch in group])
+        model.optimize_parameters(run.current_iter)
     if run.current_iter % run.settings.print_freq == 0:
         log_vars = {"epoch": run.epoch, "iter": run.current_iter, "lrs": model.get_current_learning_rate(),
                     "time": time.time() - data_start, "data_time": data_time}
         log_vars.update(model.get_current_log())
         run.msg_logger(log_vars)
+
+
+def _step_setting(run: TrainingRun) -> Dict[str, Any]:
+    """The network, batch x patch, amp and checkpointing of the current iteration (for the memory messages)."""
+    batch, patch = run.schedule.sizes_at(max(1, run.current_iter))
+    speed = run.options.train.speed
+    return {"net": run.options.networks.get("network_g", {}), "batch": batch, "patch": patch, "amp": speed.amp,
+            "grad_checkpoint": speed.grad_checkpoint}
+
+
+def _step_oom_text(run: TrainingRun) -> str:
+    return training_oom_message(device=run.model.device, iteration=run.current_iter, **_step_setting(run))
 
 
 def _after_step(run: TrainingRun, preempted: PreemptionFlag) -> None:
@@ -390,7 +408,10 @@ def _after_step(run: TrainingRun, preempted: PreemptionFlag) -> None:
 
 def _validate(run: TrainingRun, loader) -> None:
     """Score one val set; the first one also decides ``models/net_g_best.pth`` (``val.save_best``)."""
-    result = run.model.validation(loader, run.current_iter, run.settings.save_img)
+    name = loader.dataset.opt.get("name", "val")
+    with out_of_memory_stops(lambda: inference_oom_message(run.model.device, f"the validation of {name}",
+                                                           run.options.val.tiling.tile_size)):
+        result = run.model.validation(loader, run.current_iter, run.settings.save_img)
     _record_validation(run.sinks, result, run.current_iter)
     run.results[loader.dataset.opt.get("name")] = result.metrics
     if loader is run.val_loaders[0]:

@@ -51,18 +51,21 @@ MODES = {
     "bf16+channels_last": {"amp": "bf16", "channels_last": True},
     "bf16+channels_last+fused_adam": {"amp": "bf16", "channels_last": True, "fused_adam": True},
     "fp32+cudnn_benchmark_off": {"cudnn_benchmark": False},  # CUDA: cuDNN's default algorithms, no autotuning
+    "fp32+grad_checkpoint": {"grad_checkpoint": True},  # activation checkpointing of every transformer block
+    "bf16+grad_checkpoint": {"amp": "bf16", "grad_checkpoint": True},
+    "bf16+compile+grad_checkpoint": {"amp": "bf16", "compile": True, "grad_checkpoint": True},
 }
 DEFAULT_MODES = ["fp32", "channels_last", "fused_adam", "channels_last+fused_adam", "compile",
                  "compile+channels_last+fused_adam", "bf16", "bf16+compile"]
 
 
-def _proc_status_mb(field: str) -> float:
+def proc_status_mb(field: str) -> float:
     """A memory line of /proc/self/status (VmRSS: resident now, VmHWM: its peak), in MB."""
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
-def _reset_peak(device: torch.device) -> bool:
+def reset_peak(device: torch.device) -> bool:
     """Reset the peak-memory counter; False where that is impossible (then the column shows "-")."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -75,10 +78,10 @@ def _reset_peak(device: torch.device) -> bool:
         return False
 
 
-def _peak_mb(device: torch.device) -> float:
+def peak_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return _proc_status_mb("VmHWM")
+    return proc_status_mb("VmHWM")
 
 
 class Run:
@@ -119,8 +122,8 @@ class Run:
             torch.cuda.synchronize(dev)
         elif measure_memory:
             release_free_memory()  # so this step's peak is not hidden in the heap the other modes left free
-        before = _proc_status_mb("VmRSS") if dev.type == "cpu" else 0.0
-        has_peak = measure_memory and _reset_peak(dev)
+        before = proc_status_mb("VmRSS") if dev.type == "cpu" else 0.0
+        has_peak = measure_memory and reset_peak(dev)
         t0 = time.perf_counter()
         try:
             model.optimize_parameters(i + 1)
@@ -145,7 +148,7 @@ class Run:
         if timed:
             self.times.append(dt)
         if has_peak:
-            self.step_mem.append(_peak_mb(dev) - before)
+            self.step_mem.append(peak_mb(dev) - before)
         print(f"  {self.name}: iteration {i + 1} {dt * 1000:.0f} ms", file=sys.stderr, flush=True)
 
 

@@ -45,6 +45,11 @@ class TrainingStopped(DiffIRError, RuntimeError):
     """Training cannot continue sensibly (e.g. the loss diverged); the last good checkpoint is kept."""
 
 
+class OutOfMemory(TrainingStopped):
+    """A step, a validation or a test ran out of device memory; the message names the setting and what would fit.
+    Nothing was being written (checkpoints are written whole or not at all)."""
+
+
 class Preempted(TrainingStopped):
     """SIGTERM (cluster pre-emption), SIGHUP (a closed terminal) or Ctrl-C arrived; a training state was saved
     before stopping.
