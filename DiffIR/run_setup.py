@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from DiffIR.config.sections import RunOptions
-from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset
+from DiffIR.data import EnlargedSampler, build_dataloader, build_dataset, loader_options
 from DiffIR.models.evaluation import check_crop_borders
 from DiffIR.utils.checkpoint import list_training_states, load_file
 from DiffIR.utils.dist import get_dist_info
@@ -83,12 +83,13 @@ def create_dataloaders(opt: Dict[str, Any], options: RunOptions, msg: Messages, 
     The options were checked by ``parse_options`` and the loader's own settings are checked by ``build_dataloader``.
     """
     rank, world = get_dist_info()
+    context, seed = options.context, options.context.seed
     train_opt = opt["datasets"]["train"]
     train_set = build_dataset(train_opt)
-    ratio = int(train_opt.get("dataset_enlarge_ratio", 1) or 1)
-    sampler = EnlargedSampler(train_set, world, rank, ratio, seed=opt.get("manual_seed"))
-    train_loader = build_dataloader(train_set, train_opt, opt["num_gpu"], opt.get("dist", False), sampler,
-                                    opt.get("manual_seed"))
+    loader = loader_options(train_opt)
+    ratio = loader.dataset_enlarge_ratio
+    sampler = EnlargedSampler(train_set, world, rank, ratio, seed=seed)
+    train_loader = build_dataloader(train_set, loader, context.num_gpu, context.dist, sampler, seed)
     accum = options.train.speed.accum_iter
     iters_per_epoch = max(1, len(train_loader) // accum)  # optimizer steps per epoch (full batches only)
     total_iters = options.train.total_iter
@@ -96,7 +97,7 @@ def create_dataloaders(opt: Dict[str, Any], options: RunOptions, msg: Messages, 
     logger.info(f"{msg('train_stats')}"
                 f"\n\t{msg('num_train_images')}: {len(train_set)}"
                 f"\n\t{msg('enlarge_ratio')}: {ratio}"
-                f"\n\t{msg('batch_per_gpu')}: {int(train_opt['batch_size_per_gpu'])}"
+                f"\n\t{msg('batch_per_gpu')}: {loader.batch_size_per_gpu}"
                 f"\n\t{msg('world_size')}: {world}"
                 f"\n\t{msg('iters_per_epoch')}: {iters_per_epoch}"
                 f"\n\t{msg('total_epochs_iters', epochs=total_epochs, iters=total_iters)}")
@@ -106,7 +107,7 @@ def create_dataloaders(opt: Dict[str, Any], options: RunOptions, msg: Messages, 
             continue
         val_set = build_dataset(dopt)
         check_crop_borders(options.val.metrics, val_set)
-        val_loaders.append(build_dataloader(val_set, dopt, opt["num_gpu"], opt.get("dist", False), None,
-                                            opt.get("manual_seed")))
-        logger.info(msg("num_val_images", name=dopt.get("name", phase), n=len(val_set)))
+        val_loader = loader_options(dopt)
+        val_loaders.append(build_dataloader(val_set, val_loader, context.num_gpu, context.dist, None, seed))
+        logger.info(msg("num_val_images", name=val_loader.name or phase, n=len(val_set)))
     return train_loader, sampler, val_loaders

@@ -17,7 +17,7 @@ import os.path as osp
 import time
 from typing import Any, Dict, List, Optional
 
-from DiffIR.data import build_dataloader, build_dataset
+from DiffIR.data import build_dataloader, build_dataset, loader_options
 from DiffIR.metrics import check_metric_options
 from DiffIR.models import MODEL_REGISTRY, build_model
 from DiffIR.utils.cpu_malloc import keep_freed_memory
@@ -181,7 +181,8 @@ def test_pipeline(root_path: str, argv: Optional[List[str]] = None) -> Dict[str,
         dataset_opt = opt["datasets"][phase]
         dataset = build_dataset(dataset_opt)
         check_crop_borders(options.val.metrics, dataset)
-        loaders.append(build_dataloader(dataset, dataset_opt, opt["num_gpu"], False, None, opt.get("manual_seed")))
+        loaders.append(build_dataloader(dataset, loader_options(dataset_opt), options.context.num_gpu, False, None,
+                                        options.context.seed))
         logger.info(msg("test_set", name=dataset_opt.get("name", phase), n=len(dataset)))
     model = build_model(opt, options)
     logger.info(msg("test_device", device=model.device))

@@ -21,7 +21,7 @@ from DiffIR.config.context import PathOptions, RunPaths
 from DiffIR.config.sections import RunOptions
 from DiffIR.run_setup import Resume, create_dataloaders, find_resume_state, warn_archived_states
 from DiffIR.config.table import frozen
-from DiffIR.data import EnlargedSampler
+from DiffIR.data import EnlargedSampler, loader_options
 from DiffIR.data.prefetcher import build_prefetcher
 from DiffIR.models import build_model
 from DiffIR.models.checkpointing import check_resumed_options
@@ -293,7 +293,7 @@ def set_up_run(root_path: str, make_schedule: ScheduleFactory, argv: Optional[Li
         logger.info(msg("cpu_malloc"))
     train_loader, sampler, val_loaders = create_dataloaders(opt, options, msg, logger)
     logger.info(schedule.summary(msg))
-    batches = build_prefetcher(train_loader, opt["datasets"]["train"], model.device)
+    batches = build_prefetcher(train_loader, loader_options(opt["datasets"]["train"]), model.device)
     logger = _prepare_experiment_folder(opt, options, user, resume, logger)
     settings = LoopSettings.from_options(options, int(opt["datasets"]["train"]["batch_size_per_gpu"]))
     run = TrainingRun(opt, options, settings, msg, logger, model, schedule, train_loader, sampler, batches,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from DiffIR.data import EnlargedSampler, SampleIndex, build_dataloader, build_dataset, build_prefetcher
+from DiffIR.data import EnlargedSampler, SampleIndex, build_dataloader, build_dataset, build_prefetcher, loader_options
 from DiffIR.data.check_cache import CACHE_VERSION, CheckCache, DgainFacts, ImageFacts
 from DiffIR.data.check_report import DatasetCheckError
 from DiffIR.data.checks import CheckSettings, check_reader
@@ -395,7 +395,7 @@ def test_prefetchers(tmp_path):
     loader = build_dataloader(ds, opt, num_gpu=1, sampler=sampler, seed=0)
     ref = [b["gt"] for b in loader]
     for mode in (None, "cpu"):
-        pf = build_prefetcher(loader, {**opt, "prefetch_mode": mode, "num_prefetch_queue": 2}, "cpu")
+        pf = build_prefetcher(loader, loader_options({**opt, "prefetch_mode": mode, "num_prefetch_queue": 2}), "cpu")
         assert isinstance(pf, CPUPrefetcher) and len(pf) == 2
         for _ in range(2):  # two epochs: iteration resets
             got = [b["gt"] for b in pf]
@@ -415,11 +415,11 @@ def test_prefetchers(tmp_path):
     with pytest.raises(ValueError, match="z.exr"):
         list(pf)
     with pytest.raises(OptionError, match="pin_memory"):
-        build_prefetcher(loader, {**opt, "prefetch_mode": "cuda"}, "cpu")
+        build_prefetcher(loader, loader_options({**opt, "prefetch_mode": "cuda"}), "cpu")
     with pytest.raises(OptionError, match="needs a CUDA device"):
-        build_prefetcher(loader, {**opt, "prefetch_mode": "cuda", "pin_memory": True}, "cpu")
+        build_prefetcher(loader, loader_options({**opt, "prefetch_mode": "cuda", "pin_memory": True}), "cpu")
     with pytest.raises(OptionError, match="prefetch_mode"):
-        build_prefetcher(loader, {**opt, "prefetch_mode": "gpu"}, "cpu")
+        build_prefetcher(loader, loader_options({**opt, "prefetch_mode": "gpu"}), "cpu")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -17,9 +17,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from DiffIR.config.limits import (MAX_BATCH, MAX_ENLARGE, MAX_IMAGE_SIDE, MAX_PATCH, MAX_PREFETCH, MAX_SYNTHETIC,
-                                  MAX_WORKERS, PATCH_MULTIPLE)
-from DiffIR.config.sections import DistOptions, LoggerOptions, TopOptions, TrainOptions, ValOptions
+from DiffIR.config.limits import MAX_IMAGE_SIDE, MAX_PATCH, MAX_SYNTHETIC, PATCH_MULTIPLE
+from DiffIR.config.sections import DistOptions, LoaderOptions, LoggerOptions, TopOptions, TrainOptions, ValOptions
 from DiffIR.config.table import Value
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.numbers import as_number, parse_number
@@ -124,12 +123,9 @@ DIST: Dict[str, Value] = DistOptions.rows()
 DATASET: Dict[str, Value] = {
     "gt_size": _int(PATCH_MULTIPLE, "gt_size: 256 (the network halves a patch three times)", multiple=PATCH_MULTIPLE,
                     hi=MAX_PATCH),
-    "batch_size_per_gpu": _int(1, "batch_size_per_gpu: 2", hi=MAX_BATCH),
-    "num_worker_per_gpu": _int(0, "num_worker_per_gpu: 4", hi=MAX_WORKERS),
-    "dataset_enlarge_ratio": _int(1, "dataset_enlarge_ratio: 1", default=1, hi=MAX_ENLARGE),
-    "num_prefetch_queue": _int(1, "num_prefetch_queue: 1", default=1, hi=MAX_PREFETCH),
+    **{k: v for k, v in LoaderOptions.rows().items() if k not in ("phase", "name", "prefetch_mode")},
     "hdr_max": _num("hdr_max: 1000", above=0, default=1000.0),
-    "use_shuffle": _FLAG, "pin_memory": _FLAG, "persistent_workers": _FLAG, "lq_linearize": _FLAG,
+    "lq_linearize": _FLAG,
     "geometric_augs": _FLAG, "use_flip": _FLAG, "use_hflip": _FLAG, "use_rot": _FLAG,
 }
 

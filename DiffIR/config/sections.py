@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Tuple
 
 from DiffIR.config.context import PathOptions, RunContext
-from DiffIR.config.limits import MAX_IMAGE_SIDE, MAX_WINDOW
+from DiffIR.config.limits import MAX_BATCH, MAX_ENLARGE, MAX_IMAGE_SIDE, MAX_PREFETCH, MAX_WINDOW, MAX_WORKERS
 from DiffIR.config.table import Section, Value, frozen, group, option, raise_all
 from DiffIR.utils.logger import MESSAGES
 
 __all__ = ["TopOptions", "SpeedOptions", "Stage2Recipe", "TrainOptions", "TilingOptions", "ValOptions",
-           "LoggerOptions", "DistOptions", "RunOptions", "SELF_ENSEMBLE_SIZES", "SAVE_FORMATS", "tile_size_error",
+           "LoggerOptions", "DistOptions", "LoaderOptions", "RunOptions", "SELF_ENSEMBLE_SIZES", "SAVE_FORMATS", "tile_size_error",
            "check_val_options"]
 
 #: ``val:save_format``: the file type of the linear HDR outputs
@@ -239,6 +239,30 @@ class DistOptions(Section):
 
     backend: Optional[str] = option(None, help="nccl | gloo; ~: nccl on GPUs, gloo on the CPU")
     port: Optional[int] = option(None, int, lo=1, hi=65535, example="port: 29500")
+
+
+@dataclass(frozen=True)
+class LoaderOptions(Section):
+    """How a ``datasets:<phase>`` set is loaded (the loader, the sampler's enlargement, the prefetcher); the rest of
+    a dataset section is the dataset's own, checked by the dataset class."""
+
+    phase: str = option("", help="train, val or test: set by the loader from the section's name")
+    name: Optional[str] = option(None, help="the set's name in logs and results")
+    batch_size_per_gpu: Optional[int] = option(None, int, lo=1, hi=MAX_BATCH, example="batch_size_per_gpu: 2",
+                                               help="samples per step and process (required for training)")
+    num_worker_per_gpu: Optional[int] = option(None, int, lo=0, hi=MAX_WORKERS, example="num_worker_per_gpu: 4",
+                                               help="DataLoader workers per process (required for training)")
+    dataset_enlarge_ratio: int = option(1, int, lo=1, hi=MAX_ENLARGE, example="dataset_enlarge_ratio: 1")
+    use_shuffle: bool = option(True, bool, help="shuffle a training set without a sampler")
+    pin_memory: bool = option(False, bool, help="page-locked batches (needed by prefetch_mode: cuda)")
+    persistent_workers: bool = option(True, bool, help="keep the workers between epochs")
+    prefetch_mode: Optional[str] = option(None, help="~ | cpu | cuda (checked by the dataset and the prefetcher)")
+    num_prefetch_queue: int = option(1, int, lo=1, hi=MAX_PREFETCH, example="num_prefetch_queue: 1")
+
+    @property
+    def where(self) -> str:
+        """``datasets:<phase or name>``, as messages name the section."""
+        return f"datasets:{self.phase or self.name or '?'}"
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@
 * ``EnlargedSampler``: epoch-seeded shuffling, sharded over ranks, optionally enlarging an epoch; its
   indices carry (seed, epoch, rank, position) so augmentation differs per sample, epoch and rank
   (:mod:`DiffIR.data.seeding`).
-* ``build_prefetcher(loader, dataset_opt, device)``: ``prefetch_mode`` ~ / cpu / cuda
+* ``build_prefetcher(loader, loader_options(dataset_opt), device)``: ``prefetch_mode`` ~ / cpu / cuda
   (:mod:`DiffIR.data.prefetcher`).
 
 Every module ``DiffIR/data/*_dataset.py`` is imported here so its ``@DATASET_REGISTRY.register()``
@@ -22,19 +22,20 @@ import random
 import signal
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, Mapping, Optional, Union
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from DiffIR.config.sections import LoaderOptions
 from DiffIR.data.prefetcher import CPUPrefetcher, CUDAPrefetcher, build_prefetcher
 from DiffIR.data.seeding import SampleIndex
 from DiffIR.utils.errors import OptionError
 from DiffIR.utils.registry import DATASET_REGISTRY, check_keys
 
 __all__ = ["build_dataset", "build_dataloader", "EnlargedSampler", "SampleIndex", "worker_init_fn",
-           "build_prefetcher", "CPUPrefetcher", "CUDAPrefetcher", "DATASET_REGISTRY"]
+           "build_prefetcher", "CPUPrefetcher", "CUDAPrefetcher", "DATASET_REGISTRY", "loader_options"]
 
 logger = logging.getLogger("DiffIR")
 
@@ -89,9 +90,16 @@ def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int) -> No
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+def loader_options(dataset_opt: Union[Mapping[str, Any], LoaderOptions]) -> LoaderOptions:
+    """The loader section of a dataset's options (checked once; a :class:`LoaderOptions` passes through)."""
+    if isinstance(dataset_opt, LoaderOptions):
+        return dataset_opt
+    return LoaderOptions.build(dataset_opt, _where(dataset_opt) + ":")
+
+
 def build_dataloader(
     dataset: Dataset,
-    dataset_opt: Mapping[str, Any],
+    dataset_opt: Union[Mapping[str, Any], LoaderOptions],
     num_gpu: int = 1,
     dist: bool = False,
     sampler: Optional[Sampler] = None,
@@ -105,17 +113,14 @@ def build_dataloader(
     ``persistent_workers`` (default true) when there are workers. Val/test phase: batch 1, no workers, no shuffle.
     ``pin_memory`` comes from the option (default false).
     """
-    phase = str(dataset_opt.get("phase") or "")
-    where = _where(dataset_opt)
+    loader = loader_options(dataset_opt)
+    phase, where = loader.phase, loader.where
     rank = _dist_rank()
     if phase.startswith("train"):
         for key in ("batch_size_per_gpu", "num_worker_per_gpu"):
-            if dataset_opt.get(key) is None:
+            if getattr(loader, key) is None:
                 raise OptionError(f"'{where}:{key}' is missing. Fix: set it for the training set (e.g. {key}: 2).")
-        bs, nw = int(dataset_opt["batch_size_per_gpu"]), int(dataset_opt["num_worker_per_gpu"])
-        if bs < 1 or nw < 0:
-            raise OptionError(f"'{where}': batch_size_per_gpu must be >= 1 and num_worker_per_gpu >= 0 "
-                              f"(got {bs}, {nw}).")
+        bs, nw = loader.batch_size_per_gpu, loader.num_worker_per_gpu
         n_items = len(sampler) if sampler is not None else len(dataset)
         if n_items < bs:
             raise OptionError(
@@ -126,7 +131,7 @@ def build_dataloader(
         args: Dict[str, Any] = dict(
             dataset=dataset,
             batch_size=bs,
-            shuffle=sampler is None and bool(dataset_opt.get("use_shuffle", True)),
+            shuffle=sampler is None and loader.use_shuffle,
             num_workers=nw,
             sampler=sampler,
             drop_last=True,
@@ -139,12 +144,12 @@ def build_dataloader(
         if seed is not None:
             args["worker_init_fn"] = partial(worker_init_fn, num_workers=nw, rank=rank, seed=int(seed))
         if nw > 0:
-            args["persistent_workers"] = bool(dataset_opt.get("persistent_workers", True))
+            args["persistent_workers"] = loader.persistent_workers
     elif phase.startswith("val") or phase.startswith("test"):
         args = dict(dataset=dataset, batch_size=1, shuffle=False, num_workers=0, sampler=sampler)
     else:
         raise OptionError(f"'{where}:phase' = '{phase}' is not train/val/test. Fix: set the phase.")
-    args["pin_memory"] = bool(dataset_opt.get("pin_memory", False))
+    args["pin_memory"] = loader.pin_memory
     return DataLoader(**args)
 
 

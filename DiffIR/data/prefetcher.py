@@ -19,6 +19,7 @@ from typing import Any, Iterator, Mapping, Optional, Union
 
 import torch
 
+from DiffIR.config.sections import LoaderOptions
 from DiffIR.utils.errors import OptionError
 
 __all__ = ["CPUPrefetcher", "CUDAPrefetcher", "build_prefetcher"]
@@ -203,25 +204,21 @@ class CUDAPrefetcher(_Prefetcher):
         return batch
 
 
-def build_prefetcher(loader: Any, dataset_opt: Mapping[str, Any],
+def build_prefetcher(loader: Any, options: LoaderOptions,
                      device: Union[str, torch.device, None] = None) -> Union[CPUPrefetcher, CUDAPrefetcher]:
-    """The prefetcher for ``dataset_opt['prefetch_mode']`` (~, cpu or cuda) around ``loader``.
+    """The prefetcher for ``prefetch_mode`` (~, cpu or cuda) around ``loader``.
 
     ``cuda`` requires ``device`` to be a CUDA device and ``pin_memory: true`` (else an
     :class:`OptionError` says which option to change).
     """
-    mode = dataset_opt.get("prefetch_mode")
-    where = f"datasets:{dataset_opt.get('phase') or dataset_opt.get('name') or '?'}"
+    mode = options.prefetch_mode
     if mode is None:
         return CPUPrefetcher(loader)
     if mode == "cpu":
-        n = dataset_opt.get("num_prefetch_queue", 1)
-        if not isinstance(n, int) or n < 1:
-            raise OptionError(f"'{where}:num_prefetch_queue' must be an integer >= 1, got {n!r}.")
-        return CPUPrefetcher(loader, num_prefetch_queue=n)
-    if mode == "cuda":
-        if not dataset_opt.get("pin_memory", False):
-            raise OptionError(f"'{where}:prefetch_mode' is cuda but pin_memory is off; asynchronous copies need pinned "
-                              f"memory. Fix: set pin_memory: true (or prefetch_mode: ~).")
-        return CUDAPrefetcher(loader, device if device is not None else "cpu")
-    raise OptionError(f"'{where}:prefetch_mode' = {mode!r} is unknown. Fix: use ~ (none), cpu or cuda.")
+        return CPUPrefetcher(loader, num_prefetch_queue=options.num_prefetch_queue)
+    if mode != "cuda":
+        raise OptionError(f"'{options.where}:prefetch_mode' = {mode!r} is unknown. Fix: use ~ (none), cpu or cuda.")
+    if not options.pin_memory:
+        raise OptionError(f"'{options.where}:prefetch_mode' is cuda but pin_memory is off; asynchronous copies need "
+                          f"pinned memory. Fix: set pin_memory: true (or prefetch_mode: ~).")
+    return CUDAPrefetcher(loader, device if device is not None else "cpu")
