@@ -33,6 +33,7 @@ from DiffIR.utils.checkpoint import list_training_states
 from DiffIR.utils.dist import any_rank, barrier, get_dist_info, init_dist
 from DiffIR.utils.img_util import make_preview_grid, tensor2img
 from DiffIR.utils.log_sinks import SinkGroup, TensorBoardSink
+from DiffIR.utils.wandb_sink import open_wandb_sink, wandb_for_run
 from DiffIR.utils.logger import MessageLogger, Messages, begin_run_log, dict2str, get_env_info, get_root_logger
 from DiffIR.utils.misc import format_duration, mkdir_and_rename, remove_stale_temp_files, set_random_seed
 from DiffIR.config.loading import dump_options, parse_options
@@ -276,6 +277,7 @@ def set_up_run(root_path: str, make_schedule: ScheduleFactory, argv: Optional[Li
     """
     opt, user = _parse_and_seed(root_path, argv)
     options = RunOptions.build(opt)
+    wandb = wandb_for_run(options)  # a missing package stops the run here, before anything is touched
     msg = Messages(options.logger.language or default_language)
     logger = begin_run_log()  # records are kept until the log file exists
     _lock_experiment(options, logger)
@@ -299,7 +301,7 @@ def set_up_run(root_path: str, make_schedule: ScheduleFactory, argv: Optional[Li
     run = TrainingRun(opt, options, settings, msg, logger, model, schedule, train_loader, sampler, batches,
                       val_loaders)
     _resume(run, resume)
-    _open_loggers(run, root_path)
+    _open_loggers(run, root_path, user, wandb)
     return run
 
 
@@ -320,15 +322,16 @@ def _resume(run: TrainingRun, resume: Optional[Resume]) -> None:
     run.logger.info(run.msg("resuming", path=resume.state_path, iter=run.current_iter, epoch=run.epoch))
 
 
-def _open_loggers(run: TrainingRun, root_path: str) -> None:
-    """The sinks (rank 0; TensorBoard unless turned off or a debug run) and the per-iteration message logger."""
-    log = run.options.logger
-    if (log.wandb or {}).get("project"):
-        run.logger.warning("logger.wandb is not supported by this program and is ignored; use TensorBoard "
-                           "(tb_logger/).")
+def _open_loggers(run: TrainingRun, root_path: str, user: Dict[str, Any], wandb: Any) -> None:
+    """The sinks (rank 0: TensorBoard unless turned off or a debug run; wandb when ``wandb`` is its module, with
+    ``user``, the options as written, as its config) and the per-iteration message logger."""
     name = run.options.name
-    if log.use_tb_logger and run.options.context.rank == 0 and "debug" not in name:
-        run.sinks.sinks.append(TensorBoardSink(osp.join(root_path, "tb_logger", name)))
+    if run.options.context.rank == 0:
+        if run.options.logger.use_tb_logger and "debug" not in name:
+            run.sinks.sinks.append(TensorBoardSink(osp.join(root_path, "tb_logger", name)))
+        sink = wandb and open_wandb_sink(wandb, run.options, user, run.resume_iter > 0, run.logger)
+        if sink:
+            run.sinks.sinks.append(sink)
     run.msg_logger = MessageLogger(name, run.settings.total_iters, run.current_iter + 1, run.sinks)
 
 

@@ -5,6 +5,7 @@ import argparse
 import copy
 import os
 import os.path as osp
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
@@ -15,6 +16,7 @@ from DiffIR.config.sections import (SELF_ENSEMBLE_SIZES, DistOptions, LoggerOpti
 from DiffIR.utils.logger import get_root_logger
 from DiffIR.utils.misc import decode_utf8, path_encoding_problem
 from DiffIR.config.schema import coerce_numbers, value_errors
+from DiffIR.config.table import Section, option
 from DiffIR.utils.errors import OptionError, did_you_mean
 
 # Keys each section understands. Sections holding components (networks, datasets, losses, optimizer,
@@ -33,7 +35,19 @@ TRAIN_SUFFIXES = ("_opt",)  # losses: pixel_opt, perceptual_opt, ...
 MIXUP_KEYS = {"mixup", "mixup_beta", "use_identity"}
 VAL_KEYS = set(ValOptions.rows())
 LOGGER_KEYS = set(LoggerOptions.rows())
-WANDB_KEYS = {"project", "resume_id", "entity"}
+
+
+@dataclass(frozen=True)
+class WandbOptions(Section):
+    """``logger:wandb`` (BasicSR's keys): a ``project`` turns the wandb sink on (DiffIR/utils/wandb_sink.py)."""
+
+    project: Optional[str] = option(None, str, example="project: diffir-hdr", help="wandb project; ~: no wandb")
+    resume_id: Optional[str] = option(None, str, example="resume_id: '1a2b3c4d'",
+                                      help="the wandb run to continue; ~: the one saved in the experiment folder")
+    entity: Optional[str] = option(None, str, example="entity: my-team", help="wandb team or user; ~: yours")
+
+
+WANDB_KEYS = set(WandbOptions.rows())
 DIST_KEYS = set(DistOptions.rows())
 
 
@@ -133,7 +147,7 @@ def validate_options(opt: Dict[str, Any], file: str = "<options>", training: boo
         errors += _unknown(mix, MIXUP_KEYS, "train:mixing_augs:", file)
     wandb = (opt.get("logger") or {}).get("wandb") if isinstance(opt.get("logger"), dict) else None
     if isinstance(wandb, dict):
-        errors += _unknown(wandb, WANDB_KEYS, "logger:wandb:", file)
+        errors += _unknown(wandb, WANDB_KEYS, "logger:wandb:", file) + WandbOptions.check(wandb, "logger:wandb:")
     for phase in (opt["datasets"] if isinstance(opt.get("datasets"), dict) else ()):
         if not (phase == "train" or str(phase).startswith(("val", "test"))):
             errors.append(f"unknown dataset phase 'datasets:{phase}': use 'train', 'val*' or 'test*'")

@@ -416,8 +416,8 @@ def value_errors(opt: Dict[str, Any], training: bool = False) -> List[str]:
     logger = opt.get("logger")
     errors += _check_table(logger, LOGGER, "logger:")
     if isinstance(logger, dict) and logger.get("wandb") is not None and not isinstance(logger["wandb"], dict):
-        errors.append(f"'logger:wandb' is {logger['wandb']!r}. Fix: remove it (wandb is not supported; use "
-                      "TensorBoard) or write a mapping such as wandb: {project: ~}.")
+        errors.append(f"'logger:wandb' is {logger['wandb']!r}. Fix: write a mapping such as wandb: {{project: "
+                      "diffir-hdr} (wandb logging) or wandb: {project: ~} (none), or remove it.")
     errors += _check_table(opt.get("dist_params"), DIST, "dist_params:")
     datasets = opt.get("datasets")
     for phase, dataset in (datasets.items() if isinstance(datasets, dict) else ()):
