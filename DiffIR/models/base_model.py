@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os.path as osp
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -28,6 +28,22 @@ from DiffIR.utils.misc import select_device
 from DiffIR.utils.registry import check_kwargs, lookup
 
 _OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW, "SGD": torch.optim.SGD}
+
+
+def nonfinite_terms(terms: Optional[Mapping[str, torch.Tensor]]) -> List[str]:
+    """The loss terms (``l_pix``, ``l_pu21``, ``l_kd_3``, ...) that are non-finite on any rank, in the order they
+    were computed, each with this rank's value: the first is where to look when a run diverges.
+
+    Under DDP every rank holds the same terms in the same order, so one all-reduce of their flags lets each rank
+    name a term that went non-finite on another one.
+    """
+    if not terms:
+        return []
+    values = [v.detach() for v in terms.values()]
+    flags = torch.stack([(~torch.isfinite(v)).any().to(torch.float32) for v in values])
+    anywhere = reduce_mean(flags) > 0
+    return [f"{name} = {v.float().sum().item():g}" if here else f"{name} (on another rank)"
+            for name, v, here, flag in zip(terms, values, flags.tolist(), anywhere.tolist()) if flag]
 
 
 def ema_decay_at(decay: float, updates: int) -> float:
@@ -70,6 +86,7 @@ class BaseModel(CheckpointingMixin):
         self.compiled_blocks: List[nn.Module] = []
         self._nonfinite_in_a_row = 0
         self.nonfinite_total = 0
+        self._nonfinite_first = ""  # the culprit of the first step of the current run of non-finite steps
         check_metric_options(self.options.val.metrics)
         if self.is_train:
             self.setup_speed_options()
@@ -223,28 +240,45 @@ class BaseModel(CheckpointingMixin):
             return net.no_sync()
         return contextlib.nullcontext()
 
-    def backward(self, loss: torch.Tensor, weight: float = 1.0) -> bool:
+    def backward(self, loss: torch.Tensor, weight: float = 1.0,
+                 terms: Optional[Mapping[str, torch.Tensor]] = None) -> bool:
         """``(loss·weight).backward()`` — unless the loss is non-finite on any rank (then nothing happens).
 
-        ``train.max_nonfinite_steps`` (default 10) non-finite steps in a row stop training with
-        :class:`TrainingStopped`, leaving the last good checkpoint untouched.
+        ``terms``: the loss terms that ``loss`` was summed from (the log's names), so that the warning and the stop
+        name the one that went non-finite first. ``train.max_nonfinite_steps`` (default 10) non-finite steps in a
+        row stop training with :class:`TrainingStopped`, leaving the last good checkpoint untouched.
         """
         if not all_finite(loss):
             self._nonfinite_in_a_row += 1
             self.nonfinite_total += 1
             limit = self.options.train.max_nonfinite_steps
-            self.logger.warning(f"Non-finite loss ({loss.item()}): step skipped "
+            culprit = self._nonfinite_culprit(terms)
+            if self._nonfinite_in_a_row == 1:
+                self._nonfinite_first = culprit  # the start of this run of bad steps: what the stop reports
+            self.logger.warning(f"Non-finite loss ({loss.item()}): {culprit + '; ' if culprit else ''}step skipped "
                                 f"({self._nonfinite_in_a_row} in a row, {self.nonfinite_total} in total)."
                                 + self._nonfinite_hint())
             if self._nonfinite_in_a_row >= limit:
                 raise TrainingStopped(
-                    f"The loss was non-finite {limit} iterations in a row (train:max_nonfinite_steps): training "
-                    "diverged and was stopped; the last saved checkpoint is unchanged. Lower the learning rate, "
-                    "set train:grad_clip, or check the data (scripts/check_dataset.py).")
+                    f"The loss was non-finite {limit} iterations in a row (train:max_nonfinite_steps); in the first "
+                    f"of them, {self._nonfinite_first or 'no loss terms were known'}. Training diverged and was "
+                    "stopped; the last saved checkpoint is unchanged. Lower the learning rate (or that term's "
+                    "loss_weight), set train:grad_clip, or check the data (scripts/check_dataset.py).")
             return False
         loss = loss * weight
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return True
+
+    @staticmethod
+    def _nonfinite_culprit(terms: Optional[Mapping[str, torch.Tensor]]) -> str:
+        """``'l_fft = nan went non-finite first (then: l_ssim = nan)'`` for the warning and the stop; empty
+        without terms."""
+        if not terms:
+            return ""
+        bad = nonfinite_terms(terms)
+        if not bad:
+            return f"every term was finite ({', '.join(terms)}), their weighted sum was not"
+        return f"{bad[0]} went non-finite first" + (f" (then: {', '.join(bad[1:])})" if bad[1:] else "")
 
     def _nonfinite_hint(self) -> str:
         """For a non-finite loss under the speed options: how to tell them from a diverging run."""

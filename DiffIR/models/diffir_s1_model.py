@@ -185,8 +185,9 @@ class DiffIRS1Model(BaseModel):
         ``1/len``), ``before_step``, the step, the log of the averaged losses and the EMA update.
 
         ``losses(micro, last)`` returns (detached output or None, loss to back-propagate, losses to log). A
-        non-finite loss skips the whole step (:meth:`BaseModel.backward` counts it and stops a diverging run): the
-        gradients are dropped and the log shows that micro-batch's losses. Returns the micro-batches' outputs,
+        non-finite loss skips the whole step (:meth:`BaseModel.backward` counts it, names the first of that
+        micro-batch's terms that went non-finite, and stops a diverging run): the gradients are dropped and the log
+        shows that micro-batch's losses. Returns the micro-batches' outputs,
         None for a skipped step.
         """
         chunks = self.micro
@@ -195,7 +196,7 @@ class DiffIRS1Model(BaseModel):
         logged: Dict[str, torch.Tensor] = OrderedDict()
         for i, micro in enumerate(chunks):
             out, total, loss_dict = losses(micro, i == len(chunks) - 1)
-            if not self.backward(total, 1.0 / len(chunks)):
+            if not self.backward(total, 1.0 / len(chunks), loss_dict):
                 optimizer.zero_grad(set_to_none=True)
                 self.log_dict = self.reduce_loss_dict(loss_dict)
                 return None
