@@ -46,8 +46,66 @@ def test_dependencies_are_static_and_complete() -> None:
     reqs = _requirements()
     assert {"torch", "numpy", "opencv-python-headless", "pyyaml", "openexr", "safetensors", "lmdb"} <= set(reqs)
     assert "einops" not in reqs  # the networks do not use it
-    assert set(project["optional-dependencies"]) >= {"perceptual", "test"}
-    assert not (ROOT / "setup.py").exists() and not (ROOT / "requirements.txt").exists()  # one list only
+    extras = project["optional-dependencies"]
+    assert set(extras) >= {"perceptual", "test", "wandb", "onnx"}
+    assert {Requirement(r).name for r in extras["onnx"]} >= {"onnx", "onnxruntime"}
+    assert not any(Requirement(r).name == "torch" for deps in extras.values() for r in deps)
+
+
+# ------------------------------------------------------------------ requirements.txt and setup.py: thin entry points
+def test_requirements_txt_is_pyprojects_list_without_torch() -> None:
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    listed = {str(Requirement(line)) for line in lines if line}
+    expected = {str(Requirement(r)) for r in _project()["dependencies"] if Requirement(r).name != "torch"}
+    assert listed == expected  # same names, same bounds: edit both when a dependency changes
+    text = (ROOT / "requirements.txt").read_text()
+    assert "pip install torch==2.13.0" in text and "pytorch.org" in text  # how to install torch first
+
+
+def _run_setup_py(*args: str, fake_pip: Path = None):
+    env = {**os.environ, "PIP_CONSTRAINT": ""}
+    if fake_pip is not None:  # a `python -m pip` that only logs its arguments and the constraint files' lines
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(fake_pip), env.get("PYTHONPATH")) if p)
+    return subprocess.run([sys.executable, "setup.py", *args], cwd=ROOT, capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL, timeout=120)
+
+
+@pytest.mark.slow
+def test_setup_py_reads_pyproject_and_develop_pins_the_installed_torch(tmp_path) -> None:
+    proc = _run_setup_py("--name", "--version")
+    assert proc.returncode == 0 and proc.stdout.split() == ["DiffIR-HDR", _project()["version"]], proc.stderr
+    log = tmp_path / "pip.log"
+    (tmp_path / "pip").mkdir()
+    (tmp_path / "pip" / "__init__.py").write_text("")
+    (tmp_path / "pip" / "__main__.py").write_text(f"""import os, sys
+lines = [open(p).read() for p in os.environ.get("PIP_CONSTRAINT", "").split()]
+open({str(log)!r}, "w").write(" ".join(sys.argv[1:]) + "\\n" + "".join(lines))
+""")
+    proc = _run_setup_py("develop", fake_pip=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    args, pin = log.read_text().splitlines()
+    assert args.startswith("install -e .") and pin == f"torch=={version('torch')}"
+
+
+def test_setup_py_develop_wants_torch_installed_first(monkeypatch) -> None:
+    import runpy
+    from importlib.metadata import PackageNotFoundError
+
+    import setuptools
+
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: None)
+    installed_torch = runpy.run_path(str(ROOT / "setup.py"), run_name="setup_shim")["installed_torch"]
+    assert installed_torch() == version("torch")
+
+    def no_torch(name):
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setitem(installed_torch.__globals__, "version", no_torch)
+    with pytest.raises(SystemExit, match=r"torch is not installed.*pip install torch==2\.13\.0.*pytorch\.org"):
+        installed_torch()
+    monkeypatch.setitem(installed_torch.__globals__, "version", lambda name: "2.5.1")
+    with pytest.raises(SystemExit, match="torch 2.5.1 is older than 2.6"):
+        installed_torch()
 
 
 def test_torch_has_a_floor_and_no_cap() -> None:
@@ -147,6 +205,23 @@ def test_make_refuses_a_torch_older_than_2_6(tmp_path) -> None:
     assert proc.returncode != 0
     assert "torch 2.5.1 is older than 2.6" in proc.stderr and "make does not replace an installed torch" in proc.stderr
     assert log == "" and not (tmp_path / "stamp").exists()
+
+
+@pytest.mark.slow
+def test_make_test_installs_the_extras_and_the_demo_none() -> None:
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+
+    def commands(target: str) -> str:
+        proc = subprocess.run(["make", "-C", str(ROOT), "-n", "-B", target], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    pinned = "print(\"torch==\" + torch.__version__)' | python3 -m pip install -e "
+    assert pinned + '".[test,wandb,onnx]" -c /dev/stdin' in commands("test")
+    demo = commands("demo")
+    assert pinned + '".[test]" -c /dev/stdin' in demo and "wandb" not in demo and "onnx" not in demo
 
 
 @pytest.mark.slow
