@@ -10,10 +10,12 @@ The pipelines are imported inside the functions so ``--help`` and a bad command 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from DiffIR.utils.cli import run_cli
+from DiffIR.utils.errors import OptionError
 
 __all__ = ["train_hdr", "train_progressive", "evaluate", "infer", "create_lmdb", "check_dataset", "export"]
 
@@ -124,10 +126,12 @@ def check_dataset(argv: Optional[List[str]] = None) -> int:
 
 
 
-EXPORT_HELP = """Export a trained network's EMA weights as ``.safetensors``, with the options that rebuild the network.
+EXPORT_HELP = """Export a trained network's EMA weights as ``.safetensors`` (default), or as an ONNX graph for LDR-only
+inference.
 
     diffir-export --model experiments/NAME/models/net_g_latest.pth --out NAME.safetensors
         [--param_key params_ema] [--opt OPTIONS.yml] [--overwrite]
+    diffir-export --format onnx --model experiments/NAME/models/net_g_latest.pth [--out NAME.onnx] [--opset N]
 
 (or python scripts/export_safetensors.py ...). The options default to the ``options_NAME.yml`` that training saved
 beside ``models/``. The file's metadata holds ``network_g`` and the tone settings (``hdr_max``, ``tone_curve``,
@@ -136,29 +140,53 @@ needs no ``--opt``; ``test.py`` loads it as ``path:pretrain_network_g``. Trainin
 checkpoints stay ``.pth``. The export is never written onto ``--model`` nor into an experiment's ``models/`` or
 ``training_states/`` (what training prunes and resumes from), with or without ``--overwrite``; without ``--out`` it
 goes beside the checkpoint, or into the experiment folder for a checkpoint in its ``models/``.
+
+``--format onnx`` (stage 2 only; needs ``pip install -e .[onnx]``) writes the LDR-only network as one ONNX graph
+with inputs ``lq`` (B x 3 x H x W, network domain, H and W multiples of 8), ``noise`` (B x 256, the diffusion's start
+noise) and, when the network reads it, ``cond`` (B x 2, [dgain, gamma]); output ``out`` in the network domain. The
+highlight gate is in the graph. The export is checked with onnxruntime against PyTorch (max abs difference <= 1e-4)
+before it is written; see DiffIR/export_onnx.py and the README's "ONNX export".
 """
+
+EXPORT_FORMATS = ("safetensors", "onnx")
 
 
 def export(argv: Optional[List[str]] = None) -> int:
     """``diffir-export``: see :data:`EXPORT_HELP`."""
     p = argparse.ArgumentParser(description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="checkpoint to export (net_g_*.pth)")
-    p.add_argument("--out", default=None, help="output file (default: the checkpoint's name with .safetensors, in the "
-                                               "experiment folder for a checkpoint in its models/); never the "
-                                               "checkpoint itself nor a file in an experiment's models/ or "
-                                               "training_states/")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="safetensors",
+                   help="safetensors (the weights and the options that rebuild the network; default) or onnx (the "
+                        "stage-2 network as an ONNX graph for LDR-only inference)")
+    p.add_argument("--out", default=None, help="output file (default: the checkpoint's name with .safetensors or "
+                                               ".onnx, in the experiment folder for a checkpoint in its models/); "
+                                               "never the checkpoint itself nor a file in an experiment's models/ "
+                                               "or training_states/")
     p.add_argument("--param_key", default="params_ema", help="weights inside the checkpoint (default params_ema, "
                                                              "falls back to params)")
     p.add_argument("--opt", default=None, help="options naming network_g (default: the options saved with the run)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (--format onnx; default: the exporter's)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = p.parse_args(argv)
 
     def run() -> None:
         from DiffIR.inference_pipeline import default_export_path, export_safetensors
 
-        out = args.out or default_export_path(args.model)
-        meta = export_safetensors(args.model, out, args.opt, args.param_key, args.overwrite)
-        print(f"Wrote {out}: {args.model} [{args.param_key}], iteration {meta['iteration']}, "
-              f"network_g from {meta['options']}", flush=True)
+        if args.format == "onnx":
+            from DiffIR.export_onnx import ONNX_EXT, export_onnx, require_onnx_packages
+
+            require_onnx_packages()  # before any file is read
+            out = args.out or default_export_path(args.model, ONNX_EXT)
+            meta = export_onnx(args.model, out, args.opt, args.param_key, args.overwrite, args.opset)
+            check = json.loads(meta["check"])
+            done = (f"inputs {', '.join(json.loads(meta['inputs']))}; onnxruntime agrees with PyTorch to "
+                    f"{check['max_abs_diff']:.2g} (tolerance {check['tolerance']:g})")
+        else:
+            if args.opset is not None:
+                raise OptionError("--opset applies to --format onnx only")
+            out = args.out or default_export_path(args.model)
+            meta = export_safetensors(args.model, out, args.opt, args.param_key, args.overwrite)
+            done = f"network_g from {meta['options']}"
+        print(f"Wrote {out}: {args.model} [{args.param_key}], iteration {meta['iteration']}, {done}", flush=True)
 
     return run_cli(run)

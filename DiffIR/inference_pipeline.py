@@ -6,8 +6,9 @@ Each image goes through the training data pipeline (LDR linearised with its own 
 of the training options), the stage-2 network (prior from the whole image, DIRformer whole or on overlapping tiles
 for large images) and back: the output is clamped to [0, 1] in the network domain (so to [0, hdr_max], as the
 original fork does) and the tone curve is inverted, giving values in the training GT's units. Files are written
-atomically, ``.hdr`` (Radiance RGBE) by default or ``.exr`` (float32); ``--preview`` adds a tone-mapped
-``<stem>.png`` beside each (the preview ``test.py`` writes).
+atomically, ``.hdr`` (Radiance RGBE) by default, ``.exr`` (float32) or ``.npy`` (float32 H x W x 3 RGB for
+``np.load``, as AIM 2025 ITM entries submitted; ``scripts/make_submission.py`` zips them); ``--preview`` adds a
+tone-mapped ``<stem>.png`` beside each (the preview ``test.py`` writes).
 
 The run holds ``OUTPUT.lock`` beside ``--output`` for its life: a second run into the same folder is refused,
 naming the holder. Before anything is written, every dgain file is read and every image decoded once (one error lists every bad
@@ -32,6 +33,7 @@ import os.path as osp
 import re
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -58,10 +60,11 @@ from DiffIR.utils.runlock import hold_run_lock, holds_run_locks
 from DiffIR.utils.tone_mapping import TONE_CURVES, ldr_to_network_input
 
 __all__ = ["build_arg_parser", "find_network_options", "load_stage2_network", "export_safetensors",
-           "default_export_path", "check_export_target",
-           "run_inference", "main"]
+           "default_export_path", "check_export_target", "load_export_source",
+           "InferenceReport", "run_inference", "main"]
 
-OUTPUT_FORMATS = ("hdr", "exr")
+#: ``.npy``: float32 H x W x 3 RGB in the GT files' units (cd/m² for the AIM data), as challenge scoring reads it
+OUTPUT_FORMATS = ("hdr", "exr", "npy")
 
 #: network_g of the official DiffIR stage 2 (= options/test_DiffIRs2_hdr.yml without its highlight_gate; a test
 #: keeps them equal). A checkpoint that records a highlight gate gets it (:func:`load_stage2_network`).
@@ -73,16 +76,20 @@ OFFICIAL_S2_NETWORK: Dict[str, Any] = {
 OFFICIAL_S2_WHERE = "the built-in official stage-2 network options"
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="DiffIR stage 2: LDR images (+ dgain files) -> linear HDR images")
+def build_arg_parser(description: str = "DiffIR stage 2: LDR images (+ dgain files) -> linear HDR images",
+                     default_format: str = "hdr") -> argparse.ArgumentParser:
+    """The options of ``inference_hdr.py``; ``scripts/make_submission.py`` takes the same ones (``.npy`` default)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--input", required=True, help="folder of LDR images (.jpg/.jpeg/.png)")
     p.add_argument("--dgain", required=True, help="folder of <stem>.txt files with 'dgain:' and 'gamma:' lines")
     p.add_argument("--model", required=True, help="stage-2 weights: net_g_*.pth, or a .safetensors export (its "
                                                    "metadata names the network)")
-    p.add_argument("--output", required=True, help="folder for the HDR outputs (<stem>.hdr or .exr)")
+    p.add_argument("--output", required=True, help="folder for the HDR outputs (<stem>.hdr, .exr or .npy)")
     p.add_argument("--opt", default=None, help="options YAML naming the network (network_g) and tone settings; "
                                                "default: the options saved with the experiment")
-    p.add_argument("--format", choices=OUTPUT_FORMATS, default="hdr", help="output format (default: hdr)")
+    p.add_argument("--format", choices=OUTPUT_FORMATS, default=default_format,
+                   help=f"output format: hdr (Radiance), exr (float32 OpenEXR) or npy (float32 H x W x 3 RGB array in "
+                        f"the GT's units, as np.load reads it) (default: {default_format})")
     p.add_argument("--param_key", default="params_ema", help="weights inside the checkpoint (default: params_ema, "
                                                              "falls back to params)")
     p.add_argument("--tile", type=int, default=512, help="tile side for large images, a multiple of 8 "
@@ -154,10 +161,10 @@ def experiment_run_folder(path: str) -> Optional[str]:
         folder = parent
 
 
-def default_export_path(model_path: str) -> str:
-    """``--out`` of the export when none is given: the checkpoint's name with ``.safetensors``, beside it, or in the
+def default_export_path(model_path: str, ext: str = SAFETENSORS_EXT) -> str:
+    """``--out`` of the export when none is given: the checkpoint's name with ``ext``, beside it, or in the
     experiment folder when the checkpoint lies in the experiment's ``models/`` (which only training writes to)."""
-    name = osp.splitext(osp.basename(model_path))[0] + SAFETENSORS_EXT
+    name = osp.splitext(osp.basename(model_path))[0] + ext
     run_folder = experiment_run_folder(model_path)
     return osp.join(osp.dirname(run_folder) if run_folder else osp.dirname(model_path), name)
 
@@ -185,6 +192,15 @@ def export_safetensors(model_path: str, out_path: str, opt_path: Optional[str] =
     checkpoint or lies in an experiment's ``models/``/``training_states/`` is refused (:func:`check_export_target`).
     Returns the metadata.
     """
+    _, state, meta = load_export_source(model_path, out_path, opt_path, param_key, overwrite)
+    save_safetensors(state, out_path, meta)
+    return meta
+
+
+def load_export_source(model_path: str, out_path: str, opt_path: Optional[str], param_key: str, overwrite: bool
+                       ) -> Tuple[nn.Module, Dict[str, torch.Tensor], Dict[str, str]]:
+    """What every export starts from, after every check: ``(network with the weights loaded strictly, the weights,
+    the metadata)``; the metadata (strings) is the same for every export format. See :func:`export_safetensors`."""
     check_path_arguments({"model": model_path, "out": out_path, "opt": opt_path}, ("model", "out", "opt"))
     check_export_target(model_path, out_path)
     opt_file = opt_path or saved_options(model_path)
@@ -206,8 +222,7 @@ def export_safetensors(model_path: str, out_path: str, opt_path: Optional[str] =
             "tone": json.dumps(tone_settings(opt)), "source": osp.abspath(model_path), "param_key": param_key,
             "iteration": found.group(1) if found else osp.splitext(osp.basename(model_path))[0].rsplit("_", 1)[-1],
             "options": osp.abspath(opt_file)}
-    save_safetensors(state, out_path, meta)
-    return meta
+    return net, state, meta
 
 
 def load_stage2_network(model_path: str, network_opt: Dict[str, Any], param_key: str, where: str,
@@ -323,6 +338,16 @@ class ImagesFailed(DiffIRError, OSError):
     """Some images failed during the run (after the checks passed); the others were written."""
 
 
+@dataclass
+class InferenceReport:
+    """What a run measured, for a challenge's ``readme.txt`` (:mod:`DiffIR.submission`)."""
+
+    device: str = ""
+    parameters: int = 0
+    #: per written image: the network (prior, DIRformer, tiles, self-ensemble) and the return to linear HDR, in s
+    seconds: List[float] = field(default_factory=list)
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -355,11 +380,12 @@ def check_path_arguments(args: Any, names: Sequence[str]) -> None:
 
 
 @holds_run_locks
-def run_inference(args: argparse.Namespace) -> List[str]:
+def run_inference(args: argparse.Namespace, report: Optional[InferenceReport] = None) -> List[str]:
     """Restore every image of ``args.input``; returns the written paths. Everything is checked before any output.
 
     An image that still fails during the run (e.g. changed since the check) is skipped; the failures are listed at
-    the end in an :class:`ImagesFailed` error (exit status 2), after the other images were written.
+    the end in an :class:`ImagesFailed` error (exit status 2), after the other images were written. ``report``, when
+    given, receives the device, the parameter count and each written image's runtime.
     """
     check_path_arguments(args, ("input", "dgain", "model", "output", "opt"))
     tile_error = tile_size_error(args.tile, 8, "--tile", "0", "--tile 512") if args.tile else None
@@ -387,6 +413,8 @@ def run_inference(args: argparse.Namespace) -> List[str]:
     if device.type == "cpu":
         keep_freed_memory()
     net = load_stage2_network(args.model, dict(opt["network_g"]), args.param_key, where, device)
+    report = report if report is not None else InferenceReport()
+    report.device, report.parameters = str(device), sum(p.numel() for p in net.parameters())
     metas = check_inputs(pairs)  # a bad image or dgain file stops the run before any output
     domain = ToneDomain(tone["tone_curve"], tone["hdr_max"])
     print(f"Network options: {where}\nWeights: {args.model} [{args.param_key}] on {device}\n"
@@ -410,9 +438,11 @@ def run_inference(args: argparse.Namespace) -> List[str]:
             x = ldr_to_network_input(read_ldr(image_path, exif_orientation=True), meta["dgain"], meta["gamma"], **tone)
             lq = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32))[None].to(device)
             cond = torch.tensor([[meta["dgain"], meta["gamma"]]], dtype=torch.float32, device=device)
+            began = time.perf_counter()
             out = restore_ldr_only(net, lq, cond, window=8, tile=args.tile or None, overlap=args.tile_overlap,
                                    seed=args.seed, ensemble=args.self_ensemble)
-            linear = domain.to_linear(out[0])
+            linear = domain.to_linear(out[0])  # on the host: waits for the device
+            seconds = time.perf_counter() - began
             write_hdr(targets[stem], linear)
             if args.preview:
                 write_preview(previews[stem], linear, domain.hdr_max)
@@ -420,6 +450,7 @@ def run_inference(args: argparse.Namespace) -> List[str]:
             failed.append(f"{osp.basename(image_path)}: {e}")
             continue
         written.append(targets[stem])
+        report.seconds.append(seconds)
     print(f"Wrote {len(written)} HDR file(s) to {args.output} in {time.time() - start:.1f} s", flush=True)
     if failed:
         raise ImagesFailed(f"{len(failed)} of {len(pairs)} image(s) failed during the run ({len(written)} written to "

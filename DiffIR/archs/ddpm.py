@@ -15,6 +15,10 @@ Written from the description of the official ``ldm/ddpm.py`` (see ``shared/refer
 * the torch RNG draws: one ``randn`` of shape (B, 256) to start the chain, then one more per reverse step
   that the official sampler draws but never uses. We draw (and drop) it too, so that a seeded run consumes
   the random stream exactly as the official code does and every later random number is the same.
+
+``forward(..., noise=x_T)`` takes the start noise as a tensor instead: the chain then draws nothing from the torch RNG
+(so an exported graph, e.g. ONNX, has the noise as an input and no random operator, and its output is a function of
+its inputs). Without it everything above holds unchanged.
 """
 from __future__ import annotations
 
@@ -85,6 +89,8 @@ class IPRDiffusion(nn.Module):
     ``condition``, as in the official code). ``forward(lq, ipr_start)`` in training mode diffuses
     ``ipr_start`` to ``t = T-1`` and runs the whole reverse chain; in eval mode (or without ``ipr_start``)
     the chain starts from pure Gaussian noise. Returns ``(ipr, [estimate after each reverse step])``.
+    ``noise`` (B, ipr_dim), when given, is that Gaussian noise (the ε of the diffusion in training): the chain
+    then draws nothing from the torch RNG.
     """
 
     def __init__(self, denoiser: nn.Module, condition: nn.Module, timesteps: int = 4, linear_start: float = 0.1,
@@ -125,25 +131,32 @@ class IPRDiffusion(nn.Module):
         """Diffuse ``x_start`` to step ``t``: ``√ᾱ_t·x0 + √(1-ᾱ_t)·ε``."""
         return self._at(self.sqrt_alphas_cumprod, t) * x_start + self._at(self.sqrt_one_minus_alphas_cumprod, t) * noise
 
-    def reverse_step(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """x_{t-1} = coef1[t]·x̂0 + coef2[t]·x_t, x̂0 = denoiser(x_t, t, c); no noise is added."""
+    def reverse_step(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor, draw_unused: bool = True
+                     ) -> torch.Tensor:
+        """x_{t-1} = coef1[t]·x̂0 + coef2[t]·x_t, x̂0 = denoiser(x_t, t, c); no noise is added.
+
+        ``draw_unused``: draw (and drop) the official sampler's unused noise, which keeps the RNG stream equal."""
         x0 = self.model(x, t, c)
         mean = self._at(self.posterior_mean_coef1, t) * x0 + self._at(self.posterior_mean_coef2, t) * x
-        torch.randn(x.shape, device=x.device)  # drawn and unused by the official sampler: keeps the RNG stream equal
+        if draw_unused:
+            torch.randn(x.shape, device=x.device)
         return mean
 
-    def forward(self, lq: torch.Tensor, ipr_start: Optional[torch.Tensor] = None
-                ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def forward(self, lq: torch.Tensor, ipr_start: Optional[torch.Tensor] = None,
+                noise: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         b = lq.shape[0]
         device = self.betas.device
+        if noise is not None and tuple(noise.shape) != (b, self.ipr_dim):
+            raise ValueError(f"noise must have shape ({b}, {self.ipr_dim}) (batch, IPR size), got {tuple(noise.shape)}")
         if self.training and ipr_start is not None:
             last = torch.full((b,), self.num_timesteps - 1, device=device, dtype=torch.long)
-            x = self.q_sample(ipr_start, last, torch.randn_like(ipr_start))
+            x = self.q_sample(ipr_start, last, torch.randn_like(ipr_start) if noise is None else noise)
         else:
-            x = torch.randn((b, self.ipr_dim), device=device)
+            x = torch.randn((b, self.ipr_dim), device=device) if noise is None else noise
         c = self.condition(lq)
         estimates: List[torch.Tensor] = []
         for i in reversed(range(self.num_timesteps)):
-            x = self.reverse_step(x, torch.full((b,), i, device=device, dtype=torch.long), c)
+            x = self.reverse_step(x, torch.full((b,), i, device=device, dtype=torch.long), c,
+                                  draw_unused=noise is None)
             estimates.append(x)
         return x, estimates

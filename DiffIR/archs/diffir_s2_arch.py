@@ -37,7 +37,8 @@ class DiffIRS2(nn.Module):
     * training mode: ``forward(lq, ipr_s1)`` → ``(out, [IPR after each of the T reverse steps])``; the chain
       starts from ``ipr_s1`` diffused to the last step (the official "joint" training).
     * eval mode: ``forward(lq)`` → ``out``; the chain starts from Gaussian noise drawn from the torch RNG
-      (seed it for reproducible results).
+      (seed it for reproducible results), or from ``noise`` (B, 256) when given: then the output is a function of
+      the inputs alone, which is what an exported graph (ONNX) needs.
     * ``prior_only=True`` skips the DIRformer and returns the IPR (eval) or ``(IPR, list)`` (training): the
       first training phase and tiled inference (one prior for the whole image) use it.
 
@@ -96,12 +97,14 @@ class DiffIRS2(nn.Module):
         return self.diffusion.num_timesteps
 
     def estimate_ipr(self, lq: torch.Tensor, ipr_s1: Optional[torch.Tensor] = None,
-                     cond: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+                     cond: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None
+                     ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Run the reverse chain; returns ``(final IPR, [IPR after each step])`` (``final is list[-1]``).
 
-        In training mode with ``ipr_s1`` the chain starts from it, diffused to the last step; otherwise from noise.
+        In training mode with ``ipr_s1`` the chain starts from it, diffused to the last step; otherwise from noise
+        (``noise`` if given, else drawn from the torch RNG).
         """
-        ipr, estimates = self.diffusion(lq, ipr_s1 if self.training else None)
+        ipr, estimates = self.diffusion(lq, ipr_s1 if self.training else None, noise)
         if self.dgain_cond:
             offset = self.cond_embed(cond, ipr)
             estimates = [e + offset for e in estimates]
@@ -116,11 +119,12 @@ class DiffIRS2(nn.Module):
 
     def forward(
         self, lq: torch.Tensor, ipr_s1: Optional[torch.Tensor] = None, cond: Optional[torch.Tensor] = None,
-        prior_only: bool = False,
+        prior_only: bool = False, noise: Optional[torch.Tensor] = None,
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Restore ``lq`` with a generated prior (see the class docstring for the return values per mode).
 
-        ``cond`` (B, 2) = per-image [dgain, gamma]; used only when built with ``dgain_cond=True``.
+        ``cond`` (B, 2) = per-image [dgain, gamma]; used only when built with ``dgain_cond=True`` or a highlight gate
+        that linearises. ``noise`` (B, 256): the diffusion's start noise instead of a draw from the torch RNG.
         """
         check_spatial_multiple(lq, 8, "lq")
         if self.training:
@@ -129,11 +133,11 @@ class DiffIRS2(nn.Module):
                                  "(B, 256) from the stage-1 network's CPEN. For LDR-only inference call .eval() first.")
             if ipr_s1.shape != (lq.shape[0], self.ipr_dim):
                 raise ValueError(f"ipr_s1 must have shape ({lq.shape[0]}, {self.ipr_dim}), got {tuple(ipr_s1.shape)}")
-            ipr, estimates = self.estimate_ipr(lq, ipr_s1, cond)
+            ipr, estimates = self.estimate_ipr(lq, ipr_s1, cond, noise)
             if prior_only:
                 return ipr, estimates
             return self.restore_with_prior(lq, ipr, cond), estimates
-        ipr, _ = self.estimate_ipr(lq, None, cond)
+        ipr, _ = self.estimate_ipr(lq, None, cond, noise)
         if prior_only:
             return ipr
         return self.restore_with_prior(lq, ipr, cond)
